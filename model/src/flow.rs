@@ -1,0 +1,100 @@
+//! Flow records as the capture side fills them.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Transport protocol of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// Which side opened the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Initiator {
+    /// The local socket called connect.
+    Local,
+    /// The local socket accepted.
+    Remote,
+    /// The capture did not see the start.
+    #[default]
+    Unknown,
+}
+
+/// How a connection ended, or that it is still open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowEnd {
+    #[default]
+    Closed,
+    /// An interval record of a connection that is still open.
+    Ongoing,
+    Refused,
+    Reset,
+    Failed,
+}
+
+/// One captured flow, local side first. Times are Unix-epoch nanoseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flow {
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    #[serde(default)]
+    pub initiator: Initiator,
+    #[serde(default)]
+    pub end_state: FlowEnd,
+    pub start_ns: u64,
+    #[serde(default)]
+    pub end_ns: u64,
+    #[serde(default)]
+    pub bytes_sent: u64,
+    #[serde(default)]
+    pub bytes_received: u64,
+    #[serde(default)]
+    pub packets_sent: u64,
+    #[serde(default)]
+    pub packets_received: u64,
+    #[serde(default)]
+    pub retransmits: u32,
+    /// Smoothed round-trip time in microseconds, 0 when unknown.
+    #[serde(default)]
+    pub srtt_us: u32,
+    #[serde(default)]
+    pub cgroup_id: u64,
+    #[serde(default)]
+    pub netns_id: u64,
+    #[serde(default)]
+    pub pid: u32,
+}
+
+impl Flow {
+    /// A TCP flow between two endpoints starting at `start_ns`, all counters zero.
+    pub fn between(local: SocketAddr, remote: SocketAddr, start_ns: u64) -> Self {
+        Self {
+            protocol: Protocol::Tcp,
+            local,
+            remote,
+            initiator: Initiator::Unknown,
+            end_state: FlowEnd::Closed,
+            start_ns,
+            end_ns: start_ns,
+            bytes_sent: 0,
+            bytes_received: 0,
+            packets_sent: 0,
+            packets_received: 0,
+            retransmits: 0,
+            srtt_us: 0,
+            cgroup_id: 0,
+            netns_id: 0,
+            pid: 0,
+        }
+    }
+}

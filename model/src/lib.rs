@@ -1,0 +1,21 @@
+//! The domain model shared by the agent, the collector, the plugin runtime and
+//! the plugin SDK: flows, workloads, attributions and the questions plugins
+//! answer.
+//!
+//! These are plain Rust types (std addresses, serde for fixtures and configs).
+//! The WIT contract in `wit/` mirrors them; the runtime and the SDK convert
+//! between the two at the Wasm boundary, so nothing else sees generated types.
+
+mod answers;
+mod attribution;
+mod flow;
+mod query;
+mod time;
+mod workload;
+
+pub use answers::{Answer, Answers, AnswersBuilder};
+pub use attribution::{AttributedFlow, Attribution, AttributionSource, Redactions, Side, Verdict};
+pub use flow::{Flow, FlowEnd, Initiator, Protocol};
+pub use query::{IpChange, IpEvent, LocalQuery, ResolveQuery};
+pub use time::TimeRange;
+pub use workload::{UnattributedReason, Workload};

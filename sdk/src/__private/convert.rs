@@ -1,0 +1,202 @@
+//! Conversions between the generated WIT types and the SDK's domain types.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::bindings::identity::flowattr::plugin::types as wit;
+use super::{WitIpEvent, WitLocalQuery, WitResolveQuery, WitVerdict};
+use crate::__private::bindings::policy::exports::flowattr::plugin::policy::Redactions as WitRedactions;
+use crate::__private::bindings::resolver::exports::flowattr::plugin::resolver::IpChange as WitIpChange;
+use crate::{
+    Answer, Answers, AttributedFlow, Attribution, AttributionSource, Flow, FlowEnd, Initiator,
+    IpChange, IpEvent, LocalQuery, Protocol, ResolveQuery, Side, TimeRange, UnattributedReason,
+    Verdict, Workload,
+};
+
+pub fn ip(a: wit::IpAddress) -> IpAddr {
+    match a {
+        wit::IpAddress::V4(v) => IpAddr::V4(Ipv4Addr::from(v)),
+        wit::IpAddress::V6((hi, lo)) => {
+            IpAddr::V6(Ipv6Addr::from(((hi as u128) << 64) | lo as u128))
+        }
+    }
+}
+
+fn endpoint(e: wit::Endpoint) -> SocketAddr {
+    SocketAddr::new(ip(e.address), e.port)
+}
+
+fn protocol(p: wit::Protocol) -> Protocol {
+    match p {
+        wit::Protocol::Tcp => Protocol::Tcp,
+        wit::Protocol::Udp => Protocol::Udp,
+    }
+}
+
+pub fn local_query(q: WitLocalQuery) -> LocalQuery {
+    LocalQuery {
+        local: endpoint(q.local),
+        protocol: protocol(q.protocol),
+        time_ns: q.time_ns,
+        cgroup_id: q.cgroup_id,
+        netns_id: q.netns_id,
+        pid: q.pid,
+    }
+}
+
+pub fn resolve_query(q: WitResolveQuery) -> ResolveQuery {
+    ResolveQuery { address: ip(q.address), time_ns: q.time_ns, asked_at_ns: q.asked_at_ns }
+}
+
+pub fn workload(w: wit::Workload) -> Workload {
+    Workload {
+        id: w.id,
+        app: w.app,
+        cluster: w.cluster,
+        stack: w.stack,
+        account: w.account,
+        region: w.region,
+        labels: w.labels.into_iter().collect(),
+    }
+}
+
+pub fn ip_event(e: WitIpEvent) -> IpEvent {
+    IpEvent {
+        address: ip(e.address),
+        change: match e.change {
+            WitIpChange::Assigned(w) => IpChange::Assigned(workload(w)),
+            WitIpChange::Released => IpChange::Released,
+        },
+        event_time_ns: e.event_time_ns,
+        arrival_time_ns: e.arrival_time_ns,
+    }
+}
+
+fn range(r: wit::TimeRange) -> TimeRange {
+    TimeRange { start_ns: r.start_ns, end_ns: r.end_ns }
+}
+
+fn wit_range(r: TimeRange) -> wit::TimeRange {
+    wit::TimeRange { start_ns: r.start_ns, end_ns: r.end_ns }
+}
+
+fn reason(r: wit::UnattributedReason) -> UnattributedReason {
+    use wit::UnattributedReason as W;
+    match r {
+        W::NotFound => UnattributedReason::NotFound,
+        W::SourceUnavailable => UnattributedReason::SourceUnavailable,
+        W::Conflict => UnattributedReason::Conflict,
+        W::Gap => UnattributedReason::Gap,
+        W::Expired => UnattributedReason::Expired,
+        W::ClockSkew => UnattributedReason::ClockSkew,
+        W::PluginFailed => UnattributedReason::PluginFailed,
+    }
+}
+
+fn wit_reason(r: UnattributedReason) -> wit::UnattributedReason {
+    use wit::UnattributedReason as W;
+    match r {
+        UnattributedReason::NotFound => W::NotFound,
+        UnattributedReason::SourceUnavailable => W::SourceUnavailable,
+        UnattributedReason::Conflict => W::Conflict,
+        UnattributedReason::Gap => W::Gap,
+        UnattributedReason::Expired => W::Expired,
+        UnattributedReason::ClockSkew => W::ClockSkew,
+        UnattributedReason::PluginFailed => W::PluginFailed,
+    }
+}
+
+fn wit_workload(w: Workload) -> wit::Workload {
+    wit::Workload {
+        id: w.id,
+        app: w.app,
+        cluster: w.cluster,
+        stack: w.stack,
+        account: w.account,
+        region: w.region,
+        labels: w.labels.into_iter().collect(),
+    }
+}
+
+pub fn wit_answers(a: Answers) -> wit::Answers {
+    wit::Answers {
+        workloads: a.workloads.into_iter().map(wit_workload).collect(),
+        answers: a
+            .answers
+            .into_iter()
+            .map(|a| match a {
+                Answer::Attributed { workload, valid } => {
+                    wit::Answer::Attributed(wit::AttributedRef { workload, valid: wit_range(valid) })
+                }
+                Answer::Unattributed(r) => wit::Answer::Unattributed(wit_reason(r)),
+            })
+            .collect(),
+    }
+}
+
+fn flow(f: wit::Flow) -> Flow {
+    Flow {
+        protocol: protocol(f.protocol),
+        local: endpoint(f.local),
+        remote: endpoint(f.remote),
+        initiator: match f.initiator {
+            wit::Initiator::Local => Initiator::Local,
+            wit::Initiator::Remote => Initiator::Remote,
+            wit::Initiator::Unknown => Initiator::Unknown,
+        },
+        end_state: match f.end_state {
+            wit::FlowEnd::Closed => FlowEnd::Closed,
+            wit::FlowEnd::Ongoing => FlowEnd::Ongoing,
+            wit::FlowEnd::Refused => FlowEnd::Refused,
+            wit::FlowEnd::Reset => FlowEnd::Reset,
+            wit::FlowEnd::Failed => FlowEnd::Failed,
+        },
+        start_ns: f.start_ns,
+        end_ns: f.end_ns,
+        bytes_sent: f.bytes_sent,
+        bytes_received: f.bytes_received,
+        packets_sent: f.packets_sent,
+        packets_received: f.packets_received,
+        retransmits: f.retransmits,
+        srtt_us: f.srtt_us,
+        cgroup_id: f.cgroup_id,
+        netns_id: f.netns_id,
+        pid: f.pid,
+    }
+}
+
+fn side(s: wit::Side) -> Side {
+    match s {
+        wit::Side::Attributed(a) => Side::Attributed(Attribution {
+            workload: workload(a.workload),
+            source: match a.source {
+                wit::AttributionSource::Capture => AttributionSource::Capture,
+                wit::AttributionSource::Heartbeat => AttributionSource::Heartbeat,
+                wit::AttributionSource::Resolver => AttributionSource::Resolver,
+            },
+            plugin: a.plugin,
+            valid: range(a.valid),
+        }),
+        wit::Side::Unattributed(r) => Side::Unattributed(reason(r)),
+        wit::Side::Pending => Side::Pending,
+    }
+}
+
+pub fn attributed_flow(f: wit::AttributedFlow) -> AttributedFlow {
+    AttributedFlow { flow: flow(f.flow), local: side(f.local), remote: side(f.remote), weight: f.weight }
+}
+
+pub fn wit_verdict(v: Verdict) -> WitVerdict {
+    match v {
+        Verdict::Keep => WitVerdict::Keep,
+        Verdict::Drop => WitVerdict::Drop,
+        Verdict::Sample(n) => WitVerdict::Sample(n),
+        Verdict::Redact(r) => {
+            let mut flags = WitRedactions::empty();
+            flags.set(WitRedactions::LOCAL_ADDRESS, r.local_address);
+            flags.set(WitRedactions::REMOTE_ADDRESS, r.remote_address);
+            flags.set(WitRedactions::PORTS, r.ports);
+            flags.set(WitRedactions::PROCESS, r.process);
+            WitVerdict::Redact(flags)
+        }
+    }
+}

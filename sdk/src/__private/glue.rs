@@ -1,0 +1,61 @@
+//! From WIT exports to the plugin traits: parse the config, keep the plugin
+//! instance, convert each batch in and out.
+
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+use super::convert;
+use super::{WitAnswers, WitAttributedFlow, WitIpEvent, WitLocalQuery, WitResolveQuery, WitVerdict};
+use crate::kinds::Plugin;
+use crate::{IdentityPlugin, PolicyPlugin, ResolverPlugin, SinkPlugin};
+
+/// Where the export macro keeps the plugin instance.
+pub type Slot<P> = LocalKey<RefCell<Option<P>>>;
+
+/// Parses the config, builds the plugin and stores it; also routes `log` and
+/// panics to the host.
+pub fn init<P: Plugin>(slot: &'static Slot<P>, config_json: &str) -> Result<(), String> {
+    crate::host::install();
+    let plugin = crate::testing::build::<P>(config_json)?;
+    slot.with(|s| *s.borrow_mut() = Some(plugin));
+    Ok(())
+}
+
+fn with_plugin<P, R>(slot: &'static Slot<P>, f: impl FnOnce(&mut P) -> R) -> R {
+    slot.with(|s| {
+        let mut s = s.borrow_mut();
+        // The host always calls `init` first; a call without it is a host bug
+        // and trapping makes the host rebuild the instance.
+        let plugin = s.as_mut().expect("flowattr plugin called before init");
+        f(plugin)
+    })
+}
+
+pub fn identify<P: IdentityPlugin>(slot: &'static Slot<P>, queries: Vec<WitLocalQuery>) -> WitAnswers {
+    let queries: Vec<_> = queries.into_iter().map(convert::local_query).collect();
+    convert::wit_answers(with_plugin(slot, |p| p.identify(&queries)))
+}
+
+pub fn ingest<P: ResolverPlugin>(slot: &'static Slot<P>, events: Vec<WitIpEvent>) -> Result<(), String> {
+    let events = events.into_iter().map(convert::ip_event).collect();
+    with_plugin(slot, |p| p.ingest(events))
+}
+
+pub fn resolve<P: ResolverPlugin>(slot: &'static Slot<P>, queries: Vec<WitResolveQuery>) -> WitAnswers {
+    let queries: Vec<_> = queries.into_iter().map(convert::resolve_query).collect();
+    convert::wit_answers(with_plugin(slot, |p| p.resolve(&queries)))
+}
+
+pub fn decide<P: PolicyPlugin>(slot: &'static Slot<P>, flows: Vec<WitAttributedFlow>) -> Vec<WitVerdict> {
+    let flows: Vec<_> = flows.into_iter().map(convert::attributed_flow).collect();
+    with_plugin(slot, |p| p.decide(&flows)).into_iter().map(convert::wit_verdict).collect()
+}
+
+pub fn content_type<P: SinkPlugin>(slot: &'static Slot<P>) -> String {
+    with_plugin(slot, |p| p.content_type())
+}
+
+pub fn format<P: SinkPlugin>(slot: &'static Slot<P>, flows: Vec<WitAttributedFlow>) -> Result<Vec<u8>, String> {
+    let flows: Vec<_> = flows.into_iter().map(convert::attributed_flow).collect();
+    with_plugin(slot, |p| p.format(&flows))
+}

@@ -1,0 +1,153 @@
+//! The Rust SDK for flowattr plugins.
+//!
+//! A plugin is a plain Rust type that implements one trait per plugin kind —
+//! [`IdentityPlugin`], [`ResolverPlugin`], [`PolicyPlugin`] or [`SinkPlugin`] —
+//! and registers it with [`export_plugin!`]. The SDK owns the WIT bindings, so
+//! authors see only the domain types re-exported here; it forwards the `log`
+//! crate and panics to the host's structured log; and [`testing::Harness`]
+//! runs a plugin natively under `cargo test`, with the host's clock and log
+//! faked, so a plugin's logic is tested without Wasm.
+//!
+//! ```ignore
+//! use flowattr_sdk::{Answers, AnswersBuilder, IdentityPlugin, LocalQuery};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config { workload: String }
+//!
+//! struct Fixed(flowattr_sdk::Workload);
+//!
+//! impl IdentityPlugin for Fixed {
+//!     type Config = Config;
+//!     fn init(config: Config) -> Result<Self, String> {
+//!         Ok(Fixed(flowattr_sdk::Workload::with_id(config.workload)))
+//!     }
+//!     fn identify(&mut self, queries: &[LocalQuery]) -> Answers {
+//!         let mut out = AnswersBuilder::with_capacity(queries.len());
+//!         for q in queries {
+//!             out.attributed(&self.0, flowattr_sdk::TimeRange::new(q.time_ns, q.time_ns + 1));
+//!         }
+//!         out.finish()
+//!     }
+//! }
+//!
+//! flowattr_sdk::export_plugin!(Fixed as identity);
+//! ```
+//!
+//! See `sdk/README.md` for the walk from `cargo new` to a loaded plugin.
+
+pub mod host;
+mod kinds;
+pub mod testing;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use flowattr_model::{
+    Answer, Answers, AnswersBuilder, AttributedFlow, Attribution, AttributionSource, Flow, FlowEnd,
+    Initiator, IpChange, IpEvent, LocalQuery, Protocol, Redactions, ResolveQuery, Side, TimeRange,
+    UnattributedReason, Verdict, Workload,
+};
+pub use kinds::{IdentityPlugin, Plugin, PolicyPlugin, ResolverPlugin, SinkPlugin};
+
+/// The WIT package version this SDK implements.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// Registers a type as this component's plugin. Use it once per crate, naming
+/// the kind: `identity`, `resolver`, `policy` or `sink`.
+///
+/// ```ignore
+/// flowattr_sdk::export_plugin!(MyPlugin as identity);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty as identity) => {
+        const _: () = {
+            ::std::thread_local! {
+                static PLUGIN: ::core::cell::RefCell<::core::option::Option<$plugin>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+            struct Export;
+            impl $crate::__private::IdentityGuest for Export {
+                fn init(config_json: String) -> Result<(), String> {
+                    $crate::__private::init::<$plugin>(&PLUGIN, &config_json)
+                }
+                fn identify(
+                    queries: Vec<$crate::__private::WitLocalQuery>,
+                ) -> $crate::__private::WitAnswers {
+                    $crate::__private::identify(&PLUGIN, queries)
+                }
+            }
+            $crate::__private::bindings::identity::__export_identity_world!(Export with_types_in $crate::__private::bindings::identity);
+        };
+    };
+    ($plugin:ty as resolver) => {
+        const _: () = {
+            ::std::thread_local! {
+                static PLUGIN: ::core::cell::RefCell<::core::option::Option<$plugin>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+            struct Export;
+            impl $crate::__private::ResolverGuest for Export {
+                fn init(config_json: String) -> Result<(), String> {
+                    $crate::__private::init::<$plugin>(&PLUGIN, &config_json)
+                }
+                fn ingest(events: Vec<$crate::__private::WitIpEvent>) -> Result<(), String> {
+                    $crate::__private::ingest(&PLUGIN, events)
+                }
+                fn resolve(
+                    queries: Vec<$crate::__private::WitResolveQuery>,
+                ) -> $crate::__private::WitAnswers {
+                    $crate::__private::resolve(&PLUGIN, queries)
+                }
+            }
+            $crate::__private::bindings::resolver::__export_resolver_world!(Export with_types_in $crate::__private::bindings::resolver);
+        };
+    };
+    ($plugin:ty as policy) => {
+        const _: () = {
+            ::std::thread_local! {
+                static PLUGIN: ::core::cell::RefCell<::core::option::Option<$plugin>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+            struct Export;
+            impl $crate::__private::PolicyGuest for Export {
+                fn init(config_json: String) -> Result<(), String> {
+                    $crate::__private::init::<$plugin>(&PLUGIN, &config_json)
+                }
+                fn decide(
+                    flows: Vec<$crate::__private::WitAttributedFlow>,
+                ) -> Vec<$crate::__private::WitVerdict> {
+                    $crate::__private::decide(&PLUGIN, flows)
+                }
+            }
+            $crate::__private::bindings::policy::__export_policy_world!(Export with_types_in $crate::__private::bindings::policy);
+        };
+    };
+    ($plugin:ty as sink) => {
+        const _: () = {
+            ::std::thread_local! {
+                static PLUGIN: ::core::cell::RefCell<::core::option::Option<$plugin>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+            struct Export;
+            impl $crate::__private::SinkGuest for Export {
+                fn init(config_json: String) -> Result<(), String> {
+                    $crate::__private::init::<$plugin>(&PLUGIN, &config_json)
+                }
+                fn content_type() -> String {
+                    $crate::__private::content_type(&PLUGIN)
+                }
+                fn format(
+                    flows: Vec<$crate::__private::WitAttributedFlow>,
+                ) -> Result<Vec<u8>, String> {
+                    $crate::__private::format(&PLUGIN, flows)
+                }
+            }
+            $crate::__private::bindings::sink::__export_sink_world!(Export with_types_in $crate::__private::bindings::sink);
+        };
+    };
+}
+
+// Lets the generated bindings name this crate as `flowattr_sdk` both here and
+// in the plugin crates where `export_plugin!` expands.
+extern crate self as flowattr_sdk;
