@@ -1,0 +1,218 @@
+//! Conversions between the domain model and the generated WIT types.
+
+use std::net::{IpAddr, SocketAddr};
+
+use flowattr_model::{
+    Answer, Answers, AttributedFlow, Attribution, AttributionSource, Flow, FlowEnd, Initiator,
+    IpChange, IpEvent, LocalQuery, Protocol, Redactions, ResolveQuery, Side, TimeRange,
+    UnattributedReason, Verdict, Workload,
+};
+
+use crate::bindings::identity::exports::flowattr::plugin::identity as wit_identity;
+use crate::bindings::policy::exports::flowattr::plugin::policy as wit_policy;
+use crate::bindings::resolver::exports::flowattr::plugin::resolver as wit_resolver;
+use crate::bindings::wit;
+
+fn ip(a: IpAddr) -> wit::IpAddress {
+    match a {
+        IpAddr::V4(v4) => wit::IpAddress::V4(u32::from(v4)),
+        IpAddr::V6(v6) => {
+            let n = u128::from(v6);
+            wit::IpAddress::V6(((n >> 64) as u64, n as u64))
+        }
+    }
+}
+
+fn endpoint(e: SocketAddr) -> wit::Endpoint {
+    wit::Endpoint { address: ip(e.ip()), port: e.port() }
+}
+
+fn protocol(p: Protocol) -> wit::Protocol {
+    match p {
+        Protocol::Tcp => wit::Protocol::Tcp,
+        Protocol::Udp => wit::Protocol::Udp,
+    }
+}
+
+pub fn local_query(q: &LocalQuery) -> wit_identity::LocalQuery {
+    wit_identity::LocalQuery {
+        local: endpoint(q.local),
+        protocol: protocol(q.protocol),
+        time_ns: q.time_ns,
+        cgroup_id: q.cgroup_id,
+        netns_id: q.netns_id,
+        pid: q.pid,
+    }
+}
+
+pub fn resolve_query(q: &ResolveQuery) -> wit_resolver::ResolveQuery {
+    wit_resolver::ResolveQuery { address: ip(q.address), time_ns: q.time_ns, asked_at_ns: q.asked_at_ns }
+}
+
+fn workload(w: &Workload) -> wit::Workload {
+    wit::Workload {
+        id: w.id.clone(),
+        app: w.app.clone(),
+        cluster: w.cluster.clone(),
+        stack: w.stack.clone(),
+        account: w.account.clone(),
+        region: w.region.clone(),
+        labels: w.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+pub fn ip_event(e: &IpEvent) -> wit_resolver::IpEvent {
+    wit_resolver::IpEvent {
+        address: ip(e.address),
+        change: match &e.change {
+            IpChange::Assigned(w) => wit_resolver::IpChange::Assigned(workload(w)),
+            IpChange::Released => wit_resolver::IpChange::Released,
+        },
+        event_time_ns: e.event_time_ns,
+        arrival_time_ns: e.arrival_time_ns,
+    }
+}
+
+fn range(r: TimeRange) -> wit::TimeRange {
+    wit::TimeRange { start_ns: r.start_ns, end_ns: r.end_ns }
+}
+
+fn reason(r: UnattributedReason) -> wit::UnattributedReason {
+    use wit::UnattributedReason as W;
+    match r {
+        UnattributedReason::NotFound => W::NotFound,
+        UnattributedReason::SourceUnavailable => W::SourceUnavailable,
+        UnattributedReason::Conflict => W::Conflict,
+        UnattributedReason::Gap => W::Gap,
+        UnattributedReason::Expired => W::Expired,
+        UnattributedReason::ClockSkew => W::ClockSkew,
+        UnattributedReason::PluginFailed => W::PluginFailed,
+    }
+}
+
+fn from_reason(r: wit::UnattributedReason) -> UnattributedReason {
+    use wit::UnattributedReason as W;
+    match r {
+        W::NotFound => UnattributedReason::NotFound,
+        W::SourceUnavailable => UnattributedReason::SourceUnavailable,
+        W::Conflict => UnattributedReason::Conflict,
+        W::Gap => UnattributedReason::Gap,
+        W::Expired => UnattributedReason::Expired,
+        W::ClockSkew => UnattributedReason::ClockSkew,
+        W::PluginFailed => UnattributedReason::PluginFailed,
+    }
+}
+
+fn from_workload(w: wit::Workload) -> Workload {
+    Workload {
+        id: w.id,
+        app: w.app,
+        cluster: w.cluster,
+        stack: w.stack,
+        account: w.account,
+        region: w.region,
+        labels: w.labels.into_iter().collect(),
+    }
+}
+
+pub fn from_answers(a: wit::Answers) -> Answers {
+    Answers {
+        workloads: a.workloads.into_iter().map(from_workload).collect(),
+        answers: a
+            .answers
+            .into_iter()
+            .map(|a| match a {
+                wit::Answer::Attributed(r) => Answer::Attributed {
+                    workload: r.workload,
+                    valid: TimeRange { start_ns: r.valid.start_ns, end_ns: r.valid.end_ns },
+                },
+                wit::Answer::Unattributed(r) => Answer::Unattributed(from_reason(r)),
+            })
+            .collect(),
+    }
+}
+
+fn flow(f: &Flow) -> wit::Flow {
+    wit::Flow {
+        protocol: protocol(f.protocol),
+        local: endpoint(f.local),
+        remote: endpoint(f.remote),
+        initiator: match f.initiator {
+            Initiator::Local => wit::Initiator::Local,
+            Initiator::Remote => wit::Initiator::Remote,
+            Initiator::Unknown => wit::Initiator::Unknown,
+        },
+        end_state: match f.end_state {
+            FlowEnd::Closed => wit::FlowEnd::Closed,
+            FlowEnd::Ongoing => wit::FlowEnd::Ongoing,
+            FlowEnd::Refused => wit::FlowEnd::Refused,
+            FlowEnd::Reset => wit::FlowEnd::Reset,
+            FlowEnd::Failed => wit::FlowEnd::Failed,
+        },
+        start_ns: f.start_ns,
+        end_ns: f.end_ns,
+        bytes_sent: f.bytes_sent,
+        bytes_received: f.bytes_received,
+        packets_sent: f.packets_sent,
+        packets_received: f.packets_received,
+        retransmits: f.retransmits,
+        srtt_us: f.srtt_us,
+        cgroup_id: f.cgroup_id,
+        netns_id: f.netns_id,
+        pid: f.pid,
+    }
+}
+
+fn attribution(a: &Attribution) -> wit::Attribution {
+    wit::Attribution {
+        workload: workload(&a.workload),
+        source: match a.source {
+            AttributionSource::Capture => wit::AttributionSource::Capture,
+            AttributionSource::Heartbeat => wit::AttributionSource::Heartbeat,
+            AttributionSource::Resolver => wit::AttributionSource::Resolver,
+        },
+        plugin: a.plugin.clone(),
+        valid: range(a.valid),
+    }
+}
+
+fn side(s: &Side) -> wit::Side {
+    match s {
+        Side::Attributed(a) => wit::Side::Attributed(attribution(a)),
+        Side::Unattributed(r) => wit::Side::Unattributed(reason(*r)),
+        Side::Pending => wit::Side::Pending,
+    }
+}
+
+pub fn attributed_flow(f: &AttributedFlow) -> wit::AttributedFlow {
+    wit::AttributedFlow { flow: flow(&f.flow), local: side(&f.local), remote: side(&f.remote), weight: f.weight }
+}
+
+pub fn from_verdict(v: wit_policy::Verdict) -> Verdict {
+    use wit_policy::Redactions as R;
+    match v {
+        wit_policy::Verdict::Keep => Verdict::Keep,
+        wit_policy::Verdict::Drop => Verdict::Drop,
+        wit_policy::Verdict::Sample(n) => Verdict::Sample(n),
+        wit_policy::Verdict::Redact(r) => Verdict::Redact(Redactions {
+            local_address: r.contains(R::LOCAL_ADDRESS),
+            remote_address: r.contains(R::REMOTE_ADDRESS),
+            ports: r.contains(R::PORTS),
+            process: r.contains(R::PROCESS),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_use_network_order_integers() {
+        assert_eq!(ip("10.0.0.1".parse().unwrap()), wit::IpAddress::V4(0x0a00_0001));
+        assert_eq!(
+            ip("2001:db8::1".parse().unwrap()),
+            wit::IpAddress::V6((0x2001_0db8_0000_0000, 1))
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! The drop-in directory: each plugin is `NAME.wasm` beside `NAME.toml`.
+//!
+//! [`PluginDirectory::reload`] reconciles what is loaded with what is on disk:
+//! new and changed plugins are validated in full before they replace anything;
+//! a plugin that fails validation is refused with a message naming the file and
+//! the field, and the version already running (if any) keeps running; plugins
+//! whose files are gone are unloaded. Calls in flight keep the `Arc<Plugin>`
+//! they started with, so a swap never loses a call.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::counters::Counters;
+use crate::engine::Runtime;
+use crate::manifest::{Manifest, PluginKind};
+use crate::plugin::{LoadError, Plugin, sha256_hex};
+
+/// A plugin that could not be loaded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub name: String,
+    /// The file the problem is in.
+    pub file: PathBuf,
+    pub reason: String,
+    /// Whether a previous version of the plugin is still running.
+    pub kept_previous: bool,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.reason)?;
+        if self.kept_previous {
+            write!(f, " (the previous version keeps running)")?;
+        }
+        Ok(())
+    }
+}
+
+/// What one [`PluginDirectory::reload`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub replaced: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub refused: Vec<Refusal>,
+}
+
+struct Entry {
+    plugin: Arc<Plugin>,
+    /// Manifest text and component hash it was loaded from.
+    fingerprint: (String, String),
+}
+
+#[derive(Default)]
+struct State {
+    loaded: BTreeMap<String, Entry>,
+    refused: BTreeMap<String, Refusal>,
+    counters: BTreeMap<String, Arc<Counters>>,
+}
+
+/// The plugins of one drop-in directory.
+pub struct PluginDirectory {
+    runtime: Runtime,
+    dir: PathBuf,
+    state: RwLock<State>,
+    reloading: Mutex<()>,
+}
+
+/// What is on disk for one name.
+struct OnDisk {
+    manifest_path: PathBuf,
+    wasm_path: PathBuf,
+}
+
+impl PluginDirectory {
+    /// Opens `dir` and loads everything valid in it.
+    pub fn open(runtime: &Runtime, dir: impl Into<PathBuf>) -> std::io::Result<(Self, ReloadReport)> {
+        let dir = dir.into();
+        if !dir.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("plugin directory {} does not exist", dir.display()),
+            ));
+        }
+        let this = Self { runtime: runtime.clone(), dir, state: RwLock::default(), reloading: Mutex::new(()) };
+        let report = this.reload();
+        Ok((this, report))
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The loaded plugin called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.state.read().unwrap().loaded.get(name).map(|e| e.plugin.clone())
+    }
+
+    /// Every loaded plugin, by name.
+    pub fn all(&self) -> Vec<Arc<Plugin>> {
+        self.state.read().unwrap().loaded.values().map(|e| e.plugin.clone()).collect()
+    }
+
+    /// Loaded plugins of one kind in chain order (manifest `order`, then name).
+    pub fn chain(&self, kind: PluginKind) -> Vec<Arc<Plugin>> {
+        let mut plugins: Vec<_> = self.all().into_iter().filter(|p| p.kind() == kind).collect();
+        plugins.sort_by(|a, b| (a.manifest().order, a.name()).cmp(&(b.manifest().order, b.name())));
+        plugins
+    }
+
+    /// Plugins currently refused, by name.
+    pub fn refusals(&self) -> Vec<Refusal> {
+        self.state.read().unwrap().refused.values().cloned().collect()
+    }
+
+    /// Reconciles the loaded set with the directory's contents.
+    pub fn reload(&self) -> ReloadReport {
+        let _one_at_a_time = self.reloading.lock().unwrap();
+        let mut report = ReloadReport::default();
+        let on_disk = match self.scan(&mut report) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "Cannot read the plugin directory; keeping what is loaded.");
+                return report;
+            }
+        };
+
+        let mut loaded_now: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut refused_now: BTreeMap<String, Refusal> = BTreeMap::new();
+        for (name, files) in on_disk {
+            let previous = self.state.read().unwrap().loaded.get(&name).map(|e| (e.plugin.clone(), e.fingerprint.clone()));
+            match self.load_one(&name, &files, previous.as_ref().map(|(_, f)| f)) {
+                Ok(None) => {
+                    let (plugin, fingerprint) = previous.expect("unchanged implies loaded");
+                    report.unchanged.push(name.clone());
+                    loaded_now.insert(name, Entry { plugin, fingerprint });
+                }
+                Ok(Some(entry)) => {
+                    if previous.is_some() {
+                        tracing::info!(plugin = %name, sha256 = entry.plugin.sha256(), "Replaced plugin.");
+                        report.replaced.push(name.clone());
+                    } else {
+                        tracing::info!(plugin = %name, kind = %entry.plugin.kind(), sha256 = entry.plugin.sha256(), "Loaded plugin.");
+                        report.added.push(name.clone());
+                    }
+                    loaded_now.insert(name, entry);
+                }
+                Err((file, reason)) => {
+                    let kept_previous = previous.is_some();
+                    let refusal = Refusal { name: name.clone(), file, reason, kept_previous };
+                    tracing::warn!(plugin = %name, problem = %refusal, "Refused plugin.");
+                    if let Some((plugin, fingerprint)) = previous {
+                        loaded_now.insert(name.clone(), Entry { plugin, fingerprint });
+                    }
+                    refused_now.insert(name, refusal);
+                }
+            }
+        }
+        for r in &report.refused {
+            refused_now.insert(r.name.clone(), r.clone());
+        }
+        report.refused = refused_now.values().cloned().collect();
+
+        let mut state = self.state.write().unwrap();
+        for name in state.loaded.keys() {
+            if !loaded_now.contains_key(name) {
+                tracing::info!(plugin = %name, "Unloaded plugin: its files are gone.");
+                report.removed.push(name.clone());
+            }
+        }
+        state.loaded = loaded_now;
+        state.refused = refused_now;
+        report
+    }
+
+    /// Lists `NAME.toml` / `NAME.wasm` pairs; lone `.wasm` files are refused.
+    fn scan(&self, report: &mut ReloadReport) -> std::io::Result<BTreeMap<String, OnDisk>> {
+        let mut found = BTreeMap::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let (Some(stem), Some(ext)) = (path.file_stem().and_then(|s| s.to_str()), path.extension()) else {
+                continue;
+            };
+            if stem.starts_with('.') {
+                continue;
+            }
+            if ext == "toml" {
+                found.insert(
+                    stem.to_owned(),
+                    OnDisk { manifest_path: path.clone(), wasm_path: path.with_extension("wasm") },
+                );
+            } else if ext == "wasm" && !path.with_extension("toml").exists() {
+                report.refused.push(Refusal {
+                    name: stem.to_owned(),
+                    file: path.clone(),
+                    reason: format!("has no manifest: expected {stem}.toml beside it"),
+                    kept_previous: false,
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// Loads one plugin unless its files are unchanged (`Ok(None)`).
+    fn load_one(
+        &self,
+        name: &str,
+        files: &OnDisk,
+        previous: Option<&(String, String)>,
+    ) -> Result<Option<Entry>, (PathBuf, String)> {
+        let manifest_text = std::fs::read_to_string(&files.manifest_path)
+            .map_err(|e| (files.manifest_path.clone(), format!("cannot read: {e}")))?;
+        let wasm = std::fs::read(&files.wasm_path)
+            .map_err(|e| (files.wasm_path.clone(), format!("cannot read: {e}")))?;
+        let fingerprint = (manifest_text, sha256_hex(&wasm));
+        if previous == Some(&fingerprint) {
+            return Ok(None);
+        }
+        let manifest = Manifest::parse(&fingerprint.0).map_err(|e| (files.manifest_path.clone(), e.to_string()))?;
+        let counters = self.state.write().unwrap().counters.entry(name.to_owned()).or_default().clone();
+        let plugin = Plugin::load(&self.runtime, name, manifest, &self.dir, &wasm, counters).map_err(|e| {
+            let file = match e {
+                LoadError::Manifest(_) => files.manifest_path.clone(),
+                LoadError::Component(_) => files.wasm_path.clone(),
+            };
+            (file, e.to_string())
+        })?;
+        Ok(Some(Entry { plugin: Arc::new(plugin), fingerprint }))
+    }
+}

@@ -1,0 +1,161 @@
+//! The one wasmtime engine a process uses for all its plugins: compiler
+//! settings, the epoch ticker that enforces call deadlines, the linker with
+//! the host imports, and the on-disk compile cache.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::bindings::wit_host;
+use crate::clock::{Clock, SystemClock};
+use crate::sandbox::PluginState;
+
+/// How often the engine's epoch advances; call deadlines are counted in these.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// How a [`Runtime`] is set up.
+pub struct RuntimeConfig {
+    /// Where compiled components are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// The clock plugins read through `host.now-ns`.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { cache_dir: None, clock: Arc::new(SystemClock) }
+    }
+}
+
+/// Whether a component came from the compile cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+    Disabled,
+}
+
+/// The shared plugin engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    cache_dir: Option<PathBuf>,
+    clock: Arc<dyn Clock>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true);
+        wasm.epoch_interruption(true);
+        wasm.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&wasm).map_err(anyhow::Error::from).context("cannot create the Wasm engine")?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link WASI")?;
+        wit_host::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("cannot link the host interface")?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.clone(), ticker_stop.clone())?;
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the compile cache {}", dir.display()))?;
+        }
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                cache_dir: config.cache_dir,
+                clock: config.clock,
+                ticker_stop,
+            }),
+        })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<PluginState> {
+        &self.inner.linker
+    }
+
+    pub(crate) fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
+    /// Compiles `bytes` (whose SHA-256 is `sha256`), or loads the compiled
+    /// form from the cache. The cache key is the engine's compatibility hash
+    /// (wasmtime version and settings) plus the content hash.
+    pub fn compile(&self, bytes: &[u8], sha256: &str) -> anyhow::Result<(Component, CacheOutcome)> {
+        let Some(path) = self.cache_path(sha256) else {
+            return Ok((Component::new(self.engine(), bytes)?, CacheOutcome::Disabled));
+        };
+        if path.exists() {
+            // SAFETY: the file was written by `Component::serialize` of an
+            // engine with the same compatibility hash (it is in the path), in
+            // a cache directory this process owns.
+            match unsafe { Component::deserialize_file(self.engine(), &path) } {
+                Ok(c) => return Ok((c, CacheOutcome::Hit)),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "Ignoring an unreadable compile-cache entry."),
+            }
+        }
+        let component = Component::new(self.engine(), bytes)?;
+        if let Err(e) = write_atomically(&path, &component.serialize()?) {
+            tracing::warn!(path = %path.display(), error = %e, "Could not write the compile cache; carrying on without it.");
+        }
+        Ok((component, CacheOutcome::Miss))
+    }
+
+    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
+        let dir = self.inner.cache_dir.as_ref()?;
+        let mut h = DefaultHasher::new();
+        self.engine().precompile_compatibility_hash().hash(&mut h);
+        Some(dir.join(format!("{:016x}", h.finish())).join(format!("{sha256}.cwasm")))
+    }
+}
+
+fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .context("cannot start the epoch ticker")?;
+    Ok(())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("cache paths have a parent");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,520 @@
+//! One loaded plugin: a validated, pre-instantiated component and the live
+//! instance it calls. Calls are bounded by a deadline and a memory cap; a
+//! trap, timeout or overrun is contained, counted and logged, and the
+//! instance is rebuilt on a later call with backoff.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flowattr_model::{Answers, AttributedFlow, IpEvent, LocalQuery, ResolveQuery, Verdict};
+use sha2::{Digest, Sha256};
+use wasmtime::Store;
+use wasmtime::component::Component;
+
+use crate::bindings::{identity, policy, resolver, sink};
+use crate::convert;
+use crate::counters::{CounterSnapshot, Counters};
+use crate::engine::{CacheOutcome, EPOCH_TICK, Runtime};
+use crate::manifest::{FieldError, Manifest, PluginKind, Version, WIT_VERSION};
+use crate::sandbox::{MemoryCapExceeded, PluginState, SandboxSpec};
+
+/// Why a component was refused at load time.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A problem with the manifest (or something it promises, like the hash).
+    #[error("{0}")]
+    Manifest(#[from] FieldError),
+    /// A problem with the component itself.
+    #[error("{0}")]
+    Component(String),
+}
+
+/// Why a call did not return an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("plugin `{plugin}`: {failure}")]
+pub struct CallError {
+    pub plugin: Arc<str>,
+    pub failure: Failure,
+}
+
+/// What went wrong in a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error("stopped at its {0} ms deadline")]
+    Timeout(u32),
+    #[error("stopped for growing memory past its {0} MiB cap")]
+    MemoryExceeded(u32),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("returned an error: {0}")]
+    Plugin(String),
+    #[error("unavailable for {0:?} more after {1} failures in a row")]
+    BackingOff(Duration, u32),
+    #[error("could not be rebuilt: {0}")]
+    Rebuild(String),
+    #[error("is a {actual} plugin, not {expected}")]
+    WrongKind { expected: PluginKind, actual: PluginKind },
+}
+
+impl Failure {
+    /// Whether the instance was lost (and will be rebuilt).
+    pub fn lost_instance(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::MemoryExceeded(_) | Self::Trap(_))
+    }
+}
+
+enum KindPre {
+    Identity(identity::IdentityPluginPre<PluginState>),
+    Resolver(resolver::ResolverPluginPre<PluginState>),
+    Policy(policy::PolicyPluginPre<PluginState>),
+    Sink(sink::SinkPluginPre<PluginState>),
+}
+
+enum Exports {
+    Identity(identity::IdentityPlugin),
+    Resolver(resolver::ResolverPlugin),
+    Policy(policy::PolicyPlugin),
+    Sink(sink::SinkPlugin),
+}
+
+struct Live {
+    store: Store<PluginState>,
+    exports: Exports,
+}
+
+#[derive(Default)]
+struct Slot {
+    live: Option<Live>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// A validated plugin, ready to call from any thread (calls to one plugin
+/// run one at a time).
+pub struct Plugin {
+    name: Arc<str>,
+    manifest: Manifest,
+    sha256: String,
+    cache: CacheOutcome,
+    runtime: Runtime,
+    pre: KindPre,
+    spec: SandboxSpec,
+    config_json: String,
+    counters: Arc<Counters>,
+    slot: Mutex<Slot>,
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Backoff before the `failures`-th rebuild: none for the first, then
+/// 50 ms doubling up to 30 s.
+pub fn backoff(failures: u32) -> Duration {
+    if failures <= 1 {
+        return Duration::ZERO;
+    }
+    let ms = 50u64.saturating_mul(1 << (failures - 2).min(20));
+    Duration::from_millis(ms.min(30_000))
+}
+
+impl Plugin {
+    /// Validates and loads a component: its hash against the manifest, that it
+    /// implements the manifest's kind at a compatible WIT version, that its
+    /// imports can be satisfied, that its grants exist, and that `init`
+    /// accepts the config.
+    pub fn load(
+        runtime: &Runtime,
+        name: &str,
+        manifest: Manifest,
+        manifest_dir: &Path,
+        wasm: &[u8],
+        counters: Arc<Counters>,
+    ) -> Result<Self, LoadError> {
+        let sha256 = sha256_hex(wasm);
+        match &manifest.sha256 {
+            None => {
+                return Err(FieldError::new("sha256", "is missing; `flowattr plugin install` stamps it").into());
+            }
+            Some(expected) if !expected.eq_ignore_ascii_case(&sha256) => {
+                return Err(FieldError::new(
+                    "sha256",
+                    format!("is {expected} but {name}.wasm hashes to {sha256}"),
+                )
+                .into());
+            }
+            Some(_) => {}
+        }
+        let (component, cache) = runtime
+            .compile(wasm, &sha256)
+            .map_err(|e| LoadError::Component(format!("not a valid Wasm component: {}", e.root_cause())))?;
+        check_exports(runtime, &component, &manifest)?;
+        let pre = runtime
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Component(format!("imports something this host does not offer: {e}")))?;
+        let world = |e: wasmtime::Error| LoadError::Component(format!("does not match the {} world: {e}", manifest.kind));
+        let pre = match manifest.kind {
+            PluginKind::Identity => KindPre::Identity(identity::IdentityPluginPre::new(pre).map_err(world)?),
+            PluginKind::Resolver => KindPre::Resolver(resolver::ResolverPluginPre::new(pre).map_err(world)?),
+            PluginKind::Policy => KindPre::Policy(policy::PolicyPluginPre::new(pre).map_err(world)?),
+            PluginKind::Sink => KindPre::Sink(sink::SinkPluginPre::new(pre).map_err(world)?),
+        };
+        let read_dirs = manifest.resolved_read_dirs(manifest_dir);
+        for (i, (host, _)) in read_dirs.iter().enumerate() {
+            if !host.is_dir() {
+                return Err(FieldError::new(
+                    format!("capabilities.read_dirs[{i}].host"),
+                    format!("{} is not a directory", host.display()),
+                )
+                .into());
+            }
+        }
+        let name: Arc<str> = name.into();
+        let spec = SandboxSpec {
+            name: name.clone(),
+            memory_cap_bytes: manifest.limits.memory_mib as usize * 1024 * 1024,
+            read_dirs,
+            clock: runtime.clock(),
+            counters: counters.clone(),
+        };
+        let plugin = Self {
+            config_json: manifest.config_json(),
+            name,
+            manifest,
+            sha256,
+            cache,
+            runtime: runtime.clone(),
+            pre,
+            spec,
+            counters,
+            slot: Mutex::new(Slot::default()),
+        };
+        let live = plugin.instantiate().map_err(|e| match e {
+            InstantiateError::Refused(msg) => {
+                LoadError::Manifest(FieldError::new("config", format!("the plugin refused it: {msg}")))
+            }
+            InstantiateError::Failed(msg) => LoadError::Component(format!("failed to start: {msg}")),
+        })?;
+        plugin.slot.lock().unwrap().live = Some(live);
+        Ok(plugin)
+    }
+
+    /// The plugin's name (its file stem).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The manifest it was loaded with.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> PluginKind {
+        self.manifest.kind
+    }
+
+    /// Hex SHA-256 of its component.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Whether its compiled form came from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
+    }
+
+    /// Its counters so far.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// Bytes of linear memory the live instance holds now and at most, if
+    /// there is a live instance.
+    pub fn memory_bytes(&self) -> Option<(usize, usize)> {
+        let slot = self.slot.lock().unwrap();
+        slot.live.as_ref().map(|l| l.store.data().memory_bytes())
+    }
+
+    /// Attributes local endpoints (identity plugins).
+    pub fn identify(&self, queries: &[LocalQuery]) -> Result<Answers, CallError> {
+        self.expect_kind(PluginKind::Identity)?;
+        let input: Vec<_> = queries.iter().map(convert::local_query).collect();
+        let answers = self.call(queries.len(), |store, exports| match exports {
+            Exports::Identity(b) => Ok(Ok(b.flowattr_plugin_identity().call_identify(store, &input)?)),
+            _ => unreachable!("kind checked above"),
+        })?;
+        self.checked_answers(convert::from_answers(answers), queries.len())
+    }
+
+    /// Feeds address events (resolver plugins).
+    pub fn ingest(&self, events: &[IpEvent]) -> Result<(), CallError> {
+        self.expect_kind(PluginKind::Resolver)?;
+        let input: Vec<_> = events.iter().map(convert::ip_event).collect();
+        self.call(events.len(), |store, exports| match exports {
+            Exports::Resolver(b) => b.flowattr_plugin_resolver().call_ingest(store, &input),
+            _ => unreachable!("kind checked above"),
+        })
+    }
+
+    /// Resolves remote addresses (resolver plugins).
+    pub fn resolve(&self, queries: &[ResolveQuery]) -> Result<Answers, CallError> {
+        self.expect_kind(PluginKind::Resolver)?;
+        let input: Vec<_> = queries.iter().map(convert::resolve_query).collect();
+        let answers = self.call(queries.len(), |store, exports| match exports {
+            Exports::Resolver(b) => Ok(Ok(b.flowattr_plugin_resolver().call_resolve(store, &input)?)),
+            _ => unreachable!("kind checked above"),
+        })?;
+        self.checked_answers(convert::from_answers(answers), queries.len())
+    }
+
+    /// One verdict per flow (policy plugins).
+    pub fn decide(&self, flows: &[AttributedFlow]) -> Result<Vec<Verdict>, CallError> {
+        self.expect_kind(PluginKind::Policy)?;
+        let input: Vec<_> = flows.iter().map(convert::attributed_flow).collect();
+        let verdicts = self.call(flows.len(), |store, exports| match exports {
+            Exports::Policy(b) => Ok(Ok(b.flowattr_plugin_policy().call_decide(store, &input)?)),
+            _ => unreachable!("kind checked above"),
+        })?;
+        if verdicts.len() != flows.len() {
+            return Err(self.plugin_error(format!("returned {} verdicts for {} flows", verdicts.len(), flows.len())));
+        }
+        Ok(verdicts.into_iter().map(convert::from_verdict).collect())
+    }
+
+    /// Formats flows into output bytes (sink plugins).
+    pub fn format(&self, flows: &[AttributedFlow]) -> Result<Vec<u8>, CallError> {
+        self.expect_kind(PluginKind::Sink)?;
+        let input: Vec<_> = flows.iter().map(convert::attributed_flow).collect();
+        self.call(flows.len(), |store, exports| match exports {
+            Exports::Sink(b) => b.flowattr_plugin_sink().call_format(store, &input),
+            _ => unreachable!("kind checked above"),
+        })
+    }
+
+    /// The media type a sink produces.
+    pub fn content_type(&self) -> Result<String, CallError> {
+        self.expect_kind(PluginKind::Sink)?;
+        self.call(0, |store, exports| match exports {
+            Exports::Sink(b) => Ok(Ok(b.flowattr_plugin_sink().call_content_type(store)?)),
+            _ => unreachable!("kind checked above"),
+        })
+    }
+
+    fn expect_kind(&self, expected: PluginKind) -> Result<(), CallError> {
+        let actual = self.kind();
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(self.error(Failure::WrongKind { expected, actual }))
+        }
+    }
+
+    fn checked_answers(&self, answers: Answers, queries: usize) -> Result<Answers, CallError> {
+        answers.check_shape(queries).map_err(|m| self.plugin_error(m))?;
+        Ok(answers)
+    }
+
+    fn error(&self, failure: Failure) -> CallError {
+        CallError { plugin: self.name.clone(), failure }
+    }
+
+    fn plugin_error(&self, message: String) -> CallError {
+        Counters::add(&self.counters.errors, 1);
+        tracing::warn!(plugin = %self.name, %message, "Plugin returned an unusable answer.");
+        self.error(Failure::Plugin(message))
+    }
+
+    /// Runs `f` on the live instance (rebuilding it first if it was lost and
+    /// its backoff has passed) under the call deadline.
+    fn call<T>(
+        &self,
+        records: usize,
+        f: impl FnOnce(&mut Store<PluginState>, &Exports) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, CallError> {
+        let mut slot = self.slot.lock().unwrap();
+        if slot.live.is_none() {
+            let now = Instant::now();
+            if let Some(at) = slot.retry_at.filter(|at| *at > now) {
+                Counters::add(&self.counters.unavailable, 1);
+                return Err(self.error(Failure::BackingOff(at - now, slot.failures)));
+            }
+            match self.instantiate() {
+                Ok(live) => {
+                    Counters::add(&self.counters.rebuilds, 1);
+                    tracing::info!(plugin = %self.name, "Rebuilt the plugin instance.");
+                    slot.live = Some(live);
+                }
+                Err(e) => {
+                    let message = e.message();
+                    self.record_failure(&mut slot);
+                    tracing::warn!(plugin = %self.name, %message, "Could not rebuild the plugin instance.");
+                    return Err(self.error(Failure::Rebuild(message)));
+                }
+            }
+        }
+        let live = slot.live.as_mut().expect("instance present");
+        live.store.set_epoch_deadline(deadline_ticks(self.manifest.limits.call_timeout_ms));
+        live.store.data_mut().take_memory_exceeded();
+        let started = Instant::now();
+        let result = f(&mut live.store, &live.exports);
+        Counters::add(&self.counters.busy_ns, started.elapsed().as_nanos() as u64);
+        match result {
+            Ok(Ok(v)) => {
+                Counters::add(&self.counters.calls, 1);
+                Counters::add(&self.counters.records, records as u64);
+                slot.failures = 0;
+                Ok(v)
+            }
+            Ok(Err(message)) => {
+                Counters::add(&self.counters.calls, 1);
+                Counters::add(&self.counters.errors, 1);
+                Err(self.error(Failure::Plugin(message)))
+            }
+            Err(e) => {
+                let memory = live.store.data_mut().take_memory_exceeded()
+                    || e.downcast_ref::<MemoryCapExceeded>().is_some();
+                let failure = if memory {
+                    Counters::add(&self.counters.memory_exceeded, 1);
+                    Failure::MemoryExceeded(self.manifest.limits.memory_mib)
+                } else if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+                    Counters::add(&self.counters.timeouts, 1);
+                    Failure::Timeout(self.manifest.limits.call_timeout_ms)
+                } else {
+                    Counters::add(&self.counters.traps, 1);
+                    Failure::Trap(e.root_cause().to_string())
+                };
+                tracing::warn!(plugin = %self.name, error = %failure, "Plugin call failed; its instance will be rebuilt.");
+                tracing::debug!(plugin = %self.name, details = ?e, "Plugin failure details.");
+                slot.live = None;
+                self.record_failure(&mut slot);
+                Err(self.error(failure))
+            }
+        }
+    }
+
+    fn record_failure(&self, slot: &mut Slot) {
+        slot.failures = slot.failures.saturating_add(1);
+        slot.retry_at = Some(Instant::now() + backoff(slot.failures));
+    }
+
+    /// A fresh instance: new store, instantiate from the pre-instance, `init`.
+    fn instantiate(&self) -> Result<Live, InstantiateError> {
+        let failed = |e: wasmtime::Error| InstantiateError::Failed(e.root_cause().to_string());
+        let state = PluginState::new(&self.spec).map_err(|e| InstantiateError::Failed(e.to_string()))?;
+        let mut store = Store::new(self.runtime.engine(), state);
+        store.limiter(|s| s.limiter());
+        store.epoch_deadline_trap();
+        // `init` may parse a large state file: give it ten call deadlines.
+        store.set_epoch_deadline(deadline_ticks(self.manifest.limits.call_timeout_ms.saturating_mul(10)));
+        let (exports, init) = match &self.pre {
+            KindPre::Identity(pre) => {
+                let b = pre.instantiate(&mut store).map_err(failed)?;
+                let r = b.flowattr_plugin_identity().call_init(&mut store, &self.config_json);
+                (Exports::Identity(b), r)
+            }
+            KindPre::Resolver(pre) => {
+                let b = pre.instantiate(&mut store).map_err(failed)?;
+                let r = b.flowattr_plugin_resolver().call_init(&mut store, &self.config_json);
+                (Exports::Resolver(b), r)
+            }
+            KindPre::Policy(pre) => {
+                let b = pre.instantiate(&mut store).map_err(failed)?;
+                let r = b.flowattr_plugin_policy().call_init(&mut store, &self.config_json);
+                (Exports::Policy(b), r)
+            }
+            KindPre::Sink(pre) => {
+                let b = pre.instantiate(&mut store).map_err(failed)?;
+                let r = b.flowattr_plugin_sink().call_init(&mut store, &self.config_json);
+                (Exports::Sink(b), r)
+            }
+        };
+        match init {
+            Ok(Ok(())) => Ok(Live { store, exports }),
+            Ok(Err(msg)) => Err(InstantiateError::Refused(msg)),
+            Err(e) => Err(failed(e)),
+        }
+    }
+}
+
+enum InstantiateError {
+    /// `init` returned an error about its config.
+    Refused(String),
+    /// Instantiation or `init` trapped.
+    Failed(String),
+}
+
+impl InstantiateError {
+    fn message(&self) -> String {
+        match self {
+            Self::Refused(m) => format!("init refused the config: {m}"),
+            Self::Failed(m) => m.clone(),
+        }
+    }
+}
+
+fn deadline_ticks(timeout_ms: u32) -> u64 {
+    u64::from(timeout_ms).div_ceil(EPOCH_TICK.as_millis() as u64) + 1
+}
+
+/// Checks the component exports the manifest's kind at a compatible version,
+/// before linking, so the refusal names the right field.
+fn check_exports(runtime: &Runtime, component: &Component, manifest: &Manifest) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let mut found = Vec::new();
+    for (name, _) in ty.exports(runtime.engine()) {
+        let Some(rest) = name.strip_prefix("flowattr:plugin/") else { continue };
+        let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
+        found.push((iface.to_owned(), version.to_owned()));
+    }
+    let kind = manifest.kind.as_str();
+    let Some((_, version)) = found.iter().find(|(iface, _)| iface == kind) else {
+        if let Some((other, _)) = found.first() {
+            return Err(FieldError::new("kind", format!("is {kind} but the component implements {other}")).into());
+        }
+        return Err(LoadError::Component(format!(
+            "exports no flowattr:plugin interface (expected flowattr:plugin/{kind}@{WIT_VERSION}); \
+             is it built with flowattr-sdk's export_plugin!?"
+        )));
+    };
+    let version: Version = version
+        .parse()
+        .map_err(|e| LoadError::Component(format!("exports flowattr:plugin/{kind} with a bad version: {e}")))?;
+    if !WIT_VERSION.is_compatible(&version) {
+        return Err(FieldError::new(
+            "wit",
+            format!("the component implements WIT {version}; this host speaks {WIT_VERSION} and compatible"),
+        )
+        .into());
+    }
+    if !manifest.wit.is_compatible(&version) {
+        return Err(FieldError::new(
+            "wit",
+            format!("says {} but the component implements {version}", manifest.wit),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_at_zero_then_doubles_to_a_cap() {
+        assert_eq!(backoff(1), Duration::ZERO);
+        assert_eq!(backoff(2), Duration::from_millis(50));
+        assert_eq!(backoff(3), Duration::from_millis(100));
+        assert_eq!(backoff(40), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn deadline_rounds_up_and_adds_a_tick() {
+        assert_eq!(deadline_ticks(1), 2);
+        assert_eq!(deadline_ticks(100), 100 / EPOCH_TICK.as_millis() as u64 + 1);
+    }
+}

@@ -1,0 +1,164 @@
+//! IPMan's state, validated as a whole and indexed for lookup.
+//!
+//! [`State::from_raw`] refuses the whole file on any inconsistency (an unknown
+//! workload, an empty or inverted time range, overlapping claims on one
+//! address or one port, ports outside the pool, an address both assigned and
+//! shared), because a state that contradicts itself cannot be trusted for any
+//! answer. A valid state is indexed by address (and, for shared IPv4
+//! addresses, by port segment) with time spans sorted for binary search.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use flowattr_sdk::{TimeRange, Workload};
+
+use crate::format::{self, RawState};
+use crate::shared::{Allocation, PortLookup, SharedAddress};
+use crate::spans::{self, Span};
+use crate::watch::Source;
+
+/// The validated, indexed state.
+#[derive(Debug)]
+pub struct State {
+    workloads: Vec<Workload>,
+    /// Canonical address → spans sorted by start, never overlapping.
+    by_ip: HashMap<IpAddr, Vec<Span>>,
+    shared: HashMap<Ipv4Addr, SharedAddress>,
+}
+
+/// What the state says about one local endpoint at one time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Held by `workload` for `valid` (the whole assignment or allocation).
+    Found { workload: &'a Workload, valid: TimeRange },
+    /// IPMan knows the address (or the pool port) but nobody held it then.
+    Gap,
+    /// Not IPMan's: an unknown address, or a shared address's port outside
+    /// its pool (the host's own traffic).
+    NotFound,
+}
+
+impl State {
+    /// Who held `ip` (and `port`, for a shared IPv4 address) at `time_ns`.
+    pub fn lookup(&self, ip: IpAddr, port: u16, time_ns: u64) -> Lookup<'_> {
+        let ip = ip.to_canonical();
+        if let Some(spans) = self.by_ip.get(&ip) {
+            return spans::find(spans, time_ns).map_or(Lookup::Gap, |s| self.found(s));
+        }
+        if let IpAddr::V4(v4) = ip
+            && let Some(shared) = self.shared.get(&v4)
+        {
+            return match shared.lookup(port, time_ns) {
+                PortLookup::Held(s) => self.found(s),
+                PortLookup::Gap => Lookup::Gap,
+                PortLookup::OutsidePool => Lookup::NotFound,
+            };
+        }
+        Lookup::NotFound
+    }
+
+    fn found(&self, span: &Span) -> Lookup<'_> {
+        Lookup::Found { workload: &self.workloads[span.workload as usize], valid: span.range() }
+    }
+
+    /// Validates and indexes a parsed file.
+    pub fn from_raw(raw: RawState) -> Result<Self, String> {
+        let mut workloads = Vec::with_capacity(raw.workloads.len());
+        let mut ids: HashMap<String, u32> = HashMap::with_capacity(raw.workloads.len());
+        for (id, w) in raw.workloads {
+            if id.trim().is_empty() {
+                return Err("workloads: a workload id is empty".into());
+            }
+            ids.insert(id.clone(), workloads.len() as u32);
+            workloads.push(Workload {
+                id,
+                app: w.app,
+                cluster: w.cluster,
+                stack: w.stack,
+                account: w.account,
+                region: w.region,
+                labels: w.labels,
+            });
+        }
+        let span = |what: &dyn Fn() -> String, workload: &str, since, until: Option<u64>, entry| {
+            let &workload = ids
+                .get(workload)
+                .ok_or_else(|| format!("{}: workload {workload:?} is not in workloads", what()))?;
+            let until_ns = until.unwrap_or(TimeRange::OPEN_END);
+            if since >= until_ns {
+                return Err(format!(
+                    "{}: since_ns {since} is not before until_ns {until_ns}",
+                    what()
+                ));
+            }
+            Ok(Span { since_ns: since, until_ns, workload, entry })
+        };
+
+        let mut by_ip: HashMap<IpAddr, Vec<Span>> = HashMap::new();
+        for (i, a) in raw.assignments.iter().enumerate() {
+            let s = span(&|| format!("assignments[{i}]"), &a.workload, a.since_ns, a.until_ns, i as u32)?;
+            by_ip.entry(a.ip.to_canonical()).or_default().push(s);
+        }
+        for (ip, list) in &mut by_ip {
+            spans::sort_and_check(list).map_err(|(a, b)| {
+                format!("assignments[{a}] and assignments[{b}] overlap in time for {ip}")
+            })?;
+        }
+
+        let mut shared = HashMap::with_capacity(raw.shared_ipv4.len());
+        for (i, s) in raw.shared_ipv4.iter().enumerate() {
+            let at = format!("shared_ipv4[{i}] ({})", s.address);
+            if by_ip.contains_key(&IpAddr::V4(s.address)) {
+                return Err(format!("{at}: the address also has assignments"));
+            }
+            let [low, high] = s.pool;
+            if low > high {
+                return Err(format!("{at}: pool {low}-{high} is empty"));
+            }
+            let mut allocations = Vec::with_capacity(s.allocations.len());
+            for (j, a) in s.allocations.iter().enumerate() {
+                let what = || format!("{at}.allocations[{j}]");
+                let [first, last] = a.ports;
+                if first > last || first < low || last > high {
+                    return Err(format!(
+                        "{}: ports {first}-{last} are not a range inside the pool {low}-{high}",
+                        what()
+                    ));
+                }
+                let span = span(&what, &a.workload, a.since_ns, a.until_ns, j as u32)?;
+                allocations.push(Allocation { first, last, span });
+            }
+            let index = SharedAddress::new((low, high), &allocations).map_err(|(a, b)| {
+                format!("{at}: allocations[{a}] and allocations[{b}] overlap in ports and time")
+            })?;
+            match shared.entry(s.address) {
+                Entry::Occupied(_) => return Err(format!("{at}: the address is listed twice")),
+                Entry::Vacant(v) => {
+                    v.insert(index);
+                }
+            }
+        }
+        Ok(Self { workloads, by_ip, shared })
+    }
+}
+
+impl Source for State {
+    const WHAT: &'static str = "IPMan state file";
+
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        State::from_raw(format::parse(bytes)?)
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} workloads, {} assigned addresses, {} shared IPv4 addresses",
+            self.workloads.len(),
+            self.by_ip.len(),
+            self.shared.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
