@@ -212,23 +212,48 @@ impl PluginDirectory {
         files: &OnDisk,
         previous: Option<&(String, String)>,
     ) -> Result<Option<Entry>, (PathBuf, String)> {
-        let manifest_text = std::fs::read_to_string(&files.manifest_path)
-            .map_err(|e| (files.manifest_path.clone(), format!("cannot read: {e}")))?;
-        let wasm = std::fs::read(&files.wasm_path)
-            .map_err(|e| (files.wasm_path.clone(), format!("cannot read: {e}")))?;
-        let fingerprint = (manifest_text, sha256_hex(&wasm));
-        if previous == Some(&fingerprint) {
-            return Ok(None);
-        }
-        let manifest = Manifest::parse(&fingerprint.0).map_err(|e| (files.manifest_path.clone(), e.to_string()))?;
         let counters = self.state.write().unwrap().counters.entry(name.to_owned()).or_default().clone();
-        let plugin = Plugin::load(&self.runtime, name, manifest, &self.dir, &wasm, counters).map_err(|e| {
-            let file = match e {
-                LoadError::Manifest(_) => files.manifest_path.clone(),
-                LoadError::Component(_) => files.wasm_path.clone(),
-            };
-            (file, e.to_string())
-        })?;
-        Ok(Some(Entry { plugin: Arc::new(plugin), fingerprint }))
+        load_files(&self.runtime, name, files, previous, counters)
     }
+}
+
+/// Validates and loads the plugin whose manifest is `manifest_path` (its
+/// component is the `.wasm` beside it), outside any directory: what
+/// `flowattr plugin check FILE` does.
+pub fn load_plugin_files(runtime: &Runtime, manifest_path: &Path) -> Result<Plugin, Refusal> {
+    let manifest_path = manifest_path.with_extension("toml");
+    let name = manifest_path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_owned();
+    let files = OnDisk { wasm_path: manifest_path.with_extension("wasm"), manifest_path };
+    match load_files(runtime, &name, &files, None, Arc::default()) {
+        Ok(Some(entry)) => Ok(Arc::into_inner(entry.plugin).expect("not shared yet")),
+        Ok(None) => unreachable!("no previous version to be unchanged from"),
+        Err((file, reason)) => Err(Refusal { name, file, reason, kept_previous: false }),
+    }
+}
+
+fn load_files(
+    runtime: &Runtime,
+    name: &str,
+    files: &OnDisk,
+    previous: Option<&(String, String)>,
+    counters: Arc<Counters>,
+) -> Result<Option<Entry>, (PathBuf, String)> {
+    let manifest_text = std::fs::read_to_string(&files.manifest_path)
+        .map_err(|e| (files.manifest_path.clone(), format!("cannot read: {e}")))?;
+    let wasm =
+        std::fs::read(&files.wasm_path).map_err(|e| (files.wasm_path.clone(), format!("cannot read: {e}")))?;
+    let fingerprint = (manifest_text, sha256_hex(&wasm));
+    if previous == Some(&fingerprint) {
+        return Ok(None);
+    }
+    let manifest = Manifest::parse(&fingerprint.0).map_err(|e| (files.manifest_path.clone(), e.to_string()))?;
+    let manifest_dir = files.manifest_path.parent().unwrap_or(Path::new("."));
+    let plugin = Plugin::load(runtime, name, manifest, manifest_dir, &wasm, counters).map_err(|e| {
+        let file = match e {
+            LoadError::Manifest(_) => files.manifest_path.clone(),
+            LoadError::Component(_) => files.wasm_path.clone(),
+        };
+        (file, e.to_string())
+    })?;
+    Ok(Some(Entry { plugin: Arc::new(plugin), fingerprint }))
 }

@@ -1,18 +1,51 @@
-//! runtime
+//! The Wasm plugin runtime shared by the agent and the collector.
+//!
+//! Plugins are WebAssembly components implementing one world of the WIT
+//! package in `wit/` (identity, resolver, policy or sink). This crate:
+//!
+//! - loads them from a drop-in directory ([`PluginDirectory`]) of `NAME.wasm`
+//!   beside `NAME.toml` ([`manifest::Manifest`]), validating hash, kind, WIT
+//!   version, grants and `init` before anything replaces a running version,
+//!   and reloads when the directory changes ([`PluginDirectory::watch`]);
+//! - compiles each component once (on-disk cache keyed by engine and content
+//!   hash) and pre-instantiates it; one live instance per plugin is reused for
+//!   every batch ([`Runtime`]);
+//! - sandboxes each instance: read-only grants only, a memory cap, a deadline
+//!   per call; a trap, timeout or overrun is contained, counted and logged
+//!   with the plugin's name, and the instance rebuilt with backoff
+//!   ([`Plugin`], [`CallError`]);
+//! - exposes typed, batch-first calls in the domain model's types
+//!   ([`Plugin::identify`], [`Plugin::resolve`], …) and per-plugin counters.
+//!
+//! ```no_run
+//! use flowattr_plugin_runtime::{PluginDirectory, Runtime, RuntimeConfig, manifest::PluginKind};
+//! # fn main() -> anyhow::Result<()> {
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let (plugins, report) = PluginDirectory::open(&runtime, "plugins")?;
+//! for refusal in &report.refused {
+//!     eprintln!("{refusal}");
+//! }
+//! for plugin in plugins.chain(PluginKind::Identity) {
+//!     let answers = plugin.identify(&[/* queries */])?;
+//! #   let _ = answers;
+//! }
+//! # Ok(()) }
+//! ```
+
 mod bindings;
 pub mod clock;
 mod convert;
 mod counters;
+mod directory;
 mod engine;
 pub mod manifest;
 mod plugin;
 mod ratelimit;
 mod sandbox;
+mod watch;
 
 pub use counters::CounterSnapshot;
-pub use engine::{CacheOutcome, Runtime, RuntimeConfig};
-pub use plugin::{CallError, Failure, LoadError, Plugin, sha256_hex};
-mod directory;
-pub use directory::{PluginDirectory, ReloadReport, Refusal};
-mod watch;
-pub use watch::DirectoryWatcher;
+pub use directory::{PluginDirectory, Refusal, ReloadReport, load_plugin_files};
+pub use engine::{CacheOutcome, EPOCH_TICK, Runtime, RuntimeConfig};
+pub use plugin::{CallError, Failure, LoadError, Plugin, backoff, sha256_hex};
+pub use watch::{DirectoryWatcher, SETTLE};

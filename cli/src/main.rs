@@ -1,0 +1,41 @@
+//! `flowattr`: the one command users run. Subcommands are thin: parsing and
+//! printing here, the work in the library crates.
+
+mod plugin;
+
+use clap::{Parser, Subcommand};
+
+/// Attribute network flows to the workloads at both ends.
+#[derive(Parser)]
+#[command(name = "flowattr", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check, run and install Wasm plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOWATTR_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plugin(cmd) => plugin::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
