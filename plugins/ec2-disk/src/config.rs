@@ -19,6 +19,8 @@ fn default_document() -> String {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { document: default_document() }
+        Self {
+            document: default_document(),
+        }
     }
 }

@@ -66,7 +66,9 @@ impl Identity {
         }
         match self.pending_ns {
             Some(pending) if time_ns < pending => Lookup::BeforeLaunch,
-            pending => Lookup::Mine { since_ns: pending.unwrap_or(0) },
+            pending => Lookup::Mine {
+                since_ns: pending.unwrap_or(0),
+            },
         }
     }
 }
@@ -81,7 +83,11 @@ impl Source for Identity {
 
     fn summary(&self) -> String {
         let addresses: Vec<String> = self.addresses.iter().map(IpAddr::to_string).collect();
-        format!("instance {} with {}", self.workload.id, addresses.join(", "))
+        format!(
+            "instance {} with {}",
+            self.workload.id,
+            addresses.join(", ")
+        )
     }
 }
 
@@ -126,7 +132,11 @@ impl TryFrom<RawDocument> for Identity {
             region: Some(raw.region),
             labels,
         };
-        Ok(Identity { workload, addresses, pending_ns })
+        Ok(Identity {
+            workload,
+            addresses,
+            pending_ns,
+        })
     }
 }
 
@@ -141,7 +151,9 @@ fn address(field: &str, text: &str) -> Result<IpAddr, String> {
 fn rfc3339_ns(text: &str) -> Result<u64, String> {
     let bad = |why: &dyn std::fmt::Display| format!("pendingTime {text:?} is not usable: {why}");
     let t = humantime::parse_rfc3339(text).map_err(|e| bad(&e))?;
-    let since_epoch = t.duration_since(UNIX_EPOCH).map_err(|_| bad(&"before 1970"))?;
+    let since_epoch = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| bad(&"before 1970"))?;
     u64::try_from(since_epoch.as_nanos()).map_err(|_| bad(&"too far in the future"))
 }
 
@@ -174,8 +186,12 @@ mod tests {
         assert_eq!(id.workload.stack.as_deref(), Some("prod"));
         assert_eq!(id.workload.account.as_deref(), Some("123456789012"));
         assert_eq!(id.workload.region.as_deref(), Some("us-east-1"));
-        let labels: Vec<(&str, &str)> =
-            id.workload.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let labels: Vec<(&str, &str)> = id
+            .workload
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         assert_eq!(
             labels,
             [
@@ -221,7 +237,9 @@ mod tests {
         let mapped: IpAddr = "::ffff:10.0.0.5".parse().unwrap();
         let v6: IpAddr = "2600:1f18::5".parse().unwrap();
         let other: IpAddr = "10.0.0.6".parse().unwrap();
-        let mine = Lookup::Mine { since_ns: PENDING_NS };
+        let mine = Lookup::Mine {
+            since_ns: PENDING_NS,
+        };
         assert_eq!(id.lookup(v4, PENDING_NS), mine);
         assert_eq!(id.lookup(mapped, PENDING_NS + 1), mine);
         assert_eq!(id.lookup(v6, PENDING_NS + 1), mine);
@@ -231,9 +249,14 @@ mod tests {
 
     #[test]
     fn lookup_without_pending_time_is_valid_from_zero() {
-        let id = parse(r#"{"instanceId": "i-1", "accountId": "1", "region": "r", "privateIp": "10.1.2.3"}"#)
-            .unwrap();
-        assert_eq!(id.lookup("10.1.2.3".parse().unwrap(), 0), Lookup::Mine { since_ns: 0 });
+        let id = parse(
+            r#"{"instanceId": "i-1", "accountId": "1", "region": "r", "privateIp": "10.1.2.3"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            id.lookup("10.1.2.3".parse().unwrap(), 0),
+            Lookup::Mine { since_ns: 0 }
+        );
     }
 
     #[test]
@@ -241,19 +264,52 @@ mod tests {
         let base = r#""instanceId": "i-1", "accountId": "1", "region": "r""#;
         let cases = [
             (String::from("{not json"), "key must be a string"),
-            (format!(r#"{{"accountId": "1", "region": "r", "privateIp": "10.0.0.1"}}"#), "instanceId"),
+            (
+                String::from(r#"{"accountId": "1", "region": "r", "privateIp": "10.0.0.1"}"#),
+                "instanceId",
+            ),
             (format!(r#"{{{base}}}"#), "privateIp"),
-            (format!(r#"{{{base}, "privateIp": "10.0.0.300"}}"#), "privateIp \"10.0.0.300\""),
-            (format!(r#"{{{base}, "privateIp": "10.0.0.1", "publicIp": "x"}}"#), "publicIp"),
-            (format!(r#"{{{base}, "privateIp": "10.0.0.1", "ipv6Addresses": ["fd00::g"]}}"#), "ipv6Addresses"),
-            (format!(r#"{{{base}, "privateIp": "10.0.0.1", "pendingTime": "yesterday"}}"#), "pendingTime"),
-            (format!(r#"{{{base}, "privateIp": "10.0.0.1", "pendingTime": "1969-12-31T23:59:59Z"}}"#), "pendingTime \"1969-12-31T23:59:59Z\" is not usable"),
-            (String::from(r#"{"instanceId": "", "accountId": "1", "region": "r", "privateIp": "10.0.0.1"}"#), "instanceId is empty"),
-            (String::from(r#"{"instanceId": "i-1", "accountId": 1, "region": "r", "privateIp": "10.0.0.1"}"#), "invalid type"),
+            (
+                format!(r#"{{{base}, "privateIp": "10.0.0.300"}}"#),
+                "privateIp \"10.0.0.300\"",
+            ),
+            (
+                format!(r#"{{{base}, "privateIp": "10.0.0.1", "publicIp": "x"}}"#),
+                "publicIp",
+            ),
+            (
+                format!(r#"{{{base}, "privateIp": "10.0.0.1", "ipv6Addresses": ["fd00::g"]}}"#),
+                "ipv6Addresses",
+            ),
+            (
+                format!(r#"{{{base}, "privateIp": "10.0.0.1", "pendingTime": "yesterday"}}"#),
+                "pendingTime",
+            ),
+            (
+                format!(
+                    r#"{{{base}, "privateIp": "10.0.0.1", "pendingTime": "1969-12-31T23:59:59Z"}}"#
+                ),
+                "pendingTime \"1969-12-31T23:59:59Z\" is not usable",
+            ),
+            (
+                String::from(
+                    r#"{"instanceId": "", "accountId": "1", "region": "r", "privateIp": "10.0.0.1"}"#,
+                ),
+                "instanceId is empty",
+            ),
+            (
+                String::from(
+                    r#"{"instanceId": "i-1", "accountId": 1, "region": "r", "privateIp": "10.0.0.1"}"#,
+                ),
+                "invalid type",
+            ),
         ];
         for (json, want) in cases {
             let err = parse(&json).expect_err(&json);
-            assert!(err.contains(want), "{json}: {err:?} should mention {want:?}");
+            assert!(
+                err.contains(want),
+                "{json}: {err:?} should mention {want:?}"
+            );
         }
     }
 }

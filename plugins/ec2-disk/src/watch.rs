@@ -10,8 +10,6 @@
 //! answers `source-unavailable` rather than from an identity that may be stale.
 //! Each distinct failure is logged once, not once per batch.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -88,9 +86,8 @@ impl<T: Source> WatchedFile<T> {
             Ok(None) => {}
             Ok(Some((fingerprint, bytes))) => {
                 self.fingerprint = Some(fingerprint);
-                self.content = T::parse(&bytes).map_err(|e| {
-                    format!("{} {} is refused: {e}", T::WHAT, self.path.display())
-                });
+                self.content = T::parse(&bytes)
+                    .map_err(|e| format!("{} {} is refused: {e}", T::WHAT, self.path.display()));
                 self.report();
             }
             Err(e) => {
@@ -104,21 +101,22 @@ impl<T: Source> WatchedFile<T> {
 
     /// The file's fingerprint and bytes if it differs from the held version;
     /// `None` if unchanged.
-    #[allow(clippy::type_complexity)]
     fn read_if_changed(&self) -> Result<Option<(Fingerprint, Vec<u8>)>, String> {
-        let cannot = |e: std::io::Error| {
-            format!("cannot read {} {}: {e}", T::WHAT, self.path.display())
+        let cannot =
+            |e: std::io::Error| format!("cannot read {} {}: {e}", T::WHAT, self.path.display());
+        // One stat by path (a single host call) in the common, unchanged case.
+        // If a writer renames a new version in between the stat and the read,
+        // the bytes are newer than the fingerprint, so the next check sees a
+        // different fingerprint and reads again: it converges, never sticks.
+        let meta = std::fs::metadata(&self.path).map_err(cannot)?;
+        let fingerprint = Fingerprint {
+            modified: meta.modified().ok(),
+            len: meta.len(),
         };
-        // Stat through the open handle, so the fingerprint and the bytes
-        // belong to the same file even while a writer renames a new one in.
-        let mut file = File::open(&self.path).map_err(cannot)?;
-        let meta = file.metadata().map_err(cannot)?;
-        let fingerprint = Fingerprint { modified: meta.modified().ok(), len: meta.len() };
         if self.fingerprint == Some(fingerprint) {
             return Ok(None);
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        file.read_to_end(&mut bytes).map_err(cannot)?;
+        let bytes = std::fs::read(&self.path).map_err(cannot)?;
         Ok(Some((fingerprint, bytes)))
     }
 

@@ -29,7 +29,8 @@ fn replace(path: &Path, contents: &str, mtime_secs: u64) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents).unwrap();
     let file = std::fs::File::options().write(true).open(&tmp).unwrap();
-    file.set_modified(UNIX_EPOCH + Duration::from_secs(mtime_secs)).unwrap();
+    file.set_modified(UNIX_EPOCH + Duration::from_secs(mtime_secs))
+        .unwrap();
     drop(file);
     std::fs::rename(&tmp, path).unwrap();
 }
@@ -50,7 +51,11 @@ fn setup(contents: Option<&str>, now: u64) -> Setup {
     let config = serde_json::json!({ "document": path }).to_string();
     let harness = Harness::<Ec2Disk>::new(&config).unwrap();
     harness.set_now_ns(now);
-    Setup { _dir: dir, path, harness }
+    Setup {
+        _dir: dir,
+        path,
+        harness,
+    }
 }
 
 fn query(ip: &str, time_ns: u64) -> LocalQuery {
@@ -69,7 +74,11 @@ fn id(answers: &Answers, i: usize) -> Result<(String, TimeRange), UnattributedRe
 }
 
 fn errors(h: &Harness<Ec2Disk>) -> Vec<String> {
-    h.take_logs().into_iter().filter(|(l, _)| *l == Level::Error).map(|(_, m)| m).collect()
+    h.take_logs()
+        .into_iter()
+        .filter(|(l, _)| *l == Level::Error)
+        .map(|(_, m)| m)
+        .collect()
 }
 
 #[test]
@@ -87,13 +96,18 @@ fn attributes_the_instances_v4_and_v6_addresses() {
     }
     assert_eq!(answers.workloads.len(), 1);
     let w = &answers.workloads[0];
-    assert_eq!((w.app.as_deref(), w.account.as_deref()), (Some("web"), Some("123456789012")));
+    assert_eq!(
+        (w.app.as_deref(), w.account.as_deref()),
+        (Some("web"), Some("123456789012"))
+    );
 }
 
 #[test]
 fn other_addresses_are_not_found_so_the_next_plugin_answers() {
     let mut s = setup(Some(&document("i-0abc", "10.0.0.5")), LAUNCH + 100 * SEC);
-    let answers = s.harness.identify(&[query("10.0.0.6", LAUNCH + SEC), query("fd00::1", LAUNCH)]);
+    let answers = s
+        .harness
+        .identify(&[query("10.0.0.6", LAUNCH + SEC), query("fd00::1", LAUNCH)]);
     assert_eq!(id(&answers, 0), Err(UnattributedReason::NotFound));
     assert_eq!(id(&answers, 1), Err(UnattributedReason::NotFound));
 }
@@ -101,7 +115,9 @@ fn other_addresses_are_not_found_so_the_next_plugin_answers() {
 #[test]
 fn before_launch_is_a_gap() {
     let mut s = setup(Some(&document("i-0abc", "10.0.0.5")), LAUNCH + 100 * SEC);
-    let answers = s.harness.identify(&[query("10.0.0.5", LAUNCH - 1), query("10.0.0.5", LAUNCH)]);
+    let answers = s
+        .harness
+        .identify(&[query("10.0.0.5", LAUNCH - 1), query("10.0.0.5", LAUNCH)]);
     assert_eq!(id(&answers, 0), Err(UnattributedReason::Gap));
     assert!(id(&answers, 1).is_ok());
 }
@@ -117,7 +133,10 @@ fn a_query_newer_than_the_host_clock_is_clock_skew() {
     ]);
     assert_eq!(id(&answers, 0), Err(UnattributedReason::ClockSkew));
     assert_eq!(id(&answers, 1), Err(UnattributedReason::ClockSkew));
-    assert_eq!(id(&answers, 2), Ok(("i-0abc".into(), TimeRange::new(LAUNCH, now + 1))));
+    assert_eq!(
+        id(&answers, 2),
+        Ok(("i-0abc".into(), TimeRange::new(LAUNCH, now + 1)))
+    );
 }
 
 #[test]
@@ -132,10 +151,15 @@ fn a_replaced_document_is_picked_up_once_queries_pass_the_last_check() {
     let t1 = t0 + 10 * SEC;
     s.harness.set_now_ns(t1);
     let answers = s.harness.identify(&[query("10.0.0.5", t0)]);
-    assert_eq!(id(&answers, 0), Ok(("i-0abc".into(), TimeRange::new(LAUNCH, t0 + 1))));
+    assert_eq!(
+        id(&answers, 0),
+        Ok(("i-0abc".into(), TimeRange::new(LAUNCH, t0 + 1)))
+    );
 
     // A newer query makes the plugin look again and see the new instance.
-    let answers = s.harness.identify(&[query("10.0.0.5", t0 + 1), query("10.0.0.5", t1)]);
+    let answers = s
+        .harness
+        .identify(&[query("10.0.0.5", t0 + 1), query("10.0.0.5", t1)]);
     let valid = TimeRange::new(LAUNCH, t1 + 1);
     assert_eq!(id(&answers, 0), Ok(("i-0def".into(), valid)));
     assert_eq!(id(&answers, 1), Ok(("i-0def".into(), valid)));
@@ -151,7 +175,9 @@ fn a_deleted_document_is_unavailable_and_the_old_identity_is_not_used() {
 
     for (i, t) in [t0 + SEC, t0 + 2 * SEC].into_iter().enumerate() {
         s.harness.set_now_ns(t);
-        let answers = s.harness.identify(&[query("10.0.0.5", t), query("10.0.0.6", t)]);
+        let answers = s
+            .harness
+            .identify(&[query("10.0.0.5", t), query("10.0.0.6", t)]);
         assert_eq!(id(&answers, 0), Err(UnattributedReason::SourceUnavailable));
         assert_eq!(id(&answers, 1), Err(UnattributedReason::SourceUnavailable));
         assert!(answers.workloads.is_empty());
@@ -159,7 +185,10 @@ fn a_deleted_document_is_unavailable_and_the_old_identity_is_not_used() {
         let errors = errors(&s.harness);
         assert_eq!(errors.len(), usize::from(i == 0), "batch {i}: {errors:?}");
         if i == 0 {
-            assert!(errors[0].contains("cannot read identity document"), "{errors:?}");
+            assert!(
+                errors[0].contains("cannot read identity document"),
+                "{errors:?}"
+            );
             assert!(errors[0].contains(s.path.to_str().unwrap()), "{errors:?}");
         }
     }
@@ -177,7 +206,10 @@ fn a_malformed_document_is_unavailable_and_the_old_identity_is_not_used() {
     assert_eq!(id(&answers, 0), Err(UnattributedReason::SourceUnavailable));
     let errors = errors(&s.harness);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].contains("is refused: privateIp \"10.0.0.555\""), "{errors:?}");
+    assert!(
+        errors[0].contains("is refused: privateIp \"10.0.0.555\""),
+        "{errors:?}"
+    );
 
     // Fixed again: attributed again, from the new document.
     replace(&s.path, &document("i-0def", "10.0.0.5"), 3_000);
@@ -198,7 +230,10 @@ fn a_document_missing_at_start_is_used_once_it_appears() {
     replace(&s.path, &document("i-0abc", "10.0.0.5"), 2_000);
     s.harness.set_now_ns(t0 + SEC);
     let answers = s.harness.identify(&[query("10.0.0.5", t0 + SEC)]);
-    assert_eq!(id(&answers, 0), Ok(("i-0abc".into(), TimeRange::new(LAUNCH, t0 + SEC + 1))));
+    assert_eq!(
+        id(&answers, 0),
+        Ok(("i-0abc".into(), TimeRange::new(LAUNCH, t0 + SEC + 1)))
+    );
 }
 
 #[test]
@@ -206,7 +241,8 @@ fn the_default_path_is_the_granted_ec2_directory() {
     let mut h = Harness::<Ec2Disk>::new("{}").unwrap();
     let logs = h.take_logs();
     assert!(
-        logs.iter().any(|(l, m)| *l == Level::Error && m.contains("/ec2/instance-identity.json")),
+        logs.iter()
+            .any(|(l, m)| *l == Level::Error && m.contains("/ec2/instance-identity.json")),
         "{logs:?}"
     );
     let answers = h.identify(&[query("10.0.0.5", 0)]);

@@ -18,6 +18,8 @@ fn default_state() -> String {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { state: default_state() }
+        Self {
+            state: default_state(),
+        }
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod config;
 mod format;
+mod hash;
 mod shared;
 mod spans;
 mod state;

@@ -68,7 +68,10 @@ impl SharedAddress {
             // `a.first` is a bound, so a segment starts exactly there, and the
             // segments up to `a.last` are exactly the allocation's ports.
             let start = segments.partition_point(|s| s.first < a.first);
-            for segment in segments[start..].iter_mut().take_while(|s| s.last <= a.last) {
+            for segment in segments[start..]
+                .iter_mut()
+                .take_while(|s| s.last <= a.last)
+            {
                 segment.spans.push(a.span);
             }
         }
@@ -99,7 +102,16 @@ mod tests {
     use super::*;
 
     fn alloc(first: u16, last: u16, since_ns: u64, until_ns: u64, entry: u32) -> Allocation {
-        Allocation { first, last, span: Span { since_ns, until_ns, workload: entry, entry } }
+        Allocation {
+            first,
+            last,
+            span: Span {
+                since_ns,
+                until_ns,
+                workload: entry,
+                entry,
+            },
+        }
     }
 
     fn held(shared: &SharedAddress, port: u16, t: u64) -> Option<u32> {
@@ -150,19 +162,32 @@ mod tests {
     fn overlapping_ports_at_overlapping_times_are_refused() {
         let err = SharedAddress::new(
             (40000, 59999),
-            &[alloc(40000, 40999, 100, 200, 0), alloc(40990, 41999, 150, 400, 1)],
+            &[
+                alloc(40000, 40999, 100, 200, 0),
+                alloc(40990, 41999, 150, 400, 1),
+            ],
         );
         assert_eq!(err, Err((0, 1)));
         // The same ports at disjoint times, or disjoint ports at the same time, are fine.
-        assert!(SharedAddress::new(
-            (40000, 59999),
-            &[alloc(40000, 40999, 100, 200, 0), alloc(40990, 41999, 200, 400, 1)],
-        )
-        .is_ok());
-        assert!(SharedAddress::new(
-            (40000, 59999),
-            &[alloc(40000, 40999, 100, 200, 0), alloc(41000, 41999, 100, 200, 1)],
-        )
-        .is_ok());
+        assert!(
+            SharedAddress::new(
+                (40000, 59999),
+                &[
+                    alloc(40000, 40999, 100, 200, 0),
+                    alloc(40990, 41999, 200, 400, 1)
+                ],
+            )
+            .is_ok()
+        );
+        assert!(
+            SharedAddress::new(
+                (40000, 59999),
+                &[
+                    alloc(40000, 40999, 100, 200, 0),
+                    alloc(41000, 41999, 100, 200, 1)
+                ],
+            )
+            .is_ok()
+        );
     }
 }

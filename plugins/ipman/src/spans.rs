@@ -47,7 +47,12 @@ mod tests {
     use super::*;
 
     fn span(since_ns: u64, until_ns: u64, entry: u32) -> Span {
-        Span { since_ns, until_ns, workload: entry, entry }
+        Span {
+            since_ns,
+            until_ns,
+            workload: entry,
+            entry,
+        }
     }
 
     #[test]

@@ -7,13 +7,14 @@
 //! answer. A valid state is indexed by address (and, for shared IPv4
 //! addresses, by port segment) with time spans sorted for binary search.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::{IpAddr, Ipv4Addr};
 
 use flowattr_sdk::{TimeRange, Workload};
 
 use crate::format::{self, RawState};
+use crate::hash::FastMap;
 use crate::shared::{Allocation, PortLookup, SharedAddress};
 use crate::spans::{self, Span};
 use crate::watch::Source;
@@ -23,15 +24,18 @@ use crate::watch::Source;
 pub struct State {
     workloads: Vec<Workload>,
     /// Canonical address → spans sorted by start, never overlapping.
-    by_ip: HashMap<IpAddr, Vec<Span>>,
-    shared: HashMap<Ipv4Addr, SharedAddress>,
+    by_ip: FastMap<IpAddr, Vec<Span>>,
+    shared: FastMap<Ipv4Addr, SharedAddress>,
 }
 
 /// What the state says about one local endpoint at one time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup<'a> {
     /// Held by `workload` for `valid` (the whole assignment or allocation).
-    Found { workload: &'a Workload, valid: TimeRange },
+    Found {
+        workload: &'a Workload,
+        valid: TimeRange,
+    },
     /// IPMan knows the address (or the pool port) but nobody held it then.
     Gap,
     /// Not IPMan's: an unknown address, or a shared address's port outside
@@ -59,7 +63,10 @@ impl State {
     }
 
     fn found(&self, span: &Span) -> Lookup<'_> {
-        Lookup::Found { workload: &self.workloads[span.workload as usize], valid: span.range() }
+        Lookup::Found {
+            workload: &self.workloads[span.workload as usize],
+            valid: span.range(),
+        }
     }
 
     /// Validates and indexes a parsed file.
@@ -92,12 +99,23 @@ impl State {
                     what()
                 ));
             }
-            Ok(Span { since_ns: since, until_ns, workload, entry })
+            Ok(Span {
+                since_ns: since,
+                until_ns,
+                workload,
+                entry,
+            })
         };
 
-        let mut by_ip: HashMap<IpAddr, Vec<Span>> = HashMap::new();
+        let mut by_ip: FastMap<IpAddr, Vec<Span>> = FastMap::default();
         for (i, a) in raw.assignments.iter().enumerate() {
-            let s = span(&|| format!("assignments[{i}]"), &a.workload, a.since_ns, a.until_ns, i as u32)?;
+            let s = span(
+                &|| format!("assignments[{i}]"),
+                &a.workload,
+                a.since_ns,
+                a.until_ns,
+                i as u32,
+            )?;
             by_ip.entry(a.ip.to_canonical()).or_default().push(s);
         }
         for (ip, list) in &mut by_ip {
@@ -106,7 +124,7 @@ impl State {
             })?;
         }
 
-        let mut shared = HashMap::with_capacity(raw.shared_ipv4.len());
+        let mut shared = FastMap::default();
         for (i, s) in raw.shared_ipv4.iter().enumerate() {
             let at = format!("shared_ipv4[{i}] ({})", s.address);
             if by_ip.contains_key(&IpAddr::V4(s.address)) {
@@ -139,7 +157,11 @@ impl State {
                 }
             }
         }
-        Ok(Self { workloads, by_ip, shared })
+        Ok(Self {
+            workloads,
+            by_ip,
+            shared,
+        })
     }
 }
 

@@ -39,7 +39,8 @@ fn replace(path: &Path, contents: &str, mtime_secs: u64) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents).unwrap();
     let file = std::fs::File::options().write(true).open(&tmp).unwrap();
-    file.set_modified(UNIX_EPOCH + Duration::from_secs(mtime_secs)).unwrap();
+    file.set_modified(UNIX_EPOCH + Duration::from_secs(mtime_secs))
+        .unwrap();
     drop(file);
     std::fs::rename(&tmp, path).unwrap();
 }
@@ -60,7 +61,11 @@ fn setup(contents: Option<&Value>) -> Setup {
     let config = json!({ "state": path }).to_string();
     let harness = Harness::<Ipman>::new(&config).unwrap();
     harness.set_now_ns(NOW);
-    Setup { _dir: dir, path, harness }
+    Setup {
+        _dir: dir,
+        path,
+        harness,
+    }
 }
 
 fn query(endpoint: &str, time_ns: u64) -> LocalQuery {
@@ -79,7 +84,11 @@ fn id(answers: &Answers, i: usize) -> Result<(String, TimeRange), UnattributedRe
 }
 
 fn errors(h: &Harness<Ipman>) -> Vec<String> {
-    h.take_logs().into_iter().filter(|(l, _)| *l == Level::Error).map(|(_, m)| m).collect()
+    h.take_logs()
+        .into_iter()
+        .filter(|(l, _)| *l == Level::Error)
+        .map(|(_, m)| m)
+        .collect()
 }
 
 #[test]
@@ -90,11 +99,24 @@ fn answers_are_valid_for_the_assignment_cut_at_the_last_check() {
         query("[fd00::5]:443", 5_000),
         query("192.0.2.10:40123", 5_000),
     ]);
-    assert_eq!(id(&answers, 0), Ok(("c-web-1".into(), TimeRange::new(100, 200))));
-    assert_eq!(id(&answers, 1), Ok(("c-api-7".into(), TimeRange::new(300, NOW + 1))));
-    assert_eq!(id(&answers, 2), Ok(("c-web-1".into(), TimeRange::new(100, NOW + 1))));
+    assert_eq!(
+        id(&answers, 0),
+        Ok(("c-web-1".into(), TimeRange::new(100, 200)))
+    );
+    assert_eq!(
+        id(&answers, 1),
+        Ok(("c-api-7".into(), TimeRange::new(300, NOW + 1)))
+    );
+    assert_eq!(
+        id(&answers, 2),
+        Ok(("c-web-1".into(), TimeRange::new(100, NOW + 1)))
+    );
     assert_eq!(answers.workloads.len(), 2);
-    let api = &answers.workloads[answers.workloads.iter().position(|w| w.id == "c-api-7").unwrap()];
+    let api = &answers.workloads[answers
+        .workloads
+        .iter()
+        .position(|w| w.id == "c-api-7")
+        .unwrap()];
     assert_eq!(api.labels.get("pod").map(String::as_str), Some("api-7"));
 }
 
@@ -131,9 +153,14 @@ fn shared_ipv4_ports_gap_inside_the_pool_and_not_found_outside() {
 #[test]
 fn a_query_newer_than_the_host_clock_is_clock_skew() {
     let mut s = setup(Some(&state()));
-    let answers = s.harness.identify(&[query("[fd00::5]:443", NOW + 1), query("[fd00::5]:443", NOW)]);
+    let answers = s
+        .harness
+        .identify(&[query("[fd00::5]:443", NOW + 1), query("[fd00::5]:443", NOW)]);
     assert_eq!(id(&answers, 0), Err(UnattributedReason::ClockSkew));
-    assert_eq!(id(&answers, 1), Ok(("c-api-7".into(), TimeRange::new(300, NOW + 1))));
+    assert_eq!(
+        id(&answers, 1),
+        Ok(("c-api-7".into(), TimeRange::new(300, NOW + 1)))
+    );
 }
 
 #[test]
@@ -150,11 +177,20 @@ fn a_new_state_is_read_only_for_queries_past_the_last_check() {
     // Up to the last check the old state was verified current: no re-read.
     s.harness.set_now_ns(NOW + 1_000);
     let answers = s.harness.identify(&[query("[fd00::5]:443", NOW)]);
-    assert_eq!(id(&answers, 0), Ok(("c-api-7".into(), TimeRange::new(300, NOW + 1))));
+    assert_eq!(
+        id(&answers, 0),
+        Ok(("c-api-7".into(), TimeRange::new(300, NOW + 1)))
+    );
 
     // A newer query reads the new state.
-    let answers = s.harness.identify(&[query("[fd00::5]:443", NOW + 1), query("[fd00::5]:443", NOW + 500)]);
-    assert_eq!(id(&answers, 0), Ok(("c-api-7".into(), TimeRange::new(300, NOW + 500))));
+    let answers = s.harness.identify(&[
+        query("[fd00::5]:443", NOW + 1),
+        query("[fd00::5]:443", NOW + 500),
+    ]);
+    assert_eq!(
+        id(&answers, 0),
+        Ok(("c-api-7".into(), TimeRange::new(300, NOW + 500)))
+    );
     assert_eq!(id(&answers, 1), Err(UnattributedReason::Gap));
 }
 
@@ -169,7 +205,9 @@ fn an_inconsistent_state_is_refused_whole_and_the_old_one_is_not_kept() {
     for (i, now) in [NOW + 1, NOW + 2].into_iter().enumerate() {
         s.harness.set_now_ns(now);
         // Even entries the bad file does not touch are not answered.
-        let answers = s.harness.identify(&[query("[fd00::5]:443", now), query("192.0.2.10:40000", now)]);
+        let answers = s
+            .harness
+            .identify(&[query("[fd00::5]:443", now), query("192.0.2.10:40000", now)]);
         assert_eq!(id(&answers, 0), Err(UnattributedReason::SourceUnavailable));
         assert_eq!(id(&answers, 1), Err(UnattributedReason::SourceUnavailable));
         let errors = errors(&s.harness);
@@ -204,15 +242,24 @@ fn a_missing_state_is_unavailable_until_it_appears() {
     let mut s = setup(None);
     let errors_at_init = errors(&s.harness);
     assert_eq!(errors_at_init.len(), 1, "{errors_at_init:?}");
-    assert!(errors_at_init[0].contains("cannot read IPMan state file"), "{errors_at_init:?}");
+    assert!(
+        errors_at_init[0].contains("cannot read IPMan state file"),
+        "{errors_at_init:?}"
+    );
     let answers = s.harness.identify(&[query("[fd00::5]:443", NOW)]);
     assert_eq!(id(&answers, 0), Err(UnattributedReason::SourceUnavailable));
-    assert!(errors(&s.harness).is_empty(), "the same failure is logged once");
+    assert!(
+        errors(&s.harness).is_empty(),
+        "the same failure is logged once"
+    );
 
     replace(&s.path, &state().to_string(), 2_000);
     s.harness.set_now_ns(NOW + 1);
     let answers = s.harness.identify(&[query("[fd00::5]:443", NOW + 1)]);
-    assert_eq!(id(&answers, 0), Ok(("c-api-7".into(), TimeRange::new(300, NOW + 2))));
+    assert_eq!(
+        id(&answers, 0),
+        Ok(("c-api-7".into(), TimeRange::new(300, NOW + 2)))
+    );
 }
 
 #[test]
@@ -222,11 +269,15 @@ fn a_full_batch_from_many_containers_is_answered_in_order() {
     let mut allocations = Vec::new();
     for c in 0..256u32 {
         workloads.insert(format!("c-{c}"), json!({"app": format!("app-{}", c % 7)}));
-        assignments.push(json!({"ip": format!("fd00::{c:x}"), "workload": format!("c-{c}"),
-                                "since_ns": 100, "until_ns": null}));
+        assignments.push(
+            json!({"ip": format!("fd00::{c:x}"), "workload": format!("c-{c}"),
+                                "since_ns": 100, "until_ns": null}),
+        );
         let first = 40000 + c * 64;
-        allocations.push(json!({"ports": [first, first + 63], "workload": format!("c-{c}"),
-                                "since_ns": 100, "until_ns": null}));
+        allocations.push(
+            json!({"ports": [first, first + 63], "workload": format!("c-{c}"),
+                                "since_ns": 100, "until_ns": null}),
+        );
     }
     let big = json!({"version": 1, "workloads": workloads, "assignments": assignments,
                      "shared_ipv4": [{"address": "192.0.2.10", "pool": [40000, 59999],
@@ -245,7 +296,10 @@ fn a_full_batch_from_many_containers_is_answered_in_order() {
     let answers = s.harness.identify(&queries);
     for i in 0..1024u32 {
         let c = (i * 37) % 256;
-        assert_eq!(id(&answers, i as usize), Ok((format!("c-{c}"), TimeRange::new(100, NOW + 1))));
+        assert_eq!(
+            id(&answers, i as usize),
+            Ok((format!("c-{c}"), TimeRange::new(100, NOW + 1)))
+        );
     }
     assert_eq!(answers.workloads.len(), 256);
 }
@@ -266,13 +320,18 @@ fn bad_configs_are_refused() {
 fn the_default_path_is_the_granted_ipman_directory() {
     let h = Harness::<Ipman>::new("{}").unwrap();
     let errors = errors(&h);
-    assert!(errors.iter().any(|m| m.contains("/ipman/state.json")), "{errors:?}");
+    assert!(
+        errors.iter().any(|m| m.contains("/ipman/state.json")),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn the_cli_fixture_gives_the_expected_answers() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let read = |p: &str| -> Value { serde_json::from_slice(&std::fs::read(root.join(p)).unwrap()).unwrap() };
+    let read = |p: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(root.join(p)).unwrap()).unwrap()
+    };
     let input = read("fixtures/input.json");
     let expected: Answers = serde_json::from_value(read("fixtures/expected.json")).unwrap();
     let queries: Vec<LocalQuery> = serde_json::from_value(input["queries"].clone()).unwrap();

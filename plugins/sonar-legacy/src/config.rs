@@ -21,15 +21,22 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { hold_secs: 0, retention_secs: 86_400, max_events: 1_000_000 }
+        Self {
+            hold_secs: 0,
+            retention_secs: 86_400,
+            max_events: 1_000_000,
+        }
     }
 }
 
 /// The config checked and converted to nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
+    /// `hold_secs` in nanoseconds.
     pub hold_ns: u64,
+    /// `retention_secs` in nanoseconds.
     pub retention_ns: u64,
+    /// `max_events`, at least 1.
     pub max_events: usize,
 }
 
@@ -65,10 +72,21 @@ mod tests {
     fn defaults_and_conversion() {
         assert_eq!(
             settings("{}").unwrap(),
-            Settings { hold_ns: 0, retention_ns: 86_400 * NS_PER_SEC, max_events: 1_000_000 }
+            Settings {
+                hold_ns: 0,
+                retention_ns: 86_400 * NS_PER_SEC,
+                max_events: 1_000_000
+            }
         );
         let s = settings(r#"{"hold_secs": 900, "retention_secs": 60, "max_events": 5}"#).unwrap();
-        assert_eq!(s, Settings { hold_ns: 900 * NS_PER_SEC, retention_ns: 60 * NS_PER_SEC, max_events: 5 });
+        assert_eq!(
+            s,
+            Settings {
+                hold_ns: 900 * NS_PER_SEC,
+                retention_ns: 60 * NS_PER_SEC,
+                max_events: 5
+            }
+        );
     }
 
     #[test]
@@ -77,7 +95,10 @@ mod tests {
             (r#"{"hold": 900}"#, "unknown field `hold`"),
             (r#"{"hold_secs": -1}"#, "invalid value"),
             (r#"{"max_events": 0}"#, "max_events: must be at least 1"),
-            (r#"{"hold_secs": 18446744073709551615}"#, "hold_secs: 18446744073709551615 seconds is too long"),
+            (
+                r#"{"hold_secs": 18446744073709551615}"#,
+                "hold_secs: 18446744073709551615 seconds is too long",
+            ),
             (r#"{"retention_secs": 20000000000}"#, "retention_secs"),
         ] {
             let err = settings(json).expect_err(json);

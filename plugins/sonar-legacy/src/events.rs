@@ -51,7 +51,14 @@ impl EventLog {
             }
             _ => events.len(),
         };
-        events.insert(at, Event { arrival_ns, event_ns, owner });
+        events.insert(
+            at,
+            Event {
+                arrival_ns,
+                event_ns,
+                owner,
+            },
+        );
         self.len += 1;
     }
 
@@ -107,7 +114,10 @@ impl EventLog {
             let whole = excess - pruned;
             newest.select_nth_unstable(whole - 1);
             for (_, address) in &newest[..whole] {
-                pruned += self.by_address.remove(address).map_or(0, |events| events.len());
+                pruned += self
+                    .by_address
+                    .remove(address)
+                    .map_or(0, |events| events.len());
             }
         }
         self.forget(pruned);

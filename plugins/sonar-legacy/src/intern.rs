@@ -50,7 +50,10 @@ mod tests {
         relabelled.labels.insert("k".into(), "v".into());
         let a3 = interner.intern(relabelled);
         assert!(Arc::ptr_eq(&a, &a2));
-        assert!(!Arc::ptr_eq(&a, &a3), "a workload whose attributes changed is a new copy");
+        assert!(
+            !Arc::ptr_eq(&a, &a3),
+            "a workload whose attributes changed is a new copy"
+        );
         assert_eq!(interner.len(), 2);
         drop(a3);
         interner.purge();

@@ -98,7 +98,9 @@ impl SonarLegacy {
 /// Why an event cannot be ingested, if it cannot.
 fn invalid(event: &IpEvent) -> Option<&'static str> {
     match &event.change {
-        IpChange::Assigned(w) if w.id.trim().is_empty() => Some("the assigned workload's id is empty"),
+        IpChange::Assigned(w) if w.id.trim().is_empty() => {
+            Some("the assigned workload's id is empty")
+        }
         _ if event.arrival_time_ns == 0 => Some("arrival_time_ns is 0 (arrival time unknown)"),
         _ => None,
     }
@@ -122,11 +124,20 @@ impl ResolverPlugin for SonarLegacy {
     /// Checks the whole batch before applying any of it: one bad event
     /// rejects the batch and changes nothing.
     fn ingest(&mut self, events: Vec<IpEvent>) -> Result<(), String> {
-        if let Some((i, why)) = events.iter().enumerate().find_map(|(i, e)| Some((i, invalid(e)?))) {
+        if let Some((i, why)) = events
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| Some((i, invalid(e)?)))
+        {
             return Err(format!("event {i}: {why}"));
         }
         for e in events {
-            self.log.insert(e.address.to_canonical(), e.change, e.event_time_ns, e.arrival_time_ns);
+            self.log.insert(
+                e.address.to_canonical(),
+                e.change,
+                e.event_time_ns,
+                e.arrival_time_ns,
+            );
         }
         self.prune(flowattr_sdk::host::now_ns());
         Ok(())
@@ -139,7 +150,9 @@ impl ResolverPlugin for SonarLegacy {
         }
         let horizon = self.horizon_ns(flowattr_sdk::host::now_ns());
         for q in queries {
-            let cutoff = q.asked_at_ns.max(q.time_ns.saturating_add(self.settings.hold_ns));
+            let cutoff = q
+                .asked_at_ns
+                .max(q.time_ns.saturating_add(self.settings.hold_ns));
             match self.log.decide(q.address.to_canonical(), cutoff, horizon) {
                 Some((workload, event_ns)) => {
                     // Valid from the event, widened to the query's own time

@@ -52,19 +52,34 @@ fn workloads_carry_their_attributes() {
     assert_eq!(workload.id, "c-web-1");
     assert_eq!(workload.app.as_deref(), Some("web"));
     assert_eq!(workload.region.as_deref(), Some("us-east-1"));
-    assert_eq!(workload.labels.get("pod").map(String::as_str), Some("web-1"));
+    assert_eq!(
+        workload.labels.get("pod").map(String::as_str),
+        Some("web-1")
+    );
 }
 
 #[test]
 fn a_reused_address_is_attributed_by_time_with_a_gap_between_owners() {
     let state = load(&example()).unwrap();
     assert_eq!(who(&state, "fd00::5", 1, 99), Err("gap"));
-    assert_eq!(who(&state, "fd00::5", 1, 100), Ok(("c-web-1".into(), TimeRange::new(100, 200))));
-    assert_eq!(who(&state, "fd00::5", 1, 199), Ok(("c-web-1".into(), TimeRange::new(100, 200))));
+    assert_eq!(
+        who(&state, "fd00::5", 1, 100),
+        Ok(("c-web-1".into(), TimeRange::new(100, 200)))
+    );
+    assert_eq!(
+        who(&state, "fd00::5", 1, 199),
+        Ok(("c-web-1".into(), TimeRange::new(100, 200)))
+    );
     assert_eq!(who(&state, "fd00::5", 1, 200), Err("gap"));
     assert_eq!(who(&state, "fd00::5", 1, 299), Err("gap"));
-    assert_eq!(who(&state, "fd00::5", 1, 300), Ok(("c-api-7".into(), TimeRange::since(300))));
-    assert_eq!(who(&state, "fd00::5", 1, u64::MAX - 1), Ok(("c-api-7".into(), TimeRange::since(300))));
+    assert_eq!(
+        who(&state, "fd00::5", 1, 300),
+        Ok(("c-api-7".into(), TimeRange::since(300)))
+    );
+    assert_eq!(
+        who(&state, "fd00::5", 1, u64::MAX - 1),
+        Ok(("c-api-7".into(), TimeRange::since(300)))
+    );
 }
 
 #[test]
@@ -82,17 +97,39 @@ fn shared_ipv4_is_attributed_by_port_allocation() {
     assert_eq!(who(&state, "192.0.2.10", 40000, 150), web);
     assert_eq!(who(&state, "192.0.2.10", 40999, 150), web);
     assert_eq!(who(&state, "::ffff:192.0.2.10", 40500, 150), web);
-    assert_eq!(who(&state, "192.0.2.10", 40500, 300), Ok(("c-api-7".into(), TimeRange::since(300))));
-    assert_eq!(who(&state, "192.0.2.10", 41000, 150), Ok(("c-db-2".into(), TimeRange::since(100))));
+    assert_eq!(
+        who(&state, "192.0.2.10", 40500, 300),
+        Ok(("c-api-7".into(), TimeRange::since(300)))
+    );
+    assert_eq!(
+        who(&state, "192.0.2.10", 41000, 150),
+        Ok(("c-db-2".into(), TimeRange::since(100)))
+    );
 }
 
 #[test]
 fn shared_ipv4_pool_ports_nobody_holds_are_a_gap() {
     let state = load(&example()).unwrap();
-    assert_eq!(who(&state, "192.0.2.10", 40000, 250), Err("gap"), "between allocations");
-    assert_eq!(who(&state, "192.0.2.10", 40000, 50), Err("gap"), "before the first");
-    assert_eq!(who(&state, "192.0.2.10", 45000, 150), Err("gap"), "never allocated");
-    assert_eq!(who(&state, "192.0.2.10", 59999, 150), Err("gap"), "last pool port");
+    assert_eq!(
+        who(&state, "192.0.2.10", 40000, 250),
+        Err("gap"),
+        "between allocations"
+    );
+    assert_eq!(
+        who(&state, "192.0.2.10", 40000, 50),
+        Err("gap"),
+        "before the first"
+    );
+    assert_eq!(
+        who(&state, "192.0.2.10", 45000, 150),
+        Err("gap"),
+        "never allocated"
+    );
+    assert_eq!(
+        who(&state, "192.0.2.10", 59999, 150),
+        Err("gap"),
+        "last pool port"
+    );
 }
 
 #[test]
@@ -115,15 +152,23 @@ fn empty_sections_may_be_left_out() {
 fn refused(edit: impl FnOnce(&mut Value), want: &str) {
     let mut v = example();
     edit(&mut v);
-    let err = load(&v).err().unwrap_or_else(|| panic!("{v} should be refused"));
+    let err = load(&v)
+        .err()
+        .unwrap_or_else(|| panic!("{v} should be refused"));
     assert!(err.contains(want), "{err:?} should mention {want:?}");
 }
 
 #[test]
 fn unknown_or_missing_versions_are_refused() {
-    refused(|v| v["version"] = json!(2), "unsupported version 2 (this plugin reads version 1)");
+    refused(
+        |v| v["version"] = json!(2),
+        "unsupported version 2 (this plugin reads version 1)",
+    );
     refused(|v| v["version"] = json!("1"), "invalid type");
-    refused(|v| drop(v.as_object_mut().unwrap().remove("version")), "missing field `version`");
+    refused(
+        |v| drop(v.as_object_mut().unwrap().remove("version")),
+        "missing field `version`",
+    );
 }
 
 #[test]
@@ -190,7 +235,10 @@ fn ports_outside_the_pool_are_refused() {
         |v| v["shared_ipv4"][0]["allocations"][2]["ports"] = json!([41999, 41000]),
         "allocations[2]: ports 41999-41000 are not a range inside the pool",
     );
-    refused(|v| v["shared_ipv4"][0]["pool"] = json!([50000, 40000]), "pool 50000-40000 is empty");
+    refused(
+        |v| v["shared_ipv4"][0]["pool"] = json!([50000, 40000]),
+        "pool 50000-40000 is empty",
+    );
 }
 
 #[test]
@@ -210,10 +258,25 @@ fn ambiguous_shared_addresses_are_refused() {
 
 #[test]
 fn malformed_entries_are_refused() {
-    refused(|v| v["assignments"][0]["ip"] = json!("fd00::g"), "invalid IP address syntax");
-    refused(|v| v["shared_ipv4"][0]["address"] = json!("fd00::1"), "invalid IPv4 address syntax");
-    refused(|v| v["assignments"][0]["untill_ns"] = json!(5), "unknown field `untill_ns`");
-    refused(|v| v["workloads"]["c-db-2"]["ap"] = json!("db"), "unknown field `ap`");
+    refused(
+        |v| v["assignments"][0]["ip"] = json!("fd00::g"),
+        "invalid IP address syntax",
+    );
+    refused(
+        |v| v["shared_ipv4"][0]["address"] = json!("fd00::1"),
+        "invalid IPv4 address syntax",
+    );
+    refused(
+        |v| v["assignments"][0]["untill_ns"] = json!(5),
+        "unknown field `untill_ns`",
+    );
+    refused(
+        |v| v["workloads"]["c-db-2"]["ap"] = json!("db"),
+        "unknown field `ap`",
+    );
     refused(|v| v["workloads"][""] = json!({}), "a workload id is empty");
-    refused(|v| v["shared_ipv4"][0]["pool"] = json!([40000, 70000]), "invalid value");
+    refused(
+        |v| v["shared_ipv4"][0]["pool"] = json!([40000, 70000]),
+        "invalid value",
+    );
 }

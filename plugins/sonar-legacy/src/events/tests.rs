@@ -12,7 +12,8 @@ fn assigned(id: &str) -> IpChange {
 
 /// The deciding workload id, if any, with no retention horizon.
 fn owner(log: &EventLog, address: &str, cutoff: u64) -> Option<String> {
-    log.decide(ip(address), cutoff, 0).map(|(w, _)| w.id.clone())
+    log.decide(ip(address), cutoff, 0)
+        .map(|(w, _)| w.id.clone())
 }
 
 #[test]
@@ -26,7 +27,10 @@ fn the_last_event_arrived_by_the_cutoff_decides() {
     assert_eq!(owner(&log, "10.0.0.1", 209), Some("a".into()));
     assert_eq!(owner(&log, "10.0.0.1", 210), None);
     assert_eq!(owner(&log, "10.0.0.1", 310), Some("b".into()));
-    assert_eq!(log.decide(ip("10.0.0.1"), 400, 0).map(|(_, t)| t), Some(300));
+    assert_eq!(
+        log.decide(ip("10.0.0.1"), 400, 0).map(|(_, t)| t),
+        Some(300)
+    );
     assert_eq!(owner(&log, "10.0.0.2", 400), None);
     assert_eq!((log.len(), log.addresses(), log.workloads()), (3, 1, 2));
 }
@@ -52,8 +56,16 @@ fn history_older_than_the_horizon_counts_as_pruned_but_the_newest_never() {
     log.insert(ip("10.0.0.2"), assigned("c"), 10, 10);
     // Horizon 15: "a" is expired history, "b" and "c" are newest.
     assert_eq!(log.decide(ip("10.0.0.1"), 12, 15), None);
-    assert_eq!(log.decide(ip("10.0.0.1"), 25, 15).map(|(w, _)| w.id.as_str()), Some("b"));
-    assert_eq!(log.decide(ip("10.0.0.2"), 25, 15).map(|(w, _)| w.id.as_str()), Some("c"));
+    assert_eq!(
+        log.decide(ip("10.0.0.1"), 25, 15)
+            .map(|(w, _)| w.id.as_str()),
+        Some("b")
+    );
+    assert_eq!(
+        log.decide(ip("10.0.0.2"), 25, 15)
+            .map(|(w, _)| w.id.as_str()),
+        Some("c")
+    );
     // Pruning gives the same answers and frees "a".
     assert_eq!(log.prune_expired(15), 1);
     assert_eq!(log.decide(ip("10.0.0.1"), 12, 15), None);
@@ -103,7 +115,11 @@ fn the_cap_drops_whole_addresses_only_when_there_are_more_addresses_than_room() 
     log.insert(ip("10.0.0.3"), assigned("c"), 0, 20);
     assert_eq!(log.prune_to(2), 2);
     assert_eq!(log.addresses(), 2);
-    assert_eq!(owner(&log, "10.0.0.2", 100), None, "b2 was the oldest newest event");
+    assert_eq!(
+        owner(&log, "10.0.0.2", 100),
+        None,
+        "b2 was the oldest newest event"
+    );
     assert_eq!(owner(&log, "10.0.0.1", 100), Some("a".into()));
     assert_eq!(owner(&log, "10.0.0.3", 100), Some("c".into()));
     assert_eq!(log.workloads(), 2);
