@@ -52,24 +52,31 @@ impl Answers {
             ));
         }
         for (i, a) in self.answers.iter().enumerate() {
-            if let Answer::Attributed { workload, .. } = a {
-                if *workload as usize >= self.workloads.len() {
-                    return Err(format!(
-                        "answer {i} refers to workload {workload} of {}",
-                        self.workloads.len()
-                    ));
-                }
+            if let Answer::Attributed { workload, .. } = a
+                && *workload as usize >= self.workloads.len()
+            {
+                return Err(format!("answer {i} refers to workload {workload} of {}", self.workloads.len()));
             }
         }
         Ok(())
     }
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 /// Builds [`Answers`], listing each distinct workload id once.
+///
+/// Plugins usually answer from workloads they keep, so the same `&Workload`
+/// comes back many times in a batch: the builder first looks the reference's
+/// address up (an integer hash), then confirms by comparing ids, and only
+/// hashes the id string for a workload it has not seen at that address. The
+/// id comparison keeps this correct when an address is reused for another
+/// workload.
 #[derive(Debug, Default)]
 pub struct AnswersBuilder {
     answers: Answers,
-    index: HashMap<String, u32>,
+    by_id: FastMap<String, u32>,
+    by_address: FastMap<usize, u32>,
 }
 
 impl AnswersBuilder {
@@ -77,18 +84,33 @@ impl AnswersBuilder {
     pub fn with_capacity(n: usize) -> Self {
         Self {
             answers: Answers { workloads: Vec::new(), answers: Vec::with_capacity(n) },
-            index: HashMap::new(),
+            by_id: FastMap::default(),
+            by_address: FastMap::default(),
         }
     }
 
-    /// Appends an attributed answer.
+    /// Appends an attributed answer. Workloads are told apart by id: answers
+    /// naming the same id share the first one's attributes.
     pub fn attributed(&mut self, workload: &Workload, valid: TimeRange) {
-        let idx = match self.index.get(workload.id.as_str()) {
-            Some(&i) => i,
+        let address = workload as *const Workload as usize;
+        let hinted = self
+            .by_address
+            .get(&address)
+            .copied()
+            .filter(|&i| self.answers.workloads[i as usize].id == workload.id);
+        let idx = match hinted {
+            Some(i) => i,
             None => {
-                let i = self.answers.workloads.len() as u32;
-                self.answers.workloads.push(workload.clone());
-                self.index.insert(workload.id.clone(), i);
+                let i = match self.by_id.get(workload.id.as_str()) {
+                    Some(&i) => i,
+                    None => {
+                        let i = self.answers.workloads.len() as u32;
+                        self.answers.workloads.push(workload.clone());
+                        self.by_id.insert(workload.id.clone(), i);
+                        i
+                    }
+                };
+                self.by_address.insert(address, i);
                 i
             }
         };
@@ -125,6 +147,19 @@ mod tests {
         assert_eq!(answers.resolve(1), Err(UnattributedReason::NotFound));
         assert!(answers.check_shape(4).is_ok());
         assert!(answers.check_shape(3).is_err());
+    }
+
+    #[test]
+    fn a_reused_address_never_returns_the_previous_workload() {
+        let mut builder = AnswersBuilder::default();
+        for id in ["a", "b", "c"] {
+            // Each temporary may live at the same address as the last one.
+            let w = Workload::with_id(id);
+            builder.attributed(&w, TimeRange::since(0));
+        }
+        let answers = builder.finish();
+        let ids: Vec<_> = (0..3).map(|i| answers.resolve(i).unwrap().0.id.clone()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Attributed flows and what policies decide about them.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{Flow, TimeRange, UnattributedReason, Workload};
@@ -19,7 +21,8 @@ pub enum AttributionSource {
 /// A workload, where the answer came from and for which time it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Attribution {
-    pub workload: Workload,
+    /// Shared: many flows are attributed to the same workload.
+    pub workload: Arc<Workload>,
     pub source: AttributionSource,
     /// Name of the plugin that answered; empty for the heartbeat table.
     pub plugin: String,

@@ -53,7 +53,9 @@ pub use kinds::{IdentityPlugin, Plugin, PolicyPlugin, ResolverPlugin, SinkPlugin
 pub const WIT_VERSION: &str = "0.1.0";
 
 /// Registers a type as this component's plugin. Use it once per crate, naming
-/// the kind: `identity`, `resolver`, `policy` or `sink`.
+/// the kind: `identity`, `resolver`, `policy` or `sink`. It expands to the
+/// component's exports only when building for Wasm, so native builds (tests,
+/// benchmarks linking several plugins) see just the plain type.
 ///
 /// ```ignore
 /// flowattr_sdk::export_plugin!(MyPlugin as identity);
@@ -61,6 +63,7 @@ pub const WIT_VERSION: &str = "0.1.0";
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty as identity) => {
+        #[cfg(target_family = "wasm")]
         const _: () = {
             ::std::thread_local! {
                 static PLUGIN: ::core::cell::RefCell<::core::option::Option<$plugin>> =
@@ -81,6 +84,7 @@ macro_rules! export_plugin {
         };
     };
     ($plugin:ty as resolver) => {
+        #[cfg(target_family = "wasm")]
         const _: () = {
             ::std::thread_local! {
                 static PLUGIN: ::core::cell::RefCell<::core::option::Option<$plugin>> =
@@ -104,6 +108,7 @@ macro_rules! export_plugin {
         };
     };
     ($plugin:ty as policy) => {
+        #[cfg(target_family = "wasm")]
         const _: () = {
             ::std::thread_local! {
                 static PLUGIN: ::core::cell::RefCell<::core::option::Option<$plugin>> =
@@ -124,6 +129,7 @@ macro_rules! export_plugin {
         };
     };
     ($plugin:ty as sink) => {
+        #[cfg(target_family = "wasm")]
         const _: () = {
             ::std::thread_local! {
                 static PLUGIN: ::core::cell::RefCell<::core::option::Option<$plugin>> =

@@ -51,9 +51,17 @@ pub struct Harness<P> {
 
 impl<P: Plugin> Harness<P> {
     /// Builds the plugin from `config_json` (the manifest's `[config]` as JSON).
+    /// The host clock reads whatever it was last set to on this thread (0 at
+    /// first); use [`Harness::with_now`] when `init` reads the clock.
     pub fn new(config_json: &str) -> Result<Self, String> {
         crate::host::install();
         Ok(Self { plugin: build::<P>(config_json)? })
+    }
+
+    /// Sets the host clock to `now_ns`, then builds the plugin.
+    pub fn with_now(now_ns: u64, config_json: &str) -> Result<Self, String> {
+        NOW_NS.with(|n| n.set(now_ns));
+        Self::new(config_json)
     }
 
     /// The plugin itself, for calls the harness does not wrap.

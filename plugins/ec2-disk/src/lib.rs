@@ -75,5 +75,4 @@ impl IdentityPlugin for Ec2Disk {
     }
 }
 
-#[cfg(target_family = "wasm")]
 flowattr_sdk::export_plugin!(Ec2Disk as identity);

@@ -17,7 +17,6 @@
 
 pub mod config;
 mod format;
-mod hash;
 mod shared;
 mod spans;
 mod state;
@@ -84,5 +83,4 @@ impl IdentityPlugin for Ipman {
     }
 }
 
-#[cfg(target_family = "wasm")]
 flowattr_sdk::export_plugin!(Ipman as identity);

@@ -168,5 +168,4 @@ impl ResolverPlugin for SonarLegacy {
     }
 }
 
-#[cfg(target_family = "wasm")]
 flowattr_sdk::export_plugin!(SonarLegacy as resolver);

@@ -167,7 +167,7 @@ fn flow(f: wit::Flow) -> Flow {
 fn side(s: wit::Side) -> Side {
     match s {
         wit::Side::Attributed(a) => Side::Attributed(Attribution {
-            workload: workload(a.workload),
+            workload: std::sync::Arc::new(workload(a.workload)),
             source: match a.source {
                 wit::AttributionSource::Capture => AttributionSource::Capture,
                 wit::AttributionSource::Heartbeat => AttributionSource::Heartbeat,
