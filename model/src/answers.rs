@@ -11,7 +11,10 @@ use crate::{TimeRange, UnattributedReason, Workload};
 #[serde(rename_all = "kebab-case")]
 pub enum Answer {
     /// The workload at this index of [`Answers::workloads`], valid for `valid`.
-    Attributed { workload: u32, valid: TimeRange },
+    Attributed {
+        workload: u32,
+        valid: TimeRange,
+    },
     Unattributed(UnattributedReason),
 }
 
@@ -55,14 +58,17 @@ impl Answers {
             if let Answer::Attributed { workload, .. } = a
                 && *workload as usize >= self.workloads.len()
             {
-                return Err(format!("answer {i} refers to workload {workload} of {}", self.workloads.len()));
+                return Err(format!(
+                    "answer {i} refers to workload {workload} of {}",
+                    self.workloads.len()
+                ));
             }
         }
         Ok(())
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// Builds [`Answers`], listing each distinct workload id once.
 ///
@@ -83,7 +89,10 @@ impl AnswersBuilder {
     /// A builder with room for `n` answers.
     pub fn with_capacity(n: usize) -> Self {
         Self {
-            answers: Answers { workloads: Vec::new(), answers: Vec::with_capacity(n) },
+            answers: Answers {
+                workloads: Vec::new(),
+                answers: Vec::with_capacity(n),
+            },
             by_id: FastMap::default(),
             by_address: FastMap::default(),
         }
@@ -91,6 +100,7 @@ impl AnswersBuilder {
 
     /// Appends an attributed answer. Workloads are told apart by id: answers
     /// naming the same id share the first one's attributes.
+    #[inline]
     pub fn attributed(&mut self, workload: &Workload, valid: TimeRange) {
         let address = workload as *const Workload as usize;
         let hinted = self
@@ -114,10 +124,14 @@ impl AnswersBuilder {
                 i
             }
         };
-        self.answers.answers.push(Answer::Attributed { workload: idx, valid });
+        self.answers.answers.push(Answer::Attributed {
+            workload: idx,
+            valid,
+        });
     }
 
     /// Appends an unattributed answer.
+    #[inline]
     pub fn unattributed(&mut self, reason: UnattributedReason) {
         self.answers.answers.push(Answer::Unattributed(reason));
     }
@@ -158,7 +172,9 @@ mod tests {
             builder.attributed(&w, TimeRange::since(0));
         }
         let answers = builder.finish();
-        let ids: Vec<_> = (0..3).map(|i| answers.resolve(i).unwrap().0.id.clone()).collect();
+        let ids: Vec<_> = (0..3)
+            .map(|i| answers.resolve(i).unwrap().0.id.clone())
+            .collect();
         assert_eq!(ids, ["a", "b", "c"]);
     }
 
@@ -166,7 +182,10 @@ mod tests {
     fn out_of_table_index_is_a_plugin_failure_not_a_workload() {
         let answers = Answers {
             workloads: vec![Workload::with_id("a")],
-            answers: vec![Answer::Attributed { workload: 7, valid: TimeRange::since(0) }],
+            answers: vec![Answer::Attributed {
+                workload: 7,
+                valid: TimeRange::since(0),
+            }],
         };
         assert_eq!(answers.resolve(0), Err(UnattributedReason::PluginFailed));
         assert!(answers.check_shape(1).unwrap_err().contains("workload 7"));

@@ -8,6 +8,7 @@
 
 mod answers;
 mod attribution;
+pub mod columns;
 mod flow;
 mod query;
 mod time;

@@ -22,7 +22,10 @@ impl TimeRange {
 
     /// A range from `start_ns` with no known end.
     pub const fn since(start_ns: u64) -> Self {
-        Self { start_ns, end_ns: Self::OPEN_END }
+        Self {
+            start_ns,
+            end_ns: Self::OPEN_END,
+        }
     }
 
     /// Whether `t_ns` lies inside the range.

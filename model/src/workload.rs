@@ -27,7 +27,10 @@ pub struct Workload {
 impl Workload {
     /// A workload with only an id.
     pub fn with_id(id: impl Into<String>) -> Self {
-        Self { id: id.into(), ..Self::default() }
+        Self {
+            id: id.into(),
+            ..Self::default()
+        }
     }
 }
 

@@ -21,14 +21,28 @@ const SHARED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const QUERY_TIME_NS: u64 = 1_000_000_000;
 
 fn container_ip(i: usize) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, (i >> 16) as u16, i as u16))
+    IpAddr::V6(Ipv6Addr::new(
+        0xfd00,
+        0x10,
+        0,
+        0,
+        0,
+        0,
+        (i >> 16) as u16,
+        i as u16,
+    ))
 }
 
 /// An IPMan state with `CONTAINERS` IPv6 containers, each also holding a
 /// 16-port range of the shared IPv4 address.
 fn state() -> serde_json::Value {
     let workloads: serde_json::Map<_, _> = (0..CONTAINERS)
-        .map(|i| (format!("c-{i}"), json!({"app": format!("app-{}", i % 40), "cluster": "prod", "region": "us-east-1"})))
+        .map(|i| {
+            (
+                format!("c-{i}"),
+                json!({"app": format!("app-{}", i % 40), "cluster": "prod", "region": "us-east-1"}),
+            )
+        })
         .collect();
     let assignments: Vec<_> = (0..CONTAINERS)
         .map(|i| json!({"ip": container_ip(i).to_string(), "workload": format!("c-{i}"), "since_ns": 0, "until_ns": null}))
@@ -58,7 +72,14 @@ fn queries(n: usize) -> Vec<LocalQuery> {
             } else {
                 SocketAddr::new(container_ip(c), 443)
             };
-            LocalQuery { local, protocol: Default::default(), time_ns: QUERY_TIME_NS, cgroup_id: 0, netns_id: 0, pid: 0 }
+            LocalQuery {
+                local,
+                protocol: Default::default(),
+                time_ns: QUERY_TIME_NS,
+                cgroup_id: 0,
+                netns_id: 0,
+                pid: 0,
+            }
         })
         .collect()
 }
@@ -79,8 +100,12 @@ fn main() {
     // The real component in a drop-in directory.
     let plugins = tmp.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    let wasm = std::fs::read(component_path())
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build first", component_path().display()));
+    let wasm = std::fs::read(component_path()).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run scripts/build first",
+            component_path().display()
+        )
+    });
     std::fs::write(plugins.join("ipman.wasm"), &wasm).unwrap();
     std::fs::write(
         plugins.join("ipman.toml"),
@@ -104,9 +129,16 @@ fn main() {
 
     // Both must give the same answers before their speed means anything.
     let check = queries(1024);
-    let (a, b) = (wasm_plugin.identify(&check).unwrap(), native.identify(&check));
+    let (a, b) = (
+        wasm_plugin.identify(&check).unwrap(),
+        native.identify(&check),
+    );
     for i in 0..check.len() {
-        assert_eq!(a.resolve(i).unwrap().0, b.resolve(i).unwrap().0, "query {i}");
+        assert_eq!(
+            a.resolve(i).unwrap().0,
+            b.resolve(i).unwrap().0,
+            "query {i}"
+        );
     }
 
     let mut criterion = Criterion::default().configure_from_args();
@@ -114,7 +146,9 @@ fn main() {
     for n in BATCHES {
         let batch = queries(n);
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("native", n), &batch, |bench, q| bench.iter(|| native.identify(q)));
+        group.bench_with_input(BenchmarkId::new("native", n), &batch, |bench, q| {
+            bench.iter(|| native.identify(q))
+        });
         group.bench_with_input(BenchmarkId::new("wasm", n), &batch, |bench, q| {
             bench.iter(|| wasm_plugin.identify(q).unwrap())
         });
@@ -134,7 +168,12 @@ fn print_ratios() {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
         .join("criterion/ipman_identify");
     let mean_ns = |side: &str, n: usize| -> Option<f64> {
-        let text = std::fs::read_to_string(dir.join(side).join(n.to_string()).join("new/estimates.json")).ok()?;
+        let text = std::fs::read_to_string(
+            dir.join(side)
+                .join(n.to_string())
+                .join("new/estimates.json"),
+        )
+        .ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
         v["mean"]["point_estimate"].as_f64()
     };
@@ -143,7 +182,12 @@ fn print_ratios() {
         match (mean_ns("native", n), mean_ns("wasm", n)) {
             (Some(native), Some(wasm)) => {
                 let (native, wasm) = (native / n as f64, wasm / n as f64);
-                println!("  batch {n:>4} {:>18.1} ns {:>7.1} ns {:>9.2}x", native, wasm, wasm / native);
+                println!(
+                    "  batch {n:>4} {:>18.1} ns {:>7.1} ns {:>9.2}x",
+                    native,
+                    wasm,
+                    wasm / native
+                );
             }
             _ => println!("  batch {n:>4}   (no estimates found in {})", dir.display()),
         }

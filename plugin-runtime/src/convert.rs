@@ -2,10 +2,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use flowattr_model::columns::{AnswerColumns, LocalQueryColumns, ResolveQueryColumns};
 use flowattr_model::{
-    Answer, Answers, AttributedFlow, Attribution, AttributionSource, Flow, FlowEnd, Initiator,
-    IpChange, IpEvent, LocalQuery, Protocol, Redactions, ResolveQuery, Side, TimeRange,
-    UnattributedReason, Verdict, Workload,
+    Answers, AttributedFlow, Attribution, AttributionSource, Flow, FlowEnd, Initiator, IpChange,
+    IpEvent, LocalQuery, Protocol, Redactions, ResolveQuery, Side, TimeRange, UnattributedReason,
+    Verdict, Workload,
 };
 
 use crate::bindings::identity::exports::flowattr::plugin::identity as wit_identity;
@@ -24,7 +25,10 @@ fn ip(a: IpAddr) -> wit::IpAddress {
 }
 
 fn endpoint(e: SocketAddr) -> wit::Endpoint {
-    wit::Endpoint { address: ip(e.ip()), port: e.port() }
+    wit::Endpoint {
+        address: ip(e.ip()),
+        port: e.port(),
+    }
 }
 
 fn protocol(p: Protocol) -> wit::Protocol {
@@ -34,19 +38,28 @@ fn protocol(p: Protocol) -> wit::Protocol {
     }
 }
 
-pub fn local_query(q: &LocalQuery) -> wit_identity::LocalQuery {
-    wit_identity::LocalQuery {
-        local: endpoint(q.local),
-        protocol: protocol(q.protocol),
-        time_ns: q.time_ns,
-        cgroup_id: q.cgroup_id,
-        netns_id: q.netns_id,
-        pid: q.pid,
+pub fn local_queries(rows: &[LocalQuery]) -> wit_identity::LocalQueries {
+    let c = LocalQueryColumns::from_rows(rows);
+    wit_identity::LocalQueries {
+        address_hi: c.address_hi,
+        address_lo: c.address_lo,
+        port: c.port,
+        protocol: c.protocol.into_iter().map(protocol).collect(),
+        time_ns: c.time_ns,
+        cgroup_id: c.cgroup_id,
+        netns_id: c.netns_id,
+        pid: c.pid,
     }
 }
 
-pub fn resolve_query(q: &ResolveQuery) -> wit_resolver::ResolveQuery {
-    wit_resolver::ResolveQuery { address: ip(q.address), time_ns: q.time_ns, asked_at_ns: q.asked_at_ns }
+pub fn resolve_queries(rows: &[ResolveQuery]) -> wit_resolver::ResolveQueries {
+    let c = ResolveQueryColumns::from_rows(rows);
+    wit_resolver::ResolveQueries {
+        address_hi: c.address_hi,
+        address_lo: c.address_lo,
+        time_ns: c.time_ns,
+        asked_at_ns: c.asked_at_ns,
+    }
 }
 
 fn workload(w: &Workload) -> wit::Workload {
@@ -57,7 +70,11 @@ fn workload(w: &Workload) -> wit::Workload {
         stack: w.stack.clone(),
         account: w.account.clone(),
         region: w.region.clone(),
-        labels: w.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: w
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -74,7 +91,10 @@ pub fn ip_event(e: &IpEvent) -> wit_resolver::IpEvent {
 }
 
 fn range(r: TimeRange) -> wit::TimeRange {
-    wit::TimeRange { start_ns: r.start_ns, end_ns: r.end_ns }
+    wit::TimeRange {
+        start_ns: r.start_ns,
+        end_ns: r.end_ns,
+    }
 }
 
 fn reason(r: UnattributedReason) -> wit::UnattributedReason {
@@ -90,16 +110,17 @@ fn reason(r: UnattributedReason) -> wit::UnattributedReason {
     }
 }
 
-fn from_reason(r: wit::UnattributedReason) -> UnattributedReason {
-    use wit::UnattributedReason as W;
-    match r {
-        W::NotFound => UnattributedReason::NotFound,
-        W::SourceUnavailable => UnattributedReason::SourceUnavailable,
-        W::Conflict => UnattributedReason::Conflict,
-        W::Gap => UnattributedReason::Gap,
-        W::Expired => UnattributedReason::Expired,
-        W::ClockSkew => UnattributedReason::ClockSkew,
-        W::PluginFailed => UnattributedReason::PluginFailed,
+fn from_status(s: wit::AnswerStatus) -> Option<UnattributedReason> {
+    use wit::AnswerStatus as S;
+    match s {
+        S::Attributed => None,
+        S::NotFound => Some(UnattributedReason::NotFound),
+        S::SourceUnavailable => Some(UnattributedReason::SourceUnavailable),
+        S::Conflict => Some(UnattributedReason::Conflict),
+        S::Gap => Some(UnattributedReason::Gap),
+        S::Expired => Some(UnattributedReason::Expired),
+        S::ClockSkew => Some(UnattributedReason::ClockSkew),
+        S::PluginFailed => Some(UnattributedReason::PluginFailed),
     }
 }
 
@@ -115,21 +136,16 @@ fn from_workload(w: wit::Workload) -> Workload {
     }
 }
 
-pub fn from_answers(a: wit::Answers) -> Answers {
-    Answers {
+/// Answers from their columns; ragged columns (a buggy plugin) are an error.
+pub fn from_answers(a: wit::Answers) -> Result<Answers, String> {
+    AnswerColumns {
         workloads: a.workloads.into_iter().map(from_workload).collect(),
-        answers: a
-            .answers
-            .into_iter()
-            .map(|a| match a {
-                wit::Answer::Attributed(r) => Answer::Attributed {
-                    workload: r.workload,
-                    valid: TimeRange { start_ns: r.valid.start_ns, end_ns: r.valid.end_ns },
-                },
-                wit::Answer::Unattributed(r) => Answer::Unattributed(from_reason(r)),
-            })
-            .collect(),
+        status: a.status.into_iter().map(from_status).collect(),
+        workload: a.workload,
+        valid_start_ns: a.valid_start_ns,
+        valid_end_ns: a.valid_end_ns,
     }
+    .into_answers()
 }
 
 fn flow(f: &Flow) -> wit::Flow {
@@ -185,7 +201,12 @@ fn side(s: &Side) -> wit::Side {
 }
 
 pub fn attributed_flow(f: &AttributedFlow) -> wit::AttributedFlow {
-    wit::AttributedFlow { flow: flow(&f.flow), local: side(&f.local), remote: side(&f.remote), weight: f.weight }
+    wit::AttributedFlow {
+        flow: flow(&f.flow),
+        local: side(&f.local),
+        remote: side(&f.remote),
+        weight: f.weight,
+    }
 }
 
 pub fn from_verdict(v: wit_policy::Verdict) -> Verdict {
@@ -209,10 +230,25 @@ mod tests {
 
     #[test]
     fn addresses_use_network_order_integers() {
-        assert!(matches!(ip("10.0.0.1".parse().unwrap()), wit::IpAddress::V4(0x0a00_0001)));
+        assert!(matches!(
+            ip("10.0.0.1".parse().unwrap()),
+            wit::IpAddress::V4(0x0a00_0001)
+        ));
         assert!(matches!(
             ip("2001:db8::1".parse().unwrap()),
             wit::IpAddress::V6((0x2001_0db8_0000_0000, 1))
         ));
+    }
+
+    #[test]
+    fn ragged_answer_columns_are_a_plugin_error() {
+        let answers = wit::Answers {
+            workloads: vec![],
+            status: vec![wit::AnswerStatus::NotFound, wit::AnswerStatus::Gap],
+            workload: vec![0],
+            valid_start_ns: vec![0, 0],
+            valid_end_ns: vec![0, 0],
+        };
+        assert!(from_answers(answers).is_err());
     }
 }

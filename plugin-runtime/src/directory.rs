@@ -77,7 +77,10 @@ struct OnDisk {
 
 impl PluginDirectory {
     /// Opens `dir` and loads everything valid in it.
-    pub fn open(runtime: &Runtime, dir: impl Into<PathBuf>) -> std::io::Result<(Self, ReloadReport)> {
+    pub fn open(
+        runtime: &Runtime,
+        dir: impl Into<PathBuf>,
+    ) -> std::io::Result<(Self, ReloadReport)> {
         let dir = dir.into();
         if !dir.is_dir() {
             return Err(std::io::Error::new(
@@ -85,7 +88,12 @@ impl PluginDirectory {
                 format!("plugin directory {} does not exist", dir.display()),
             ));
         }
-        let this = Self { runtime: runtime.clone(), dir, state: RwLock::default(), reloading: Mutex::new(()) };
+        let this = Self {
+            runtime: runtime.clone(),
+            dir,
+            state: RwLock::default(),
+            reloading: Mutex::new(()),
+        };
         let report = this.reload();
         Ok((this, report))
     }
@@ -97,24 +105,45 @@ impl PluginDirectory {
 
     /// The loaded plugin called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
-        self.state.read().unwrap().loaded.get(name).map(|e| e.plugin.clone())
+        self.state
+            .read()
+            .unwrap()
+            .loaded
+            .get(name)
+            .map(|e| e.plugin.clone())
     }
 
     /// Every loaded plugin, by name.
     pub fn all(&self) -> Vec<Arc<Plugin>> {
-        self.state.read().unwrap().loaded.values().map(|e| e.plugin.clone()).collect()
+        self.state
+            .read()
+            .unwrap()
+            .loaded
+            .values()
+            .map(|e| e.plugin.clone())
+            .collect()
     }
 
     /// Loaded plugins of one kind in chain order (manifest `order`, then name).
     pub fn chain(&self, kind: PluginKind) -> Vec<Arc<Plugin>> {
-        let mut plugins: Vec<_> = self.all().into_iter().filter(|p| p.kind() == kind).collect();
+        let mut plugins: Vec<_> = self
+            .all()
+            .into_iter()
+            .filter(|p| p.kind() == kind)
+            .collect();
         plugins.sort_by(|a, b| (a.manifest().order, a.name()).cmp(&(b.manifest().order, b.name())));
         plugins
     }
 
     /// Plugins currently refused, by name.
     pub fn refusals(&self) -> Vec<Refusal> {
-        self.state.read().unwrap().refused.values().cloned().collect()
+        self.state
+            .read()
+            .unwrap()
+            .refused
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Reconciles the loaded set with the directory's contents.
@@ -132,12 +161,24 @@ impl PluginDirectory {
         let mut loaded_now: BTreeMap<String, Entry> = BTreeMap::new();
         let mut refused_now: BTreeMap<String, Refusal> = BTreeMap::new();
         for (name, files) in on_disk {
-            let previous = self.state.read().unwrap().loaded.get(&name).map(|e| (e.plugin.clone(), e.fingerprint.clone()));
+            let previous = self
+                .state
+                .read()
+                .unwrap()
+                .loaded
+                .get(&name)
+                .map(|e| (e.plugin.clone(), e.fingerprint.clone()));
             match self.load_one(&name, &files, previous.as_ref().map(|(_, f)| f)) {
                 Ok(None) => {
                     let (plugin, fingerprint) = previous.expect("unchanged implies loaded");
                     report.unchanged.push(name.clone());
-                    loaded_now.insert(name, Entry { plugin, fingerprint });
+                    loaded_now.insert(
+                        name,
+                        Entry {
+                            plugin,
+                            fingerprint,
+                        },
+                    );
                 }
                 Ok(Some(entry)) => {
                     if previous.is_some() {
@@ -151,10 +192,21 @@ impl PluginDirectory {
                 }
                 Err((file, reason)) => {
                     let kept_previous = previous.is_some();
-                    let refusal = Refusal { name: name.clone(), file, reason, kept_previous };
+                    let refusal = Refusal {
+                        name: name.clone(),
+                        file,
+                        reason,
+                        kept_previous,
+                    };
                     tracing::warn!(plugin = %name, problem = %refusal, "Refused plugin.");
                     if let Some((plugin, fingerprint)) = previous {
-                        loaded_now.insert(name.clone(), Entry { plugin, fingerprint });
+                        loaded_now.insert(
+                            name.clone(),
+                            Entry {
+                                plugin,
+                                fingerprint,
+                            },
+                        );
                     }
                     refused_now.insert(name, refusal);
                 }
@@ -182,7 +234,9 @@ impl PluginDirectory {
         let mut found = BTreeMap::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            let (Some(stem), Some(ext)) = (path.file_stem().and_then(|s| s.to_str()), path.extension()) else {
+            let (Some(stem), Some(ext)) =
+                (path.file_stem().and_then(|s| s.to_str()), path.extension())
+            else {
                 continue;
             };
             if stem.starts_with('.') {
@@ -191,7 +245,10 @@ impl PluginDirectory {
             if ext == "toml" {
                 found.insert(
                     stem.to_owned(),
-                    OnDisk { manifest_path: path.clone(), wasm_path: path.with_extension("wasm") },
+                    OnDisk {
+                        manifest_path: path.clone(),
+                        wasm_path: path.with_extension("wasm"),
+                    },
                 );
             } else if ext == "wasm" && !path.with_extension("toml").exists() {
                 report.refused.push(Refusal {
@@ -212,7 +269,14 @@ impl PluginDirectory {
         files: &OnDisk,
         previous: Option<&(String, String)>,
     ) -> Result<Option<Entry>, (PathBuf, String)> {
-        let counters = self.state.write().unwrap().counters.entry(name.to_owned()).or_default().clone();
+        let counters = self
+            .state
+            .write()
+            .unwrap()
+            .counters
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
         load_files(&self.runtime, name, files, previous, counters)
     }
 }
@@ -222,12 +286,24 @@ impl PluginDirectory {
 /// `flowattr plugin check FILE` does.
 pub fn load_plugin_files(runtime: &Runtime, manifest_path: &Path) -> Result<Plugin, Refusal> {
     let manifest_path = manifest_path.with_extension("toml");
-    let name = manifest_path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_owned();
-    let files = OnDisk { wasm_path: manifest_path.with_extension("wasm"), manifest_path };
+    let name = manifest_path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin")
+        .to_owned();
+    let files = OnDisk {
+        wasm_path: manifest_path.with_extension("wasm"),
+        manifest_path,
+    };
     match load_files(runtime, &name, &files, None, Arc::default()) {
         Ok(Some(entry)) => Ok(Arc::into_inner(entry.plugin).expect("not shared yet")),
         Ok(None) => unreachable!("no previous version to be unchanged from"),
-        Err((file, reason)) => Err(Refusal { name, file, reason, kept_previous: false }),
+        Err((file, reason)) => Err(Refusal {
+            name,
+            file,
+            reason,
+            kept_previous: false,
+        }),
     }
 }
 
@@ -240,20 +316,25 @@ fn load_files(
 ) -> Result<Option<Entry>, (PathBuf, String)> {
     let manifest_text = std::fs::read_to_string(&files.manifest_path)
         .map_err(|e| (files.manifest_path.clone(), format!("cannot read: {e}")))?;
-    let wasm =
-        std::fs::read(&files.wasm_path).map_err(|e| (files.wasm_path.clone(), format!("cannot read: {e}")))?;
+    let wasm = std::fs::read(&files.wasm_path)
+        .map_err(|e| (files.wasm_path.clone(), format!("cannot read: {e}")))?;
     let fingerprint = (manifest_text, sha256_hex(&wasm));
     if previous == Some(&fingerprint) {
         return Ok(None);
     }
-    let manifest = Manifest::parse(&fingerprint.0).map_err(|e| (files.manifest_path.clone(), e.to_string()))?;
+    let manifest = Manifest::parse(&fingerprint.0)
+        .map_err(|e| (files.manifest_path.clone(), e.to_string()))?;
     let manifest_dir = files.manifest_path.parent().unwrap_or(Path::new("."));
-    let plugin = Plugin::load(runtime, name, manifest, manifest_dir, &wasm, counters).map_err(|e| {
-        let file = match e {
-            LoadError::Manifest(_) => files.manifest_path.clone(),
-            LoadError::Component(_) => files.wasm_path.clone(),
-        };
-        (file, e.to_string())
-    })?;
-    Ok(Some(Entry { plugin: Arc::new(plugin), fingerprint }))
+    let plugin =
+        Plugin::load(runtime, name, manifest, manifest_dir, &wasm, counters).map_err(|e| {
+            let file = match e {
+                LoadError::Manifest(_) => files.manifest_path.clone(),
+                LoadError::Component(_) => files.wasm_path.clone(),
+            };
+            (file, e.to_string())
+        })?;
+    Ok(Some(Entry {
+        plugin: Arc::new(plugin),
+        fingerprint,
+    }))
 }

@@ -30,7 +30,10 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { cache_dir: None, clock: Arc::new(SystemClock) }
+        Self {
+            cache_dir: None,
+            clock: Arc::new(SystemClock),
+        }
     }
 }
 
@@ -69,7 +72,9 @@ impl Runtime {
         wasm.wasm_component_model(true);
         wasm.epoch_interruption(true);
         wasm.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&wasm).map_err(anyhow::Error::from).context("cannot create the Wasm engine")?;
+        let engine = Engine::new(&wasm)
+            .map_err(anyhow::Error::from)
+            .context("cannot create the Wasm engine")?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
@@ -113,7 +118,10 @@ impl Runtime {
     /// (wasmtime version and settings) plus the content hash.
     pub fn compile(&self, bytes: &[u8], sha256: &str) -> anyhow::Result<(Component, CacheOutcome)> {
         let Some(path) = self.cache_path(sha256) else {
-            return Ok((Component::new(self.engine(), bytes)?, CacheOutcome::Disabled));
+            return Ok((
+                Component::new(self.engine(), bytes)?,
+                CacheOutcome::Disabled,
+            ));
         };
         if path.exists() {
             // SAFETY: the file was written by `Component::serialize` of an
@@ -121,7 +129,9 @@ impl Runtime {
             // a cache directory this process owns.
             match unsafe { Component::deserialize_file(self.engine(), &path) } {
                 Ok(c) => return Ok((c, CacheOutcome::Hit)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "Ignoring an unreadable compile-cache entry."),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "Ignoring an unreadable compile-cache entry.")
+                }
             }
         }
         let component = Component::new(self.engine(), bytes)?;
@@ -135,7 +145,10 @@ impl Runtime {
         let dir = self.inner.cache_dir.as_ref()?;
         let mut h = DefaultHasher::new();
         self.engine().precompile_compatibility_hash().hash(&mut h);
-        Some(dir.join(format!("{:016x}", h.finish())).join(format!("{sha256}.cwasm")))
+        Some(
+            dir.join(format!("{:016x}", h.finish()))
+                .join(format!("{sha256}.cwasm")),
+        )
     }
 }
 
@@ -155,7 +168,11 @@ fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("cache paths have a parent");
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }

@@ -29,7 +29,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// The WIT package version this runtime implements.
-pub const WIT_VERSION: Version = Version { major: 0, minor: 1, patch: 0 };
+pub const WIT_VERSION: Version = Version {
+    major: 0,
+    minor: 1,
+    patch: 0,
+};
 
 /// The four plugin kinds, one WIT world each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -95,7 +99,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_mib: 64, call_timeout_ms: 100 }
+        Self {
+            memory_mib: 64,
+            call_timeout_ms: 100,
+        }
     }
 }
 
@@ -154,7 +161,10 @@ pub struct FieldError {
 impl FieldError {
     /// An error about `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -165,7 +175,11 @@ impl Manifest {
             .map_err(|e| FieldError::new("(syntax)", one_line(&e.to_string())))?;
         let manifest: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "(top level)".to_owned() } else { path };
+            let field = if path == "." {
+                "(top level)".to_owned()
+            } else {
+                path
+            };
             FieldError::new(field, one_line(&e.into_inner().to_string()))
         })?;
         manifest.validate()?;
@@ -176,7 +190,11 @@ impl Manifest {
         if !WIT_VERSION.is_compatible(&self.wit) {
             return Err(FieldError::new(
                 "wit",
-                format!("plugin implements WIT {}; this host speaks {}", self.wit, WIT_VERSION.compatible_range()),
+                format!(
+                    "plugin implements WIT {}; this host speaks {}",
+                    self.wit,
+                    WIT_VERSION.compatible_range()
+                ),
             ));
         }
         if let Some(sha) = &self.sha256 {
@@ -185,22 +203,34 @@ impl Manifest {
             }
         }
         if !(1..=4096).contains(&self.limits.memory_mib) {
-            return Err(FieldError::new("limits.memory_mib", "must be between 1 and 4096"));
+            return Err(FieldError::new(
+                "limits.memory_mib",
+                "must be between 1 and 4096",
+            ));
         }
         if !(1..=60_000).contains(&self.limits.call_timeout_ms) {
-            return Err(FieldError::new("limits.call_timeout_ms", "must be between 1 and 60000"));
+            return Err(FieldError::new(
+                "limits.call_timeout_ms",
+                "must be between 1 and 60000",
+            ));
         }
         let mut guests = std::collections::HashSet::new();
         for (i, dir) in self.capabilities.read_dirs.iter().enumerate() {
             let field = format!("capabilities.read_dirs[{i}].guest");
             if !dir.guest.starts_with('/') {
-                return Err(FieldError::new(field, "must be an absolute path such as \"/data\""));
+                return Err(FieldError::new(
+                    field,
+                    "must be an absolute path such as \"/data\"",
+                ));
             }
             if dir.guest.split('/').any(|c| c == "..") {
                 return Err(FieldError::new(field, "must not contain \"..\""));
             }
             if !guests.insert(dir.guest.trim_end_matches('/')) {
-                return Err(FieldError::new(field, format!("{} is granted twice", dir.guest)));
+                return Err(FieldError::new(
+                    field,
+                    format!("{} is granted twice", dir.guest),
+                ));
             }
         }
         Ok(())
@@ -229,7 +259,12 @@ impl Manifest {
 fn one_line(s: &str) -> String {
     // toml's messages carry a source excerpt over several lines; keep the
     // last line, which says what is wrong.
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).last().unwrap_or(s).to_owned()
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .last()
+        .unwrap_or(s)
+        .to_owned()
 }
 
 /// A `MAJOR.MINOR.PATCH` version of the WIT package.
@@ -315,14 +350,23 @@ mod tests {
         let m = Manifest::parse(GOOD).unwrap();
         assert_eq!(m.kind, PluginKind::Identity);
         assert_eq!(m.order, 5);
-        assert_eq!(m.limits, Limits { memory_mib: 16, call_timeout_ms: 100 });
+        assert_eq!(
+            m.limits,
+            Limits {
+                memory_mib: 16,
+                call_timeout_ms: 100
+            }
+        );
         assert_eq!(m.mode, Mode::Active);
         assert_eq!(m.on_failure, FailurePolicy::Skip);
         let json: serde_json::Value = serde_json::from_str(&m.config_json()).unwrap();
         assert_eq!(json["state"], "/state/s.json");
         assert_eq!(json["nested"]["a"], 1);
         let dirs = m.resolved_read_dirs(Path::new("/plugins"));
-        assert_eq!(dirs, vec![(PathBuf::from("/plugins/state"), "/state".to_owned())]);
+        assert_eq!(
+            dirs,
+            vec![(PathBuf::from("/plugins/state"), "/state".to_owned())]
+        );
         assert_eq!(Manifest::parse(&m.to_toml()).unwrap(), m);
     }
 
@@ -335,12 +379,26 @@ mod tests {
         assert_eq!(field_of("kind = \"transmogrify\"\nwit = \"0.1.0\""), "kind");
         assert_eq!(field_of("kind = \"sink\"\nwit = \"0.2.0\""), "wit");
         assert_eq!(field_of("kind = \"sink\"\nwit = \"one\""), "wit");
-        assert_eq!(field_of("kind = \"sink\"\nwit = \"0.1.0\"\nsha256 = \"xyz\""), "sha256");
-        assert_eq!(field_of("kind = \"sink\"\nwit = \"0.1.0\"\n[limits]\nmemory_mib = \"lots\""), "limits.memory_mib");
-        assert_eq!(field_of("kind = \"sink\"\nwit = \"0.1.0\"\n[limits]\nmemory_mib = 0"), "limits.memory_mib");
-        assert_eq!(field_of("kind = \"sink\"\nwit = \"0.1.0\"\ncolour = 1"), "colour");
         assert_eq!(
-            field_of("kind = \"sink\"\nwit = \"0.1.0\"\n[capabilities]\nread_dirs = [{host=\"/x\", guest=\"x\"}]"),
+            field_of("kind = \"sink\"\nwit = \"0.1.0\"\nsha256 = \"xyz\""),
+            "sha256"
+        );
+        assert_eq!(
+            field_of("kind = \"sink\"\nwit = \"0.1.0\"\n[limits]\nmemory_mib = \"lots\""),
+            "limits.memory_mib"
+        );
+        assert_eq!(
+            field_of("kind = \"sink\"\nwit = \"0.1.0\"\n[limits]\nmemory_mib = 0"),
+            "limits.memory_mib"
+        );
+        assert_eq!(
+            field_of("kind = \"sink\"\nwit = \"0.1.0\"\ncolour = 1"),
+            "colour"
+        );
+        assert_eq!(
+            field_of(
+                "kind = \"sink\"\nwit = \"0.1.0\"\n[capabilities]\nread_dirs = [{host=\"/x\", guest=\"x\"}]"
+            ),
             "capabilities.read_dirs[0].guest"
         );
         assert_eq!(field_of("kind = "), "(syntax)");

@@ -54,13 +54,19 @@ pub enum Failure {
     #[error("could not be rebuilt: {0}")]
     Rebuild(String),
     #[error("is a {actual} plugin, not {expected}")]
-    WrongKind { expected: PluginKind, actual: PluginKind },
+    WrongKind {
+        expected: PluginKind,
+        actual: PluginKind,
+    },
 }
 
 impl Failure {
     /// Whether the instance was lost (and will be rebuilt).
     pub fn lost_instance(&self) -> bool {
-        matches!(self, Self::Timeout(_) | Self::MemoryExceeded(_) | Self::Trap(_))
+        matches!(
+            self,
+            Self::Timeout(_) | Self::MemoryExceeded(_) | Self::Trap(_)
+        )
     }
 }
 
@@ -136,7 +142,11 @@ impl Plugin {
         let sha256 = sha256_hex(wasm);
         match &manifest.sha256 {
             None => {
-                return Err(FieldError::new("sha256", "is missing; `flowattr plugin install` stamps it").into());
+                return Err(FieldError::new(
+                    "sha256",
+                    "is missing; `flowattr plugin install` stamps it",
+                )
+                .into());
             }
             Some(expected) if !expected.eq_ignore_ascii_case(&sha256) => {
                 return Err(FieldError::new(
@@ -147,19 +157,26 @@ impl Plugin {
             }
             Some(_) => {}
         }
-        let (component, cache) = runtime
-            .compile(wasm, &sha256)
-            .map_err(|e| LoadError::Component(format!("not a valid Wasm component: {}", e.root_cause())))?;
+        let (component, cache) = runtime.compile(wasm, &sha256).map_err(|e| {
+            LoadError::Component(format!("not a valid Wasm component: {}", e.root_cause()))
+        })?;
         check_exports(runtime, &component, &manifest)?;
-        let pre = runtime
-            .linker()
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Component(format!("imports something this host does not offer: {e}")))?;
-        let world = |e: wasmtime::Error| LoadError::Component(format!("does not match the {} world: {e}", manifest.kind));
+        let pre = runtime.linker().instantiate_pre(&component).map_err(|e| {
+            LoadError::Component(format!("imports something this host does not offer: {e}"))
+        })?;
+        let world = |e: wasmtime::Error| {
+            LoadError::Component(format!("does not match the {} world: {e}", manifest.kind))
+        };
         let pre = match manifest.kind {
-            PluginKind::Identity => KindPre::Identity(identity::IdentityPluginPre::new(pre).map_err(world)?),
-            PluginKind::Resolver => KindPre::Resolver(resolver::ResolverPluginPre::new(pre).map_err(world)?),
-            PluginKind::Policy => KindPre::Policy(policy::PolicyPluginPre::new(pre).map_err(world)?),
+            PluginKind::Identity => {
+                KindPre::Identity(identity::IdentityPluginPre::new(pre).map_err(world)?)
+            }
+            PluginKind::Resolver => {
+                KindPre::Resolver(resolver::ResolverPluginPre::new(pre).map_err(world)?)
+            }
+            PluginKind::Policy => {
+                KindPre::Policy(policy::PolicyPluginPre::new(pre).map_err(world)?)
+            }
             PluginKind::Sink => KindPre::Sink(sink::SinkPluginPre::new(pre).map_err(world)?),
         };
         let read_dirs = manifest.resolved_read_dirs(manifest_dir);
@@ -193,10 +210,13 @@ impl Plugin {
             slot: Mutex::new(Slot::default()),
         };
         let live = plugin.instantiate().map_err(|e| match e {
-            InstantiateError::Refused(msg) => {
-                LoadError::Manifest(FieldError::new("config", format!("the plugin refused it: {msg}")))
+            InstantiateError::Refused(msg) => LoadError::Manifest(FieldError::new(
+                "config",
+                format!("the plugin refused it: {msg}"),
+            )),
+            InstantiateError::Failed(msg) => {
+                LoadError::Component(format!("failed to start: {msg}"))
             }
-            InstantiateError::Failed(msg) => LoadError::Component(format!("failed to start: {msg}")),
         })?;
         plugin.slot.lock().unwrap().live = Some(live);
         Ok(plugin)
@@ -242,9 +262,11 @@ impl Plugin {
     /// Attributes local endpoints (identity plugins).
     pub fn identify(&self, queries: &[LocalQuery]) -> Result<Answers, CallError> {
         self.expect_kind(PluginKind::Identity)?;
-        let input: Vec<_> = queries.iter().map(convert::local_query).collect();
+        let input = convert::local_queries(queries);
         let answers = self.call(queries.len(), |store, exports| match exports {
-            Exports::Identity(b) => Ok(Ok(b.flowattr_plugin_identity().call_identify(store, &input)?)),
+            Exports::Identity(b) => Ok(Ok(b
+                .flowattr_plugin_identity()
+                .call_identify(store, &input)?)),
             _ => unreachable!("kind checked above"),
         })?;
         self.checked_answers(convert::from_answers(answers), queries.len())
@@ -263,9 +285,11 @@ impl Plugin {
     /// Resolves remote addresses (resolver plugins).
     pub fn resolve(&self, queries: &[ResolveQuery]) -> Result<Answers, CallError> {
         self.expect_kind(PluginKind::Resolver)?;
-        let input: Vec<_> = queries.iter().map(convert::resolve_query).collect();
+        let input = convert::resolve_queries(queries);
         let answers = self.call(queries.len(), |store, exports| match exports {
-            Exports::Resolver(b) => Ok(Ok(b.flowattr_plugin_resolver().call_resolve(store, &input)?)),
+            Exports::Resolver(b) => Ok(Ok(b
+                .flowattr_plugin_resolver()
+                .call_resolve(store, &input)?)),
             _ => unreachable!("kind checked above"),
         })?;
         self.checked_answers(convert::from_answers(answers), queries.len())
@@ -280,7 +304,11 @@ impl Plugin {
             _ => unreachable!("kind checked above"),
         })?;
         if verdicts.len() != flows.len() {
-            return Err(self.plugin_error(format!("returned {} verdicts for {} flows", verdicts.len(), flows.len())));
+            return Err(self.plugin_error(format!(
+                "returned {} verdicts for {} flows",
+                verdicts.len(),
+                flows.len()
+            )));
         }
         Ok(verdicts.into_iter().map(convert::from_verdict).collect())
     }
@@ -313,13 +341,23 @@ impl Plugin {
         }
     }
 
-    fn checked_answers(&self, answers: Answers, queries: usize) -> Result<Answers, CallError> {
-        answers.check_shape(queries).map_err(|m| self.plugin_error(m))?;
+    fn checked_answers(
+        &self,
+        answers: Result<Answers, String>,
+        queries: usize,
+    ) -> Result<Answers, CallError> {
+        let answers = answers.map_err(|m| self.plugin_error(m))?;
+        answers
+            .check_shape(queries)
+            .map_err(|m| self.plugin_error(m))?;
         Ok(answers)
     }
 
     fn error(&self, failure: Failure) -> CallError {
-        CallError { plugin: self.name.clone(), failure }
+        CallError {
+            plugin: self.name.clone(),
+            failure,
+        }
     }
 
     fn plugin_error(&self, message: String) -> CallError {
@@ -357,7 +395,8 @@ impl Plugin {
             }
         }
         let live = slot.live.as_mut().expect("instance present");
-        live.store.set_epoch_deadline(deadline_ticks(self.manifest.limits.call_timeout_ms));
+        live.store
+            .set_epoch_deadline(deadline_ticks(self.manifest.limits.call_timeout_ms));
         live.store.data_mut().take_memory_exceeded();
         let started = Instant::now();
         let result = f(&mut live.store, &live.exports);
@@ -404,31 +443,42 @@ impl Plugin {
     /// A fresh instance: new store, instantiate from the pre-instance, `init`.
     fn instantiate(&self) -> Result<Live, InstantiateError> {
         let failed = |e: wasmtime::Error| InstantiateError::Failed(e.root_cause().to_string());
-        let state = PluginState::new(&self.spec).map_err(|e| InstantiateError::Failed(e.to_string()))?;
+        let state =
+            PluginState::new(&self.spec).map_err(|e| InstantiateError::Failed(e.to_string()))?;
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| s.limiter());
         store.epoch_deadline_trap();
         // `init` may parse a large state file: give it ten call deadlines.
-        store.set_epoch_deadline(deadline_ticks(self.manifest.limits.call_timeout_ms.saturating_mul(10)));
+        store.set_epoch_deadline(deadline_ticks(
+            self.manifest.limits.call_timeout_ms.saturating_mul(10),
+        ));
         let (exports, init) = match &self.pre {
             KindPre::Identity(pre) => {
                 let b = pre.instantiate(&mut store).map_err(failed)?;
-                let r = b.flowattr_plugin_identity().call_init(&mut store, &self.config_json);
+                let r = b
+                    .flowattr_plugin_identity()
+                    .call_init(&mut store, &self.config_json);
                 (Exports::Identity(b), r)
             }
             KindPre::Resolver(pre) => {
                 let b = pre.instantiate(&mut store).map_err(failed)?;
-                let r = b.flowattr_plugin_resolver().call_init(&mut store, &self.config_json);
+                let r = b
+                    .flowattr_plugin_resolver()
+                    .call_init(&mut store, &self.config_json);
                 (Exports::Resolver(b), r)
             }
             KindPre::Policy(pre) => {
                 let b = pre.instantiate(&mut store).map_err(failed)?;
-                let r = b.flowattr_plugin_policy().call_init(&mut store, &self.config_json);
+                let r = b
+                    .flowattr_plugin_policy()
+                    .call_init(&mut store, &self.config_json);
                 (Exports::Policy(b), r)
             }
             KindPre::Sink(pre) => {
                 let b = pre.instantiate(&mut store).map_err(failed)?;
-                let r = b.flowattr_plugin_sink().call_init(&mut store, &self.config_json);
+                let r = b
+                    .flowattr_plugin_sink()
+                    .call_init(&mut store, &self.config_json);
                 (Exports::Sink(b), r)
             }
         };
@@ -462,27 +512,39 @@ fn deadline_ticks(timeout_ms: u32) -> u64 {
 
 /// Checks the component exports the manifest's kind at a compatible version,
 /// before linking, so the refusal names the right field.
-fn check_exports(runtime: &Runtime, component: &Component, manifest: &Manifest) -> Result<(), LoadError> {
+fn check_exports(
+    runtime: &Runtime,
+    component: &Component,
+    manifest: &Manifest,
+) -> Result<(), LoadError> {
     let ty = component.component_type();
     let mut found = Vec::new();
     for (name, _) in ty.exports(runtime.engine()) {
-        let Some(rest) = name.strip_prefix("flowattr:plugin/") else { continue };
+        let Some(rest) = name.strip_prefix("flowattr:plugin/") else {
+            continue;
+        };
         let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
         found.push((iface.to_owned(), version.to_owned()));
     }
     let kind = manifest.kind.as_str();
     let Some((_, version)) = found.iter().find(|(iface, _)| iface == kind) else {
         if let Some((other, _)) = found.first() {
-            return Err(FieldError::new("kind", format!("is {kind} but the component implements {other}")).into());
+            return Err(FieldError::new(
+                "kind",
+                format!("is {kind} but the component implements {other}"),
+            )
+            .into());
         }
         return Err(LoadError::Component(format!(
             "exports no flowattr:plugin interface (expected flowattr:plugin/{kind}@{WIT_VERSION}); \
              is it built with flowattr-sdk's export_plugin!?"
         )));
     };
-    let version: Version = version
-        .parse()
-        .map_err(|e| LoadError::Component(format!("exports flowattr:plugin/{kind} with a bad version: {e}")))?;
+    let version: Version = version.parse().map_err(|e| {
+        LoadError::Component(format!(
+            "exports flowattr:plugin/{kind} with a bad version: {e}"
+        ))
+    })?;
     if !WIT_VERSION.is_compatible(&version) {
         return Err(FieldError::new(
             "wit",
@@ -493,7 +555,10 @@ fn check_exports(runtime: &Runtime, component: &Component, manifest: &Manifest) 
     if !manifest.wit.is_compatible(&version) {
         return Err(FieldError::new(
             "wit",
-            format!("says {} but the component implements {version}", manifest.wit),
+            format!(
+                "says {} but the component implements {version}",
+                manifest.wit
+            ),
         )
         .into());
     }

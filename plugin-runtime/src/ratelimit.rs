@@ -43,7 +43,9 @@ impl RateLimiter {
         self.last = Some(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            Admit::Write { suppressed: std::mem::take(&mut self.suppressed) }
+            Admit::Write {
+                suppressed: std::mem::take(&mut self.suppressed),
+            }
         } else {
             self.suppressed += 1;
             Admit::Suppress
@@ -55,7 +57,6 @@ impl RateLimiter {
 pub const LOG_BURST: u32 = 100;
 /// See [`LOG_BURST`].
 pub const LOG_PER_SECOND: u32 = 20;
-
 
 #[cfg(test)]
 mod tests {
@@ -73,7 +74,10 @@ mod tests {
         assert_eq!(rl.admit(t0), Admit::Suppress);
         assert_eq!(rl.admit(t0), Admit::Suppress);
         // Half a second at 2/s refills one token.
-        assert_eq!(rl.admit(t0 + Duration::from_millis(500)), Admit::Write { suppressed: 2 });
+        assert_eq!(
+            rl.admit(t0 + Duration::from_millis(500)),
+            Admit::Write { suppressed: 2 }
+        );
         assert_eq!(rl.admit(t0 + Duration::from_millis(500)), Admit::Suppress);
         // The bucket never holds more than the burst.
         let later = t0 + Duration::from_secs(3600);

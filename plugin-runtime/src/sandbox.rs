@@ -48,14 +48,18 @@ impl PluginState {
     pub fn new(spec: &SandboxSpec) -> anyhow::Result<Self> {
         let mut wasi = WasiCtxBuilder::new();
         for (host, guest) in &spec.read_dirs {
-            wasi.preopened_dir(host, guest, FsPerms::ReadOnly).map_err(|e| {
-                anyhow::anyhow!("cannot grant {} as {guest}: {e}", host.display())
-            })?;
+            wasi.preopened_dir(host, guest, FsPerms::ReadOnly)
+                .map_err(|e| anyhow::anyhow!("cannot grant {} as {guest}: {e}", host.display()))?;
         }
         Ok(Self {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            memory: MemoryCap { cap_bytes: spec.memory_cap_bytes, current_bytes: 0, peak_bytes: 0, exceeded: false },
+            memory: MemoryCap {
+                cap_bytes: spec.memory_cap_bytes,
+                current_bytes: 0,
+                peak_bytes: 0,
+                exceeded: false,
+            },
             log: PluginLog {
                 name: spec.name.clone(),
                 limiter: RateLimiter::new(LOG_BURST, LOG_PER_SECOND),
@@ -84,7 +88,10 @@ impl PluginState {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -97,20 +104,34 @@ pub struct MemoryCap {
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let total = self.current_bytes - current.min(self.current_bytes) + desired;
         if total > self.cap_bytes {
             self.exceeded = true;
             // An error (not `Ok(false)`) traps at once, so the instance stops
             // here instead of limping on after a failed allocation.
-            return Err(MemoryCapExceeded { cap_bytes: self.cap_bytes, desired_bytes: total }.into());
+            return Err(MemoryCapExceeded {
+                cap_bytes: self.cap_bytes,
+                desired_bytes: total,
+            }
+            .into());
         }
         self.current_bytes = total;
         self.peak_bytes = self.peak_bytes.max(total);
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }

@@ -22,10 +22,11 @@ impl PluginDirectory {
     /// Starts reloading this directory whenever its files change.
     pub fn watch(self: &Arc<Self>) -> notify::Result<DirectoryWatcher> {
         let (tx, rx) = channel();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // A send fails only once the reload thread has ended.
-            let _ = tx.send(event);
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                // A send fails only once the reload thread has ended.
+                let _ = tx.send(event);
+            })?;
         watcher.watch(self.path(), RecursiveMode::NonRecursive)?;
         let directory = Arc::downgrade(self);
         std::thread::Builder::new()
@@ -48,7 +49,9 @@ impl PluginDirectory {
                             Err(RecvTimeoutError::Disconnected) => return,
                         }
                     }
-                    let Some(directory) = directory.upgrade() else { return };
+                    let Some(directory) = directory.upgrade() else {
+                        return;
+                    };
                     directory.reload();
                 }
             })

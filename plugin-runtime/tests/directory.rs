@@ -20,23 +20,36 @@ fn refusal_for(wasm: &[u8], manifest: &str) -> (String, String) {
     let refusals = dir.refusals();
     assert_eq!(refusals.len(), 1, "{refusals:?}");
     let r = &refusals[0];
-    (r.file.file_name().unwrap().to_string_lossy().into_owned(), r.to_string())
+    (
+        r.file.file_name().unwrap().to_string_lossy().into_owned(),
+        r.to_string(),
+    )
 }
 
 #[test]
 fn a_wrong_hash_is_refused_naming_the_manifest_and_field() {
     let wasm = component("misbehave");
-    let manifest = format!("sha256 = \"{}\"\n{}", "ab".repeat(32), misbehave_manifest(""));
+    let manifest = format!(
+        "sha256 = \"{}\"\n{}",
+        "ab".repeat(32),
+        misbehave_manifest("")
+    );
     let (file, msg) = refusal_for(&wasm, &manifest);
     assert_eq!(file, "p.toml");
-    assert!(msg.contains("field `sha256`") && msg.contains(&sha256_hex(&wasm)), "{msg}");
+    assert!(
+        msg.contains("field `sha256`") && msg.contains(&sha256_hex(&wasm)),
+        "{msg}"
+    );
 }
 
 #[test]
 fn a_missing_hash_is_refused() {
     let (file, msg) = refusal_for(&component("misbehave"), &misbehave_manifest(""));
     assert_eq!(file, "p.toml");
-    assert!(msg.contains("field `sha256`") && msg.contains("missing"), "{msg}");
+    assert!(
+        msg.contains("field `sha256`") && msg.contains("missing"),
+        "{msg}"
+    );
 }
 
 fn stamped(wasm: &[u8], manifest: &str) -> String {
@@ -46,43 +59,71 @@ fn stamped(wasm: &[u8], manifest: &str) -> String {
 #[test]
 fn an_unknown_kind_is_refused() {
     let wasm = component("misbehave");
-    let (file, msg) = refusal_for(&wasm, &stamped(&wasm, "kind = \"teleporter\"\nwit = \"0.1.0\""));
+    let (file, msg) = refusal_for(
+        &wasm,
+        &stamped(&wasm, "kind = \"teleporter\"\nwit = \"0.1.0\""),
+    );
     assert_eq!(file, "p.toml");
-    assert!(msg.contains("field `kind`") && msg.contains("teleporter"), "{msg}");
+    assert!(
+        msg.contains("field `kind`") && msg.contains("teleporter"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn a_kind_the_component_does_not_implement_is_refused() {
     let wasm = component("misbehave");
-    let (file, msg) = refusal_for(&wasm, &stamped(&wasm, "kind = \"resolver\"\nwit = \"0.1.0\""));
+    let (file, msg) = refusal_for(
+        &wasm,
+        &stamped(&wasm, "kind = \"resolver\"\nwit = \"0.1.0\""),
+    );
     assert_eq!(file, "p.toml");
-    assert!(msg.contains("field `kind`") && msg.contains("implements identity"), "{msg}");
+    assert!(
+        msg.contains("field `kind`") && msg.contains("implements identity"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn a_wrong_wit_version_is_refused() {
     let wasm = component("misbehave");
-    let (file, msg) = refusal_for(&wasm, &stamped(&wasm, "kind = \"identity\"\nwit = \"0.2.0\""));
+    let (file, msg) = refusal_for(
+        &wasm,
+        &stamped(&wasm, "kind = \"identity\"\nwit = \"0.2.0\""),
+    );
     assert_eq!(file, "p.toml");
-    assert!(msg.contains("field `wit`") && msg.contains("0.2.0"), "{msg}");
+    assert!(
+        msg.contains("field `wit`") && msg.contains("0.2.0"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn a_config_the_plugin_rejects_is_refused() {
     let wasm = component("misbehave");
-    let manifest = stamped(&wasm, &misbehave_manifest("[config]\nfavourite_colour = \"blue\"\n"));
+    let manifest = stamped(
+        &wasm,
+        &misbehave_manifest("[config]\nfavourite_colour = \"blue\"\n"),
+    );
     let (file, msg) = refusal_for(&wasm, &manifest);
     assert_eq!(file, "p.toml");
-    assert!(msg.contains("field `config`") && msg.contains("favourite_colour"), "{msg}");
+    assert!(
+        msg.contains("field `config`") && msg.contains("favourite_colour"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn a_missing_grant_directory_is_refused() {
     let wasm = component("misbehave");
-    let extra = "[capabilities]\nread_dirs = [{ host = \"/nonexistent/flowattr\", guest = \"/x\" }]\n";
+    let extra =
+        "[capabilities]\nread_dirs = [{ host = \"/nonexistent/flowattr\", guest = \"/x\" }]\n";
     let (file, msg) = refusal_for(&wasm, &stamped(&wasm, &misbehave_manifest(extra)));
     assert_eq!(file, "p.toml");
-    assert!(msg.contains("field `capabilities.read_dirs[0].host`"), "{msg}");
+    assert!(
+        msg.contains("field `capabilities.read_dirs[0].host`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -100,20 +141,37 @@ fn a_component_without_a_manifest_is_refused() {
     let dir = fx.open();
     let refusals = dir.refusals();
     assert_eq!(refusals.len(), 1);
-    assert!(refusals[0].to_string().contains("lonely.toml"), "{}", refusals[0]);
+    assert!(
+        refusals[0].to_string().contains("lonely.toml"),
+        "{}",
+        refusals[0]
+    );
 }
 
 #[test]
 fn a_bad_new_version_keeps_the_old_one_running_and_says_why() {
     let fx = Fixture::new();
     let wasm = component("misbehave");
-    install(&fx.plugins(), "p", &wasm, &misbehave_manifest("[config]\nworkload = \"v1\"\n"));
+    install(
+        &fx.plugins(),
+        "p",
+        &wasm,
+        &misbehave_manifest("[config]\nworkload = \"v1\"\n"),
+    );
     let dir = fx.open();
-    write_manifest(&fx.plugins(), "p", &stamped(&wasm, "kind = \"identity\"\nwit = \"9.0.0\""));
+    write_manifest(
+        &fx.plugins(),
+        "p",
+        &stamped(&wasm, "kind = \"identity\"\nwit = \"9.0.0\""),
+    );
     let report = dir.reload();
     assert_eq!(report.refused.len(), 1);
     assert!(report.refused[0].kept_previous);
-    assert!(report.refused[0].to_string().contains("previous version keeps running"));
+    assert!(
+        report.refused[0]
+            .to_string()
+            .contains("previous version keeps running")
+    );
     let answers = dir.get("p").unwrap().identify(&[query(80, 1)]).unwrap();
     assert_eq!(id_of(&answers, 0), "v1");
 }
@@ -123,7 +181,12 @@ fn replacing_a_component_while_calls_are_in_flight_loses_no_call() {
     let fx = Fixture::new();
     let v1 = component("misbehave");
     let v2 = with_custom_section(&v1, "version 2");
-    install(&fx.plugins(), "p", &v1, &misbehave_manifest("[config]\nworkload = \"v1\"\n"));
+    install(
+        &fx.plugins(),
+        "p",
+        &v1,
+        &misbehave_manifest("[config]\nworkload = \"v1\"\n"),
+    );
     let dir = fx.open();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -135,7 +198,9 @@ fn replacing_a_component_while_calls_are_in_flight_loses_no_call() {
                 let mut seen = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let plugin = dir.get("p").expect("always loaded");
-                    let answers = plugin.identify(&[query(80, 1), query(81, 1)]).expect("no call fails");
+                    let answers = plugin
+                        .identify(&[query(80, 1), query(81, 1)])
+                        .expect("no call fails");
                     seen.push(id_of(&answers, 0));
                 }
                 seen
@@ -150,7 +215,11 @@ fn replacing_a_component_while_calls_are_in_flight_loses_no_call() {
     let report = dir.reload();
     assert_eq!(report.refused.len(), 1, "{report:?}");
     std::thread::sleep(Duration::from_millis(50));
-    write_manifest(&fx.plugins(), "p", &stamped(&v2, &misbehave_manifest("[config]\nworkload = \"v2\"\n")));
+    write_manifest(
+        &fx.plugins(),
+        "p",
+        &stamped(&v2, &misbehave_manifest("[config]\nworkload = \"v2\"\n")),
+    );
     let report = dir.reload();
     assert_eq!(report.replaced, vec!["p".to_owned()], "{report:?}");
     std::thread::sleep(Duration::from_millis(50));
@@ -159,9 +228,15 @@ fn replacing_a_component_while_calls_are_in_flight_loses_no_call() {
     for caller in callers {
         let seen = caller.join().expect("caller panicked");
         assert!(seen.iter().all(|id| id == "v1" || id == "v2"));
-        let first_v2 = seen.iter().position(|id| id == "v2").expect("saw the new version");
+        let first_v2 = seen
+            .iter()
+            .position(|id| id == "v2")
+            .expect("saw the new version");
         assert!(seen[..first_v2].iter().all(|id| id == "v1"));
-        assert!(seen[first_v2..].iter().all(|id| id == "v2"), "never back to the old version");
+        assert!(
+            seen[first_v2..].iter().all(|id| id == "v2"),
+            "never back to the old version"
+        );
     }
     let plugin = dir.get("p").unwrap();
     assert_eq!(plugin.sha256(), sha256_hex(&v2));
@@ -170,7 +245,12 @@ fn replacing_a_component_while_calls_are_in_flight_loses_no_call() {
 #[test]
 fn removing_the_files_unloads_the_plugin() {
     let fx = Fixture::new();
-    install(&fx.plugins(), "p", &component("misbehave"), &misbehave_manifest(""));
+    install(
+        &fx.plugins(),
+        "p",
+        &component("misbehave"),
+        &misbehave_manifest(""),
+    );
     let dir = fx.open();
     std::fs::remove_file(fx.plugins().join("p.toml")).unwrap();
     std::fs::remove_file(fx.plugins().join("p.wasm")).unwrap();
@@ -184,16 +264,27 @@ fn the_watcher_applies_changes_without_a_reload_call() {
     let fx = Fixture::new();
     let dir = fx.open();
     let _watch = dir.watch().unwrap();
-    install(&fx.plugins(), "late", &component("misbehave"), &misbehave_manifest(""));
+    install(
+        &fx.plugins(),
+        "late",
+        &component("misbehave"),
+        &misbehave_manifest(""),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while dir.get("late").is_none() {
-        assert!(Instant::now() < deadline, "the watcher never loaded the new plugin");
+        assert!(
+            Instant::now() < deadline,
+            "the watcher never loaded the new plugin"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::fs::remove_file(fx.plugins().join("late.toml")).unwrap();
     std::fs::remove_file(fx.plugins().join("late.wasm")).unwrap();
     while dir.get("late").is_some() {
-        assert!(Instant::now() < deadline, "the watcher never unloaded the plugin");
+        assert!(
+            Instant::now() < deadline,
+            "the watcher never unloaded the plugin"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -201,7 +292,12 @@ fn the_watcher_applies_changes_without_a_reload_call() {
 #[test]
 fn a_second_runtime_loads_from_the_compile_cache() {
     let fx = Fixture::new();
-    install(&fx.plugins(), "p", &component("misbehave"), &misbehave_manifest(""));
+    install(
+        &fx.plugins(),
+        "p",
+        &component("misbehave"),
+        &misbehave_manifest(""),
+    );
     let first = fx.open();
     assert_eq!(first.get("p").unwrap().cache_outcome(), CacheOutcome::Miss);
     let again = runtime(&fx.tmp.path().join("cache"));
@@ -215,9 +311,24 @@ fn a_second_runtime_loads_from_the_compile_cache() {
 fn chains_are_ordered_by_manifest_order_then_name() {
     let fx = Fixture::new();
     let wasm = component("misbehave");
-    install(&fx.plugins(), "b", &wasm, &format!("order = 5\n{}", misbehave_manifest("")));
-    install(&fx.plugins(), "a", &wasm, &format!("order = 5\n{}", misbehave_manifest("")));
-    install(&fx.plugins(), "z", &wasm, &format!("order = 1\n{}", misbehave_manifest("")));
+    install(
+        &fx.plugins(),
+        "b",
+        &wasm,
+        &format!("order = 5\n{}", misbehave_manifest("")),
+    );
+    install(
+        &fx.plugins(),
+        "a",
+        &wasm,
+        &format!("order = 5\n{}", misbehave_manifest("")),
+    );
+    install(
+        &fx.plugins(),
+        "z",
+        &wasm,
+        &format!("order = 1\n{}", misbehave_manifest("")),
+    );
     let dir = fx.open();
     let names: Vec<_> = dir
         .chain(flowattr_plugin_runtime::manifest::PluginKind::Identity)

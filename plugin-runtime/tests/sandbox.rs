@@ -9,7 +9,12 @@ use flowattr_plugin_runtime::Failure;
 #[test]
 fn an_infinite_loop_is_stopped_by_its_deadline_and_the_instance_rebuilt() {
     let fx = Fixture::new();
-    install(&fx.plugins(), "bad", &component("misbehave"), &misbehave_manifest(""));
+    install(
+        &fx.plugins(),
+        "bad",
+        &component("misbehave"),
+        &misbehave_manifest(""),
+    );
     let dir = fx.open();
     let plugin = dir.get("bad").expect("loaded");
 
@@ -17,7 +22,9 @@ fn an_infinite_loop_is_stopped_by_its_deadline_and_the_instance_rebuilt() {
     assert_eq!(err.failure, Failure::Timeout(200));
     assert_eq!(&*err.plugin, "bad");
 
-    let answers = plugin.identify(&[query(80, 2)]).expect("the next batch succeeds");
+    let answers = plugin
+        .identify(&[query(80, 2)])
+        .expect("the next batch succeeds");
     assert_eq!(id_of(&answers, 0), "misbehave");
     let c = plugin.counters();
     assert_eq!((c.timeouts, c.rebuilds, c.calls, c.records), (1, 1, 1, 1));
@@ -26,7 +33,12 @@ fn an_infinite_loop_is_stopped_by_its_deadline_and_the_instance_rebuilt() {
 #[test]
 fn growing_memory_past_the_cap_is_stopped() {
     let fx = Fixture::new();
-    install(&fx.plugins(), "hog", &component("misbehave"), &misbehave_manifest(""));
+    install(
+        &fx.plugins(),
+        "hog",
+        &component("misbehave"),
+        &misbehave_manifest(""),
+    );
     let plugin = fx.open().get("hog").unwrap();
 
     let err = plugin.identify(&[query(2, 1)]).unwrap_err();
@@ -42,7 +54,12 @@ fn growing_memory_past_the_cap_is_stopped() {
 #[test]
 fn a_trap_is_contained_and_the_next_batch_succeeds() {
     let fx = Fixture::new();
-    install(&fx.plugins(), "trap", &component("misbehave"), &misbehave_manifest(""));
+    install(
+        &fx.plugins(),
+        "trap",
+        &component("misbehave"),
+        &misbehave_manifest(""),
+    );
     let plugin = fx.open().get("trap").unwrap();
 
     let err = plugin.identify(&[query(3, 1)]).unwrap_err();
@@ -75,34 +92,59 @@ fn a_plugin_reads_its_grant_and_nothing_outside_it() {
         granted.display(),
         probes
     );
-    install(&fx.plugins(), "probe", &component("misbehave"), &misbehave_manifest(&extra));
+    install(
+        &fx.plugins(),
+        "probe",
+        &component("misbehave"),
+        &misbehave_manifest(&extra),
+    );
     let plugin = fx.open().get("probe").unwrap();
 
-    let answers = plugin.identify(&(0..4).map(|i| query(4000 + i, 1)).collect::<Vec<_>>()).unwrap();
+    let answers = plugin
+        .identify(&(0..4).map(|i| query(4000 + i, 1)).collect::<Vec<_>>())
+        .unwrap();
     assert_eq!(id_of(&answers, 0), "ok:5", "the grant is readable");
     for i in 1..4 {
         let id = id_of(&answers, i);
-        assert!(id.starts_with("denied:"), "probe {} read something: {id}", probes[i]);
+        assert!(
+            id.starts_with("denied:"),
+            "probe {} read something: {id}",
+            probes[i]
+        );
     }
 }
 
 #[test]
 fn plugin_log_lines_are_rate_limited_and_counted() {
     let fx = Fixture::new();
-    install(&fx.plugins(), "chatty", &component("misbehave"), &misbehave_manifest(""));
+    install(
+        &fx.plugins(),
+        "chatty",
+        &component("misbehave"),
+        &misbehave_manifest(""),
+    );
     let plugin = fx.open().get("chatty").unwrap();
 
     plugin.identify(&[query(7, 1)]).unwrap();
     let c = plugin.counters();
     assert_eq!(c.log_lines + c.log_suppressed, 1000);
     assert!(c.log_lines <= 110, "wrote {} lines", c.log_lines);
-    assert!(c.log_lines >= 100, "the burst gets through: {}", c.log_lines);
+    assert!(
+        c.log_lines >= 100,
+        "the burst gets through: {}",
+        c.log_lines
+    );
 }
 
 #[test]
 fn calling_the_wrong_kind_is_refused_without_touching_the_instance() {
     let fx = Fixture::new();
-    install(&fx.plugins(), "id", &component("misbehave"), &misbehave_manifest(""));
+    install(
+        &fx.plugins(),
+        "id",
+        &component("misbehave"),
+        &misbehave_manifest(""),
+    );
     let plugin = fx.open().get("id").unwrap();
     let err = plugin.resolve(&[]).unwrap_err();
     assert!(matches!(err.failure, Failure::WrongKind { .. }), "{err}");

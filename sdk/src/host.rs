@@ -66,6 +66,8 @@ pub(crate) fn install() {
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(log::LevelFilter::Info);
         #[cfg(target_family = "wasm")]
-        std::panic::set_hook(Box::new(|info| log(Level::Error, &format!("plugin panicked: {info}"))));
+        std::panic::set_hook(Box::new(|info| {
+            log(Level::Error, &format!("plugin panicked: {info}"))
+        }));
     }
 }

@@ -8,19 +8,22 @@
 //! runs a plugin natively under `cargo test`, with the host's clock and log
 //! faked, so a plugin's logic is tested without Wasm.
 //!
-//! ```ignore
-//! use flowattr_sdk::{Answers, AnswersBuilder, IdentityPlugin, LocalQuery};
+//! ```
+//! use flowattr_sdk::{Answers, AnswersBuilder, IdentityPlugin, LocalQuery, Plugin};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Config { workload: String }
 //!
 //! struct Fixed(flowattr_sdk::Workload);
 //!
-//! impl IdentityPlugin for Fixed {
+//! impl Plugin for Fixed {
 //!     type Config = Config;
 //!     fn init(config: Config) -> Result<Self, String> {
 //!         Ok(Fixed(flowattr_sdk::Workload::with_id(config.workload)))
 //!     }
+//! }
+//!
+//! impl IdentityPlugin for Fixed {
 //!     fn identify(&mut self, queries: &[LocalQuery]) -> Answers {
 //!         let mut out = AnswersBuilder::with_capacity(queries.len());
 //!         for q in queries {
@@ -31,6 +34,15 @@
 //! }
 //!
 //! flowattr_sdk::export_plugin!(Fixed as identity);
+//!
+//! // Natively, the same type runs under the test harness:
+//! let mut h = flowattr_sdk::testing::Harness::<Fixed>::new(r#"{"workload": "web"}"#).unwrap();
+//! let q = LocalQuery {
+//!     local: "10.0.0.1:80".parse().unwrap(),
+//!     protocol: Default::default(),
+//!     time_ns: 5, cgroup_id: 0, netns_id: 0, pid: 0,
+//! };
+//! assert_eq!(h.identify(&[q]).resolve(0).unwrap().0.id, "web");
 //! ```
 //!
 //! See `sdk/README.md` for the walk from `cargo new` to a loaded plugin.
@@ -57,7 +69,7 @@ pub const WIT_VERSION: &str = "0.1.0";
 /// component's exports only when building for Wasm, so native builds (tests,
 /// benchmarks linking several plugins) see just the plain type.
 ///
-/// ```ignore
+/// ```text
 /// flowattr_sdk::export_plugin!(MyPlugin as identity);
 /// ```
 #[macro_export]
@@ -75,7 +87,7 @@ macro_rules! export_plugin {
                     $crate::__private::init::<$plugin>(&PLUGIN, &config_json)
                 }
                 fn identify(
-                    queries: Vec<$crate::__private::WitLocalQuery>,
+                    queries: $crate::__private::WitLocalQueries,
                 ) -> $crate::__private::WitAnswers {
                     $crate::__private::identify(&PLUGIN, queries)
                 }
@@ -99,7 +111,7 @@ macro_rules! export_plugin {
                     $crate::__private::ingest(&PLUGIN, events)
                 }
                 fn resolve(
-                    queries: Vec<$crate::__private::WitResolveQuery>,
+                    queries: $crate::__private::WitResolveQueries,
                 ) -> $crate::__private::WitAnswers {
                     $crate::__private::resolve(&PLUGIN, queries)
                 }

@@ -5,7 +5,7 @@
 //! host applies. The host's clock is a settable fake ([`Harness::set_now_ns`])
 //! and log lines are captured ([`Harness::take_logs`]).
 //!
-//! ```ignore
+//! ```text
 //! let mut h = Harness::<MyPlugin>::new(r#"{"workload": "web"}"#).unwrap();
 //! h.set_now_ns(1_000);
 //! let answers = h.identify(&[query]);
@@ -55,7 +55,9 @@ impl<P: Plugin> Harness<P> {
     /// first); use [`Harness::with_now`] when `init` reads the clock.
     pub fn new(config_json: &str) -> Result<Self, String> {
         crate::host::install();
-        Ok(Self { plugin: build::<P>(config_json)? })
+        Ok(Self {
+            plugin: build::<P>(config_json)?,
+        })
     }
 
     /// Sets the host clock to `now_ns`, then builds the plugin.

@@ -17,7 +17,11 @@ pub fn check(path: &Path, runtime: &Runtime) -> anyhow::Result<ExitCode> {
         }
     };
     print!("{}", render(&loaded, &refused));
-    Ok(if refused.is_empty() && !loaded.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if refused.is_empty() && !loaded.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The report: one row per plugin, loaded ones first.
@@ -41,9 +45,18 @@ pub fn render(loaded: &[Arc<Plugin>], refused: &[Refusal]) -> String {
         ]);
     }
     for r in refused {
-        rows.push([r.name.clone(), "REFUSED".into(), "-".into(), "-".into(), "-".into(), r.to_string()]);
+        rows.push([
+            r.name.clone(),
+            "REFUSED".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            r.to_string(),
+        ]);
     }
-    let widths: Vec<usize> = (0..5).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in &rows {
         for (c, w) in widths.iter().enumerate() {
@@ -52,6 +65,10 @@ pub fn render(loaded: &[Arc<Plugin>], refused: &[Refusal]) -> String {
         out.push_str(&row[5]);
         out.push('\n');
     }
-    out.push_str(&format!("{} loaded, {} refused\n", loaded.len(), refused.len()));
+    out.push_str(&format!(
+        "{} loaded, {} refused\n",
+        loaded.len(),
+        refused.len()
+    ));
     out
 }

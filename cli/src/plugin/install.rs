@@ -18,18 +18,30 @@ pub fn install(
     name: Option<&str>,
     grants: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let wasm = std::fs::read(wasm_path).with_context(|| format!("cannot read {}", wasm_path.display()))?;
-    let text = std::fs::read_to_string(template).with_context(|| format!("cannot read {}", template.display()))?;
-    let mut manifest = Manifest::parse(&text).with_context(|| format!("{} is not a valid manifest", template.display()))?;
+    let wasm =
+        std::fs::read(wasm_path).with_context(|| format!("cannot read {}", wasm_path.display()))?;
+    let text = std::fs::read_to_string(template)
+        .with_context(|| format!("cannot read {}", template.display()))?;
+    let mut manifest = Manifest::parse(&text)
+        .with_context(|| format!("{} is not a valid manifest", template.display()))?;
     let name = match name {
         Some(n) => n.to_owned(),
-        None => template.file_stem().and_then(|s| s.to_str()).context("template has no file name")?.to_owned(),
+        None => template
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("template has no file name")?
+            .to_owned(),
     };
     for grant in grants {
         let Some((guest, host)) = grant.split_once('=') else {
             bail!("--grant {grant}: expected /guest=host/path");
         };
-        let Some(dir) = manifest.capabilities.read_dirs.iter_mut().find(|d| d.guest == guest) else {
+        let Some(dir) = manifest
+            .capabilities
+            .read_dirs
+            .iter_mut()
+            .find(|d| d.guest == guest)
+        else {
             bail!("--grant {grant}: the manifest grants no {guest}");
         };
         dir.host = PathBuf::from(host);
@@ -39,14 +51,26 @@ pub fn install(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (host, guest) in manifest.resolved_read_dirs(dir) {
         if !host.is_dir() {
-            std::fs::create_dir_all(&host).with_context(|| format!("cannot create granted directory {}", host.display()))?;
+            std::fs::create_dir_all(&host)
+                .with_context(|| format!("cannot create granted directory {}", host.display()))?;
             eprintln!("created {} (granted to {name} as {guest})", host.display());
         }
     }
     write_by_rename(&dir.join(format!("{name}.wasm")), &wasm)?;
-    let header = format!("# Installed by `flowattr plugin install` from {}.\n", template.display());
-    write_by_rename(&dir.join(format!("{name}.toml")), format!("{header}{}", manifest.to_toml()).as_bytes())?;
-    println!("installed {name} ({} plugin, sha256 {}) in {}", manifest.kind, &sha256_hex(&wasm)[..12], dir.display());
+    let header = format!(
+        "# Installed by `flowattr plugin install` from {}.\n",
+        template.display()
+    );
+    write_by_rename(
+        &dir.join(format!("{name}.toml")),
+        format!("{header}{}", manifest.to_toml()).as_bytes(),
+    )?;
+    println!(
+        "installed {name} ({} plugin, sha256 {}) in {}",
+        manifest.kind,
+        &sha256_hex(&wasm)[..12],
+        dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -81,7 +81,10 @@ impl CacheArgs {
         } else {
             self.cache_dir.clone().or_else(default_cache_dir)
         };
-        let mut config = RuntimeConfig { cache_dir, ..RuntimeConfig::default() };
+        let mut config = RuntimeConfig {
+            cache_dir,
+            ..RuntimeConfig::default()
+        };
         if let Some(clock) = clock {
             config.clock = clock;
         }
@@ -99,9 +102,19 @@ fn default_cache_dir() -> Option<PathBuf> {
 pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PluginCommand::Check { path, cache } => check::check(&path, &cache.runtime(None)?),
-        PluginCommand::Run { name, input, dir, repeat, cache } => run::run(&name, &input, &dir, repeat, &cache),
-        PluginCommand::Install { wasm, manifest, dir, name, grants } => {
-            install::install(&wasm, &manifest, &dir, name.as_deref(), &grants)
-        }
+        PluginCommand::Run {
+            name,
+            input,
+            dir,
+            repeat,
+            cache,
+        } => run::run(&name, &input, &dir, repeat, &cache),
+        PluginCommand::Install {
+            wasm,
+            manifest,
+            dir,
+            name,
+            grants,
+        } => install::install(&wasm, &manifest, &dir, name.as_deref(), &grants),
     }
 }

@@ -29,11 +29,20 @@ struct Fixture {
     flows: Vec<AttributedFlow>,
 }
 
-pub fn run(name: &str, input: &Path, dir: &Path, repeat: u32, cache: &CacheArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(input).with_context(|| format!("cannot read {}", input.display()))?;
-    let fixture: Fixture =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a valid fixture", input.display()))?;
-    let clock = fixture.now_ns.map(|t| Arc::new(ManualClock::new(t)) as Arc<dyn Clock>);
+pub fn run(
+    name: &str,
+    input: &Path,
+    dir: &Path,
+    repeat: u32,
+    cache: &CacheArgs,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("cannot read {}", input.display()))?;
+    let fixture: Fixture = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid fixture", input.display()))?;
+    let clock = fixture
+        .now_ns
+        .map(|t| Arc::new(ManualClock::new(t)) as Arc<dyn Clock>);
     let runtime = cache.runtime(clock)?;
     let (plugins, report) = PluginDirectory::open(&runtime, dir)?;
     let Some(plugin) = plugins.get(name) else {
@@ -52,7 +61,10 @@ pub fn run(name: &str, input: &Path, dir: &Path, repeat: u32, cache: &CacheArgs)
             for _ in 0..repeat {
                 answers = plugin.identify(&queries)?;
             }
-            let out = queries.iter().enumerate().map(|(i, q)| json!({"query": q, "answer": answer(&answers, i)}));
+            let out = queries
+                .iter()
+                .enumerate()
+                .map(|(i, q)| json!({"query": q, "answer": answer(&answers, i)}));
             (queries.len(), out.collect::<Vec<_>>())
         }
         PluginKind::Resolver => {
@@ -62,7 +74,10 @@ pub fn run(name: &str, input: &Path, dir: &Path, repeat: u32, cache: &CacheArgs)
             for _ in 0..repeat {
                 answers = plugin.resolve(&queries)?;
             }
-            let out = queries.iter().enumerate().map(|(i, q)| json!({"query": q, "answer": answer(&answers, i)}));
+            let out = queries
+                .iter()
+                .enumerate()
+                .map(|(i, q)| json!({"query": q, "answer": answer(&answers, i)}));
             (queries.len(), out.collect())
         }
         PluginKind::Policy => {
@@ -70,7 +85,10 @@ pub fn run(name: &str, input: &Path, dir: &Path, repeat: u32, cache: &CacheArgs)
             for _ in 0..repeat {
                 verdicts = plugin.decide(&fixture.flows)?;
             }
-            (fixture.flows.len(), verdicts.iter().map(|v| json!({"verdict": v})).collect())
+            (
+                fixture.flows.len(),
+                verdicts.iter().map(|v| json!({"verdict": v})).collect(),
+            )
         }
         PluginKind::Sink => {
             let mut bytes = Vec::new();
@@ -78,7 +96,10 @@ pub fn run(name: &str, input: &Path, dir: &Path, repeat: u32, cache: &CacheArgs)
                 bytes = plugin.format(&fixture.flows)?;
             }
             let text = String::from_utf8_lossy(&bytes).into_owned();
-            (fixture.flows.len(), vec![json!({"content_type": plugin.content_type()?, "output": text})])
+            (
+                fixture.flows.len(),
+                vec![json!({"content_type": plugin.content_type()?, "output": text})],
+            )
         }
     };
     let wall = started.elapsed();
@@ -89,11 +110,16 @@ pub fn run(name: &str, input: &Path, dir: &Path, repeat: u32, cache: &CacheArgs)
     Ok(ExitCode::SUCCESS)
 }
 
-fn parse_all<T: serde::de::DeserializeOwned>(values: Vec<Value>, field: &str) -> anyhow::Result<Vec<T>> {
+fn parse_all<T: serde::de::DeserializeOwned>(
+    values: Vec<Value>,
+    field: &str,
+) -> anyhow::Result<Vec<T>> {
     values
         .into_iter()
         .enumerate()
-        .map(|(i, v)| serde_json::from_value(v).with_context(|| format!("fixture field `{field}[{i}]`")))
+        .map(|(i, v)| {
+            serde_json::from_value(v).with_context(|| format!("fixture field `{field}[{i}]`"))
+        })
         .collect()
 }
 
@@ -106,7 +132,11 @@ fn answer(answers: &Answers, i: usize) -> Value {
 
 fn summary(plugin: &Plugin, records: usize, repeat: u32, wall: std::time::Duration) -> String {
     let c = plugin.counters();
-    let per_record = if c.records == 0 { 0.0 } else { c.busy_ns as f64 / c.records as f64 };
+    let per_record = if c.records == 0 {
+        0.0
+    } else {
+        c.busy_ns as f64 / c.records as f64
+    };
     let (current, peak) = plugin.memory_bytes().unwrap_or((0, 0));
     format!(
         "{}: {records} records × {repeat} runs in {:.1} ms; {per_record:.0} ns per record inside the plugin; \

@@ -20,9 +20,14 @@ pub fn target_dir() -> PathBuf {
 
 /// The bytes of a component built for `wasm32-wasip2` from crate `krate`.
 pub fn component(krate: &str) -> Vec<u8> {
-    let path = target_dir().join("wasm32-wasip2/release").join(format!("{}.wasm", krate.replace('-', "_")));
+    let path = target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", krate.replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; build the components first with scripts/build-plugins", path.display())
+        panic!(
+            "{}: {e}; build the components first with scripts/build-plugins",
+            path.display()
+        )
     })
 }
 
@@ -55,7 +60,11 @@ pub fn with_custom_section(wasm: &[u8], note: &str) -> Vec<u8> {
 /// Writes `NAME.wasm` and `NAME.toml` (with the right `sha256` added).
 pub fn install(dir: &Path, name: &str, wasm: &[u8], manifest: &str) {
     std::fs::write(dir.join(format!("{name}.wasm")), wasm).unwrap();
-    write_manifest(dir, name, &format!("sha256 = \"{}\"\n{manifest}", sha256_hex(wasm)));
+    write_manifest(
+        dir,
+        name,
+        &format!("sha256 = \"{}\"\n{manifest}", sha256_hex(wasm)),
+    );
 }
 
 /// Writes `NAME.toml` as given.
@@ -65,7 +74,11 @@ pub fn write_manifest(dir: &Path, name: &str, text: &str) {
 
 /// A runtime whose compile cache lives in `cache`.
 pub fn runtime(cache: &Path) -> Runtime {
-    Runtime::new(RuntimeConfig { cache_dir: Some(cache.to_owned()), ..RuntimeConfig::default() }).unwrap()
+    Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.to_owned()),
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
 }
 
 /// A temp drop-in directory and cache, and the directory opened on them.
@@ -111,5 +124,7 @@ pub fn id_of(answers: &Answers, i: usize) -> String {
 
 /// The misbehave fixture's manifest, with extra lines.
 pub fn misbehave_manifest(extra: &str) -> String {
-    format!("kind = \"identity\"\nwit = \"0.1.0\"\n[limits]\nmemory_mib = 16\ncall_timeout_ms = 200\n{extra}")
+    format!(
+        "kind = \"identity\"\nwit = \"0.1.0\"\n[limits]\nmemory_mib = 16\ncall_timeout_ms = 200\n{extra}"
+    )
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use flowattr_sdk::{TimeRange, Workload};
 
@@ -20,15 +20,16 @@ use crate::watch::Source;
 
 /// Address-keyed maps: foldhash is several times faster than SipHash on
 /// addresses, and the keys come from IPMan's own file, not from the network.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// The validated, indexed state.
 #[derive(Debug)]
 pub struct State {
     workloads: Vec<Workload>,
-    /// Canonical address → spans sorted by start, never overlapping.
-    by_ip: FastMap<IpAddr, Vec<Span>>,
-    shared: FastMap<Ipv4Addr, SharedAddress>,
+    /// Address (as [`key`]) → spans sorted by start, never overlapping.
+    by_ip: FastMap<u128, Vec<Span>>,
+    /// Shared IPv4 address (as a `u32`) → its port allocations.
+    shared: FastMap<u32, SharedAddress>,
 }
 
 /// What the state says about one local endpoint at one time.
@@ -49,12 +50,11 @@ pub enum Lookup<'a> {
 impl State {
     /// Who held `ip` (and `port`, for a shared IPv4 address) at `time_ns`.
     pub fn lookup(&self, ip: IpAddr, port: u16, time_ns: u64) -> Lookup<'_> {
-        let ip = ip.to_canonical();
-        if let Some(spans) = self.by_ip.get(&ip) {
+        if let Some(spans) = self.by_ip.get(&key(ip)) {
             return spans::find(spans, time_ns).map_or(Lookup::Gap, |s| self.found(s));
         }
-        if let IpAddr::V4(v4) = ip
-            && let Some(shared) = self.shared.get(&v4)
+        if let IpAddr::V4(v4) = ip.to_canonical()
+            && let Some(shared) = self.shared.get(&u32::from(v4))
         {
             return match shared.lookup(port, time_ns) {
                 PortLookup::Held(s) => self.found(s),
@@ -110,7 +110,7 @@ impl State {
             })
         };
 
-        let mut by_ip: FastMap<IpAddr, Vec<Span>> = FastMap::default();
+        let mut by_ip: FastMap<u128, Vec<Span>> = FastMap::default();
         for (i, a) in raw.assignments.iter().enumerate() {
             let s = span(
                 &|| format!("assignments[{i}]"),
@@ -119,10 +119,11 @@ impl State {
                 a.until_ns,
                 i as u32,
             )?;
-            by_ip.entry(a.ip.to_canonical()).or_default().push(s);
+            by_ip.entry(key(a.ip)).or_default().push(s);
         }
-        for (ip, list) in &mut by_ip {
+        for list in by_ip.values_mut() {
             spans::sort_and_check(list).map_err(|(a, b)| {
+                let ip = raw.assignments[a as usize].ip;
                 format!("assignments[{a}] and assignments[{b}] overlap in time for {ip}")
             })?;
         }
@@ -130,7 +131,7 @@ impl State {
         let mut shared = FastMap::default();
         for (i, s) in raw.shared_ipv4.iter().enumerate() {
             let at = format!("shared_ipv4[{i}] ({})", s.address);
-            if by_ip.contains_key(&IpAddr::V4(s.address)) {
+            if by_ip.contains_key(&key(IpAddr::V4(s.address))) {
                 return Err(format!("{at}: the address also has assignments"));
             }
             let [low, high] = s.pool;
@@ -153,7 +154,7 @@ impl State {
             let index = SharedAddress::new((low, high), &allocations).map_err(|(a, b)| {
                 format!("{at}: allocations[{a}] and allocations[{b}] overlap in ports and time")
             })?;
-            match shared.entry(s.address) {
+            match shared.entry(u32::from(s.address)) {
                 Entry::Occupied(_) => return Err(format!("{at}: the address is listed twice")),
                 Entry::Vacant(v) => {
                     v.insert(index);
@@ -165,6 +166,15 @@ impl State {
             by_ip,
             shared,
         })
+    }
+}
+
+/// The map key of an address: its IPv6 form as a number, IPv4 as
+/// IPv4-mapped, so `10.0.0.1` and `::ffff:10.0.0.1` are one address.
+fn key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
     }
 }
 

@@ -53,4 +53,3 @@ pub mod sink {
         },
     });
 }
-

@@ -3,13 +3,16 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::bindings::identity::flowattr::plugin::types as wit;
-use super::{WitIpEvent, WitLocalQuery, WitResolveQuery, WitVerdict};
+use super::{WitIpEvent, WitLocalQueries, WitResolveQueries, WitVerdict};
+use crate::__private::bindings::identity::flowattr::plugin::types::AnswerStatus;
 use crate::__private::bindings::policy::exports::flowattr::plugin::policy::Redactions as WitRedactions;
 use crate::__private::bindings::resolver::exports::flowattr::plugin::resolver::IpChange as WitIpChange;
+use flowattr_model::columns::{AnswerColumns, LocalQueryColumns, ResolveQueryColumns};
+
 use crate::{
-    Answer, Answers, AttributedFlow, Attribution, AttributionSource, Flow, FlowEnd, Initiator,
-    IpChange, IpEvent, LocalQuery, Protocol, ResolveQuery, Side, TimeRange, UnattributedReason,
-    Verdict, Workload,
+    Answers, AttributedFlow, Attribution, AttributionSource, Flow, FlowEnd, Initiator, IpChange,
+    IpEvent, LocalQuery, Protocol, ResolveQuery, Side, TimeRange, UnattributedReason, Verdict,
+    Workload,
 };
 
 pub fn ip(a: wit::IpAddress) -> IpAddr {
@@ -32,19 +35,32 @@ fn protocol(p: wit::Protocol) -> Protocol {
     }
 }
 
-pub fn local_query(q: WitLocalQuery) -> LocalQuery {
-    LocalQuery {
-        local: endpoint(q.local),
-        protocol: protocol(q.protocol),
+/// The host always sends columns of one length; anything else is a host bug
+/// and trapping makes the host count and rebuild.
+pub fn local_queries(q: WitLocalQueries) -> Vec<LocalQuery> {
+    LocalQueryColumns {
+        address_hi: q.address_hi,
+        address_lo: q.address_lo,
+        port: q.port,
+        protocol: q.protocol.into_iter().map(protocol).collect(),
         time_ns: q.time_ns,
         cgroup_id: q.cgroup_id,
         netns_id: q.netns_id,
         pid: q.pid,
     }
+    .into_rows()
+    .expect("the host sends columns of one length")
 }
 
-pub fn resolve_query(q: WitResolveQuery) -> ResolveQuery {
-    ResolveQuery { address: ip(q.address), time_ns: q.time_ns, asked_at_ns: q.asked_at_ns }
+pub fn resolve_queries(q: WitResolveQueries) -> Vec<ResolveQuery> {
+    ResolveQueryColumns {
+        address_hi: q.address_hi,
+        address_lo: q.address_lo,
+        time_ns: q.time_ns,
+        asked_at_ns: q.asked_at_ns,
+    }
+    .into_rows()
+    .expect("the host sends columns of one length")
 }
 
 pub fn workload(w: wit::Workload) -> Workload {
@@ -72,11 +88,10 @@ pub fn ip_event(e: WitIpEvent) -> IpEvent {
 }
 
 fn range(r: wit::TimeRange) -> TimeRange {
-    TimeRange { start_ns: r.start_ns, end_ns: r.end_ns }
-}
-
-fn wit_range(r: TimeRange) -> wit::TimeRange {
-    wit::TimeRange { start_ns: r.start_ns, end_ns: r.end_ns }
+    TimeRange {
+        start_ns: r.start_ns,
+        end_ns: r.end_ns,
+    }
 }
 
 fn reason(r: wit::UnattributedReason) -> UnattributedReason {
@@ -92,16 +107,16 @@ fn reason(r: wit::UnattributedReason) -> UnattributedReason {
     }
 }
 
-fn wit_reason(r: UnattributedReason) -> wit::UnattributedReason {
-    use wit::UnattributedReason as W;
+fn wit_status(r: Option<UnattributedReason>) -> AnswerStatus {
     match r {
-        UnattributedReason::NotFound => W::NotFound,
-        UnattributedReason::SourceUnavailable => W::SourceUnavailable,
-        UnattributedReason::Conflict => W::Conflict,
-        UnattributedReason::Gap => W::Gap,
-        UnattributedReason::Expired => W::Expired,
-        UnattributedReason::ClockSkew => W::ClockSkew,
-        UnattributedReason::PluginFailed => W::PluginFailed,
+        None => AnswerStatus::Attributed,
+        Some(UnattributedReason::NotFound) => AnswerStatus::NotFound,
+        Some(UnattributedReason::SourceUnavailable) => AnswerStatus::SourceUnavailable,
+        Some(UnattributedReason::Conflict) => AnswerStatus::Conflict,
+        Some(UnattributedReason::Gap) => AnswerStatus::Gap,
+        Some(UnattributedReason::Expired) => AnswerStatus::Expired,
+        Some(UnattributedReason::ClockSkew) => AnswerStatus::ClockSkew,
+        Some(UnattributedReason::PluginFailed) => AnswerStatus::PluginFailed,
     }
 }
 
@@ -118,18 +133,13 @@ fn wit_workload(w: Workload) -> wit::Workload {
 }
 
 pub fn wit_answers(a: Answers) -> wit::Answers {
+    let c = AnswerColumns::from(a);
     wit::Answers {
-        workloads: a.workloads.into_iter().map(wit_workload).collect(),
-        answers: a
-            .answers
-            .into_iter()
-            .map(|a| match a {
-                Answer::Attributed { workload, valid } => {
-                    wit::Answer::Attributed(wit::AttributedRef { workload, valid: wit_range(valid) })
-                }
-                Answer::Unattributed(r) => wit::Answer::Unattributed(wit_reason(r)),
-            })
-            .collect(),
+        workloads: c.workloads.into_iter().map(wit_workload).collect(),
+        status: c.status.into_iter().map(wit_status).collect(),
+        workload: c.workload,
+        valid_start_ns: c.valid_start_ns,
+        valid_end_ns: c.valid_end_ns,
     }
 }
 
@@ -182,7 +192,12 @@ fn side(s: wit::Side) -> Side {
 }
 
 pub fn attributed_flow(f: wit::AttributedFlow) -> AttributedFlow {
-    AttributedFlow { flow: flow(f.flow), local: side(f.local), remote: side(f.remote), weight: f.weight }
+    AttributedFlow {
+        flow: flow(f.flow),
+        local: side(f.local),
+        remote: side(f.remote),
+        weight: f.weight,
+    }
 }
 
 pub fn wit_verdict(v: Verdict) -> WitVerdict {

@@ -5,7 +5,9 @@ use std::cell::RefCell;
 use std::thread::LocalKey;
 
 use super::convert;
-use super::{WitAnswers, WitAttributedFlow, WitIpEvent, WitLocalQuery, WitResolveQuery, WitVerdict};
+use super::{
+    WitAnswers, WitAttributedFlow, WitIpEvent, WitLocalQueries, WitResolveQueries, WitVerdict,
+};
 use crate::kinds::Plugin;
 use crate::{IdentityPlugin, PolicyPlugin, ResolverPlugin, SinkPlugin};
 
@@ -31,31 +33,46 @@ fn with_plugin<P, R>(slot: &'static Slot<P>, f: impl FnOnce(&mut P) -> R) -> R {
     })
 }
 
-pub fn identify<P: IdentityPlugin>(slot: &'static Slot<P>, queries: Vec<WitLocalQuery>) -> WitAnswers {
-    let queries: Vec<_> = queries.into_iter().map(convert::local_query).collect();
+pub fn identify<P: IdentityPlugin>(slot: &'static Slot<P>, queries: WitLocalQueries) -> WitAnswers {
+    let queries = convert::local_queries(queries);
     convert::wit_answers(with_plugin(slot, |p| p.identify(&queries)))
 }
 
-pub fn ingest<P: ResolverPlugin>(slot: &'static Slot<P>, events: Vec<WitIpEvent>) -> Result<(), String> {
+pub fn ingest<P: ResolverPlugin>(
+    slot: &'static Slot<P>,
+    events: Vec<WitIpEvent>,
+) -> Result<(), String> {
     let events = events.into_iter().map(convert::ip_event).collect();
     with_plugin(slot, |p| p.ingest(events))
 }
 
-pub fn resolve<P: ResolverPlugin>(slot: &'static Slot<P>, queries: Vec<WitResolveQuery>) -> WitAnswers {
-    let queries: Vec<_> = queries.into_iter().map(convert::resolve_query).collect();
+pub fn resolve<P: ResolverPlugin>(
+    slot: &'static Slot<P>,
+    queries: WitResolveQueries,
+) -> WitAnswers {
+    let queries = convert::resolve_queries(queries);
     convert::wit_answers(with_plugin(slot, |p| p.resolve(&queries)))
 }
 
-pub fn decide<P: PolicyPlugin>(slot: &'static Slot<P>, flows: Vec<WitAttributedFlow>) -> Vec<WitVerdict> {
+pub fn decide<P: PolicyPlugin>(
+    slot: &'static Slot<P>,
+    flows: Vec<WitAttributedFlow>,
+) -> Vec<WitVerdict> {
     let flows: Vec<_> = flows.into_iter().map(convert::attributed_flow).collect();
-    with_plugin(slot, |p| p.decide(&flows)).into_iter().map(convert::wit_verdict).collect()
+    with_plugin(slot, |p| p.decide(&flows))
+        .into_iter()
+        .map(convert::wit_verdict)
+        .collect()
 }
 
 pub fn content_type<P: SinkPlugin>(slot: &'static Slot<P>) -> String {
     with_plugin(slot, |p| p.content_type())
 }
 
-pub fn format<P: SinkPlugin>(slot: &'static Slot<P>, flows: Vec<WitAttributedFlow>) -> Result<Vec<u8>, String> {
+pub fn format<P: SinkPlugin>(
+    slot: &'static Slot<P>,
+    flows: Vec<WitAttributedFlow>,
+) -> Result<Vec<u8>, String> {
     let flows: Vec<_> = flows.into_iter().map(convert::attributed_flow).collect();
     with_plugin(slot, |p| p.format(&flows))
 }

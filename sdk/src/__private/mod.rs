@@ -7,19 +7,19 @@ mod convert;
 mod glue;
 
 pub use bindings::identity::exports::flowattr::plugin::identity::{
-    Guest as IdentityGuest, LocalQuery as WitLocalQuery,
+    Guest as IdentityGuest, LocalQueries as WitLocalQueries,
 };
 pub use bindings::identity::flowattr::plugin::types::{
-    AttributedFlow as WitAttributedFlow, Answers as WitAnswers,
+    Answers as WitAnswers, AttributedFlow as WitAttributedFlow,
 };
 pub use bindings::policy::exports::flowattr::plugin::policy::{
     Guest as PolicyGuest, Verdict as WitVerdict,
 };
 pub use bindings::resolver::exports::flowattr::plugin::resolver::{
-    Guest as ResolverGuest, IpEvent as WitIpEvent, ResolveQuery as WitResolveQuery,
+    Guest as ResolverGuest, IpEvent as WitIpEvent, ResolveQueries as WitResolveQueries,
 };
 pub use bindings::sink::exports::flowattr::plugin::sink::Guest as SinkGuest;
+pub use glue::{content_type, decide, format, identify, ingest, init, resolve};
 /// Reachable from plugin crates through the SDK, so they need no direct
 /// wit-bindgen dependency.
 pub use wit_bindgen;
-pub use glue::{content_type, decide, format, identify, ingest, init, resolve};
