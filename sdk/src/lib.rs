@@ -49,6 +49,7 @@
 
 pub mod host;
 mod kinds;
+pub mod source;
 pub mod testing;
 
 #[doc(hidden)]

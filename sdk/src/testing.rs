@@ -26,6 +26,11 @@ thread_local! {
     static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
 }
 
+#[cfg(test)]
+pub(crate) fn set_fake_now_ns(now_ns: u64) {
+    NOW_NS.with(|n| n.set(now_ns));
+}
+
 #[cfg_attr(target_family = "wasm", allow(dead_code))]
 pub(crate) fn fake_now_ns() -> u64 {
     NOW_NS.with(Cell::get)

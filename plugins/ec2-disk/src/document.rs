@@ -14,7 +14,7 @@ use std::time::UNIX_EPOCH;
 use flowattr_sdk::Workload;
 use serde::Deserialize;
 
-use crate::watch::Source;
+use flowattr_sdk::source::Source;
 
 /// The document as written on disk (only the fields this plugin reads).
 #[derive(Debug, Deserialize)]

@@ -13,15 +13,12 @@
 
 pub mod config;
 mod document;
-mod watch;
 
-use flowattr_sdk::{
-    Answers, AnswersBuilder, IdentityPlugin, LocalQuery, Plugin, TimeRange, UnattributedReason,
-};
+use flowattr_sdk::source::WatchedFile;
+use flowattr_sdk::{Answers, IdentityPlugin, LocalQuery, Plugin, TimeRange, UnattributedReason};
 
 use crate::config::Config;
 use crate::document::{Identity, Lookup};
-use crate::watch::WatchedFile;
 
 /// The `ec2-disk` identity plugin.
 #[derive(Debug)]
@@ -45,33 +42,13 @@ impl Plugin for Ec2Disk {
 
 impl IdentityPlugin for Ec2Disk {
     fn identify(&mut self, queries: &[LocalQuery]) -> Answers {
-        let mut out = AnswersBuilder::with_capacity(queries.len());
-        if let Some(newest) = queries.iter().map(|q| q.time_ns).max() {
-            self.document.refresh(newest, flowattr_sdk::host::now_ns);
-        }
-        let verified_until = self.document.verified_until_ns();
-        let Ok(identity) = self.document.content() else {
-            for _ in queries {
-                out.unattributed(UnattributedReason::SourceUnavailable);
-            }
-            return out.finish();
-        };
-        for q in queries {
-            // Newer than the host's clock even after a fresh check: the
-            // document is not known to hold for that time.
-            if q.time_ns >= verified_until {
-                out.unattributed(UnattributedReason::ClockSkew);
-                continue;
-            }
+        self.document.answer(queries, |identity, q| {
             match identity.lookup(q.local.ip(), q.time_ns) {
-                Lookup::NotMine => out.unattributed(UnattributedReason::NotFound),
-                Lookup::BeforeLaunch => out.unattributed(UnattributedReason::Gap),
-                Lookup::Mine { since_ns } => {
-                    out.attributed(&identity.workload, TimeRange::new(since_ns, verified_until))
-                }
+                Lookup::NotMine => Err(UnattributedReason::NotFound),
+                Lookup::BeforeLaunch => Err(UnattributedReason::Gap),
+                Lookup::Mine { since_ns } => Ok((&identity.workload, TimeRange::since(since_ns))),
             }
-        }
-        out.finish()
+        })
     }
 }
 

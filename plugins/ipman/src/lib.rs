@@ -20,15 +20,12 @@ mod format;
 mod shared;
 mod spans;
 mod state;
-mod watch;
 
-use flowattr_sdk::{
-    Answers, AnswersBuilder, IdentityPlugin, LocalQuery, Plugin, TimeRange, UnattributedReason,
-};
+use flowattr_sdk::source::WatchedFile;
+use flowattr_sdk::{Answers, IdentityPlugin, LocalQuery, Plugin, UnattributedReason};
 
 use crate::config::Config;
 use crate::state::{Lookup, State};
-use crate::watch::WatchedFile;
 
 /// The `ipman` identity plugin.
 #[derive(Debug)]
@@ -52,34 +49,13 @@ impl Plugin for Ipman {
 
 impl IdentityPlugin for Ipman {
     fn identify(&mut self, queries: &[LocalQuery]) -> Answers {
-        let mut out = AnswersBuilder::with_capacity(queries.len());
-        if let Some(newest) = queries.iter().map(|q| q.time_ns).max() {
-            self.state.refresh(newest, flowattr_sdk::host::now_ns);
-        }
-        let verified_until = self.state.verified_until_ns();
-        let Ok(state) = self.state.content() else {
-            for _ in queries {
-                out.unattributed(UnattributedReason::SourceUnavailable);
-            }
-            return out.finish();
-        };
-        for q in queries {
-            // Newer than the host's clock even after a fresh check: the state
-            // is not known to hold for that time.
-            if q.time_ns >= verified_until {
-                out.unattributed(UnattributedReason::ClockSkew);
-                continue;
-            }
+        self.state.answer(queries, |state, q| {
             match state.lookup(q.local.ip(), q.local.port(), q.time_ns) {
-                Lookup::Found { workload, valid } => {
-                    let end = valid.end_ns.min(verified_until);
-                    out.attributed(workload, TimeRange::new(valid.start_ns, end));
-                }
-                Lookup::Gap => out.unattributed(UnattributedReason::Gap),
-                Lookup::NotFound => out.unattributed(UnattributedReason::NotFound),
+                Lookup::Found { workload, valid } => Ok((workload, valid)),
+                Lookup::Gap => Err(UnattributedReason::Gap),
+                Lookup::NotFound => Err(UnattributedReason::NotFound),
             }
-        }
-        out.finish()
+        })
     }
 }
 

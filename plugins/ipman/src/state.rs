@@ -16,7 +16,7 @@ use flowattr_sdk::{TimeRange, Workload};
 use crate::format::{self, RawState};
 use crate::shared::{Allocation, PortLookup, SharedAddress};
 use crate::spans::{self, Span};
-use crate::watch::Source;
+use flowattr_sdk::source::Source;
 
 /// Address-keyed maps: foldhash is several times faster than SipHash on
 /// addresses, and the keys come from IPMan's own file, not from the network.

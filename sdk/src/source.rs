@@ -1,6 +1,14 @@
-//! Keeps one source file loaded and knows until when it was verified current.
+//! A source-of-truth file in a granted directory (an identity document, a
+//! state file), kept loaded and known to be current up to an instant, and
+//! identity answers drawn from it.
 //!
-//! The plugin calls [`WatchedFile::refresh`] once per batch with the batch's
+//! [`WatchedFile::answer`] does what every file-backed identity plugin needs:
+//! check the file once per batch, answer `source-unavailable` while it is
+//! missing or malformed (never from an older version), `clock-skew` for a
+//! query newer than the last check, and never let an answer's validity reach
+//! past the instant the file was last verified.
+//!
+//! Lower level, [`WatchedFile::refresh`] is called once per batch with the batch's
 //! newest query time. Only when that time is past what was last verified does
 //! it touch the file: it opens it and compares its modification time and
 //! length with those of the content it holds, re-reads and re-parses it when
@@ -12,6 +20,8 @@
 
 use std::path::PathBuf;
 use std::time::SystemTime;
+
+use crate::{Answers, AnswersBuilder, LocalQuery, TimeRange, UnattributedReason, Workload};
 
 /// Content a [`WatchedFile`] can hold.
 pub trait Source: Sized {
@@ -69,6 +79,46 @@ impl<T: Source> WatchedFile<T> {
         if newest_query_ns >= self.verified_until_ns {
             self.check(now_ns());
         }
+    }
+
+    /// Answers a batch from the file: refreshes it if a query is newer than
+    /// the last check, then asks `lookup` for each query. `lookup` returns the
+    /// workload and the range its claim holds for (the answer's validity is
+    /// cut at the last check), or why there is none.
+    pub fn answer<F>(&mut self, queries: &[LocalQuery], mut lookup: F) -> Answers
+    where
+        F: for<'a> FnMut(
+            &'a T,
+            &LocalQuery,
+        ) -> Result<(&'a Workload, TimeRange), UnattributedReason>,
+    {
+        let mut out = AnswersBuilder::with_capacity(queries.len());
+        if let Some(newest) = queries.iter().map(|q| q.time_ns).max() {
+            self.refresh(newest, crate::host::now_ns);
+        }
+        let verified_until = self.verified_until_ns;
+        let Ok(content) = &self.content else {
+            for _ in queries {
+                out.unattributed(UnattributedReason::SourceUnavailable);
+            }
+            return out.finish();
+        };
+        for q in queries {
+            // Newer than the host's clock even after a fresh check: the file
+            // is not known to hold for that time.
+            if q.time_ns >= verified_until {
+                out.unattributed(UnattributedReason::ClockSkew);
+                continue;
+            }
+            match lookup(content, q) {
+                Ok((workload, valid)) => out.attributed(
+                    workload,
+                    TimeRange::new(valid.start_ns, valid.end_ns.min(verified_until)),
+                ),
+                Err(reason) => out.unattributed(reason),
+            }
+        }
+        out.finish()
     }
 
     /// The parsed content, or why there is none.
@@ -137,5 +187,74 @@ impl<T: Source> WatchedFile<T> {
             }
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file whose whole content is a workload id.
+    struct Id(Workload);
+
+    impl Source for Id {
+        const WHAT: &'static str = "test file";
+
+        fn parse(bytes: &[u8]) -> Result<Self, String> {
+            let id = std::str::from_utf8(bytes)
+                .map_err(|e| e.to_string())?
+                .trim();
+            if id.is_empty() {
+                Err("empty".into())
+            } else {
+                Ok(Id(Workload::with_id(id)))
+            }
+        }
+
+        fn summary(&self) -> String {
+            self.0.id.clone()
+        }
+    }
+
+    fn query(time_ns: u64) -> LocalQuery {
+        LocalQuery {
+            local: "10.0.0.1:1".parse().unwrap(),
+            protocol: Default::default(),
+            time_ns,
+            cgroup_id: 0,
+            netns_id: 0,
+            pid: 0,
+        }
+    }
+
+    fn lookup<'a>(
+        content: &'a Id,
+        _: &LocalQuery,
+    ) -> Result<(&'a Workload, TimeRange), UnattributedReason> {
+        Ok((&content.0, TimeRange::since(0)))
+    }
+
+    #[test]
+    fn answers_are_cut_at_the_last_check_and_stale_content_is_never_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id");
+        std::fs::write(&path, "web").unwrap();
+        crate::testing::set_fake_now_ns(100);
+        let mut file = WatchedFile::<Id>::open(&path, 100);
+
+        let a = file.answer(&[query(50), query(100), query(500)], lookup);
+        assert_eq!(
+            a.resolve(0).unwrap(),
+            (&Workload::with_id("web"), TimeRange::new(0, 101))
+        );
+        assert_eq!(a.resolve(1).unwrap().0.id, "web");
+        // Newer than the host clock even after a fresh check.
+        assert_eq!(a.resolve(2), Err(UnattributedReason::ClockSkew));
+
+        // The file goes bad: no answer from the old content.
+        std::fs::write(&path, "").unwrap();
+        crate::testing::set_fake_now_ns(600);
+        let a = file.answer(&[query(550)], lookup);
+        assert_eq!(a.resolve(0), Err(UnattributedReason::SourceUnavailable));
     }
 }
