@@ -197,10 +197,10 @@ impl Manifest {
                 ),
             ));
         }
-        if let Some(sha) = &self.sha256 {
-            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(FieldError::new("sha256", "must be 64 hexadecimal digits"));
-            }
+        if let Some(sha) = &self.sha256
+            && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(FieldError::new("sha256", "must be 64 hexadecimal digits"));
         }
         if !(1..=4096).contains(&self.limits.memory_mib) {
             return Err(FieldError::new(
@@ -261,8 +261,7 @@ fn one_line(s: &str) -> String {
     // last line, which says what is wrong.
     s.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .last()
+        .rfind(|l| !l.is_empty())
         .unwrap_or(s)
         .to_owned()
 }

@@ -55,7 +55,7 @@ impl PluginDirectory {
                     directory.reload();
                 }
             })
-            .map_err(|e| notify::Error::io(e))?;
+            .map_err(notify::Error::io)?;
         Ok(DirectoryWatcher { _watcher: watcher })
     }
 }
