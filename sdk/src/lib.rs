@@ -76,72 +76,53 @@ pub const WIT_VERSION: &str = "0.1.0";
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty as identity) => {
-        #[cfg(target_family = "wasm")]
-        const _: () = {
-            ::std::thread_local! {
-                static PLUGIN: ::core::cell::RefCell<::core::option::Option<$plugin>> =
-                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+        $crate::__export!($plugin, IdentityGuest, identity, __export_identity_world, {
+            fn identify(
+                queries: $crate::__private::WitLocalQueries,
+            ) -> $crate::__private::WitAnswers {
+                $crate::__private::identify(&PLUGIN, queries)
             }
-            struct Export;
-            impl $crate::__private::IdentityGuest for Export {
-                fn init(config_json: String) -> Result<(), String> {
-                    $crate::__private::init::<$plugin>(&PLUGIN, &config_json)
-                }
-                fn identify(
-                    queries: $crate::__private::WitLocalQueries,
-                ) -> $crate::__private::WitAnswers {
-                    $crate::__private::identify(&PLUGIN, queries)
-                }
-            }
-            $crate::__private::bindings::identity::__export_identity_world!(Export with_types_in $crate::__private::bindings::identity);
-        };
+        });
     };
     ($plugin:ty as resolver) => {
-        #[cfg(target_family = "wasm")]
-        const _: () = {
-            ::std::thread_local! {
-                static PLUGIN: ::core::cell::RefCell<::core::option::Option<$plugin>> =
-                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+        $crate::__export!($plugin, ResolverGuest, resolver, __export_resolver_world, {
+            fn ingest(events: Vec<$crate::__private::WitIpEvent>) -> Result<(), String> {
+                $crate::__private::ingest(&PLUGIN, events)
             }
-            struct Export;
-            impl $crate::__private::ResolverGuest for Export {
-                fn init(config_json: String) -> Result<(), String> {
-                    $crate::__private::init::<$plugin>(&PLUGIN, &config_json)
-                }
-                fn ingest(events: Vec<$crate::__private::WitIpEvent>) -> Result<(), String> {
-                    $crate::__private::ingest(&PLUGIN, events)
-                }
-                fn resolve(
-                    queries: $crate::__private::WitResolveQueries,
-                ) -> $crate::__private::WitAnswers {
-                    $crate::__private::resolve(&PLUGIN, queries)
-                }
+            fn resolve(
+                queries: $crate::__private::WitResolveQueries,
+            ) -> $crate::__private::WitAnswers {
+                $crate::__private::resolve(&PLUGIN, queries)
             }
-            $crate::__private::bindings::resolver::__export_resolver_world!(Export with_types_in $crate::__private::bindings::resolver);
-        };
+        });
     };
     ($plugin:ty as policy) => {
-        #[cfg(target_family = "wasm")]
-        const _: () = {
-            ::std::thread_local! {
-                static PLUGIN: ::core::cell::RefCell<::core::option::Option<$plugin>> =
-                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+        $crate::__export!($plugin, PolicyGuest, policy, __export_policy_world, {
+            fn decide(
+                flows: Vec<$crate::__private::WitAttributedFlow>,
+            ) -> Vec<$crate::__private::WitVerdict> {
+                $crate::__private::decide(&PLUGIN, flows)
             }
-            struct Export;
-            impl $crate::__private::PolicyGuest for Export {
-                fn init(config_json: String) -> Result<(), String> {
-                    $crate::__private::init::<$plugin>(&PLUGIN, &config_json)
-                }
-                fn decide(
-                    flows: Vec<$crate::__private::WitAttributedFlow>,
-                ) -> Vec<$crate::__private::WitVerdict> {
-                    $crate::__private::decide(&PLUGIN, flows)
-                }
-            }
-            $crate::__private::bindings::policy::__export_policy_world!(Export with_types_in $crate::__private::bindings::policy);
-        };
+        });
     };
     ($plugin:ty as sink) => {
+        $crate::__export!($plugin, SinkGuest, sink, __export_sink_world, {
+            fn content_type() -> String {
+                $crate::__private::content_type(&PLUGIN)
+            }
+            fn format(flows: Vec<$crate::__private::WitAttributedFlow>) -> Result<Vec<u8>, String> {
+                $crate::__private::format(&PLUGIN, flows)
+            }
+        });
+    };
+}
+
+/// What every kind's export shares: the instance slot, `init`, and the
+/// generated export glue for the kind's world. Wasm builds only.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export {
+    ($plugin:ty, $guest:ident, $world:ident, $export:ident, { $($methods:tt)* }) => {
         #[cfg(target_family = "wasm")]
         const _: () = {
             ::std::thread_local! {
@@ -149,20 +130,13 @@ macro_rules! export_plugin {
                     const { ::core::cell::RefCell::new(::core::option::Option::None) };
             }
             struct Export;
-            impl $crate::__private::SinkGuest for Export {
+            impl $crate::__private::$guest for Export {
                 fn init(config_json: String) -> Result<(), String> {
                     $crate::__private::init::<$plugin>(&PLUGIN, &config_json)
                 }
-                fn content_type() -> String {
-                    $crate::__private::content_type(&PLUGIN)
-                }
-                fn format(
-                    flows: Vec<$crate::__private::WitAttributedFlow>,
-                ) -> Result<Vec<u8>, String> {
-                    $crate::__private::format(&PLUGIN, flows)
-                }
+                $($methods)*
             }
-            $crate::__private::bindings::sink::__export_sink_world!(Export with_types_in $crate::__private::bindings::sink);
+            $crate::__private::bindings::$world::$export!(Export with_types_in $crate::__private::bindings::$world);
         };
     };
 }
