@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Flow, Protocol, Workload};
+use crate::{Protocol, Workload};
 
 /// One local endpoint to attribute at a time, with what the capture knows of
 /// the socket's owner.
@@ -21,20 +21,6 @@ pub struct LocalQuery {
     pub netns_id: u64,
     #[serde(default)]
     pub pid: u32,
-}
-
-impl LocalQuery {
-    /// The query for a flow's local side at the flow's start.
-    pub fn for_flow(flow: &Flow) -> Self {
-        Self {
-            local: flow.local,
-            protocol: flow.protocol,
-            time_ns: flow.start_ns,
-            cgroup_id: flow.cgroup_id,
-            netns_id: flow.netns_id,
-            pid: flow.pid,
-        }
-    }
 }
 
 /// What an address event says happened.

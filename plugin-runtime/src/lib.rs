@@ -46,6 +46,6 @@ mod watch;
 
 pub use counters::CounterSnapshot;
 pub use directory::{PluginDirectory, Refusal, ReloadReport, load_plugin_files};
-pub use engine::{CacheOutcome, EPOCH_TICK, Runtime, RuntimeConfig};
-pub use plugin::{CallError, Failure, LoadError, Plugin, backoff, sha256_hex};
-pub use watch::{DirectoryWatcher, SETTLE};
+pub use engine::{CacheOutcome, Runtime, RuntimeConfig};
+pub use plugin::{CallError, Failure, LoadError, Plugin, sha256_hex};
+pub use watch::DirectoryWatcher;

@@ -62,9 +62,6 @@ pub use flowattr_model::{
 };
 pub use kinds::{IdentityPlugin, Plugin, PolicyPlugin, ResolverPlugin, SinkPlugin};
 
-/// The WIT package version this SDK implements.
-pub const WIT_VERSION: &str = "0.1.0";
-
 /// Registers a type as this component's plugin. Use it once per crate, naming
 /// the kind: `identity`, `resolver`, `policy` or `sink`. It expands to the
 /// component's exports only when building for Wasm, so native builds (tests,

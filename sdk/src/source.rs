@@ -8,9 +8,8 @@
 //! query newer than the last check, and never let an answer's validity reach
 //! past the instant the file was last verified.
 //!
-//! Lower level, [`WatchedFile::refresh`] is called once per batch with the batch's
-//! newest query time. Only when that time is past what was last verified does
-//! it touch the file: it opens it and compares its modification time and
+//! Underneath, a batch touches the file only when its newest query time is
+//! past what was last verified: it stats the file and compares its modification time and
 //! length with those of the content it holds, re-reads and re-parses it when
 //! they differ, and then counts the file as verified up to the host's `now`.
 //!
@@ -75,7 +74,7 @@ impl<T: Source> WatchedFile<T> {
 
     /// Checks the file again if `newest_query_ns` is past the verified period;
     /// `now_ns` is only called then.
-    pub fn refresh(&mut self, newest_query_ns: u64, now_ns: impl FnOnce() -> u64) {
+    fn refresh(&mut self, newest_query_ns: u64, now_ns: impl FnOnce() -> u64) {
         if newest_query_ns >= self.verified_until_ns {
             self.check(now_ns());
         }
@@ -119,16 +118,6 @@ impl<T: Source> WatchedFile<T> {
             }
         }
         out.finish()
-    }
-
-    /// The parsed content, or why there is none.
-    pub fn content(&self) -> Result<&T, &str> {
-        self.content.as_ref().map_err(String::as_str)
-    }
-
-    /// Exclusive end of the period the content is known to be current for.
-    pub fn verified_until_ns(&self) -> u64 {
-        self.verified_until_ns
     }
 
     fn check(&mut self, now_ns: u64) {
