@@ -48,16 +48,36 @@ pub struct ReloadReport {
     pub refused: Vec<Refusal>,
 }
 
+/// What one reload found for one plugin name.
+enum Outcome {
+    /// The same files as the loaded version.
+    Unchanged,
+    /// The same files as a version already refused.
+    StillRefused,
+    Loaded(Entry),
+    /// File, reason, and the version refused if its files could be read.
+    Refused((PathBuf, String, Option<Fingerprint>)),
+}
+
+/// Manifest text and component hash: what a version of a plugin is.
+type Fingerprint = (String, String);
+
 struct Entry {
     plugin: Arc<Plugin>,
-    /// Manifest text and component hash it was loaded from.
-    fingerprint: (String, String),
+    /// The version it was loaded from.
+    fingerprint: Fingerprint,
+}
+
+struct Refused {
+    refusal: Refusal,
+    /// The version refused, so an unchanged one is not validated again.
+    fingerprint: Option<Fingerprint>,
 }
 
 #[derive(Default)]
 struct State {
     loaded: BTreeMap<String, Entry>,
-    refused: BTreeMap<String, Refusal>,
+    refused: BTreeMap<String, Refused>,
     counters: BTreeMap<String, Arc<Counters>>,
 }
 
@@ -142,7 +162,7 @@ impl PluginDirectory {
             .unwrap()
             .refused
             .values()
-            .cloned()
+            .map(|r| r.refusal.clone())
             .collect()
     }
 
@@ -159,17 +179,40 @@ impl PluginDirectory {
         };
 
         let mut loaded_now: BTreeMap<String, Entry> = BTreeMap::new();
-        let mut refused_now: BTreeMap<String, Refusal> = BTreeMap::new();
+        let mut refused_now: BTreeMap<String, Refused> = BTreeMap::new();
         for (name, files) in on_disk {
-            let previous = self
-                .state
-                .read()
-                .unwrap()
-                .loaded
-                .get(&name)
-                .map(|e| (e.plugin.clone(), e.fingerprint.clone()));
-            match self.load_one(&name, &files, previous.as_ref().map(|(_, f)| f)) {
-                Ok(None) => {
+            let (previous, refused_before) = {
+                let state = self.state.read().unwrap();
+                let previous = state
+                    .loaded
+                    .get(&name)
+                    .map(|e| (e.plugin.clone(), e.fingerprint.clone()));
+                let refused_before = state.refused.get(&name).and_then(|r| r.fingerprint.clone());
+                (previous, refused_before)
+            };
+            let outcome = match read_files(&files) {
+                Err((file, reason)) => Outcome::Refused((file, reason, None)),
+                Ok((fp, _)) if previous.as_ref().is_some_and(|(_, f)| *f == fp) => {
+                    Outcome::Unchanged
+                }
+                Ok((fp, _)) if refused_before.as_ref() == Some(&fp) => Outcome::StillRefused,
+                Ok((fp, wasm)) => {
+                    let counters = self
+                        .state
+                        .write()
+                        .unwrap()
+                        .counters
+                        .entry(name.clone())
+                        .or_default()
+                        .clone();
+                    match load_version(&self.runtime, &name, &files, fp.clone(), &wasm, counters) {
+                        Ok(entry) => Outcome::Loaded(entry),
+                        Err((file, reason)) => Outcome::Refused((file, reason, Some(fp))),
+                    }
+                }
+            };
+            match outcome {
+                Outcome::Unchanged => {
                     let (plugin, fingerprint) = previous.expect("unchanged implies loaded");
                     report.unchanged.push(name.clone());
                     loaded_now.insert(
@@ -180,7 +223,27 @@ impl PluginDirectory {
                         },
                     );
                 }
-                Ok(Some(entry)) => {
+                Outcome::StillRefused => {
+                    // The same files as last time: keep the refusal (and any
+                    // previous version) without validating or logging again.
+                    if let Some((plugin, fingerprint)) = previous {
+                        loaded_now.insert(
+                            name.clone(),
+                            Entry {
+                                plugin,
+                                fingerprint,
+                            },
+                        );
+                    }
+                    if let Some(r) = self.state.read().unwrap().refused.get(&name) {
+                        let refused = Refused {
+                            refusal: r.refusal.clone(),
+                            fingerprint: r.fingerprint.clone(),
+                        };
+                        refused_now.insert(name, refused);
+                    }
+                }
+                Outcome::Loaded(entry) => {
                     if previous.is_some() {
                         tracing::info!(plugin = %name, sha256 = entry.plugin.sha256(), "Replaced plugin.");
                         report.replaced.push(name.clone());
@@ -190,7 +253,7 @@ impl PluginDirectory {
                     }
                     loaded_now.insert(name, entry);
                 }
-                Err((file, reason)) => {
+                Outcome::Refused((file, reason, fingerprint)) => {
                     let kept_previous = previous.is_some();
                     let refusal = Refusal {
                         name: name.clone(),
@@ -208,14 +271,26 @@ impl PluginDirectory {
                             },
                         );
                     }
-                    refused_now.insert(name, refusal);
+                    refused_now.insert(
+                        name,
+                        Refused {
+                            refusal,
+                            fingerprint,
+                        },
+                    );
                 }
             }
         }
-        for r in &report.refused {
-            refused_now.insert(r.name.clone(), r.clone());
+        for r in std::mem::take(&mut report.refused) {
+            refused_now.insert(
+                r.name.clone(),
+                Refused {
+                    refusal: r,
+                    fingerprint: None,
+                },
+            );
         }
-        report.refused = refused_now.values().cloned().collect();
+        report.refused = refused_now.values().map(|r| r.refusal.clone()).collect();
 
         let mut state = self.state.write().unwrap();
         for name in state.loaded.keys() {
@@ -261,24 +336,6 @@ impl PluginDirectory {
         }
         Ok(found)
     }
-
-    /// Loads one plugin unless its files are unchanged (`Ok(None)`).
-    fn load_one(
-        &self,
-        name: &str,
-        files: &OnDisk,
-        previous: Option<&(String, String)>,
-    ) -> Result<Option<Entry>, (PathBuf, String)> {
-        let counters = self
-            .state
-            .write()
-            .unwrap()
-            .counters
-            .entry(name.to_owned())
-            .or_default()
-            .clone();
-        load_files(&self.runtime, name, files, previous, counters)
-    }
 }
 
 /// Validates and loads the plugin whose manifest is `manifest_path` (its
@@ -295,46 +352,51 @@ pub fn load_plugin_files(runtime: &Runtime, manifest_path: &Path) -> Result<Plug
         wasm_path: manifest_path.with_extension("wasm"),
         manifest_path,
     };
-    match load_files(runtime, &name, &files, None, Arc::default()) {
-        Ok(Some(entry)) => Ok(Arc::into_inner(entry.plugin).expect("not shared yet")),
-        Ok(None) => unreachable!("no previous version to be unchanged from"),
-        Err((file, reason)) => Err(Refusal {
+    read_files(&files)
+        .and_then(|(fingerprint, wasm)| {
+            load_version(runtime, &name, &files, fingerprint, &wasm, Arc::default())
+        })
+        .map(|entry| Arc::into_inner(entry.plugin).expect("not shared yet"))
+        .map_err(|(file, reason)| Refusal {
             name,
             file,
             reason,
             kept_previous: false,
-        }),
-    }
+        })
 }
 
-fn load_files(
-    runtime: &Runtime,
-    name: &str,
-    files: &OnDisk,
-    previous: Option<&(String, String)>,
-    counters: Arc<Counters>,
-) -> Result<Option<Entry>, (PathBuf, String)> {
+/// Reads a plugin's two files and fingerprints them.
+fn read_files(files: &OnDisk) -> Result<(Fingerprint, Vec<u8>), (PathBuf, String)> {
     let manifest_text = std::fs::read_to_string(&files.manifest_path)
         .map_err(|e| (files.manifest_path.clone(), format!("cannot read: {e}")))?;
     let wasm = std::fs::read(&files.wasm_path)
         .map_err(|e| (files.wasm_path.clone(), format!("cannot read: {e}")))?;
-    let fingerprint = (manifest_text, sha256_hex(&wasm));
-    if previous == Some(&fingerprint) {
-        return Ok(None);
-    }
+    let sha256 = sha256_hex(&wasm);
+    Ok(((manifest_text, sha256), wasm))
+}
+
+/// Validates and loads one version of a plugin.
+fn load_version(
+    runtime: &Runtime,
+    name: &str,
+    files: &OnDisk,
+    fingerprint: Fingerprint,
+    wasm: &[u8],
+    counters: Arc<Counters>,
+) -> Result<Entry, (PathBuf, String)> {
     let manifest = Manifest::parse(&fingerprint.0)
         .map_err(|e| (files.manifest_path.clone(), e.to_string()))?;
     let manifest_dir = files.manifest_path.parent().unwrap_or(Path::new("."));
     let plugin =
-        Plugin::load(runtime, name, manifest, manifest_dir, &wasm, counters).map_err(|e| {
+        Plugin::load(runtime, name, manifest, manifest_dir, wasm, counters).map_err(|e| {
             let file = match e {
                 LoadError::Manifest(_) => files.manifest_path.clone(),
                 LoadError::Component(_) => files.wasm_path.clone(),
             };
             (file, e.to_string())
         })?;
-    Ok(Some(Entry {
+    Ok(Entry {
         plugin: Arc::new(plugin),
         fingerprint,
-    }))
+    })
 }

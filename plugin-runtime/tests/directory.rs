@@ -174,6 +174,24 @@ fn a_bad_new_version_keeps_the_old_one_running_and_says_why() {
     );
     let answers = dir.get("p").unwrap().identify(&[query(80, 1)]).unwrap();
     assert_eq!(id_of(&answers, 0), "v1");
+
+    // Reloading the same bad files keeps the refusal and the old version.
+    let again = dir.reload();
+    assert_eq!(again.refused, report.refused);
+    assert!(again.unchanged.is_empty() && again.replaced.is_empty());
+    assert_eq!(dir.refusals(), report.refused);
+    assert!(dir.get("p").is_some());
+
+    // Fixing the manifest clears the refusal.
+    install(
+        &fx.plugins(),
+        "p",
+        &wasm,
+        &misbehave_manifest("[config]\nworkload = \"v2\"\n"),
+    );
+    let fixed = dir.reload();
+    assert!(fixed.refused.is_empty(), "{fixed:?}");
+    assert_eq!(fixed.replaced, vec!["p".to_owned()]);
 }
 
 #[test]
