@@ -1,0 +1,70 @@
+//! Shared helpers of the agent's root integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod netns;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use flowattr_host::capture::{Capture, CaptureSettings, WallClock, decode};
+use flowattr_model::Flow;
+
+/// Runs the real capture in the background and keeps every decoded flow.
+pub struct Recorder {
+    flows: Arc<Mutex<Vec<Flow>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Recorder {
+    pub fn start(settings: CaptureSettings) -> Recorder {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let flows = Arc::new(Mutex::new(Vec::new()));
+        let mut capture = runtime
+            .block_on(async { Capture::start(settings) })
+            .expect("capture starts (tests run as root)");
+        let sink = flows.clone();
+        runtime.spawn(async move {
+            let mut events = Vec::new();
+            let mut clock = WallClock::now();
+            loop {
+                events.clear();
+                if capture.read(&mut events).await.is_err() {
+                    return;
+                }
+                clock = clock.refreshed();
+                let mut flows = sink.lock().unwrap();
+                flows.extend(events.iter().map(|e| decode(e, clock).expect("decodes")));
+            }
+        });
+        Recorder {
+            flows,
+            _runtime: runtime,
+        }
+    }
+
+    /// Waits (up to 10 s) until the flows of the namespaces `netns` satisfy
+    /// `done`, and returns them.
+    pub fn wait_for(&self, netns: &[u64], done: impl Fn(&[Flow]) -> bool) -> Vec<Flow> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mine: Vec<Flow> = self
+                .flows
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|f| netns.contains(&f.netns_id))
+                .cloned()
+                .collect();
+            if done(&mine) || Instant::now() > deadline {
+                return mine;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
