@@ -1,6 +1,7 @@
 //! `flowattr`: the one command users run. Subcommands are thin: parsing and
 //! printing here, the work in the library crates.
 
+mod agent;
 mod plugin;
 
 use clap::{Parser, Subcommand};
@@ -15,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Capture TCP flows with eBPF and attribute their local side (root).
+    Agent(agent::AgentArgs),
     /// Check, run and install Wasm plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -30,6 +33,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Agent(args) => agent::run(args),
         Command::Plugin(cmd) => plugin::run(cmd),
     };
     match result {

@@ -2,5 +2,16 @@
 //! `host-ebpf`, turns kernel records into flow records, attributes each
 //! flow's local side at capture time through the identity plugin chain, runs
 //! policy plugins, and writes batches out.
+//!
+//! Pure cores ([`attribution`], [`policy`], [`batcher`], [`capture::decode`])
+//! with thin I/O shells ([`capture`], [`output`], [`metrics`]) wired together
+//! by [`agent`].
 
+pub mod agent;
+pub mod attribution;
+pub mod batcher;
 pub mod capture;
+pub mod config;
+pub mod metrics;
+pub mod output;
+pub mod policy;

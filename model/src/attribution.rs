@@ -77,3 +77,111 @@ pub enum Verdict {
     Sample(u32),
     Redact(Redactions),
 }
+
+impl AttributedFlow {
+    /// Applies a policy verdict: `false` when the flow is dropped.
+    pub fn apply(&mut self, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Keep => true,
+            Verdict::Drop => false,
+            Verdict::Sample(n) => {
+                self.weight = self.weight.saturating_mul(n.max(1));
+                true
+            }
+            Verdict::Redact(r) => {
+                self.redact(r);
+                true
+            }
+        }
+    }
+
+    /// Blanks the fields `r` names: addresses become unspecified, ports 0,
+    /// process fields (pid, cgroup) 0.
+    pub fn redact(&mut self, r: Redactions) {
+        let blank = |addr: &mut std::net::SocketAddr| {
+            let ip = match addr.ip() {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            };
+            addr.set_ip(ip);
+        };
+        if r.local_address {
+            blank(&mut self.flow.local);
+        }
+        if r.remote_address {
+            blank(&mut self.flow.remote);
+        }
+        if r.ports {
+            self.flow.local.set_port(0);
+            self.flow.remote.set_port(0);
+        }
+        if r.process {
+            self.flow.pid = 0;
+            self.flow.cgroup_id = 0;
+        }
+    }
+}
+
+/// Flows an agent ships together: the unit of batching, transport and
+/// acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowBatch {
+    /// The agent that captured the flows.
+    pub agent: String,
+    /// Per-agent sequence number, from 0 at agent start.
+    pub seq: u64,
+    /// When the batch was closed, Unix-epoch nanoseconds.
+    pub created_ns: u64,
+    pub flows: Vec<AttributedFlow>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Flow;
+
+    fn flow() -> AttributedFlow {
+        AttributedFlow {
+            flow: Flow {
+                protocol: Default::default(),
+                local: "10.0.0.1:4000".parse().unwrap(),
+                remote: "[fd00::2]:80".parse().unwrap(),
+                initiator: Default::default(),
+                end_state: Default::default(),
+                start_ns: 1,
+                end_ns: 2,
+                bytes_sent: 0,
+                bytes_received: 0,
+                packets_sent: 0,
+                packets_received: 0,
+                retransmits: 0,
+                srtt_us: 0,
+                cgroup_id: 3,
+                netns_id: 0,
+                pid: 9,
+            },
+            local: Side::Pending,
+            remote: Side::Pending,
+            weight: 1,
+        }
+    }
+
+    #[test]
+    fn verdicts_keep_drop_sample_and_redact() {
+        let mut f = flow();
+        assert!(f.apply(Verdict::Keep));
+        assert!(!f.apply(Verdict::Drop));
+        assert!(f.apply(Verdict::Sample(10)));
+        assert_eq!(f.weight, 10);
+        let all = Redactions {
+            local_address: true,
+            remote_address: true,
+            ports: true,
+            process: true,
+        };
+        assert!(f.apply(Verdict::Redact(all)));
+        assert_eq!(f.flow.local, "0.0.0.0:0".parse().unwrap());
+        assert_eq!(f.flow.remote, "[::]:0".parse().unwrap());
+        assert_eq!((f.flow.pid, f.flow.cgroup_id), (0, 0));
+    }
+}

@@ -15,7 +15,9 @@ mod time;
 mod workload;
 
 pub use answers::{Answer, Answers, AnswersBuilder};
-pub use attribution::{AttributedFlow, Attribution, AttributionSource, Redactions, Side, Verdict};
+pub use attribution::{
+    AttributedFlow, Attribution, AttributionSource, FlowBatch, Redactions, Side, Verdict,
+};
 pub use flow::{Flow, FlowEnd, Initiator, Protocol};
 pub use query::{IpChange, IpEvent, LocalQuery, ResolveQuery};
 pub use time::TimeRange;

@@ -1,0 +1,278 @@
+//! The agent's wiring: the kernel capture feeds a pipeline thread that
+//! attributes, applies policy, batches and writes; metrics are served on the
+//! side.
+//!
+//! ```text
+//! ring buffer ─read task (tokio)─▶ channel ─pipeline thread─▶ identity chain ─▶ policy chain ─▶ batcher ─▶ output
+//! ```
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use flowattr_model::{AttributedFlow, Flow, FlowBatch, Side};
+use flowattr_plugin_runtime::{
+    Plugin, PluginDirectory, Runtime, RuntimeConfig,
+    manifest::{Mode, PluginKind},
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    attribution::{AttributionObserver, LocalAttributor, Outcome},
+    batcher::Batcher,
+    capture::{Capture, WallClock, decode},
+    config::AgentConfig,
+    metrics::{self, AgentMetrics},
+    output::JsonLinesOutput,
+    policy::{self, PolicyDrop},
+};
+
+/// What the pipeline thread receives.
+enum Input {
+    Flows(Vec<Flow>),
+    /// Time passed: close the open batch if it is due.
+    Tick,
+}
+
+/// Runs the agent until `shutdown` completes, then writes the open batch and
+/// returns. Fails with one clear sentence when the machine cannot run it (not
+/// root, no BTF, no BPF).
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut capture = Capture::start(config.capture.settings())?;
+    let metrics = Arc::new(AgentMetrics::new());
+    if let Some(reader) = capture.take_counters() {
+        metrics.watch_kernel(reader);
+    }
+
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: config.plugins.cache_dir.clone(),
+        ..RuntimeConfig::default()
+    })?;
+    // Plugins run off the async threads: WASI's synchronous file system
+    // blocks on its own runtime.
+    let plugin_dir = config.plugins.directory.clone();
+    let (directory, report) =
+        tokio::task::spawn_blocking(move || PluginDirectory::open(&runtime, plugin_dir)).await??;
+    for refusal in &report.refused {
+        tracing::warn!(plugin = %refusal.name, reason = %refusal.reason, "plugin refused");
+    }
+    let directory = Arc::new(directory);
+    let _watch = if config.plugins.watch {
+        Some(directory.watch().context("watching the plugin directory")?)
+    } else {
+        None
+    };
+    metrics.watch_plugins(directory.clone());
+
+    let _server = if config.metrics.enabled {
+        let listener = tokio::net::TcpListener::bind(config.metrics.listen)
+            .await
+            .with_context(|| format!("metrics endpoint {}", config.metrics.listen))?;
+        tracing::info!(address = %config.metrics.listen, "serving metrics");
+        Some(AbortOnDrop(tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+        ))))
+    } else {
+        None
+    };
+
+    let output =
+        JsonLinesOutput::open(config.output.path.as_deref()).context("opening the output")?;
+    let (tx, rx) = mpsc::channel(256);
+    let pipeline = Pipeline {
+        directory,
+        attributor: LocalAttributor::new(config.attribution.cache_entries),
+        batcher: Batcher::new(
+            config.name.clone(),
+            config.batch.max_flows,
+            config.batch.max_age,
+        ),
+        output,
+        metrics: metrics.clone(),
+    };
+    let worker = std::thread::Builder::new()
+        .name("agent-pipeline".into())
+        .spawn(move || pipeline.run(rx))?;
+    let tick = (config.batch.max_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let ticker = {
+        let tx = tx.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            loop {
+                interval.tick().await;
+                if tx.send(Input::Tick).await.is_err() {
+                    return;
+                }
+            }
+        }))
+    };
+    tracing::info!(agent = %config.name, "capturing");
+
+    tokio::pin!(shutdown);
+    let mut events = Vec::new();
+    let mut clock = WallClock::now();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            read = capture.read(&mut events) => {
+                read.context("reading the ring buffer")?;
+                metrics.records_read.inc_by(events.len() as u64);
+                clock = clock.refreshed();
+                let mut flows = Vec::with_capacity(events.len());
+                for event in events.drain(..) {
+                    match decode(&event, clock) {
+                        Ok(flow) => flows.push(flow),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "undecodable kernel record");
+                            metrics.count_drop("decode", 1);
+                        }
+                    }
+                }
+                // Waits when the pipeline is behind: the ring buffer then
+                // fills and the kernel counts what it cannot keep.
+                if tx.send(Input::Flows(flows)).await.is_err() {
+                    anyhow::bail!("the pipeline thread stopped");
+                }
+            }
+        }
+    }
+    metrics.count_drop("malformed_record", capture.malformed());
+    drop(ticker);
+    drop(tx);
+    tokio::task::spawn_blocking(move || worker.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+    Ok(())
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Pipeline {
+    directory: Arc<PluginDirectory>,
+    attributor: LocalAttributor,
+    batcher: Batcher,
+    output: JsonLinesOutput,
+    metrics: Arc<AgentMetrics>,
+}
+
+impl Pipeline {
+    fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        while let Some(input) = rx.blocking_recv() {
+            let now = unix_now_ns();
+            match input {
+                Input::Flows(flows) => {
+                    let attributed = self.process(flows);
+                    for batch in self.batcher.push(attributed, now) {
+                        self.write(batch);
+                    }
+                }
+                Input::Tick => {
+                    if let Some(batch) = self.batcher.due(now) {
+                        self.write(batch);
+                    }
+                }
+            }
+        }
+        if let Some(batch) = self.batcher.close(unix_now_ns()) {
+            self.write(batch);
+        }
+    }
+
+    /// Local attribution, then policy.
+    fn process(&mut self, flows: Vec<Flow>) -> Vec<AttributedFlow> {
+        let identity = active(self.directory.chain(PluginKind::Identity));
+        let sides = self
+            .attributor
+            .attribute(&flows, &identity, &mut &*self.metrics);
+        let attributed: Vec<AttributedFlow> = flows
+            .into_iter()
+            .zip(sides)
+            .map(|(flow, local)| {
+                if let Side::Unattributed(reason) = &local {
+                    self.metrics
+                        .local_unattributed
+                        .get_or_create(&vec![("reason", reason.as_str().to_owned())])
+                        .inc();
+                }
+                AttributedFlow {
+                    flow,
+                    local,
+                    remote: Side::Pending,
+                    weight: 1,
+                }
+            })
+            .collect();
+        let policies = active(self.directory.chain(PluginKind::Policy));
+        let metrics = &self.metrics;
+        policy::apply(attributed, &policies, |plugin, why, n| {
+            let reason = match why {
+                PolicyDrop::Dropped => "policy",
+                PolicyDrop::Failed => "policy_failed",
+            };
+            tracing::debug!(plugin, reason, n, "flows dropped by policy");
+            metrics.count_drop(reason, n);
+        })
+    }
+
+    fn write(&mut self, batch: FlowBatch) {
+        let n = batch.flows.len() as u64;
+        match self.output.write(&batch) {
+            Ok(()) => {
+                self.metrics.flows_written.inc_by(n);
+                self.metrics.batches_written.inc();
+                self.metrics.batch_flows.observe(n as f64);
+            }
+            Err(error) => {
+                tracing::error!(%error, seq = batch.seq, flows = n, "writing a batch failed");
+                self.metrics.count_drop("output", n);
+            }
+        }
+    }
+}
+
+/// Shadow plugins do not take part in the agent's chains (A/B comparison is
+/// the collector's).
+fn active(plugins: Vec<Arc<Plugin>>) -> Vec<Arc<Plugin>> {
+    plugins
+        .into_iter()
+        .filter(|p| p.manifest().mode == Mode::Active)
+        .collect()
+}
+
+impl AttributionObserver for &AgentMetrics {
+    fn cache_hits(&mut self, n: u64) {
+        if n > 0 {
+            self.attribution
+                .get_or_create(&vec![
+                    ("plugin", "cache".to_owned()),
+                    ("outcome", "hit".to_owned()),
+                ])
+                .inc_by(n);
+        }
+    }
+    fn outcome(&mut self, plugin: &str, outcome: Outcome, n: u64) {
+        self.attribution
+            .get_or_create(&vec![
+                ("plugin", plugin.to_owned()),
+                ("outcome", outcome.as_str().to_owned()),
+            ])
+            .inc_by(n);
+    }
+}
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}

@@ -1,0 +1,410 @@
+//! Local attribution at capture time: each flow's local endpoint is asked of
+//! the identity plugin chain at the flow's start time, and answers are cached
+//! for the time range they are valid for.
+//!
+//! Chain semantics (shared with the collector): plugins run in order;
+//! `not-found` passes the query to the next plugin; an attribution or any
+//! other reason is final. A failed call passes its queries on (`on_failure =
+//! "skip"`) or leaves them unattributed with `plugin-failed`
+//! (`"fail-closed"`).
+
+use std::{net::SocketAddr, sync::Arc};
+
+use flowattr_model::{
+    Attribution, AttributionSource, Flow, LocalQuery, Side, TimeRange, UnattributedReason, Workload,
+};
+use flowattr_plugin_runtime::{Plugin, manifest::FailurePolicy};
+use rustc_hash::FxHashMap;
+
+/// One identity source in the chain. [`Plugin`] is the real one; unit tests
+/// use plain functions.
+pub trait IdentitySource {
+    fn name(&self) -> &str;
+    /// A failed call leaves its queries unattributed instead of passing them on.
+    fn fail_closed(&self) -> bool;
+    /// One result per query, in order, or why the whole call failed.
+    fn identify(
+        &self,
+        queries: &[LocalQuery],
+    ) -> Result<Vec<Result<(Workload, TimeRange), UnattributedReason>>, String>;
+}
+
+impl<T: IdentitySource + ?Sized> IdentitySource for &T {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn fail_closed(&self) -> bool {
+        (**self).fail_closed()
+    }
+    fn identify(
+        &self,
+        queries: &[LocalQuery],
+    ) -> Result<Vec<Result<(Workload, TimeRange), UnattributedReason>>, String> {
+        (**self).identify(queries)
+    }
+}
+
+impl IdentitySource for Arc<Plugin> {
+    fn name(&self) -> &str {
+        Plugin::name(self)
+    }
+
+    fn fail_closed(&self) -> bool {
+        self.manifest().on_failure == FailurePolicy::FailClosed
+    }
+
+    fn identify(
+        &self,
+        queries: &[LocalQuery],
+    ) -> Result<Vec<Result<(Workload, TimeRange), UnattributedReason>>, String> {
+        let answers = Plugin::identify(self, queries).map_err(|e| e.to_string())?;
+        Ok((0..queries.len())
+            .map(|i| answers.resolve(i).map(|(w, valid)| (w.clone(), valid)))
+            .collect())
+    }
+}
+
+/// What happened to one query at one plugin, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Attributed,
+    NotFound,
+    /// Another final reason (gap, source-unavailable, …).
+    Unattributed,
+    /// The call failed.
+    Failed,
+}
+
+impl Outcome {
+    /// Stable name for metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Attributed => "attributed",
+            Outcome::NotFound => "not_found",
+            Outcome::Unattributed => "unattributed",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Receives counts as the attributor works.
+pub trait AttributionObserver {
+    fn cache_hits(&mut self, n: u64);
+    fn outcome(&mut self, plugin: &str, outcome: Outcome, n: u64);
+}
+
+impl AttributionObserver for () {
+    fn cache_hits(&mut self, _: u64) {}
+    fn outcome(&mut self, _: &str, _: Outcome, _: u64) {}
+}
+
+struct Cached {
+    valid: TimeRange,
+    attribution: Attribution,
+}
+
+/// The local-side attributor with its answer cache.
+pub struct LocalAttributor {
+    cache: FxHashMap<SocketAddr, Vec<Cached>>,
+    /// Cached answers at most (across all endpoints).
+    capacity: usize,
+    len: usize,
+}
+
+impl LocalAttributor {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            cache: FxHashMap::default(),
+            capacity,
+            len: 0,
+        }
+    }
+
+    /// The local side of each flow, in order.
+    pub fn attribute<S: IdentitySource>(
+        &mut self,
+        flows: &[Flow],
+        chain: &[S],
+        observer: &mut impl AttributionObserver,
+    ) -> Vec<Side> {
+        let mut sides = vec![Side::Pending; flows.len()];
+        let mut pending: Vec<usize> = Vec::new();
+        for (i, flow) in flows.iter().enumerate() {
+            match self.lookup(flow.local, flow.start_ns) {
+                Some(a) => sides[i] = Side::Attributed(a),
+                None => pending.push(i),
+            }
+        }
+        observer.cache_hits((flows.len() - pending.len()) as u64);
+
+        for source in chain {
+            if pending.is_empty() {
+                break;
+            }
+            let queries: Vec<LocalQuery> = pending.iter().map(|&i| query(&flows[i])).collect();
+            let results = match source.identify(&queries) {
+                Ok(r) if r.len() == queries.len() => Some(r),
+                Ok(r) => {
+                    let answers = r.len();
+                    tracing::warn!(
+                        plugin = source.name(),
+                        answers,
+                        queries = queries.len(),
+                        "identity plugin answered the wrong number of queries"
+                    );
+                    None
+                }
+                Err(error) => {
+                    tracing::warn!(plugin = source.name(), %error, "identity plugin call failed");
+                    None
+                }
+            };
+            let Some(results) = results else {
+                observer.outcome(source.name(), Outcome::Failed, pending.len() as u64);
+                if source.fail_closed() {
+                    for &i in &pending {
+                        sides[i] = Side::Unattributed(UnattributedReason::PluginFailed);
+                    }
+                    pending.clear();
+                }
+                continue;
+            };
+            let mut still = Vec::new();
+            let mut counts = [0u64; 3];
+            for (&i, result) in pending.iter().zip(results) {
+                match result {
+                    Ok((workload, valid)) => {
+                        counts[0] += 1;
+                        let attribution = Attribution {
+                            workload: Arc::new(workload),
+                            source: AttributionSource::Capture,
+                            plugin: source.name().to_owned(),
+                            valid,
+                        };
+                        self.insert(flows[i].local, valid, attribution.clone());
+                        sides[i] = Side::Attributed(attribution);
+                    }
+                    Err(UnattributedReason::NotFound) => {
+                        counts[1] += 1;
+                        still.push(i);
+                    }
+                    Err(reason) => {
+                        counts[2] += 1;
+                        sides[i] = Side::Unattributed(reason);
+                    }
+                }
+            }
+            for (outcome, n) in [
+                Outcome::Attributed,
+                Outcome::NotFound,
+                Outcome::Unattributed,
+            ]
+            .into_iter()
+            .zip(counts)
+            {
+                if n > 0 {
+                    observer.outcome(source.name(), outcome, n);
+                }
+            }
+            pending = still;
+        }
+        for i in pending {
+            sides[i] = Side::Unattributed(UnattributedReason::NotFound);
+        }
+        sides
+    }
+
+    fn lookup(&self, local: SocketAddr, t_ns: u64) -> Option<Attribution> {
+        self.cache
+            .get(&local)?
+            .iter()
+            .find(|c| c.valid.contains(t_ns))
+            .map(|c| c.attribution.clone())
+    }
+
+    fn insert(&mut self, local: SocketAddr, valid: TimeRange, attribution: Attribution) {
+        if self.len >= self.capacity {
+            // Simple and bounded: start over. Answers are cheap to ask again
+            // in batches; a full cache means many distinct endpoints.
+            self.cache.clear();
+            self.len = 0;
+        }
+        let entries = self.cache.entry(local).or_default();
+        if entries
+            .iter()
+            .any(|c| c.valid == valid && c.attribution.workload.id == attribution.workload.id)
+        {
+            return;
+        }
+        entries.push(Cached { valid, attribution });
+        self.len += 1;
+    }
+}
+
+fn query(flow: &Flow) -> LocalQuery {
+    LocalQuery {
+        local: flow.local,
+        protocol: flow.protocol,
+        time_ns: flow.start_ns,
+        cgroup_id: flow.cgroup_id,
+        netns_id: flow.netns_id,
+        pid: flow.pid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    type Answer = Result<(Workload, TimeRange), UnattributedReason>;
+
+    /// A source answering from a function, counting the queries it saw.
+    struct Fake<F> {
+        name: &'static str,
+        fail_closed: bool,
+        answer: F,
+        asked: Cell<usize>,
+    }
+
+    impl<F: Fn(&LocalQuery) -> Option<Answer>> IdentitySource for Fake<F> {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn fail_closed(&self) -> bool {
+            self.fail_closed
+        }
+        fn identify(&self, queries: &[LocalQuery]) -> Result<Vec<Answer>, String> {
+            self.asked.set(self.asked.get() + queries.len());
+            queries
+                .iter()
+                .map(|q| (self.answer)(q).ok_or_else(|| "boom".to_owned()))
+                .collect()
+        }
+    }
+
+    fn fake<F: Fn(&LocalQuery) -> Option<Answer>>(name: &'static str, answer: F) -> Fake<F> {
+        Fake {
+            name,
+            fail_closed: false,
+            answer,
+            asked: Cell::new(0),
+        }
+    }
+
+    fn workload(id: &str) -> Workload {
+        Workload {
+            id: id.into(),
+            ..Workload::default()
+        }
+    }
+
+    fn flow(local: &str, start_ns: u64) -> Flow {
+        Flow {
+            protocol: Default::default(),
+            local: local.parse().unwrap(),
+            remote: "192.0.2.1:80".parse().unwrap(),
+            initiator: Default::default(),
+            end_state: Default::default(),
+            start_ns,
+            end_ns: start_ns + 1,
+            bytes_sent: 0,
+            bytes_received: 0,
+            packets_sent: 0,
+            packets_received: 0,
+            retransmits: 0,
+            srtt_us: 0,
+            cgroup_id: 0,
+            netns_id: 0,
+            pid: 0,
+        }
+    }
+
+    fn id(side: &Side) -> String {
+        match side {
+            Side::Attributed(a) => format!("{}@{}", a.workload.id, a.plugin),
+            Side::Unattributed(r) => r.as_str().to_owned(),
+            Side::Pending => "pending".into(),
+        }
+    }
+
+    #[test]
+    fn first_confident_answer_wins_and_not_found_passes_on() {
+        let ipman = fake("ipman", |q: &LocalQuery| {
+            Some(match q.local.ip().to_string().as_str() {
+                "10.0.0.5" => Ok((workload("c-web"), TimeRange::new(0, 100))),
+                "10.0.0.6" => Err(UnattributedReason::Gap),
+                _ => Err(UnattributedReason::NotFound),
+            })
+        });
+        let ec2 = fake("ec2", |q: &LocalQuery| {
+            Some(if q.local.ip().to_string() == "10.0.0.1" {
+                Ok((workload("i-host"), TimeRange::since(0)))
+            } else {
+                Err(UnattributedReason::NotFound)
+            })
+        });
+        let flows = [
+            flow("10.0.0.5:1", 10),
+            flow("10.0.0.6:1", 10),
+            flow("10.0.0.1:1", 10),
+            flow("10.0.0.9:1", 10),
+        ];
+        let sides = LocalAttributor::new(100).attribute(
+            &flows,
+            &[&ipman as &dyn IdentitySource, &ec2],
+            &mut (),
+        );
+        let got: Vec<String> = sides.iter().map(id).collect();
+        assert_eq!(got, ["c-web@ipman", "gap", "i-host@ec2", "not-found"]);
+        // ec2 was only asked what ipman did not know.
+        assert_eq!((ipman.asked.get(), ec2.asked.get()), (4, 2));
+    }
+
+    #[test]
+    fn cached_answers_hold_only_inside_their_validity() {
+        let ipman = fake("ipman", |q: &LocalQuery| {
+            Some(if q.time_ns < 100 {
+                Ok((workload("old"), TimeRange::new(0, 100)))
+            } else {
+                Ok((workload("new"), TimeRange::since(100)))
+            })
+        });
+        let mut attributor = LocalAttributor::new(100);
+        let chain = [&ipman as &dyn IdentitySource];
+        let first = attributor.attribute(&[flow("10.0.0.5:1", 10)], &chain, &mut ());
+        let again = attributor.attribute(&[flow("10.0.0.5:1", 50)], &chain, &mut ());
+        assert_eq!(ipman.asked.get(), 1, "second flow answered from the cache");
+        let later = attributor.attribute(&[flow("10.0.0.5:1", 150)], &chain, &mut ());
+        assert_eq!(
+            ipman.asked.get(),
+            2,
+            "outside the cached range: asked again"
+        );
+        assert_eq!(
+            [id(&first[0]), id(&again[0]), id(&later[0])],
+            ["old@ipman", "old@ipman", "new@ipman"]
+        );
+    }
+
+    #[test]
+    fn failed_call_skips_or_fails_closed() {
+        let broken = fake("broken", |_: &LocalQuery| None);
+        let ec2 = fake("ec2", |_: &LocalQuery| {
+            Some(Ok((workload("i-host"), TimeRange::since(0))))
+        });
+        let flows = [flow("10.0.0.1:1", 10)];
+        let chain = [&broken as &dyn IdentitySource, &ec2];
+        let sides = LocalAttributor::new(100).attribute(&flows, &chain, &mut ());
+        assert_eq!(id(&sides[0]), "i-host@ec2");
+
+        let closed = Fake {
+            fail_closed: true,
+            ..fake("broken", |_: &LocalQuery| None)
+        };
+        let chain = [&closed as &dyn IdentitySource, &ec2];
+        let sides = LocalAttributor::new(100).attribute(&flows, &chain, &mut ());
+        assert_eq!(id(&sides[0]), "plugin-failed");
+    }
+}

@@ -1,0 +1,264 @@
+//! The agent's TOML configuration. Every key is optional; the defaults suit
+//! one host. `agent.example.toml` at the crate root lists them all.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use crate::capture::CaptureSettings;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Name the agent puts on its batches (default: the host name).
+    pub name: String,
+    pub capture: CaptureConfig,
+    pub plugins: PluginsConfig,
+    pub attribution: AttributionConfig,
+    pub batch: BatchConfig,
+    pub output: OutputConfig,
+    pub metrics: MetricsConfig,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            name: host_name(),
+            capture: CaptureConfig::default(),
+            plugins: PluginsConfig::default(),
+            attribution: AttributionConfig::default(),
+            batch: BatchConfig::default(),
+            output: OutputConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+/// `[capture]`: the kernel side.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Live TCP sockets tracked at once (the kernel map's size).
+    pub max_sockets: u32,
+    /// Kernel-to-agent ring buffer size in bytes (a power of two).
+    pub ring_buffer_bytes: u32,
+    /// A live connection is reported at least this often ("0s": only at
+    /// close).
+    #[serde(with = "humantime_serde_compat")]
+    pub report_interval: Duration,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        let d = CaptureSettings::default();
+        Self {
+            max_sockets: d.max_sockets,
+            ring_buffer_bytes: d.ring_buffer_bytes,
+            report_interval: d.report_interval,
+        }
+    }
+}
+
+impl CaptureConfig {
+    /// The settings the capture takes.
+    pub fn settings(&self) -> CaptureSettings {
+        CaptureSettings {
+            max_sockets: self.max_sockets,
+            ring_buffer_bytes: self.ring_buffer_bytes,
+            report_interval: self.report_interval,
+        }
+    }
+}
+
+/// `[plugins]`: the drop-in directory of identity and policy plugins.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    pub directory: PathBuf,
+    /// Compiled-component cache (default: a `flowattr` directory in the
+    /// system cache location).
+    pub cache_dir: Option<PathBuf>,
+    /// Reload when files in the directory change.
+    pub watch: bool,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            directory: "/etc/flowattr/plugins".into(),
+            cache_dir: None,
+            watch: true,
+        }
+    }
+}
+
+/// `[attribution]`: the local-side answer cache.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttributionConfig {
+    /// Local endpoints whose answers are cached for their validity range.
+    pub cache_entries: usize,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        Self {
+            cache_entries: 65_536,
+        }
+    }
+}
+
+/// `[batch]`: when a batch is closed and written out.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Flows per batch at most.
+    pub max_flows: usize,
+    /// A batch is closed this long after its first flow at the latest.
+    #[serde(with = "humantime_serde_compat")]
+    pub max_age: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_flows: 10_000,
+            max_age: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[output]`: where batches go until the QUIC transport ships them.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// A file to append JSON lines to (one batch per line); stdout when
+    /// absent.
+    pub path: Option<PathBuf>,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` at all.
+    pub enabled: bool,
+    /// Address serving `GET /metrics`.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl AgentConfig {
+    /// Parses `text`; errors name the offending key.
+    pub fn parse(text: &str) -> Result<AgentConfig, String> {
+        let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+        let config: AgentConfig = serde_path_to_error::deserialize(de)
+            .map_err(|e| format!("at `{}`: {}", e.path(), e.inner()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &std::path::Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.batch.max_flows == 0 {
+            return Err("at `batch.max_flows`: must be at least 1".into());
+        }
+        if self.batch.max_age.is_zero() || self.batch.max_age > Duration::from_secs(60) {
+            return Err("at `batch.max_age`: must be between 1ms and 60s".into());
+        }
+        if self.capture.max_sockets == 0 {
+            return Err("at `capture.max_sockets`: must be at least 1".into());
+        }
+        if self.name.is_empty() {
+            return Err("at `name`: must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Durations as humantime strings ("60s", "500ms").
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = AgentConfig::parse("").unwrap();
+        assert_eq!(c.batch.max_age, Duration::from_secs(60));
+        assert_eq!(c.capture.report_interval, Duration::from_secs(30));
+        assert_eq!(c.plugins.directory, PathBuf::from("/etc/flowattr/plugins"));
+        assert!(!c.name.is_empty());
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../agent.example.toml");
+        let c = AgentConfig::parse(text).unwrap();
+        assert_eq!(c.batch.max_flows, 10_000);
+        assert_eq!(
+            c.output.path,
+            Some(PathBuf::from("/var/lib/flowattr/flows.jsonl"))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = AgentConfig::parse("[batch]\nmax_age = \"soon\"").unwrap_err();
+        assert!(e.contains("batch.max_age"), "{e}");
+        let e = AgentConfig::parse("[batch]\nmax_age = \"5m\"").unwrap_err();
+        assert!(e.contains("batch.max_age") && e.contains("60s"), "{e}");
+        let e = AgentConfig::parse("[capture]\nmax_socket = 5").unwrap_err();
+        assert!(e.contains("max_socket"), "{e}");
+    }
+}

@@ -1,0 +1,268 @@
+//! Agent metrics as Prometheus text on `GET /metrics`: events seen, records
+//! written, drops by reason, attribution outcomes per plugin, batch sizes,
+//! CPU time, and the plugin runtime's per-plugin counters.
+
+use std::sync::{Arc, Mutex};
+
+use flowattr_host_ebpf::Counter as KernelCounter;
+use flowattr_plugin_runtime::PluginDirectory;
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::capture::{CounterReader, KernelCounters};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The agent's metrics, updated by the pipeline and read by the endpoint.
+pub struct AgentMetrics {
+    registry: Registry,
+    /// Counters the kernel programs keep, by event.
+    pub kernel_events: Family<Labels, Counter>,
+    /// Records read from the ring buffer.
+    pub records_read: Counter,
+    /// Flows written out in batches.
+    pub flows_written: Counter,
+    /// Records or flows lost, by reason.
+    pub dropped: Family<Labels, Counter>,
+    /// Local attribution outcomes, by plugin (`cache` for cache hits).
+    pub attribution: Family<Labels, Counter>,
+    /// Flows whose local side stayed unattributed, by reason.
+    pub local_unattributed: Family<Labels, Counter>,
+    /// Flows per batch written.
+    pub batch_flows: Histogram,
+    /// Batches written.
+    pub batches_written: Counter,
+    /// User plus system CPU time of the agent process.
+    pub cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// The plugin runtime's counters, by plugin and counter.
+    pub plugin: Family<Labels, Gauge>,
+    scrape: Mutex<ScrapeSources>,
+}
+
+#[derive(Default)]
+struct ScrapeSources {
+    kernel: Option<CounterReader>,
+    kernel_seen: KernelCounters,
+    plugins: Vec<Arc<PluginDirectory>>,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AgentMetrics {
+    pub fn new() -> Self {
+        let mut m = Self {
+            registry: Registry::with_prefix("flowattr_agent"),
+            kernel_events: Family::default(),
+            records_read: Counter::default(),
+            flows_written: Counter::default(),
+            dropped: Family::default(),
+            attribution: Family::default(),
+            local_unattributed: Family::default(),
+            batch_flows: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            batches_written: Counter::default(),
+            cpu_seconds: Gauge::default(),
+            plugin: Family::default(),
+            scrape: Mutex::default(),
+        };
+        let registry = &mut m.registry;
+        registry.register(
+            "kernel_events",
+            "Events counted by the eBPF programs",
+            m.kernel_events.clone(),
+        );
+        registry.register(
+            "records_read",
+            "Records read from the kernel ring buffer",
+            m.records_read.clone(),
+        );
+        registry.register(
+            "flows_written",
+            "Flows written out in batches",
+            m.flows_written.clone(),
+        );
+        registry.register(
+            "dropped",
+            "Records or flows lost, by reason",
+            m.dropped.clone(),
+        );
+        registry.register(
+            "attribution",
+            "Local attribution outcomes by plugin",
+            m.attribution.clone(),
+        );
+        registry.register(
+            "local_unattributed",
+            "Flows whose local side stayed unattributed, by reason",
+            m.local_unattributed.clone(),
+        );
+        registry.register(
+            "batch_flows",
+            "Flows per batch written",
+            m.batch_flows.clone(),
+        );
+        registry.register(
+            "batches_written",
+            "Batches written",
+            m.batches_written.clone(),
+        );
+        registry.register(
+            "cpu_seconds",
+            "User plus system CPU seconds used by the agent",
+            m.cpu_seconds.clone(),
+        );
+        registry.register(
+            "plugin",
+            "Plugin runtime counters by plugin and counter",
+            m.plugin.clone(),
+        );
+        m
+    }
+
+    /// Counts `n` lost records or flows.
+    pub fn count_drop(&self, reason: &str, n: u64) {
+        self.dropped
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc_by(n);
+    }
+
+    /// Reads kernel counters from `reader` at every scrape.
+    pub fn watch_kernel(&self, reader: CounterReader) {
+        self.scrape.lock().unwrap().kernel = Some(reader);
+    }
+
+    /// Reports `directory`'s plugin counters at every scrape.
+    pub fn watch_plugins(&self, directory: Arc<PluginDirectory>) {
+        self.scrape.lock().unwrap().plugins.push(directory);
+    }
+
+    /// Refreshes scrape-time values and renders the text format.
+    pub fn render(&self) -> String {
+        self.refresh();
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+
+    fn refresh(&self) {
+        let mut sources = self.scrape.lock().unwrap();
+        if let Some(reader) = &sources.kernel {
+            let now = reader.read();
+            for counter in KernelCounter::ALL {
+                let i = counter as usize;
+                let delta = now[i].saturating_sub(sources.kernel_seen[i]);
+                self.kernel_events
+                    .get_or_create(&vec![("event", counter.name().to_owned())])
+                    .inc_by(delta);
+                if matches!(
+                    counter,
+                    KernelCounter::RingBufferFull | KernelCounter::SocketMapFull
+                ) {
+                    self.count_drop(counter.name(), delta);
+                }
+            }
+            sources.kernel_seen = now;
+        }
+        for directory in &sources.plugins {
+            for plugin in directory.all() {
+                let c = plugin.counters();
+                for (name, value) in [
+                    ("calls", c.calls),
+                    ("records", c.records),
+                    ("errors", c.errors),
+                    ("traps", c.traps),
+                    ("timeouts", c.timeouts),
+                    ("memory_exceeded", c.memory_exceeded),
+                    ("rebuilds", c.rebuilds),
+                    ("unavailable", c.unavailable),
+                    ("busy_ns", c.busy_ns),
+                ] {
+                    let labels = vec![
+                        ("plugin", plugin.name().to_owned()),
+                        ("counter", name.to_owned()),
+                    ];
+                    self.plugin.get_or_create(&labels).set(value as i64);
+                }
+            }
+        }
+        self.cpu_seconds.set(cpu_seconds());
+    }
+}
+
+/// User plus system CPU time of this process.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<AgentMetrics>,
+) -> std::io::Result<()> {
+    use axum::{Router, http::header, routing::get};
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_drops_and_attribution_with_labels() {
+        let m = AgentMetrics::new();
+        m.count_drop("policy", 3);
+        m.attribution
+            .get_or_create(&vec![
+                ("plugin", "ipman".into()),
+                ("outcome", "attributed".into()),
+            ])
+            .inc_by(5);
+        m.batch_flows.observe(10.0);
+        let text = m.render();
+        assert!(
+            text.contains(r#"flowattr_agent_dropped_total{reason="policy"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"flowattr_agent_attribution_total{plugin="ipman",outcome="attributed"} 5"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("flowattr_agent_batch_flows_count 1"),
+            "{text}"
+        );
+        assert!(text.contains("flowattr_agent_cpu_seconds "), "{text}");
+    }
+}
