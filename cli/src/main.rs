@@ -2,6 +2,7 @@
 //! printing here, the work in the library crates.
 
 mod agent;
+mod ipman;
 mod plugin;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,9 @@ struct Cli {
 enum Command {
     /// Capture TCP flows with eBPF and attribute their local side (root).
     Agent(agent::AgentArgs),
+    /// Play IPMan: assign and release container addresses in its state file.
+    #[command(subcommand)]
+    Ipman(ipman::IpmanCommand),
     /// Check, run and install Wasm plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -34,6 +38,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
+        Command::Ipman(cmd) => ipman::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Plugin(cmd) => plugin::run(cmd),
     };
     match result {

@@ -400,3 +400,28 @@ fn load_version(
         fingerprint,
     })
 }
+
+/// Puts a component into the drop-in directory `dir` as `NAME.wasm` beside
+/// `NAME.toml`, with the component's sha256 stamped into `manifest`. The
+/// component is written first and the manifest last, each by rename, so a
+/// watching host never loads a half-written plugin: until the manifest lands
+/// the hash does not match and the previous version keeps running.
+pub fn install_plugin(
+    dir: &Path,
+    name: &str,
+    wasm: &[u8],
+    manifest: &mut Manifest,
+    header: &str,
+) -> std::io::Result<()> {
+    manifest.sha256 = Some(sha256_hex(wasm));
+    std::fs::create_dir_all(dir)?;
+    write_by_rename(&dir.join(format!("{name}.wasm")), wasm)?;
+    let text = format!("{header}{}", manifest.to_toml());
+    write_by_rename(&dir.join(format!("{name}.toml")), text.as_bytes())
+}
+
+fn write_by_rename(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use flowattr_plugin_runtime::manifest::Manifest;
-use flowattr_plugin_runtime::sha256_hex;
+use flowattr_plugin_runtime::{install_plugin, sha256_hex};
 
 pub fn install(
     wasm_path: &Path,
@@ -46,9 +46,6 @@ pub fn install(
         };
         dir.host = PathBuf::from(host);
     }
-    manifest.sha256 = Some(sha256_hex(&wasm));
-
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (host, guest) in manifest.resolved_read_dirs(dir) {
         if !host.is_dir() {
             std::fs::create_dir_all(&host)
@@ -56,15 +53,12 @@ pub fn install(
             eprintln!("created {} (granted to {name} as {guest})", host.display());
         }
     }
-    write_by_rename(&dir.join(format!("{name}.wasm")), &wasm)?;
     let header = format!(
         "# Installed by `flowattr plugin install` from {}.\n",
         template.display()
     );
-    write_by_rename(
-        &dir.join(format!("{name}.toml")),
-        format!("{header}{}", manifest.to_toml()).as_bytes(),
-    )?;
+    install_plugin(dir, &name, &wasm, &mut manifest, &header)
+        .with_context(|| format!("cannot install {name} in {}", dir.display()))?;
     println!(
         "installed {name} ({} plugin, sha256 {}) in {}",
         manifest.kind,
@@ -72,10 +66,4 @@ pub fn install(
         dir.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_by_rename(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("part");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -68,3 +68,29 @@ impl Recorder {
         }
     }
 }
+
+/// The workspace's root directory.
+pub fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Installs the bundled plugin `krate` (built by `scripts/build`) into the
+/// drop-in directory `dir`, its read-only grant pointed at `state`.
+pub fn install_bundled(dir: &std::path::Path, krate: &str, state: &std::path::Path) {
+    use flowattr_plugin_runtime::{install_plugin, manifest::Manifest};
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let wasm_path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", krate.replace('-', "_")));
+    let wasm = std::fs::read(&wasm_path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build first)", wasm_path.display()));
+    let template = workspace().join(format!("plugins/{krate}/{krate}.toml"));
+    let mut manifest = Manifest::parse(&std::fs::read_to_string(template).unwrap()).unwrap();
+    for grant in &mut manifest.capabilities.read_dirs {
+        grant.host = state.to_owned();
+    }
+    std::fs::create_dir_all(state).unwrap();
+    install_plugin(dir, krate, &wasm, &mut manifest, "").unwrap();
+}

@@ -3,21 +3,22 @@
 //! These types mirror the JSON one to one and refuse unknown fields: the
 //! format is versioned, so a field this version does not know is a typo or a
 //! newer writer, and either way guessing could misattribute. `STATE.md`
-//! describes the format for writers.
+//! describes the format for writers. The same types serialize the file for
+//! the native writer (the `admin` module), so the format is written down once.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The only format version this plugin reads.
 pub const VERSION: u64 = 1;
 
 /// The whole file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
-    #[allow(dead_code)] // checked by `parse` before the full parse
+    /// Checked by [`parse`] before the full parse.
     pub version: u64,
     #[serde(default)]
     pub workloads: BTreeMap<String, RawWorkload>,
@@ -27,21 +28,33 @@ pub struct RawState {
     pub shared_ipv4: Vec<RawShared>,
 }
 
-/// A workload's attributes; its id is the key in `workloads`.
-#[derive(Debug, Deserialize)]
+/// A workload's attributes as the file holds them; its id is the key in
+/// `workloads`. Every attribute is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWorkload {
+    /// The application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
+    /// The cluster (deployment group) it runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// The stack (environment), e.g. `prod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<String>,
+    /// The cloud account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// The cloud region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    #[serde(default)]
+    /// Any further attributes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
 /// One address assigned to one workload for `[since_ns, until_ns)`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAssignment {
     pub ip: IpAddr,
@@ -52,7 +65,7 @@ pub struct RawAssignment {
 }
 
 /// A host IPv4 address shared by IPv6-only containers, by port range.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawShared {
     pub address: Ipv4Addr,
@@ -64,7 +77,7 @@ pub struct RawShared {
 
 /// One port range of a shared address, held by one workload for
 /// `[since_ns, until_ns)`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAllocation {
     /// First and last port (inclusive).

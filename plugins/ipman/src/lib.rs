@@ -13,8 +13,10 @@
 //! is asked. An address or pool port IPMan knows but nobody held at that time
 //! is a `gap`. A query newer than the host's clock is `clock-skew`. A missing,
 //! malformed or inconsistent file makes every answer `source-unavailable`.
-//! `STATE.md` specifies the file.
+//! `STATE.md` specifies the file; the `admin` module (native only) writes it.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod admin;
 pub mod config;
 mod format;
 mod shared;
