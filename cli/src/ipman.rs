@@ -23,6 +23,7 @@ pub enum IpmanCommand {
     /// Assign an address to a workload, defining the workload first (or
     /// updating the attributes given).
     Assign {
+        /// The container's address, IPv4 or IPv6.
         #[arg(long)]
         ip: IpAddr,
         #[command(flatten)]
@@ -34,6 +35,7 @@ pub enum IpmanCommand {
     },
     /// Release an assigned address: its assignment ends now (or at --at-ns).
     Release {
+        /// The address to release.
         #[arg(long)]
         ip: IpAddr,
         #[command(flatten)]
@@ -44,6 +46,7 @@ pub enum IpmanCommand {
     /// Declare a shared host IPv4 address and the ports handed out on it (or
     /// change the pool of one already shared).
     Share {
+        /// The shared host IPv4 address.
         #[arg(long)]
         address: Ipv4Addr,
         /// The ports containers get ranges of, inclusive.
@@ -55,6 +58,7 @@ pub enum IpmanCommand {
     /// Allocate a port range of a shared IPv4 address to a workload, defining
     /// the workload first (or updating the attributes given).
     Allocate {
+        /// The shared host IPv4 address.
         #[arg(long)]
         address: Ipv4Addr,
         /// Inclusive, inside the address's pool.
@@ -69,8 +73,10 @@ pub enum IpmanCommand {
     },
     /// Free an allocated port range (exactly as allocated).
     Free {
+        /// The shared host IPv4 address.
         #[arg(long)]
         address: Ipv4Addr,
+        /// The range as allocated, inclusive.
         #[arg(long, value_name = "FIRST-LAST", value_parser = parse_ports)]
         ports: (u16, u16),
         #[command(flatten)]
@@ -78,9 +84,11 @@ pub enum IpmanCommand {
         #[command(flatten)]
         at: AtArgs,
     },
-    /// Drop assignments and allocations released longer ago than DURATION,
-    /// and the workloads only they named. Keep minutes: flows are attributed
-    /// by their start time.
+    /// Drop entries released longer ago than DURATION.
+    ///
+    /// Drops assignments and allocations released before now (or --at-ns)
+    /// minus DURATION, and the workloads only they named. Keep minutes:
+    /// flows are attributed by their start time, possibly seconds later.
     Prune {
         /// e.g. `10m`, `1h`.
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -90,8 +98,10 @@ pub enum IpmanCommand {
         #[command(flatten)]
         at: AtArgs,
     },
-    /// Print the state file (an empty state if there is none yet); exits 1
-    /// if the plugin would refuse it.
+    /// Print the state file.
+    ///
+    /// An empty state if there is none yet; exits 1 if the plugin would
+    /// refuse the file.
     Show {
         #[command(flatten)]
         file: FileArgs,
@@ -130,14 +140,19 @@ pub struct WorkloadArgs {
     /// The workload (container) id.
     #[arg(long, value_name = "ID")]
     workload: String,
+    /// The application.
     #[arg(long)]
     app: Option<String>,
+    /// The cluster (deployment group).
     #[arg(long)]
     cluster: Option<String>,
+    /// The stack (environment), e.g. `prod`.
     #[arg(long)]
     stack: Option<String>,
+    /// The cloud account.
     #[arg(long)]
     account: Option<String>,
+    /// The cloud region.
     #[arg(long)]
     region: Option<String>,
     /// A further attribute; repeat for more.

@@ -30,6 +30,14 @@ use crate::{
     policy::{self, PolicyDrop},
 };
 
+/// How often the pipeline attributes the flows it has gathered and checks
+/// the open batch's age. Plugins are called once per tick (or per
+/// [`ATTRIBUTION_BATCH`] flows), not once per ring buffer read.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Gathered flows are attributed at once when there are this many.
+const ATTRIBUTION_BATCH: usize = 4096;
+
 /// What the pipeline thread receives.
 enum Input {
     Flows(Vec<Flow>),
@@ -85,6 +93,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     let (tx, rx) = mpsc::channel(256);
     let pipeline = Pipeline {
         directory,
+        gathered: Vec::new(),
         attributor: LocalAttributor::new(config.attribution.cache_entries),
         batcher: Batcher::new(
             config.name.clone(),
@@ -97,11 +106,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     let worker = std::thread::Builder::new()
         .name("agent-pipeline".into())
         .spawn(move || pipeline.run(rx))?;
-    let tick = (config.batch.max_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let ticker = {
         let tx = tx.clone();
         AbortOnDrop(tokio::spawn(async move {
-            let mut interval = tokio::time::interval(tick);
+            let mut interval = tokio::time::interval(TICK);
             loop {
                 interval.tick().await;
                 if tx.send(Input::Tick).await.is_err() {
@@ -115,10 +123,16 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     tokio::pin!(shutdown);
     let mut events = Vec::new();
     let mut clock = WallClock::now();
+    let poll_interval = config.capture.poll_interval;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            read = capture.read(&mut events) => {
+            read = async {
+                // Reading at most every poll interval lets records gather in
+                // the ring buffer: one wakeup per burst, not per record.
+                tokio::time::sleep(poll_interval).await;
+                capture.read(&mut events).await
+            } => {
                 read.context("reading the ring buffer")?;
                 metrics.records_read.inc_by(events.len() as u64);
                 clock = clock.refreshed();
@@ -160,6 +174,8 @@ impl<T> Drop for AbortOnDrop<T> {
 
 struct Pipeline {
     directory: Arc<PluginDirectory>,
+    /// Flows waiting for the next attribution pass.
+    gathered: Vec<Flow>,
     attributor: LocalAttributor,
     batcher: Batcher,
     output: JsonLinesOutput,
@@ -169,22 +185,35 @@ struct Pipeline {
 impl Pipeline {
     fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         while let Some(input) = rx.blocking_recv() {
-            let now = unix_now_ns();
             match input {
                 Input::Flows(flows) => {
-                    let attributed = self.process(flows);
-                    for batch in self.batcher.push(attributed, now) {
-                        self.write(batch);
+                    self.gathered.extend(flows);
+                    if self.gathered.len() >= ATTRIBUTION_BATCH {
+                        self.attribute_gathered();
                     }
                 }
                 Input::Tick => {
-                    if let Some(batch) = self.batcher.due(now) {
+                    self.attribute_gathered();
+                    if let Some(batch) = self.batcher.due(unix_now_ns()) {
                         self.write(batch);
                     }
                 }
             }
         }
+        self.attribute_gathered();
         if let Some(batch) = self.batcher.close(unix_now_ns()) {
+            self.write(batch);
+        }
+    }
+
+    /// Attributes the gathered flows and adds them to the open batch.
+    fn attribute_gathered(&mut self) {
+        if self.gathered.is_empty() {
+            return;
+        }
+        let flows = std::mem::take(&mut self.gathered);
+        let attributed = self.process(flows);
+        for batch in self.batcher.push(attributed, unix_now_ns()) {
             self.write(batch);
         }
     }

@@ -47,6 +47,10 @@ pub struct CaptureConfig {
     /// close).
     #[serde(with = "humantime_serde_compat")]
     pub report_interval: Duration,
+    /// The ring buffer is read at most this often, so records are taken in
+    /// bursts rather than one wakeup each.
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
 }
 
 impl Default for CaptureConfig {
@@ -56,6 +60,7 @@ impl Default for CaptureConfig {
             max_sockets: d.max_sockets,
             ring_buffer_bytes: d.ring_buffer_bytes,
             report_interval: d.report_interval,
+            poll_interval: Duration::from_millis(20),
         }
     }
 }
@@ -115,7 +120,8 @@ impl Default for AttributionConfig {
 pub struct BatchConfig {
     /// Flows per batch at most.
     pub max_flows: usize,
-    /// A batch is closed this long after its first flow at the latest.
+    /// A batch is closed this long after its first flow at the latest
+    /// (checked every 100 ms).
     #[serde(with = "humantime_serde_compat")]
     pub max_age: Duration,
 }
@@ -197,6 +203,9 @@ impl AgentConfig {
         }
         if self.batch.max_age.is_zero() || self.batch.max_age > Duration::from_secs(60) {
             return Err("at `batch.max_age`: must be between 1ms and 60s".into());
+        }
+        if self.capture.poll_interval > Duration::from_secs(1) {
+            return Err("at `capture.poll_interval`: must be at most 1s".into());
         }
         if self.capture.max_sockets == 0 {
             return Err("at `capture.max_sockets`: must be at least 1".into());

@@ -51,7 +51,10 @@ impl RunningAgent {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !agent.output.exists() {
             assert!(Instant::now() < deadline, "agent did not start");
-            assert!(!agent.thread.as_ref().unwrap().is_finished(), "agent stopped early");
+            assert!(
+                !agent.thread.as_ref().unwrap().is_finished(),
+                "agent stopped early"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         agent
@@ -85,12 +88,20 @@ impl RunningAgent {
 
     fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        self.thread.take().unwrap().join().unwrap().expect("agent ran cleanly");
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .unwrap()
+            .expect("agent ran cleanly");
     }
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn workload_of(flow: &AttributedFlow) -> String {
@@ -136,7 +147,12 @@ fn serve(ns: &Netns, addr: SocketAddr) {
 /// `to` and reading the answer.
 fn exchange(ns: &Netns, local: SocketAddr, to: SocketAddr) {
     ns.run(move || {
-        let socket = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None).unwrap();
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(to),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
         socket.bind(&local.into()).unwrap();
         socket.connect(&to.into()).unwrap();
         let mut s: TcpStream = socket.into();
@@ -171,7 +187,12 @@ fn local_sides_carry_the_workload_that_owned_the_address_at_flow_start() {
     let c1 = Netns::new("c1");
     let shared = Netns::new("shr");
     let peer = Netns::new("peer");
-    link(&c1, &["10.81.0.2/24", "fd00:81::2/64"], &peer, &["10.81.0.9/24", "fd00:81::9/64"]);
+    link(
+        &c1,
+        &["10.81.0.2/24", "fd00:81::2/64"],
+        &peer,
+        &["10.81.0.9/24", "fd00:81::9/64"],
+    );
     link(&shared, &["10.82.0.2/24"], &peer, &["10.82.0.9/24"]);
     std::fs::write(
         ec2_state.join("instance-identity.json"),
@@ -187,9 +208,15 @@ fn local_sides_carry_the_workload_that_owned_the_address_at_flow_start() {
     let t0 = now_ns();
     state.assign(ip("10.81.0.2"), "c-old", t0).unwrap();
     state.assign(ip("fd00:81::2"), "c-old", t0).unwrap();
-    state.share_ipv4("10.82.0.2".parse().unwrap(), (40000, 41999)).unwrap();
-    state.allocate_ports("10.82.0.2".parse().unwrap(), (40000, 40999), "c-x", t0).unwrap();
-    state.allocate_ports("10.82.0.2".parse().unwrap(), (41000, 41999), "c-y", t0).unwrap();
+    state
+        .share_ipv4("10.82.0.2".parse().unwrap(), (40000, 41999))
+        .unwrap();
+    state
+        .allocate_ports("10.82.0.2".parse().unwrap(), (40000, 40999), "c-x", t0)
+        .unwrap();
+    state
+        .allocate_ports("10.82.0.2".parse().unwrap(), (41000, 41999), "c-y", t0)
+        .unwrap();
     state.save().unwrap();
 
     let agent = RunningAgent::start(config(tmp.path(), &plugins));
@@ -211,18 +238,30 @@ fn local_sides_carry_the_workload_that_owned_the_address_at_flow_start() {
     }
     let by_port = agent.flows_from(&[ip("10.82.0.2")], 3);
     let port_owner = |port: u16| {
-        let f: Vec<_> = by_port.iter().filter(|f| f.flow.local.port() == port).collect();
+        let f: Vec<_> = by_port
+            .iter()
+            .filter(|f| f.flow.local.port() == port)
+            .collect();
         assert_eq!(f.len(), 1, "one flow from port {port}: {by_port:#?}");
         workload_of(f[0])
     };
     assert_eq!(port_owner(40001), "c-x");
     assert_eq!(port_owner(41001), "c-y");
-    assert_eq!(port_owner(35001), "i-0host", "outside the pool: the host's own traffic");
+    assert_eq!(
+        port_owner(35001),
+        "i-0host",
+        "outside the pool: the host's own traffic"
+    );
     // The peer's sockets are on this machine too, but nothing claims its
     // addresses: unattributed, never someone else's workload.
     let peer_side = agent.flows_from(&[ip("10.81.0.9"), ip("10.82.0.9"), ip("fd00:81::9")], 5);
     assert_eq!(peer_side.len(), 5);
-    assert!(peer_side.iter().all(|f| workload_of(f) == "unattributed:not-found"), "{peer_side:#?}");
+    assert!(
+        peer_side
+            .iter()
+            .all(|f| workload_of(f) == "unattributed:not-found"),
+        "{peer_side:#?}"
+    );
 
     // The container stops; its addresses go to another workload.
     let t1 = now_ns();
@@ -237,7 +276,11 @@ fn local_sides_carry_the_workload_that_owned_the_address_at_flow_start() {
     let all = agent.flows_from(&c1_ips, 4);
     assert_eq!(all.len(), 4, "{all:#?}");
     for f in &all {
-        let expected = if f.flow.start_ns < t1 { "c-old" } else { "c-new" };
+        let expected = if f.flow.start_ns < t1 {
+            "c-old"
+        } else {
+            "c-new"
+        };
         assert_eq!(workload_of(f), expected, "{f:#?}");
     }
     assert_eq!(all.iter().filter(|f| f.flow.start_ns >= t1).count(), 2);
@@ -260,6 +303,9 @@ fn http_get(host: &str, path: &str) -> String {
     write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
     text
 }

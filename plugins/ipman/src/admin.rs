@@ -355,18 +355,15 @@ fn named(raw: &RawState) -> impl Iterator<Item = &str> {
 
 /// How many assignments and allocations there are.
 fn count(raw: &RawState) -> usize {
-    raw.assignments.len()
-        + raw
-            .shared_ipv4
-            .iter()
-            .map(|s| s.allocations.len())
-            .sum::<usize>()
+    let allocations: usize = raw.shared_ipv4.iter().map(|s| s.allocations.len()).sum();
+    raw.assignments.len() + allocations
 }
 
 fn defined(raw: &RawState, workload: &str) -> Result<(), AdminError> {
-    match raw.workloads.contains_key(workload) {
-        true => Ok(()),
-        false => Err(AdminError::UnknownWorkload(workload.to_owned())),
+    if raw.workloads.contains_key(workload) {
+        Ok(())
+    } else {
+        Err(AdminError::UnknownWorkload(workload.to_owned()))
     }
 }
 

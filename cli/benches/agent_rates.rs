@@ -1,0 +1,298 @@
+//! The capture agent under short-lived TCP connections at increasing rates.
+//!
+//! Runs the real `flowattr agent` (eBPF capture, the bundled `ipman` and
+//! `ec2-disk` plugins from a drop-in directory, JSON-lines output) as its own
+//! process, opens and closes loopback connections at each target rate for a
+//! few seconds, and prints per rate: connections made, flow records expected
+//! (one per client side, one per accepted server side) and written, loss, kernel drops, and
+//! the agent process's CPU time per 10,000 flows and as a share of one core.
+//!
+//! `cargo bench -p flowattr --bench agent_rates` (root; after `scripts/build`).
+
+use std::{
+    io::Read,
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use flowattr_model::FlowBatch;
+use flowattr_plugin_runtime::{install_plugin, manifest::Manifest};
+
+/// Target connection rates per second; the last is "as fast as possible".
+const RATES: [u64; 6] = [1_000, 2_000, 5_000, 10_000, 20_000, u64::MAX];
+const STEP: Duration = Duration::from_secs(3);
+const FIRST_PORT: u16 = 21_000;
+const SERVER_PORTS: u16 = 16;
+const GENERATORS: u64 = 2;
+const METRICS: &str = "127.0.0.1:19476";
+
+fn main() {
+    if effective_uid() != 0 {
+        eprintln!("agent_rates loads eBPF programs: run it as root");
+        std::process::exit(1);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let agent = Agent::start(&config, &tmp.path().join("flows.jsonl"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = serve(stop.clone());
+
+    println!(
+        "{:>10} {:>12} {:>10} {:>10} {:>10} {:>8} {:>12} {:>16} {:>12}",
+        "target/s",
+        "connections",
+        "made/s",
+        "expected",
+        "written",
+        "lost",
+        "kernel drops",
+        "CPU s/10k flows",
+        "CPU % core"
+    );
+    for rate in RATES {
+        let drops_before = kernel_drops();
+        let cpu_before = agent.cpu_seconds();
+        let accepted_before = accepted.load(Ordering::Relaxed);
+        let window_start = Instant::now();
+        let started_ns = unix_ns();
+        let made = generate(rate, STEP);
+        let ended_ns = unix_ns();
+        // Let the agent close and write the step's batches (max_age 1 s).
+        std::thread::sleep(Duration::from_millis(2500));
+        let cpu = agent.cpu_seconds() - cpu_before;
+        let window = window_start.elapsed().as_secs_f64();
+        let written = agent.flows_between(started_ns, ended_ns);
+        let expected = made + accepted.load(Ordering::Relaxed) - accepted_before;
+        let lost = expected.saturating_sub(written);
+        let target = if rate == u64::MAX {
+            "max".to_owned()
+        } else {
+            rate.to_string()
+        };
+        println!(
+            "{:>10} {:>12} {:>10.0} {:>10} {:>10} {:>8} {:>12} {:>16.4} {:>12.2}",
+            target,
+            made,
+            made as f64 / STEP.as_secs_f64(),
+            expected,
+            written,
+            lost,
+            kernel_drops() - drops_before,
+            cpu / written.max(1) as f64 * 10_000.0,
+            cpu / window * 100.0,
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    agent.stop();
+}
+
+/// The effective uid, from /proc/self/status.
+fn effective_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        })
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Installs the bundled identity plugins (the loopback address is IPMan's
+/// "bench" workload) and writes the agent's configuration.
+fn setup(tmp: &Path) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let plugins = tmp.join("plugins");
+    for (krate, state) in [("ipman", "state/ipman"), ("ec2-disk", "state/ec2")] {
+        let wasm_path = workspace.join(format!(
+            "target/wasm32-wasip2/release/{}.wasm",
+            krate.replace('-', "_")
+        ));
+        let wasm = std::fs::read(&wasm_path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build)", wasm_path.display()));
+        let template =
+            std::fs::read_to_string(workspace.join(format!("plugins/{krate}/{krate}.toml")))
+                .unwrap();
+        let mut manifest = Manifest::parse(&template).unwrap();
+        for grant in &mut manifest.capabilities.read_dirs {
+            grant.host = tmp.join(state);
+            std::fs::create_dir_all(&grant.host).unwrap();
+        }
+        install_plugin(&plugins, krate, &wasm, &mut manifest, "").unwrap();
+    }
+    std::fs::write(
+        tmp.join("state/ipman/state.json"),
+        r#"{"version": 1, "workloads": {"bench": {"app": "bench"}},
+            "assignments": [{"ip": "127.0.0.1", "workload": "bench", "since_ns": 0, "until_ns": null}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.join("state/ec2/instance-identity.json"),
+        r#"{"instanceId": "i-bench", "accountId": "1", "region": "local", "privateIp": "10.255.0.1"}"#,
+    )
+    .unwrap();
+    let config = tmp.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"bench\"\n[plugins]\ndirectory = \"{}\"\ncache_dir = \"{}\"\n[batch]\nmax_age = \"1s\"\n\
+             [output]\npath = \"{}\"\n[metrics]\nlisten = \"{METRICS}\"\n",
+            plugins.display(),
+            tmp.join("cache").display(),
+            tmp.join("flows.jsonl").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+struct Agent {
+    child: Child,
+    output: PathBuf,
+}
+
+impl Agent {
+    fn start(config: &Path, output: &Path) -> Agent {
+        let child = Command::new(env!("CARGO_BIN_EXE_flowattr"))
+            .args(["agent", "--config"])
+            .arg(config)
+            .spawn()
+            .expect("flowattr agent starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !output.exists() {
+            assert!(Instant::now() < deadline, "the agent did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Agent {
+            child,
+            output: output.to_owned(),
+        }
+    }
+
+    /// User plus system CPU seconds of the agent process so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields overall, in clock ticks (100 per second).
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+
+    /// Bench flows (a server port on either side) that started in the window.
+    fn flows_between(&self, from_ns: u64, to_ns: u64) -> u64 {
+        let ports = FIRST_PORT..FIRST_PORT + SERVER_PORTS;
+        std::fs::read_to_string(&self.output)
+            .unwrap()
+            .lines()
+            .flat_map(|l| {
+                serde_json::from_str::<FlowBatch>(l)
+                    .expect("a batch per line")
+                    .flows
+            })
+            .filter(|f| {
+                ports.contains(&f.flow.local.port()) || ports.contains(&f.flow.remote.port())
+            })
+            .filter(|f| (from_ns..=to_ns).contains(&f.flow.start_ns))
+            .count() as u64
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Listeners that accept and close at once; returns how many they accepted
+/// (a connection the listen queue dropped has no server side to report).
+fn serve(stop: Arc<AtomicBool>) -> Arc<AtomicU64> {
+    let accepted = Arc::new(AtomicU64::new(0));
+    for i in 0..SERVER_PORTS {
+        let listener = TcpListener::bind(("127.0.0.1", FIRST_PORT + i)).unwrap();
+        let stop = stop.clone();
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Ok(mut s) = stream {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    // Wait for the client's close so the client closes first
+                    // (its TIME_WAIT keeps server ports free).
+                    let _ = s.read(&mut [0u8; 1]);
+                }
+            }
+        });
+    }
+    accepted
+}
+
+/// Opens and closes connections at `rate` per second (paced per generator
+/// thread) for `duration`; returns how many completed.
+fn generate(rate: u64, duration: Duration) -> u64 {
+    let made = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..GENERATORS)
+        .map(|g| {
+            let made = made.clone();
+            std::thread::spawn(move || {
+                let interval = if rate == u64::MAX {
+                    Duration::ZERO
+                } else {
+                    Duration::from_nanos(1_000_000_000 * GENERATORS / rate)
+                };
+                let start = Instant::now();
+                let mut next = start;
+                let mut n = 0u64;
+                while start.elapsed() < duration {
+                    let port = FIRST_PORT + ((n + g) % SERVER_PORTS as u64) as u16;
+                    if TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_ok() {
+                        made.fetch_add(1, Ordering::Relaxed);
+                    }
+                    n += 1;
+                    next += interval;
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    made.load(Ordering::Relaxed)
+}
+
+/// Records the kernel could not hand over (ring buffer full, socket map full).
+fn kernel_drops() -> u64 {
+    let mut s = TcpStream::connect(METRICS).expect("agent metrics endpoint");
+    use std::io::Write;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {METRICS}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("flowattr_agent_dropped_total{reason=\"ring_buffer_full\"}")
+                || l.starts_with("flowattr_agent_dropped_total{reason=\"socket_map_full\"}")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
