@@ -10,15 +10,16 @@
 //! `cargo bench -p flowattr --bench agent_rates` (root; after `scripts/build`).
 
 use std::{
+    collections::HashSet,
     io::Read,
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command},
     sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use flowattr_model::FlowBatch;
@@ -58,18 +59,19 @@ fn main() {
     for rate in RATES {
         let drops_before = kernel_drops();
         let cpu_before = agent.cpu_seconds();
-        let accepted_before = accepted.load(Ordering::Relaxed);
+        accepted.lock().unwrap().clear();
         let window_start = Instant::now();
-        let started_ns = unix_ns();
         let made = generate(rate, STEP);
-        let ended_ns = unix_ns();
         // Let the agent close and write the step's batches (max_age 1 s).
         std::thread::sleep(Duration::from_millis(2500));
         let cpu = agent.cpu_seconds() - cpu_before;
         let window = window_start.elapsed().as_secs_f64();
-        let written = agent.flows_between(started_ns, ended_ns);
-        let expected = made + accepted.load(Ordering::Relaxed) - accepted_before;
-        let lost = expected.saturating_sub(written);
+        let accepted = std::mem::take(&mut *accepted.lock().unwrap());
+        let (clients, servers) = agent.written();
+        let expected = (made.len() + accepted.len()) as u64;
+        let lost = (made.difference(&clients).count() + accepted.difference(&servers).count()) as u64;
+        let written = expected - lost;
+        let made = made.len() as u64;
         let target = if rate == u64::MAX {
             "max".to_owned()
         } else {
@@ -89,7 +91,7 @@ fn main() {
         );
     }
     stop.store(true, Ordering::Relaxed);
-    agent.stop();
+    drop(agent);
 }
 
 /// The effective uid, from /proc/self/status.
@@ -103,13 +105,6 @@ fn effective_uid() -> u32 {
         })
         .and_then(|u| u.parse().ok())
         .unwrap_or(u32::MAX)
-}
-
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 /// Installs the bundled identity plugins (the loopback address is IPMan's
@@ -194,25 +189,30 @@ impl Agent {
         ticks as f64 / 100.0
     }
 
-    /// Bench flows (a server port on either side) that started in the window.
-    fn flows_between(&self, from_ns: u64, to_ns: u64) -> u64 {
+    /// The bench connections written so far, as (client port, server port),
+    /// client sides and server sides apart.
+    fn written(&self) -> (HashSet<(u16, u16)>, HashSet<(u16, u16)>) {
         let ports = FIRST_PORT..FIRST_PORT + SERVER_PORTS;
-        std::fs::read_to_string(&self.output)
-            .unwrap()
-            .lines()
-            .flat_map(|l| {
-                serde_json::from_str::<FlowBatch>(l)
-                    .expect("a batch per line")
-                    .flows
-            })
-            .filter(|f| {
-                ports.contains(&f.flow.local.port()) || ports.contains(&f.flow.remote.port())
-            })
-            .filter(|f| (from_ns..=to_ns).contains(&f.flow.start_ns))
-            .count() as u64
+        let (mut clients, mut servers) = (HashSet::new(), HashSet::new());
+        let text = std::fs::read_to_string(&self.output).unwrap();
+        for line in text.lines() {
+            let batch: FlowBatch = serde_json::from_str(line).expect("a batch per line");
+            for f in batch.flows {
+                let (local, remote) = (f.flow.local.port(), f.flow.remote.port());
+                if ports.contains(&remote) {
+                    clients.insert((local, remote));
+                } else if ports.contains(&local) {
+                    servers.insert((remote, local));
+                }
+            }
+        }
+        (clients, servers)
     }
 
-    fn stop(mut self) {
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
@@ -220,10 +220,13 @@ impl Agent {
     }
 }
 
-/// Listeners that accept and close at once; returns how many they accepted
-/// (a connection the listen queue dropped has no server side to report).
-fn serve(stop: Arc<AtomicBool>) -> Arc<AtomicU64> {
-    let accepted = Arc::new(AtomicU64::new(0));
+/// (client port, server port) of each connection one side saw.
+type Seen = Arc<Mutex<HashSet<(u16, u16)>>>;
+
+/// Listeners that accept and close at once; returns the connections they
+/// accepted (one the listen queue dropped has no server side to report).
+fn serve(stop: Arc<AtomicBool>) -> Seen {
+    let accepted = Seen::default();
     for i in 0..SERVER_PORTS {
         let listener = TcpListener::bind(("127.0.0.1", FIRST_PORT + i)).unwrap();
         let stop = stop.clone();
@@ -234,7 +237,9 @@ fn serve(stop: Arc<AtomicBool>) -> Arc<AtomicU64> {
                     return;
                 }
                 if let Ok(mut s) = stream {
-                    accepted.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(peer) = s.peer_addr() {
+                        accepted.lock().unwrap().insert((peer.port(), FIRST_PORT + i));
+                    }
                     // Wait for the client's close so the client closes first
                     // (its TIME_WAIT keeps server ports free).
                     let _ = s.read(&mut [0u8; 1]);
@@ -246,9 +251,9 @@ fn serve(stop: Arc<AtomicBool>) -> Arc<AtomicU64> {
 }
 
 /// Opens and closes connections at `rate` per second (paced per generator
-/// thread) for `duration`; returns how many completed.
-fn generate(rate: u64, duration: Duration) -> u64 {
-    let made = Arc::new(AtomicU64::new(0));
+/// thread) for `duration`; returns the connections made.
+fn generate(rate: u64, duration: Duration) -> HashSet<(u16, u16)> {
+    let made = Seen::default();
     let threads: Vec<_> = (0..GENERATORS)
         .map(|g| {
             let made = made.clone();
@@ -263,8 +268,10 @@ fn generate(rate: u64, duration: Duration) -> u64 {
                 let mut n = 0u64;
                 while start.elapsed() < duration {
                     let port = FIRST_PORT + ((n + g) % SERVER_PORTS as u64) as u16;
-                    if TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_ok() {
-                        made.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(s) = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+                        && let Ok(local) = s.local_addr()
+                    {
+                        made.lock().unwrap().insert((local.port(), port));
                     }
                     n += 1;
                     next += interval;
@@ -278,10 +285,11 @@ fn generate(rate: u64, duration: Duration) -> u64 {
     for t in threads {
         t.join().unwrap();
     }
-    made.load(Ordering::Relaxed)
+    std::mem::take(&mut *made.lock().unwrap())
 }
 
-/// Records the kernel could not hand over (ring buffer full, socket map full).
+/// Records the agent counted as lost or possibly lost, for every reason
+/// (ring buffer full, socket map full, skipped program runs, ...).
 fn kernel_drops() -> u64 {
     let mut s = TcpStream::connect(METRICS).expect("agent metrics endpoint");
     use std::io::Write;
@@ -289,10 +297,7 @@ fn kernel_drops() -> u64 {
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text.lines()
-        .filter(|l| {
-            l.starts_with("flowattr_agent_dropped_total{reason=\"ring_buffer_full\"}")
-                || l.starts_with("flowattr_agent_dropped_total{reason=\"socket_map_full\"}")
-        })
+        .filter(|l| l.starts_with("flowattr_agent_dropped_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }

@@ -51,6 +51,8 @@ pub struct AgentMetrics {
 struct ScrapeSources {
     kernel: Option<CounterReader>,
     kernel_seen: KernelCounters,
+    /// Skipped program runs already counted, by program.
+    skipped_seen: Vec<u64>,
     plugins: Vec<Arc<PluginDirectory>>,
 }
 
@@ -156,7 +158,8 @@ impl AgentMetrics {
     }
 
     fn refresh(&self) {
-        let mut sources = self.scrape.lock().unwrap();
+        let mut guard = self.scrape.lock().unwrap();
+        let sources = &mut *guard;
         if let Some(reader) = &sources.kernel {
             let now = reader.read();
             for counter in KernelCounter::ALL {
@@ -173,6 +176,20 @@ impl AgentMetrics {
                 }
             }
             sources.kernel_seen = now;
+            let skipped = reader.skipped_runs();
+            sources.skipped_seen.resize(skipped.len(), 0);
+            for (i, (program, runs)) in skipped.into_iter().enumerate() {
+                let delta = runs.saturating_sub(sources.skipped_seen[i]);
+                sources.skipped_seen[i] = runs;
+                self.kernel_events
+                    .get_or_create(&vec![("event", format!("skipped_runs_{program}"))])
+                    .inc_by(delta);
+                if program == flowattr_host_ebpf::names::STATE_PROGRAM {
+                    // A skipped state change can be a lost close: counted as
+                    // a possible drop, since which change it was is unknown.
+                    self.count_drop("program_run_skipped", delta);
+                }
+            }
         }
         for directory in &sources.plugins {
             for plugin in directory.all() {

@@ -5,8 +5,8 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -56,16 +56,48 @@ struct RuntimeInner {
     linker: Linker<PluginState>,
     cache_dir: Option<PathBuf>,
     clock: Arc<dyn Clock>,
-    ticker_stop: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
 }
 
 impl Drop for RuntimeInner {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+        self.ticker.stop.store(true, Ordering::Relaxed);
+        let _lock = self.ticker.lock.lock().unwrap();
+        self.ticker.wake.notify_one();
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] while at least one call
+/// runs, and sleeps otherwise, so an idle host pays no wakeups for deadlines.
+#[derive(Default)]
+struct Ticker {
+    active: AtomicUsize,
+    stop: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+/// Keeps the epoch ticking while a plugin call runs.
+pub(crate) struct Ticking<'a>(&'a Ticker);
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl Runtime {
+    /// Keeps call deadlines counting until the guard drops; hold it around
+    /// every call into a plugin.
+    pub(crate) fn ticking(&self) -> Ticking<'_> {
+        let ticker = &*self.inner.ticker;
+        if ticker.active.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _lock = ticker.lock.lock().unwrap();
+            ticker.wake.notify_one();
+        }
+        Ticking(ticker)
+    }
+
     /// Builds the engine and starts its epoch ticker.
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
         let mut wasm = Config::new();
@@ -84,8 +116,8 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("cannot link the host interface")?;
 
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_ticker(engine.clone(), ticker_stop.clone())?;
+        let ticker = Arc::new(Ticker::default());
+        spawn_ticker(engine.clone(), ticker.clone())?;
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the compile cache {}", dir.display()))?;
@@ -96,7 +128,7 @@ impl Runtime {
                 linker,
                 cache_dir: config.cache_dir,
                 clock: config.clock,
-                ticker_stop,
+                ticker,
             }),
         })
     }
@@ -152,11 +184,22 @@ impl Runtime {
     }
 }
 
-fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn spawn_ticker(engine: Engine, ticker: Arc<Ticker>) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("wasm-epoch".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            loop {
+                {
+                    let mut lock = ticker.lock.lock().unwrap();
+                    while ticker.active.load(Ordering::SeqCst) == 0
+                        && !ticker.stop.load(Ordering::Relaxed)
+                    {
+                        lock = ticker.wake.wait(lock).unwrap();
+                    }
+                }
+                if ticker.stop.load(Ordering::Relaxed) {
+                    return;
+                }
                 std::thread::sleep(EPOCH_TICK);
                 engine.increment_epoch();
             }

@@ -399,7 +399,9 @@ impl Plugin {
             .set_epoch_deadline(deadline_ticks(self.manifest.limits.call_timeout_ms));
         live.store.data_mut().take_memory_exceeded();
         let started = Instant::now();
+        let ticking = self.runtime.ticking();
         let result = f(&mut live.store, &live.exports);
+        drop(ticking);
         Counters::add(&self.counters.busy_ns, started.elapsed().as_nanos() as u64);
         match result {
             Ok(Ok(v)) => {
@@ -452,6 +454,7 @@ impl Plugin {
         store.set_epoch_deadline(deadline_ticks(
             self.manifest.limits.call_timeout_ms.saturating_mul(10),
         ));
+        let _ticking = self.runtime.ticking();
         let (exports, init) = match &self.pre {
             KindPre::Identity(pre) => {
                 let b = pre.instantiate(&mut store).map_err(failed)?;

@@ -4,6 +4,7 @@
 pub mod btf;
 mod decode;
 mod offsets;
+mod program_stats;
 mod system;
 
 use std::time::Duration;
@@ -71,9 +72,13 @@ pub enum CaptureError {
 /// Kernel counters summed over CPUs, indexed like [`Counter::ALL`].
 pub type KernelCounters = [u64; Counter::COUNT as usize];
 
-/// Reads the programs' per-CPU counters.
+/// Reads the programs' per-CPU counters and the kernel's per-program skip
+/// counts.
 pub struct CounterReader {
     map: PerCpuArray<MapData, u64>,
+    /// Duplicates of the programs' fds (the programs stay loaded while the
+    /// capture runs).
+    programs: Vec<(&'static str, std::os::fd::OwnedFd)>,
 }
 
 impl CounterReader {
@@ -86,6 +91,16 @@ impl CounterReader {
             }
         }
         totals
+    }
+
+    /// Per program, the runs the kernel skipped (see
+    /// [`program_stats::recursion_misses`]).
+    pub fn skipped_runs(&self) -> Vec<(&'static str, u64)> {
+        use std::os::fd::AsFd as _;
+        self.programs
+            .iter()
+            .map(|(name, fd)| (*name, program_stats::recursion_misses(fd.as_fd()).unwrap_or(0)))
+            .collect()
     }
 }
 
@@ -134,13 +149,24 @@ impl Capture {
             .take_map(names::COUNTERS)
             .and_then(|m| PerCpuArray::try_from(m).ok())
             .ok_or(CaptureError::Missing(names::COUNTERS))?;
+        let mut programs = Vec::new();
+        for name in [names::STATE_PROGRAM, names::SEND_PROGRAM, names::RECV_PROGRAM] {
+            let fd = ebpf
+                .program(name)
+                .and_then(|p| p.fd().ok())
+                .ok_or(CaptureError::Missing(name))?;
+            programs.push((name, std::os::fd::AsFd::as_fd(fd).try_clone_to_owned()?));
+        }
         // SAFETY: the ring buffer owns its map fd and moves into the AsyncFd,
         // so the fd stays open and the same for the AsyncFd's whole life.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
         Ok(Capture {
             ring,
-            counters: Some(CounterReader { map: counters }),
+            counters: Some(CounterReader {
+                map: counters,
+                programs,
+            }),
             malformed: 0,
             _ebpf: ebpf,
         })
