@@ -4,6 +4,7 @@
 mod agent;
 mod ipman;
 mod plugin;
+mod show;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,8 @@ enum Command {
     /// Check, run and install Wasm plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Print flow batches (JSON lines, as the agent writes them) as a table.
+    Show(show::ShowArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => agent::run(args),
         Command::Ipman(cmd) => ipman::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Show(args) => show::run(args),
     };
     match result {
         Ok(code) => code,

@@ -99,7 +99,12 @@ impl CounterReader {
         use std::os::fd::AsFd as _;
         self.programs
             .iter()
-            .map(|(name, fd)| (*name, program_stats::recursion_misses(fd.as_fd()).unwrap_or(0)))
+            .map(|(name, fd)| {
+                (
+                    *name,
+                    program_stats::recursion_misses(fd.as_fd()).unwrap_or(0),
+                )
+            })
             .collect()
     }
 }
@@ -150,7 +155,11 @@ impl Capture {
             .and_then(|m| PerCpuArray::try_from(m).ok())
             .ok_or(CaptureError::Missing(names::COUNTERS))?;
         let mut programs = Vec::new();
-        for name in [names::STATE_PROGRAM, names::SEND_PROGRAM, names::RECV_PROGRAM] {
+        for name in [
+            names::STATE_PROGRAM,
+            names::SEND_PROGRAM,
+            names::RECV_PROGRAM,
+        ] {
             let fd = ebpf
                 .program(name)
                 .and_then(|p| p.fd().ok())
