@@ -9,7 +9,9 @@
 //!
 //! `cargo bench -p flowattr --bench agent_rates` (root; after `scripts/build`).
 //! Counted drops are records the agent itself reports lost or possibly lost
-//! (`flowattr_agent_dropped_total`), so "lost" should never exceed them.
+//! (`flowattr_agent_dropped_total`), so "lost" should never exceed them;
+//! "recovered" are final records emitted at socket destruction because the
+//! kernel skipped the program at the close.
 
 use std::{
     collections::HashSet,
@@ -55,7 +57,7 @@ fn main() {
     let accepted = serve(stop.clone());
 
     println!(
-        "{:>10} {:>12} {:>10} {:>10} {:>10} {:>8} {:>12} {:>16} {:>12}",
+        "{:>10} {:>12} {:>10} {:>10} {:>10} {:>8} {:>13} {:>10} {:>16} {:>12}",
         "target/s",
         "connections",
         "made/s",
@@ -63,11 +65,13 @@ fn main() {
         "written",
         "lost",
         "counted drops",
+        "recovered",
         "CPU s/10k flows",
         "CPU % core"
     );
     for &rate in rates {
-        let drops_before = kernel_drops();
+        let drops_before = counted_drops();
+        let recovered_before = recovered();
         let cpu_before = agent.cpu_seconds();
         accepted.lock().unwrap().clear();
         let window_start = Instant::now();
@@ -89,14 +93,15 @@ fn main() {
             rate.to_string()
         };
         println!(
-            "{:>10} {:>12} {:>10.0} {:>10} {:>10} {:>8} {:>12} {:>16.4} {:>12.2}",
+            "{:>10} {:>12} {:>10.0} {:>10} {:>10} {:>8} {:>13} {:>10} {:>16.4} {:>12.2}",
             target,
             made,
             made as f64 / step.as_secs_f64(),
             expected,
             written,
             lost,
-            kernel_drops() - drops_before,
+            counted_drops() - drops_before,
+            recovered() - recovered_before,
             cpu / written.max(1) as f64 * 10_000.0,
             cpu / window * 100.0,
         );
@@ -301,15 +306,30 @@ fn generate(rate: u64, duration: Duration) -> HashSet<(u16, u16)> {
     std::mem::take(&mut *made.lock().unwrap())
 }
 
-/// Records the agent counted as lost or possibly lost, for every reason
-/// (ring buffer full, socket map full, skipped program runs, ...).
-fn kernel_drops() -> u64 {
+/// Final records the agent recovered at socket destruction because the
+/// kernel skipped its program at the close.
+fn recovered() -> u64 {
+    metric_lines()
+        .iter()
+        .filter(|l| l.starts_with("flowattr_agent_kernel_events_total{event=\"close_recovered\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn metric_lines() -> Vec<String> {
     let mut s = TcpStream::connect(METRICS).expect("agent metrics endpoint");
     use std::io::Write;
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {METRICS}\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    text.lines()
+    text.lines().map(str::to_owned).collect()
+}
+
+/// Records the agent counted as lost or possibly lost, for every reason
+/// (ring buffer full, socket map full, skipped program runs, ...).
+fn counted_drops() -> u64 {
+    metric_lines()
+        .iter()
         .filter(|l| l.starts_with("flowattr_agent_dropped_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()

@@ -2,11 +2,14 @@
 //! programs (`src/main.rs`, target `bpfel-unknown-none`) write and the agent
 //! (`host`) reads. Defined once here, `no_std`, used by both sides.
 //!
-//! The programs follow every TCP socket through the `sock/inet_sock_set_state`
-//! tracepoint and emit one [`FlowEvent`] when it closes, plus an interval
-//! record (`end == End::Ongoing`) from the `sock/sock_send_length` and
-//! `sock/sock_recv_length` tracepoints when a live connection has not been
-//! reported for `report_interval_ns`. Byte and
+//! The programs follow every TCP socket through the `inet_sock_set_state`
+//! raw tracepoint and emit one [`FlowEvent`] when it closes, plus an interval
+//! record (`end == End::Ongoing`) from the `sock_send_length` and
+//! `sock_recv_length` raw tracepoints when a live connection has not been
+//! reported for `report_interval_ns`. `tcp_destroy_sock` is the backstop: a
+//! connected socket whose close (or whole life) the kernel skipped — it does
+//! not run a program that is already running on that CPU, and a task can be
+//! preempted inside one — gets its final record when it is destroyed. Byte and
 //! segment counts in a record are what happened since the socket's previous
 //! record, so the records of one connection sum to its totals.
 
@@ -36,9 +39,26 @@ pub struct KernelOffsets {
     pub sock_net: u32,
     /// `net.ns.inum` (u32): the network namespace's inode number.
     pub net_ns_inum: u32,
-    /// `sock.__sk_common.skc_flags` (unsigned long): bit `SOCK_DONE` says the peer's FIN
-    /// arrived.
+    /// `sock.__sk_common.skc_flags` (unsigned long): bit `SOCK_DONE` says the
+    /// peer's FIN arrived.
     pub sock_flags: u32,
+    /// `sock.sk_protocol` (u16).
+    pub sock_protocol: u32,
+    /// `sock.__sk_common.skc_family` (u16).
+    pub skc_family: u32,
+    /// `inet_sock.inet_sport` (u16, the local port, big-endian). Not
+    /// `skc_num`: the kernel clears that before the final state change.
+    pub inet_sport: u32,
+    /// `sock.__sk_common.skc_dport` (u16, the remote port, big-endian).
+    pub skc_dport: u32,
+    /// `inet_sock.inet_saddr` (IPv4, big-endian).
+    pub inet_saddr: u32,
+    /// `sock.__sk_common.skc_daddr` (IPv4, big-endian).
+    pub skc_daddr: u32,
+    /// `sock.__sk_common.skc_v6_rcv_saddr` (16 bytes).
+    pub skc_v6_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_v6_daddr` (16 bytes).
+    pub skc_v6_daddr: u32,
 }
 
 /// The programs' settings, written into their `CONFIG` global at load.
@@ -141,7 +161,10 @@ pub struct SocketState {
     pub reported: Reported,
     /// The socket's TCP state after its last transition.
     pub tcp_state: u32,
-    pub reserved: u32,
+    /// 1 once the final record is out: the entry stays until the socket is
+    /// destroyed, so `tcp_destroy_sock` can tell a socket it reported from
+    /// one it never saw.
+    pub closed: u32,
 }
 
 /// Indexes of the per-CPU `COUNTERS` array. Every event the programs see or
@@ -164,11 +187,15 @@ pub enum Counter {
     /// Kernel memory reads that failed (the record is still emitted, with
     /// the field zero).
     ReadFailed = 6,
+    /// Final records emitted when the socket was destroyed, because the
+    /// kernel skipped our program at its close or for its whole life (see
+    /// `tcp_destroy_sock`).
+    CloseRecovered = 7,
 }
 
 impl Counter {
     /// Number of counters (the `COUNTERS` array's length).
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
     /// All counters, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::StateChanges,
@@ -178,6 +205,7 @@ impl Counter {
         Counter::SocketMapFull,
         Counter::StartUnseen,
         Counter::ReadFailed,
+        Counter::CloseRecovered,
     ];
 
     /// Stable snake_case name, used in metrics.
@@ -190,6 +218,7 @@ impl Counter {
             Counter::SocketMapFull => "socket_map_full",
             Counter::StartUnseen => "start_unseen",
             Counter::ReadFailed => "read_failed",
+            Counter::CloseRecovered => "close_recovered",
         }
     }
 }
@@ -203,33 +232,13 @@ pub mod names {
     pub const STATE_PROGRAM: &str = "inet_sock_set_state";
     pub const SEND_PROGRAM: &str = "sock_send_length";
     pub const RECV_PROGRAM: &str = "sock_recv_length";
+    pub const DESTROY_PROGRAM: &str = "tcp_destroy_sock";
+    /// Every program, each attached to the raw tracepoint of its name.
+    pub const PROGRAMS: [&str; 4] = [STATE_PROGRAM, SEND_PROGRAM, RECV_PROGRAM, DESTROY_PROGRAM];
     /// Default capacity of `SOCKETS` (live TCP sockets tracked at once).
     pub const DEFAULT_MAX_SOCKETS: u32 = 65_536;
     /// Default size of the `FLOWS` ring buffer in bytes (a power of two).
     pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
-}
-
-/// Field offsets of the `sock/inet_sock_set_state` tracepoint record (its
-/// `format` file in tracefs; stable since Linux 4.16).
-pub mod tracepoint {
-    pub const SKADDR: usize = 8;
-    pub const OLDSTATE: usize = 16;
-    pub const NEWSTATE: usize = 20;
-    pub const SPORT: usize = 24;
-    pub const DPORT: usize = 26;
-    pub const FAMILY: usize = 28;
-    pub const PROTOCOL: usize = 30;
-    pub const SADDR: usize = 32;
-    pub const DADDR: usize = 36;
-    pub const SADDR_V6: usize = 40;
-    pub const DADDR_V6: usize = 56;
-}
-
-/// Field offsets shared by the `sock/sock_send_length` and
-/// `sock/sock_recv_length` tracepoint records.
-pub mod socket_io {
-    pub const SK: usize = 8;
-    pub const PROTOCOL: usize = 18;
 }
 
 #[cfg(feature = "user")]
@@ -250,8 +259,8 @@ mod tests {
 
     #[test]
     fn shared_types_have_no_implicit_padding() {
-        assert_eq!(size_of::<KernelOffsets>(), 10 * 4);
-        assert_eq!(size_of::<CaptureConfig>(), 8 + 40);
+        assert_eq!(size_of::<KernelOffsets>(), 18 * 4);
+        assert_eq!(size_of::<CaptureConfig>(), 8 + 72);
         assert_eq!(size_of::<FlowEvent>(), 32 + 5 * 8 + 6 * 4 + 2 * 2 + 4);
         assert_eq!(size_of::<Reported>(), 2 * 8 + 4 * 4 + 8);
         assert_eq!(

@@ -1,13 +1,18 @@
 //! The capture agent's eBPF programs. Built with
 //! `--features programs --target bpfel-unknown-none` by `host/build.rs`.
 //!
-//! * `inet_sock_set_state` (tracepoint) starts tracking a socket when it
-//!   begins a connect or is created by an accept, and emits its final record
-//!   when it reaches `TCP_CLOSE`;
-//! * `sock_send_length` / `sock_recv_length` (tracepoints, after every send
-//!   and receive call) record the process that uses an accepted socket, and
-//!   emit an interval record for a live connection that has not been
-//!   reported for `CONFIG.report_interval_ns`.
+//! * `inet_sock_set_state` starts tracking a socket when it begins a connect
+//!   or is created by an accept, and emits its final record when it reaches
+//!   `TCP_CLOSE`;
+//! * `sock_send_length` / `sock_recv_length` (after every send and receive
+//!   call) record the process that uses an accepted socket, and emit an
+//!   interval record for a live connection that has not been reported for
+//!   `CONFIG.report_interval_ns`.
+//!
+//! All three are raw tracepoints: the kernel guards each raw tracepoint
+//! program against nesting on its own, whereas classic tracepoint programs
+//! share one per-CPU guard, so one of ours running in process context made
+//! the kernel skip another hit in softirq (a lost close).
 
 #![no_std]
 #![no_main]
@@ -17,13 +22,13 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
     },
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use flowattr_host_ebpf::{
     CaptureConfig, Counter, End, FLAG_START_UNSEEN, FlowEvent, Initiator, KernelOffsets, Reported,
-    SocketState, names, socket_io, tracepoint as tp,
+    SocketState, names,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -62,6 +67,14 @@ static CONFIG: CaptureConfig = CaptureConfig {
         sock_net: 0,
         net_ns_inum: 0,
         sock_flags: 0,
+        sock_protocol: 0,
+        skc_family: 0,
+        inet_sport: 0,
+        skc_dport: 0,
+        inet_saddr: 0,
+        skc_daddr: 0,
+        skc_v6_rcv_saddr: 0,
+        skc_v6_daddr: 0,
     },
 };
 
@@ -113,52 +126,47 @@ fn netns_inum(sk: u64, offsets: &KernelOffsets) -> u32 {
     read_kernel(net, offsets.net_ns_inum)
 }
 
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> u32 {
     let _ = on_state_change(&ctx);
     0
 }
 
 #[inline(always)]
-fn on_state_change(ctx: &TracePointContext) -> Result<(), i64> {
-    // SAFETY: offsets of the tracepoint's record format.
-    let protocol: u16 = unsafe { ctx.read_at(tp::PROTOCOL)? };
+fn on_state_change(ctx: &RawTracePointContext) -> Result<(), i64> {
+    // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+    let sk: u64 = ctx.arg(0);
+    let protocol: u16 = read_kernel(sk, config().offsets.sock_protocol);
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
     count(Counter::StateChanges);
-    let sk: u64 = unsafe { ctx.read_at(tp::SKADDR)? };
-    let old: i32 = unsafe { ctx.read_at(tp::OLDSTATE)? };
-    let new: i32 = unsafe { ctx.read_at(tp::NEWSTATE)? };
+    let old = ctx.arg::<u64>(1) as i32;
+    let new = ctx.arg::<u64>(2) as i32;
     let now = unsafe { bpf_ktime_get_ns() };
     match new {
-        TCP_SYN_SENT => start(ctx, sk, Initiator::Local, now),
-        TCP_SYN_RECV => start(ctx, sk, Initiator::Remote, now),
-        TCP_CLOSE if old != TCP_LISTEN => finish(ctx, sk, old, now),
+        TCP_SYN_SENT => start(sk, Initiator::Local, now),
+        TCP_SYN_RECV => start(sk, Initiator::Remote, now),
+        TCP_CLOSE if old != TCP_LISTEN => finish(sk, old, now),
         TCP_LISTEN | TCP_CLOSE => Ok(()),
         _ => {
             if SOCKETS.get_ptr(sk).is_none() {
-                track_unseen(ctx, sk, now)?;
+                track_unseen(sk, old, now)?;
             }
             if let Some(state) = SOCKETS.get_ptr_mut(sk) {
                 // SAFETY: a live map value of this socket.
                 let state = unsafe { &mut *state };
                 state.tcp_state = new as u32;
-                endpoints(ctx, &mut state.template)?;
+                endpoints(sk, &mut state.template)?;
             }
             Ok(())
         }
     }
 }
 
-/// The record skeleton for a socket, from the tracepoint's addresses.
+/// The record skeleton for a socket.
 #[inline(always)]
-fn template(
-    ctx: &TracePointContext,
-    sk: u64,
-    initiator: Initiator,
-    now: u64,
-) -> Result<FlowEvent, i64> {
+fn template(sk: u64, initiator: Initiator, now: u64) -> Result<FlowEvent, i64> {
     let mut event = FlowEvent {
         local_addr: [0; 16],
         remote_addr: [0; 16],
@@ -180,28 +188,29 @@ fn template(
         end: End::Closed as u8,
         flags: 0,
     };
-    endpoints(ctx, &mut event)?;
+    endpoints(sk, &mut event)?;
     Ok(event)
 }
 
-/// Copies the tracepoint's addresses and ports into `event`. Called on every
+/// Copies the socket's addresses and ports into `event`. Called on every
 /// transition: a connecting socket gets its local port after `SYN_SENT`.
 #[inline(always)]
-fn endpoints(ctx: &TracePointContext, event: &mut FlowEvent) -> Result<(), i64> {
-    event.local_port = unsafe { ctx.read_at(tp::SPORT)? };
-    event.remote_port = unsafe { ctx.read_at(tp::DPORT)? };
-    let family: u16 = unsafe { ctx.read_at(tp::FAMILY)? };
+fn endpoints(sk: u64, event: &mut FlowEvent) -> Result<(), i64> {
+    let o = config().offsets;
+    event.local_port = u16::from_be(read_kernel(sk, o.inet_sport));
+    event.remote_port = u16::from_be(read_kernel(sk, o.skc_dport));
+    let family: u16 = read_kernel(sk, o.skc_family);
     match family {
         AF_INET => {
-            let local: [u8; 4] = unsafe { ctx.read_at(tp::SADDR)? };
-            let remote: [u8; 4] = unsafe { ctx.read_at(tp::DADDR)? };
+            let local: [u8; 4] = read_kernel(sk, o.inet_saddr);
+            let remote: [u8; 4] = read_kernel(sk, o.skc_daddr);
             event.local_addr[..4].copy_from_slice(&local);
             event.remote_addr[..4].copy_from_slice(&remote);
             event.ip_version = 4;
         }
         AF_INET6 => {
-            event.local_addr = unsafe { ctx.read_at(tp::SADDR_V6)? };
-            event.remote_addr = unsafe { ctx.read_at(tp::DADDR_V6)? };
+            event.local_addr = read_kernel(sk, o.skc_v6_rcv_saddr);
+            event.remote_addr = read_kernel(sk, o.skc_v6_daddr);
             event.ip_version = 6;
         }
         _ => return Err(0),
@@ -220,7 +229,7 @@ fn track(sk: u64, template: FlowEvent, tcp_state: i32, now: u64) {
             ..Reported::default()
         },
         tcp_state: tcp_state as u32,
-        reserved: 0,
+        closed: 0,
     };
     if SOCKETS.insert(sk, state, 0).is_err() {
         count(Counter::SocketMapFull);
@@ -228,8 +237,8 @@ fn track(sk: u64, template: FlowEvent, tcp_state: i32, now: u64) {
 }
 
 #[inline(always)]
-fn start(ctx: &TracePointContext, sk: u64, initiator: Initiator, now: u64) -> Result<(), i64> {
-    let mut event = template(ctx, sk, initiator, now)?;
+fn start(sk: u64, initiator: Initiator, now: u64) -> Result<(), i64> {
+    let mut event = template(sk, initiator, now)?;
     if initiator == Initiator::Local {
         // connect() runs in the calling process.
         event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -244,26 +253,28 @@ fn start(ctx: &TracePointContext, sk: u64, initiator: Initiator, now: u64) -> Re
 }
 
 #[inline(always)]
-fn track_unseen(ctx: &TracePointContext, sk: u64, now: u64) -> Result<(), i64> {
-    let mut event = template(ctx, sk, Initiator::Unknown, now)?;
+fn track_unseen(sk: u64, tcp_state: i32, now: u64) -> Result<(), i64> {
+    let mut event = template(sk, Initiator::Unknown, now)?;
     event.flags |= FLAG_START_UNSEEN;
     count(Counter::StartUnseen);
-    let tcp_state: i32 = unsafe { ctx.read_at(tp::OLDSTATE)? };
     track(sk, event, tcp_state, now);
     Ok(())
 }
 
 #[inline(always)]
-fn finish(ctx: &TracePointContext, sk: u64, old: i32, now: u64) -> Result<(), i64> {
+fn finish(sk: u64, old: i32, now: u64) -> Result<(), i64> {
     if SOCKETS.get_ptr(sk).is_none() {
-        track_unseen(ctx, sk, now)?;
+        track_unseen(sk, old, now)?;
     }
     let Some(state) = SOCKETS.get_ptr_mut(sk) else {
         return Ok(());
     };
-    // SAFETY: the map value stays valid until removed below.
+    // SAFETY: a live map value of this socket.
     let state = unsafe { &mut *state };
-    endpoints(ctx, &mut state.template)?;
+    if state.closed != 0 {
+        return Ok(());
+    }
+    endpoints(sk, &mut state.template)?;
     let err: i32 = read_kernel(sk, config().offsets.sock_err);
     let end = match old {
         TCP_SYN_SENT if err == ECONNREFUSED => End::Refused,
@@ -277,7 +288,8 @@ fn finish(ctx: &TracePointContext, sk: u64, old: i32, now: u64) -> Result<(), i6
     let fin_acked =
         old == TCP_FIN_WAIT2 || ((old == TCP_LAST_ACK || old == TCP_CLOSING) && err == 0);
     emit(state, sk, end, fin_acked, now);
-    let _ = SOCKETS.remove(sk);
+    state.closed = 1;
+    state.tcp_state = TCP_CLOSE as u32;
     Ok(())
 }
 
@@ -329,14 +341,44 @@ fn emit(state: &mut SocketState, sk: u64, end: End, fin_acked: bool, now: u64) {
     };
 }
 
-#[tracepoint]
-pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+/// The socket is being destroyed: forget it. Normally its record went out at
+/// `TCP_CLOSE`. If not, the kernel skipped that run (it does not run a
+/// program already running on that CPU, and a task can be preempted inside
+/// one), so emit it now: from the last state seen if the socket is tracked,
+/// or as a socket first seen now if its whole life was skipped. Sockets that
+/// never had a peer (listeners, never connected) have nothing to report.
+#[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> u32 {
+    // TP_PROTO(struct sock *sk)
+    let sk: u64 = ctx.arg(0);
+    let now = unsafe { bpf_ktime_get_ns() };
+    match SOCKETS.get_ptr(sk) {
+        // SAFETY: a live map value of this socket.
+        Some(state) if unsafe { (*state).closed } != 0 => {}
+        Some(state) => {
+            count(Counter::CloseRecovered);
+            let _ = finish(sk, unsafe { (*state).tcp_state } as i32, now);
+        }
+        None => {
+            let remote_port: u16 = read_kernel(sk, config().offsets.skc_dport);
+            if remote_port != 0 {
+                count(Counter::CloseRecovered);
+                let _ = finish(sk, TCP_CLOSE, now);
+            }
+        }
+    }
+    let _ = SOCKETS.remove(sk);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send_length(ctx: RawTracePointContext) -> u32 {
     let _ = on_socket_io(&ctx);
     0
 }
 
-#[tracepoint]
-pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv_length(ctx: RawTracePointContext) -> u32 {
     let _ = on_socket_io(&ctx);
     0
 }
@@ -345,18 +387,18 @@ pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
 /// (accepted sockets are created in softirq context, where the process is
 /// unknown), and report the connection if it is due.
 #[inline(always)]
-fn on_socket_io(ctx: &TracePointContext) -> Result<(), i64> {
-    // SAFETY: offsets of the tracepoints' record format.
-    let protocol: u16 = unsafe { ctx.read_at(socket_io::PROTOCOL)? };
-    if protocol != IPPROTO_TCP {
-        return Ok(());
-    }
-    let sk: u64 = unsafe { ctx.read_at(socket_io::SK)? };
+fn on_socket_io(ctx: &RawTracePointContext) -> Result<(), i64> {
+    // TP_PROTO(struct sock *sk, int ret, int flags); only tracked sockets
+    // (TCP) are in the map, so no protocol check is needed.
+    let sk: u64 = ctx.arg(0);
     let Some(state) = SOCKETS.get_ptr_mut(sk) else {
         return Ok(());
     };
     // SAFETY: a live map value of this socket.
     let state = unsafe { &mut *state };
+    if state.closed != 0 {
+        return Ok(());
+    }
     if state.template.pid == 0 {
         state.template.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
         state.template.cgroup_id = unsafe { bpf_get_current_cgroup_id() };

@@ -184,9 +184,10 @@ impl AgentMetrics {
                 self.kernel_events
                     .get_or_create(&vec![("event", format!("skipped_runs_{program}"))])
                     .inc_by(delta);
-                if program == flowattr_host_ebpf::names::STATE_PROGRAM {
-                    // A skipped state change can be a lost close: counted as
-                    // a possible drop, since which change it was is unknown.
+                if program == flowattr_host_ebpf::names::DESTROY_PROGRAM {
+                    // A skipped close is recovered at destruction; a skipped
+                    // destruction may have been that recovery: counted as a
+                    // possible drop (an upper bound).
                     self.count_drop("program_run_skipped", delta);
                 }
             }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::RawTracePoint,
 };
 use flowattr_host_ebpf::{CaptureConfig, Counter, FlowEvent, names};
 use tokio::io::unix::AsyncFd;
@@ -136,14 +136,10 @@ impl Capture {
             .load(PROGRAMS)?;
 
         let attach_err = |name| move |source| CaptureError::Attach { name, source };
-        for name in [
-            names::STATE_PROGRAM,
-            names::SEND_PROGRAM,
-            names::RECV_PROGRAM,
-        ] {
-            let io: &mut TracePoint = program(&mut ebpf, name)?;
-            io.load().map_err(attach_err(name))?;
-            io.attach("sock", name).map_err(attach_err(name))?;
+        for name in names::PROGRAMS {
+            let hook: &mut RawTracePoint = program(&mut ebpf, name)?;
+            hook.load().map_err(attach_err(name))?;
+            hook.attach(name).map_err(attach_err(name))?;
         }
 
         let ring = ebpf
@@ -155,11 +151,7 @@ impl Capture {
             .and_then(|m| PerCpuArray::try_from(m).ok())
             .ok_or(CaptureError::Missing(names::COUNTERS))?;
         let mut programs = Vec::new();
-        for name in [
-            names::STATE_PROGRAM,
-            names::SEND_PROGRAM,
-            names::RECV_PROGRAM,
-        ] {
+        for name in names::PROGRAMS {
             let fd = ebpf
                 .program(name)
                 .and_then(|p| p.fd().ok())
@@ -190,18 +182,14 @@ impl Capture {
     pub async fn read(&mut self, out: &mut Vec<FlowEvent>) -> std::io::Result<()> {
         loop {
             let mut guard = self.ring.readable_mut().await?;
-            let ring = guard.get_inner_mut();
             let before = out.len();
-            while let Some(item) = ring.next() {
-                if item.len() < size_of::<FlowEvent>() {
-                    self.malformed += 1;
-                    continue;
-                }
-                // SAFETY: the kernel wrote a FlowEvent (plain integers) here and
-                // the entry is long enough; read_unaligned copes with alignment.
-                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
-            }
+            self.malformed += drain(guard.get_inner_mut(), out);
             guard.clear_ready();
+            // The kernel wakes the reader only when it had caught up. A record
+            // submitted between the last read and `clear_ready` woke us before
+            // we cleared, so look once more, or it would wait for the next
+            // wakeup (which might not come while the buffer is not empty).
+            self.malformed += drain(guard.get_inner_mut(), out);
             if out.len() > before {
                 return Ok(());
             }
@@ -212,6 +200,22 @@ impl Capture {
     pub fn malformed(&self) -> u64 {
         self.malformed
     }
+}
+
+/// Appends every record in the ring to `out`; returns how many entries were
+/// too short to be a record.
+fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<FlowEvent>) -> u64 {
+    let mut malformed = 0;
+    while let Some(item) = ring.next() {
+        if item.len() < size_of::<FlowEvent>() {
+            malformed += 1;
+            continue;
+        }
+        // SAFETY: the kernel wrote a FlowEvent (plain integers) here and the
+        // entry is long enough; read_unaligned copes with alignment.
+        out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+    }
+    malformed
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>

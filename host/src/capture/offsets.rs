@@ -46,6 +46,14 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
         sock_net: field("sock.__sk_common.skc_net", 8)?,
         net_ns_inum: field("net.ns.inum", 4)?,
         sock_flags: field("sock.__sk_common.skc_flags", 8)?,
+        sock_protocol: field("sock.sk_protocol", 2)?,
+        skc_family: field("sock.__sk_common.skc_family", 2)?,
+        inet_sport: field("inet_sock.inet_sport", 2)?,
+        skc_dport: field("sock.__sk_common.skc_dport", 2)?,
+        inet_saddr: field("inet_sock.inet_saddr", 4)?,
+        skc_daddr: field("sock.__sk_common.skc_daddr", 4)?,
+        skc_v6_rcv_saddr: field("sock.__sk_common.skc_v6_rcv_saddr", 16)?,
+        skc_v6_daddr: field("sock.__sk_common.skc_v6_daddr", 16)?,
     })
 }
 
