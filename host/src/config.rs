@@ -60,7 +60,7 @@ impl Default for CaptureConfig {
             max_sockets: d.max_sockets,
             ring_buffer_bytes: d.ring_buffer_bytes,
             report_interval: d.report_interval,
-            poll_interval: Duration::from_millis(20),
+            poll_interval: Duration::from_millis(100),
         }
     }
 }
