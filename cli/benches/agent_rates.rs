@@ -214,7 +214,7 @@ impl Agent {
 
     /// The bench connections written so far, as (client port, server port),
     /// client sides and server sides apart.
-    fn written(&self) -> (HashSet<(u16, u16)>, HashSet<(u16, u16)>) {
+    fn written(&self) -> (Connections, Connections) {
         let ports = FIRST_PORT..FIRST_PORT + SERVER_PORTS;
         let (mut clients, mut servers) = (HashSet::new(), HashSet::new());
         let text = std::fs::read_to_string(&self.output).unwrap();
@@ -242,8 +242,11 @@ impl Drop for Agent {
     }
 }
 
-/// (client port, server port) of each connection one side saw.
-type Seen = Arc<Mutex<HashSet<(u16, u16)>>>;
+/// Connections as (client port, server port).
+type Connections = HashSet<(u16, u16)>;
+
+/// The connections one side saw, shared between threads.
+type Seen = Arc<Mutex<Connections>>;
 
 /// Listeners that accept and close at once; returns the connections they
 /// accepted (one the listen queue dropped has no server side to report).

@@ -16,6 +16,10 @@ use flowattr_model::{
 use flowattr_plugin_runtime::{Plugin, manifest::FailurePolicy};
 use rustc_hash::FxHashMap;
 
+/// Per query: the workload and the time range the answer holds for, or why
+/// there is none.
+pub type Identified = Result<(Workload, TimeRange), UnattributedReason>;
+
 /// One identity source in the chain. [`Plugin`] is the real one; unit tests
 /// use plain functions.
 pub trait IdentitySource {
@@ -23,10 +27,7 @@ pub trait IdentitySource {
     /// A failed call leaves its queries unattributed instead of passing them on.
     fn fail_closed(&self) -> bool;
     /// One result per query, in order, or why the whole call failed.
-    fn identify(
-        &self,
-        queries: &[LocalQuery],
-    ) -> Result<Vec<Result<(Workload, TimeRange), UnattributedReason>>, String>;
+    fn identify(&self, queries: &[LocalQuery]) -> Result<Vec<Identified>, String>;
 }
 
 impl<T: IdentitySource + ?Sized> IdentitySource for &T {
@@ -36,10 +37,7 @@ impl<T: IdentitySource + ?Sized> IdentitySource for &T {
     fn fail_closed(&self) -> bool {
         (**self).fail_closed()
     }
-    fn identify(
-        &self,
-        queries: &[LocalQuery],
-    ) -> Result<Vec<Result<(Workload, TimeRange), UnattributedReason>>, String> {
+    fn identify(&self, queries: &[LocalQuery]) -> Result<Vec<Identified>, String> {
         (**self).identify(queries)
     }
 }
@@ -53,10 +51,7 @@ impl IdentitySource for Arc<Plugin> {
         self.manifest().on_failure == FailurePolicy::FailClosed
     }
 
-    fn identify(
-        &self,
-        queries: &[LocalQuery],
-    ) -> Result<Vec<Result<(Workload, TimeRange), UnattributedReason>>, String> {
+    fn identify(&self, queries: &[LocalQuery]) -> Result<Vec<Identified>, String> {
         let answers = Plugin::identify(self, queries).map_err(|e| e.to_string())?;
         Ok((0..queries.len())
             .map(|i| answers.resolve(i).map(|(w, valid)| (w.clone(), valid)))
@@ -258,7 +253,7 @@ mod tests {
 
     use super::*;
 
-    type Answer = Result<(Workload, TimeRange), UnattributedReason>;
+    type Answer = Identified;
 
     /// A source answering from a function, counting the queries it saw.
     struct Fake<F> {

@@ -120,8 +120,10 @@ fn app(name: &str) -> RawWorkload {
 }
 
 fn config(tmp: &Path, plugins: &Path) -> AgentConfig {
-    let mut config = AgentConfig::default();
-    config.name = "test-agent".into();
+    let mut config = AgentConfig {
+        name: "test-agent".into(),
+        ..AgentConfig::default()
+    };
     config.plugins.directory = plugins.to_owned();
     config.plugins.cache_dir = Some(tmp.join("cache"));
     config.batch.max_age = Duration::from_millis(200);

@@ -58,6 +58,14 @@ pub enum CaptureError {
     Offsets(#[from] OffsetError),
     #[error("loading the eBPF programs: {0}")]
     Load(#[from] aya::EbpfError),
+    #[error(
+        "this kernel has no BPF support (bpf() is not implemented), so flowattr agent cannot capture flows"
+    )]
+    NoBpf,
+    #[error(
+        "the kernel refused to load eBPF programs ({0}); flowattr agent needs root with BPF allowed (check kernel.unprivileged_bpf_disabled, lockdown and seccomp)"
+    )]
+    BpfDenied(std::io::Error),
     #[error("attaching eBPF program {name}: {source}")]
     Attach {
         name: &'static str,
@@ -133,7 +141,8 @@ impl Capture {
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::SOCKETS, settings.max_sockets.max(1))
             .map_max_entries(names::FLOWS, ring_bytes)
-            .load(PROGRAMS)?;
+            .load(PROGRAMS)
+            .map_err(explain_load_error)?;
 
         let attach_err = |name| move |source| CaptureError::Attach { name, source };
         for name in names::PROGRAMS {
@@ -200,6 +209,27 @@ impl Capture {
     pub fn malformed(&self) -> u64 {
         self.malformed
     }
+}
+
+/// A load failure caused by the kernel itself (no BPF, not allowed) becomes
+/// one sentence an operator can act on; others keep aya's detail.
+fn explain_load_error(error: aya::EbpfError) -> CaptureError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.raw_os_error() {
+                Some(libc::ENOSYS) => return CaptureError::NoBpf,
+                Some(libc::EPERM | libc::EACCES) => {
+                    return CaptureError::BpfDenied(std::io::Error::from_raw_os_error(
+                        io.raw_os_error().unwrap_or_default(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        source = e.source();
+    }
+    CaptureError::Load(error)
 }
 
 /// Appends every record in the ring to `out`; returns how many entries were
