@@ -15,7 +15,7 @@ use std::{
 };
 
 use common::{
-    install_bundled,
+    install, install_bundled,
     netns::{Netns, link},
 };
 use flowattr_host::config::AgentConfig;
@@ -310,4 +310,49 @@ fn http_get(host: &str, path: &str) -> String {
         "{text}"
     );
     text
+}
+
+#[test]
+fn policy_plugins_drop_and_redact_before_batching_and_drops_are_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("plugins");
+    install(
+        &plugins,
+        "port-policy",
+        "kind = \"policy\"\nwit = \"0.1.0\"\n[config]\ndrop_ports = [7101]\nredact_process = true\n",
+        None,
+    );
+    let client = Netns::new("pcli");
+    let server = Netns::new("psrv");
+    link(&client, &["10.83.0.1/24"], &server, &["10.83.0.2/24"]);
+    let mut config = config(tmp.path(), &plugins);
+    config.metrics.listen = "127.0.0.1:19477".parse().unwrap();
+    let agent = RunningAgent::start(config);
+    serve(&server, addr("10.83.0.2:7100"));
+    serve(&server, addr("10.83.0.2:7101"));
+    exchange(&client, addr("10.83.0.1:0"), addr("10.83.0.2:7101"));
+    exchange(&client, addr("10.83.0.1:0"), addr("10.83.0.2:7100"));
+
+    agent.flows_from(&[ip("10.83.0.1"), ip("10.83.0.2")], 2);
+    // Give a dropped flow time to show up if it were (wrongly) kept.
+    std::thread::sleep(Duration::from_millis(500));
+    let kept = agent.flows_from(&[ip("10.83.0.1"), ip("10.83.0.2")], 2);
+    assert_eq!(kept.len(), 2, "both sides of the 7100 exchange: {kept:#?}");
+    for f in &kept {
+        assert!(
+            f.flow.local.port() == 7100 || f.flow.remote.port() == 7100,
+            "{f:#?}"
+        );
+        assert_eq!(
+            (f.flow.pid, f.flow.cgroup_id),
+            (0, 0),
+            "process redacted: {f:#?}"
+        );
+    }
+    let metrics = http_get("127.0.0.1:19477", "/metrics");
+    assert!(
+        metrics.contains(r#"flowattr_agent_dropped_total{reason="policy"} 2"#),
+        "{metrics}"
+    );
+    agent.stop();
 }

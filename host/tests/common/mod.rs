@@ -77,6 +77,19 @@ pub fn workspace() -> std::path::PathBuf {
 /// Installs the bundled plugin `krate` (built by `scripts/build`) into the
 /// drop-in directory `dir`, its read-only grant pointed at `state`.
 pub fn install_bundled(dir: &std::path::Path, krate: &str, state: &std::path::Path) {
+    let template = workspace().join(format!("plugins/{krate}/{krate}.toml"));
+    let manifest = std::fs::read_to_string(template).unwrap();
+    install(dir, krate, &manifest, Some(state));
+}
+
+/// Installs the component of crate `krate` (built by `scripts/build`) into
+/// `dir` with the manifest `manifest`, its grants (if any) pointed at `state`.
+pub fn install(
+    dir: &std::path::Path,
+    krate: &str,
+    manifest: &str,
+    state: Option<&std::path::Path>,
+) {
     use flowattr_plugin_runtime::{install_plugin, manifest::Manifest};
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -86,11 +99,12 @@ pub fn install_bundled(dir: &std::path::Path, krate: &str, state: &std::path::Pa
         .join(format!("{}.wasm", krate.replace('-', "_")));
     let wasm = std::fs::read(&wasm_path)
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build first)", wasm_path.display()));
-    let template = workspace().join(format!("plugins/{krate}/{krate}.toml"));
-    let mut manifest = Manifest::parse(&std::fs::read_to_string(template).unwrap()).unwrap();
-    for grant in &mut manifest.capabilities.read_dirs {
-        grant.host = state.to_owned();
+    let mut manifest = Manifest::parse(manifest).unwrap();
+    if let Some(state) = state {
+        for grant in &mut manifest.capabilities.read_dirs {
+            grant.host = state.to_owned();
+        }
+        std::fs::create_dir_all(state).unwrap();
     }
-    std::fs::create_dir_all(state).unwrap();
     install_plugin(dir, krate, &wasm, &mut manifest, "").unwrap();
 }
