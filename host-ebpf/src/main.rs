@@ -150,7 +150,14 @@ fn on_state_change(ctx: &RawTracePointContext) -> Result<(), i64> {
         TCP_CLOSE if old != TCP_LISTEN => finish(sk, old, now),
         TCP_LISTEN | TCP_CLOSE => Ok(()),
         _ => {
-            if SOCKETS.get_ptr(sk).is_none() {
+            // No entry, or one left closed by an earlier socket at this
+            // address whose destruction was skipped: a live socket whose
+            // start we missed.
+            // SAFETY: reading a live map value.
+            let stale = SOCKETS
+                .get_ptr(sk)
+                .is_none_or(|s| unsafe { (*s).closed } != 0);
+            if stale {
                 track_unseen(sk, old, now)?;
             }
             if let Some(state) = SOCKETS.get_ptr_mut(sk) {
