@@ -1,5 +1,6 @@
-//! What the machine must offer before the programs can load: root, BTF and a
-//! mounted tracefs. Each failure is one sentence an operator can act on.
+//! What the machine must offer before the programs can load: root and BTF.
+//! Each failure is one sentence an operator can act on. (The programs attach
+//! to raw tracepoints by name, so tracefs is not needed.)
 
 use std::path::Path;
 
@@ -14,13 +15,9 @@ pub enum SystemError {
         "this kernel does not expose BTF at /sys/kernel/btf/vmlinux; flowattr agent needs a kernel built with CONFIG_DEBUG_INFO_BTF"
     )]
     NoBtf,
-    #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {0}")]
-    Tracefs(std::io::Error),
 }
 
-const TRACEFS: &str = "/sys/kernel/tracing";
-
-/// Checks root and BTF, and mounts tracefs when it is missing.
+/// Checks root and BTF.
 pub fn prepare() -> Result<(), SystemError> {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -29,24 +26,6 @@ pub fn prepare() -> Result<(), SystemError> {
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(SystemError::NoBtf);
-    }
-    ensure_tracefs()
-}
-
-fn ensure_tracefs() -> Result<(), SystemError> {
-    let events = Path::new(TRACEFS).join("events");
-    if events.exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
-        return Ok(());
-    }
-    tracing::info!(path = TRACEFS, "mounting tracefs");
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tracefs", "nodev", TRACEFS])
-        .status()
-        .map_err(SystemError::Tracefs)?;
-    if !status.success() || !events.exists() {
-        return Err(SystemError::Tracefs(std::io::Error::other(format!(
-            "mount exited with {status}"
-        ))));
     }
     Ok(())
 }
