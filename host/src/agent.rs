@@ -13,6 +13,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use flowattr_host_ebpf::FlowEvent;
 use flowattr_model::{AttributedFlow, Flow, FlowBatch, Side};
 use flowattr_plugin_runtime::{
     Plugin, PluginDirectory, Runtime, RuntimeConfig,
@@ -134,25 +135,20 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
                 capture.read(&mut events).await
             } => {
                 read.context("reading the ring buffer")?;
-                metrics.records_read.inc_by(events.len() as u64);
                 clock = clock.refreshed();
-                let mut flows = Vec::with_capacity(events.len());
-                for event in events.drain(..) {
-                    match decode(&event, clock) {
-                        Ok(flow) => flows.push(flow),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "undecodable kernel record");
-                            metrics.count_drop("decode", 1);
-                        }
-                    }
-                }
                 // Waits when the pipeline is behind: the ring buffer then
                 // fills and the kernel counts what it cannot keep.
-                if tx.send(Input::Flows(flows)).await.is_err() {
+                if tx.send(Input::Flows(decode_all(&mut events, clock, &metrics))).await.is_err() {
                     anyhow::bail!("the pipeline thread stopped");
                 }
             }
         }
+    }
+    // Records of connections that closed just before the shutdown.
+    capture.read_now(&mut events);
+    let last = decode_all(&mut events, clock, &metrics);
+    if tx.send(Input::Flows(last)).await.is_err() {
+        anyhow::bail!("the pipeline thread stopped");
     }
     metrics.count_drop("malformed_record", capture.malformed());
     drop(ticker);
@@ -161,6 +157,23 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         .await?
         .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
     Ok(())
+}
+
+/// Decodes (and empties) `events`; an undecodable record is counted and
+/// logged.
+fn decode_all(events: &mut Vec<FlowEvent>, clock: WallClock, metrics: &AgentMetrics) -> Vec<Flow> {
+    metrics.records_read.inc_by(events.len() as u64);
+    let mut flows = Vec::with_capacity(events.len());
+    for event in events.drain(..) {
+        match decode(&event, clock) {
+            Ok(flow) => flows.push(flow),
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable kernel record");
+                metrics.count_drop("decode", 1);
+            }
+        }
+    }
+    flows
 }
 
 /// Aborts a task when dropped.

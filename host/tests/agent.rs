@@ -356,3 +356,32 @@ fn policy_plugins_drop_and_redact_before_batching_and_drops_are_counted() {
     );
     agent.stop();
 }
+
+#[test]
+fn flows_closed_just_before_shutdown_are_still_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let client = Netns::new("scli");
+    let server = Netns::new("ssrv");
+    link(&client, &["10.84.0.1/24"], &server, &["10.84.0.2/24"]);
+    let mut config = config(tmp.path(), &plugins);
+    config.metrics.enabled = false;
+    // Nothing is read or flushed on its own before the stop below.
+    config.capture.poll_interval = Duration::from_secs(1);
+    config.batch.max_age = Duration::from_secs(60);
+    let output = config.output.path.clone().unwrap();
+    let agent = RunningAgent::start(config);
+    serve(&server, addr("10.84.0.2:7200"));
+    exchange(&client, addr("10.84.0.1:0"), addr("10.84.0.2:7200"));
+    std::thread::sleep(Duration::from_millis(50));
+    agent.stop();
+
+    let flows: Vec<AttributedFlow> = std::fs::read_to_string(output)
+        .unwrap()
+        .lines()
+        .flat_map(|l| serde_json::from_str::<FlowBatch>(l).unwrap().flows)
+        .filter(|f| f.flow.local.port() == 7200 || f.flow.remote.port() == 7200)
+        .collect();
+    assert_eq!(flows.len(), 2, "both sides written at shutdown: {flows:#?}");
+}

@@ -205,6 +205,12 @@ impl Capture {
         }
     }
 
+    /// Appends the records available now to `out`, without waiting (the
+    /// last read at shutdown).
+    pub fn read_now(&mut self, out: &mut Vec<FlowEvent>) {
+        self.malformed += drain(self.ring.get_mut(), out);
+    }
+
     /// Ring buffer entries dropped for being shorter than a record.
     pub fn malformed(&self) -> u64 {
         self.malformed
