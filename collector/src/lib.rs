@@ -5,3 +5,5 @@
 //!
 //! The collector is built by the collector issue; this crate holds its place
 //! in the workspace layout so the architecture is visible from the start.
+
+pub mod ownership;
