@@ -319,28 +319,24 @@ fn generate(rate: u64, duration: Duration) -> HashSet<(u16, u16)> {
 /// Final records the agent recovered at socket destruction because the
 /// kernel skipped its program at the close.
 fn recovered() -> u64 {
-    metric_lines()
-        .iter()
-        .filter(|l| l.starts_with("flowattr_agent_kernel_events_total{event=\"close_recovered\"}"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-fn metric_lines() -> Vec<String> {
-    let mut s = TcpStream::connect(METRICS).expect("agent metrics endpoint");
-    use std::io::Write;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {METRICS}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines().map(str::to_owned).collect()
+    metric_sum("flowattr_agent_kernel_events_total{event=\"close_recovered\"}")
 }
 
 /// Records the agent counted as lost or possibly lost, for every reason
 /// (ring buffer full, socket map full, skipped program runs, ...).
 fn counted_drops() -> u64 {
-    metric_lines()
-        .iter()
-        .filter(|l| l.starts_with("flowattr_agent_dropped_total{"))
+    metric_sum("flowattr_agent_dropped_total{")
+}
+
+/// The sum of the agent's metric samples whose line starts with `prefix`.
+fn metric_sum(prefix: &str) -> u64 {
+    let mut s = TcpStream::connect(METRICS).expect("agent metrics endpoint");
+    use std::io::Write;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {METRICS}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }

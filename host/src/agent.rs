@@ -14,11 +14,12 @@ use std::{
 
 use anyhow::Context as _;
 use flowattr_host_ebpf::FlowEvent;
-use flowattr_model::{AttributedFlow, Flow, FlowBatch, Side};
+use flowattr_model::{AttributedFlow, Flow, FlowBatch, Side, UnattributedReason};
 use flowattr_plugin_runtime::{
     Plugin, PluginDirectory, Runtime, RuntimeConfig,
     manifest::{Mode, PluginKind},
 };
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 
 use crate::{
@@ -237,24 +238,27 @@ impl Pipeline {
         let sides = self
             .attributor
             .attribute(&flows, &identity, &mut &*self.metrics);
+        // Counted per pass, not per flow: a metric label costs allocations.
+        let mut unattributed: FxHashMap<UnattributedReason, u64> = FxHashMap::default();
         let attributed: Vec<AttributedFlow> = flows
             .into_iter()
             .zip(sides)
             .map(|(flow, local)| {
                 if let Side::Unattributed(reason) = &local {
-                    self.metrics
-                        .local_unattributed
-                        .get_or_create(&vec![("reason", reason.as_str().to_owned())])
-                        .inc();
+                    *unattributed.entry(*reason).or_default() += 1;
                 }
                 AttributedFlow {
-                    flow,
                     local,
-                    remote: Side::Pending,
-                    weight: 1,
+                    ..AttributedFlow::new(flow)
                 }
             })
             .collect();
+        for (reason, n) in unattributed {
+            self.metrics
+                .local_unattributed
+                .get_or_create(&vec![("reason", reason.as_str().to_owned())])
+                .inc_by(n);
+        }
         let policies = active(self.directory.chain(PluginKind::Policy));
         let metrics = &self.metrics;
         policy::apply(attributed, &policies, |plugin, why, n| {

@@ -13,7 +13,7 @@ use std::{net::SocketAddr, sync::Arc};
 use flowattr_model::{
     Attribution, AttributionSource, Flow, LocalQuery, Side, TimeRange, UnattributedReason, Workload,
 };
-use flowattr_plugin_runtime::{Plugin, manifest::FailurePolicy};
+use flowattr_plugin_runtime::Plugin;
 use rustc_hash::FxHashMap;
 
 /// Per query: the workload and the time range the answer holds for, or why
@@ -48,7 +48,7 @@ impl IdentitySource for Arc<Plugin> {
     }
 
     fn fail_closed(&self) -> bool {
-        self.manifest().on_failure == FailurePolicy::FailClosed
+        self.fails_closed()
     }
 
     fn identify(&self, queries: &[LocalQuery]) -> Result<Vec<Identified>, String> {
@@ -296,24 +296,11 @@ mod tests {
     }
 
     fn flow(local: &str, start_ns: u64) -> Flow {
-        Flow {
-            protocol: Default::default(),
-            local: local.parse().unwrap(),
-            remote: "192.0.2.1:80".parse().unwrap(),
-            initiator: Default::default(),
-            end_state: Default::default(),
+        Flow::tcp(
+            local.parse().unwrap(),
+            "192.0.2.1:80".parse().unwrap(),
             start_ns,
-            end_ns: start_ns + 1,
-            bytes_sent: 0,
-            bytes_received: 0,
-            packets_sent: 0,
-            packets_received: 0,
-            retransmits: 0,
-            srtt_us: 0,
-            cgroup_id: 0,
-            netns_id: 0,
-            pid: 0,
-        }
+        )
     }
 
     fn id(side: &Side) -> String {

@@ -73,38 +73,17 @@ impl Batcher {
 
 #[cfg(test)]
 mod tests {
-    use flowattr_model::{Flow, Side};
+    use flowattr_model::Flow;
 
     use super::*;
 
     fn flows(n: usize) -> Vec<AttributedFlow> {
-        let flow = Flow {
-            protocol: Default::default(),
-            local: "10.0.0.1:1".parse().unwrap(),
-            remote: "10.0.0.2:80".parse().unwrap(),
-            initiator: Default::default(),
-            end_state: Default::default(),
-            start_ns: 1,
-            end_ns: 2,
-            bytes_sent: 0,
-            bytes_received: 0,
-            packets_sent: 0,
-            packets_received: 0,
-            retransmits: 0,
-            srtt_us: 0,
-            cgroup_id: 0,
-            netns_id: 0,
-            pid: 0,
-        };
-        vec![
-            AttributedFlow {
-                flow,
-                local: Side::Pending,
-                remote: Side::Pending,
-                weight: 1
-            };
-            n
-        ]
+        let flow = Flow::tcp(
+            "10.0.0.1:1".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+            1,
+        );
+        vec![AttributedFlow::new(flow); n]
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use flowattr_model::{AttributedFlow, Verdict};
-use flowattr_plugin_runtime::{Plugin, manifest::FailurePolicy};
+use flowattr_plugin_runtime::Plugin;
 
 /// One policy in the chain. [`Plugin`] is the real one.
 pub trait PolicySource {
@@ -22,7 +22,7 @@ impl PolicySource for Arc<Plugin> {
     }
 
     fn fail_closed(&self) -> bool {
-        self.manifest().on_failure == FailurePolicy::FailClosed
+        self.fails_closed()
     }
 
     fn decide(&self, flows: &[AttributedFlow]) -> Result<Vec<Verdict>, String> {
@@ -93,7 +93,7 @@ pub fn apply<S: PolicySource>(
 
 #[cfg(test)]
 mod tests {
-    use flowattr_model::{Flow, Redactions, Side};
+    use flowattr_model::{Flow, Redactions};
 
     use super::*;
 
@@ -117,28 +117,11 @@ mod tests {
     fn flows(ports: &[u16]) -> Vec<AttributedFlow> {
         ports
             .iter()
-            .map(|&p| AttributedFlow {
-                flow: Flow {
-                    protocol: Default::default(),
-                    local: format!("10.0.0.1:{p}").parse().unwrap(),
-                    remote: "10.0.0.2:80".parse().unwrap(),
-                    initiator: Default::default(),
-                    end_state: Default::default(),
-                    start_ns: 1,
-                    end_ns: 2,
-                    bytes_sent: 0,
-                    bytes_received: 0,
-                    packets_sent: 0,
-                    packets_received: 0,
-                    retransmits: 0,
-                    srtt_us: 0,
-                    cgroup_id: 0,
-                    netns_id: 0,
-                    pid: 7,
-                },
-                local: Side::Pending,
-                remote: Side::Pending,
-                weight: 1,
+            .map(|&p| {
+                let local = format!("10.0.0.1:{p}").parse().unwrap();
+                let mut flow = Flow::tcp(local, "10.0.0.2:80".parse().unwrap(), 1);
+                flow.pid = 7;
+                AttributedFlow::new(flow)
             })
             .collect()
     }

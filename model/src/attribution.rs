@@ -79,6 +79,16 @@ pub enum Verdict {
 }
 
 impl AttributedFlow {
+    /// A captured flow with neither side looked at yet, standing for itself.
+    pub fn new(flow: Flow) -> Self {
+        Self {
+            flow,
+            local: Side::Pending,
+            remote: Side::Pending,
+            weight: 1,
+        }
+    }
+
     /// Applies a policy verdict: `false` when the flow is dropped.
     pub fn apply(&mut self, verdict: Verdict) -> bool {
         match verdict {
@@ -141,29 +151,14 @@ mod tests {
     use crate::Flow;
 
     fn flow() -> AttributedFlow {
-        AttributedFlow {
-            flow: Flow {
-                protocol: Default::default(),
-                local: "10.0.0.1:4000".parse().unwrap(),
-                remote: "[fd00::2]:80".parse().unwrap(),
-                initiator: Default::default(),
-                end_state: Default::default(),
-                start_ns: 1,
-                end_ns: 2,
-                bytes_sent: 0,
-                bytes_received: 0,
-                packets_sent: 0,
-                packets_received: 0,
-                retransmits: 0,
-                srtt_us: 0,
-                cgroup_id: 3,
-                netns_id: 0,
-                pid: 9,
-            },
-            local: Side::Pending,
-            remote: Side::Pending,
-            weight: 1,
-        }
+        let mut flow = Flow::tcp(
+            "10.0.0.1:4000".parse().unwrap(),
+            "[fd00::2]:80".parse().unwrap(),
+            1,
+        );
+        flow.pid = 9;
+        flow.cgroup_id = 3;
+        AttributedFlow::new(flow)
     }
 
     #[test]

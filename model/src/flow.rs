@@ -74,3 +74,28 @@ pub struct Flow {
     #[serde(default)]
     pub pid: u32,
 }
+
+impl Flow {
+    /// A TCP flow between two endpoints that started (and, so far, ended) at
+    /// `start_ns`, with every counter zero and nothing known of its owner.
+    pub fn tcp(local: SocketAddr, remote: SocketAddr, start_ns: u64) -> Self {
+        Self {
+            protocol: Protocol::Tcp,
+            local,
+            remote,
+            initiator: Initiator::Unknown,
+            end_state: FlowEnd::Closed,
+            start_ns,
+            end_ns: start_ns,
+            bytes_sent: 0,
+            bytes_received: 0,
+            packets_sent: 0,
+            packets_received: 0,
+            retransmits: 0,
+            srtt_us: 0,
+            cgroup_id: 0,
+            netns_id: 0,
+            pid: 0,
+        }
+    }
+}

@@ -16,7 +16,7 @@ use crate::bindings::{identity, policy, resolver, sink};
 use crate::convert;
 use crate::counters::{CounterSnapshot, Counters};
 use crate::engine::{CacheOutcome, EPOCH_TICK, Runtime};
-use crate::manifest::{FieldError, Manifest, PluginKind, Version, WIT_VERSION};
+use crate::manifest::{FailurePolicy, FieldError, Manifest, PluginKind, Version, WIT_VERSION};
 use crate::sandbox::{MemoryCapExceeded, PluginState, SandboxSpec};
 
 /// Why a component was refused at load time.
@@ -230,6 +230,12 @@ impl Plugin {
     /// The manifest it was loaded with.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Whether a failed call should leave its batch unattributed (or, for a
+    /// policy, dropped) rather than pass it on (`on_failure`).
+    pub fn fails_closed(&self) -> bool {
+        self.manifest.on_failure == FailurePolicy::FailClosed
     }
 
     /// Its kind.
