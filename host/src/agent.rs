@@ -99,6 +99,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         attributor: LocalAttributor::new(config.attribution.cache_entries),
         batcher: Batcher::new(
             config.name.clone(),
+            unix_now_ns(),
             config.batch.max_flows,
             config.batch.max_age,
         ),

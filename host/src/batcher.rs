@@ -8,6 +8,7 @@ use flowattr_model::{AttributedFlow, FlowBatch};
 /// Collects flows into [`FlowBatch`]es.
 pub struct Batcher {
     agent: String,
+    incarnation: u64,
     max_flows: usize,
     max_age_ns: u64,
     next_seq: u64,
@@ -17,9 +18,12 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(agent: String, max_flows: usize, max_age: Duration) -> Self {
+    /// `incarnation` is when this run of the agent started (see
+    /// [`FlowBatch::incarnation`]).
+    pub fn new(agent: String, incarnation: u64, max_flows: usize, max_age: Duration) -> Self {
         Self {
             agent,
+            incarnation,
             max_flows: max_flows.max(1),
             max_age_ns: max_age.as_nanos().min(u64::MAX as u128) as u64,
             next_seq: 0,
@@ -62,6 +66,7 @@ impl Batcher {
         }
         let batch = FlowBatch {
             agent: self.agent.clone(),
+            incarnation: self.incarnation,
             seq: self.next_seq,
             created_ns: now_ns,
             flows: std::mem::take(&mut self.open),
@@ -88,7 +93,7 @@ mod tests {
 
     #[test]
     fn closes_on_size_with_increasing_sequence_numbers() {
-        let mut b = Batcher::new("h".into(), 3, Duration::from_secs(60));
+        let mut b = Batcher::new("h".into(), 7, 3, Duration::from_secs(60));
         let full = b.push(flows(7), 100);
         assert_eq!(
             full.iter()
@@ -103,7 +108,7 @@ mod tests {
 
     #[test]
     fn closes_on_age_counted_from_the_first_flow() {
-        let mut b = Batcher::new("h".into(), 100, Duration::from_nanos(50));
+        let mut b = Batcher::new("h".into(), 7, 100, Duration::from_nanos(50));
         assert_eq!(b.deadline_ns(), None);
         assert!(b.push(flows(1), 1_000).is_empty());
         assert!(b.push(flows(1), 1_040).is_empty());

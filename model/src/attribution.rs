@@ -138,11 +138,41 @@ impl AttributedFlow {
 pub struct FlowBatch {
     /// The agent that captured the flows.
     pub agent: String,
+    /// When this run of the agent started (Unix-epoch nanoseconds): with
+    /// `agent` and `seq` it makes the batch id unique across restarts.
+    #[serde(default)]
+    pub incarnation: u64,
     /// Per-agent sequence number, from 0 at agent start.
     pub seq: u64,
     /// When the batch was closed, Unix-epoch nanoseconds.
     pub created_ns: u64,
     pub flows: Vec<AttributedFlow>,
+}
+
+impl FlowBatch {
+    /// The batch's identity: the same on every delivery of this batch, so a
+    /// receiver can drop duplicates.
+    pub fn id(&self) -> BatchId {
+        BatchId {
+            agent: self.agent.clone(),
+            incarnation: self.incarnation,
+            seq: self.seq,
+        }
+    }
+}
+
+/// Identifies one batch of one run of one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BatchId {
+    pub agent: String,
+    pub incarnation: u64,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for BatchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.agent, self.incarnation, self.seq)
+    }
 }
 
 #[cfg(test)]

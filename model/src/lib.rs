@@ -16,7 +16,7 @@ mod workload;
 
 pub use answers::{Answer, Answers, AnswersBuilder};
 pub use attribution::{
-    AttributedFlow, Attribution, AttributionSource, FlowBatch, Redactions, Side, Verdict,
+    AttributedFlow, Attribution, AttributionSource, BatchId, FlowBatch, Redactions, Side, Verdict,
 };
 pub use flow::{Flow, FlowEnd, Initiator, Protocol};
 pub use query::{IpChange, IpEvent, LocalQuery, ResolveQuery};
