@@ -1,0 +1,1 @@
+//! QUIC transport between agents and collectors (work in progress).
