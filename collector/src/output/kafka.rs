@@ -1,0 +1,1 @@
+//! Flows to a Kafka topic (in progress).

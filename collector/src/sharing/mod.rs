@@ -1,0 +1,1 @@
+//! Ownership sharing through Kafka (in progress).
