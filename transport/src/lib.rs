@@ -1,1 +1,17 @@
-//! QUIC transport between agents and collectors (work in progress).
+//! QUIC transport between agents and collectors.
+//!
+//! - [`codec`]: the versioned, length-delimited protobuf frames (pure).
+//! - [`tls`]: mutual TLS from PEM files; the client certificate's name is the
+//!   agent's [`tls::PeerIdentity`].
+//! - [`certs`]: a development PKI (CA, collector and agent certificates).
+//! - [`server`]: the collector's [`Receiver`], handing batches over a bounded
+//!   channel and acknowledging them when the collector says so.
+//! - [`shipper`]: the agent's [`Shipper`], spooling each batch to disk
+//!   until a collector acknowledges it.
+//!
+//! One bidirectional QUIC stream carries one batch: the agent writes a batch
+//! frame and finishes the stream, the collector answers with one ack or
+//! reject frame. The protocol's major version is in the ALPN
+//! ([`codec::ALPN`]) and in every frame.
+
+pub mod codec;

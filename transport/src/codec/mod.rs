@@ -1,0 +1,234 @@
+//! The wire encoding of frames between agents and collectors: pure, no I/O.
+//!
+//! A frame is a `u32` big-endian length followed by that many bytes of one
+//! protobuf message ([`wire`]'s `FrameMsg`): the protocol version and a
+//! batch, an ack or a reject. A batch writes each workload and plugin name
+//! once, in dictionaries its flows refer to by index, so 10,000 flows of a
+//! few containers carry a few workload records, not 10,000.
+//!
+//! ```
+//! use flowattr_model::FlowBatch;
+//! use flowattr_transport::codec::{self, Frame};
+//!
+//! let batch = FlowBatch { agent: "a".into(), incarnation: 1, seq: 0, created_ns: 5, flows: vec![] };
+//! let mut bytes = Vec::new();
+//! codec::encode_batch(&batch, &mut bytes).unwrap();
+//! let frame = codec::decode_frame(&bytes, codec::DEFAULT_MAX_FRAME_BYTES).unwrap();
+//! assert_eq!(frame, Frame::Batch(batch));
+//! ```
+
+mod convert;
+mod peek;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+use flowattr_model::{BatchId, FlowBatch};
+use prost::Message as _;
+
+pub use peek::peek_batch_id;
+use wire::{AckMsg, Body, FrameMsg, RejectMsg};
+
+/// The protocol's major version, carried in every frame and in the ALPN.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The QUIC application protocol (ALPN) of this major version; a peer that
+/// offers another is refused during the handshake.
+pub const ALPN: &[u8] = b"flowattr/1";
+
+/// Bytes of the length prefix.
+pub const LENGTH_PREFIX: usize = 4;
+
+/// The default largest frame body a receiver accepts (16 MiB).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Flows for the collector (agent to collector).
+    Batch(FlowBatch),
+    /// The collector has taken responsibility for this batch.
+    Ack(BatchId),
+    /// The collector will never accept this batch; `id` is `None` when it
+    /// could not be read.
+    Reject { id: Option<BatchId>, reason: String },
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Fewer bytes than the frame needs.
+    #[error("truncated frame: expected {expected} bytes, got {got}")]
+    Truncated { expected: usize, got: usize },
+    /// The length prefix exceeds the configured maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    Oversized { len: usize, max: usize },
+    /// The body is not a valid protobuf message of the expected shape.
+    #[error("malformed frame: {0}")]
+    Malformed(#[source] prost::DecodeError),
+    /// Bytes after the frame's end.
+    #[error("{extra} bytes after the end of the frame")]
+    TrailingBytes { extra: usize },
+    /// An enum field holds a value this version does not know.
+    #[error("bad value {value} for enum field {field}")]
+    BadEnum { field: &'static str, value: i32 },
+    /// A dictionary index past the end of its table.
+    #[error("{field} index {index} out of range (table of {len})")]
+    IndexOutOfRange {
+        field: &'static str,
+        index: u32,
+        len: usize,
+    },
+    /// A number outside its field's range (such as a port above 65535).
+    #[error("bad value {value} for field {field}")]
+    BadValue { field: &'static str, value: u64 },
+    /// A required field is absent.
+    #[error("missing field {field}")]
+    Missing { field: &'static str },
+    /// The frame is of another protocol version.
+    #[error("frame of protocol version {got}, this peer speaks {expected}")]
+    WrongVersion { got: u32, expected: u32 },
+    /// The frame carries no body this version knows.
+    #[error("frame of unknown kind")]
+    UnknownKind,
+}
+
+/// The class of a decode error, as receivers count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    Malformed,
+    Truncated,
+    Oversized,
+    Version,
+}
+
+impl DecodeError {
+    /// The counter this error belongs to.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Truncated { .. } => ErrorClass::Truncated,
+            Self::Oversized { .. } => ErrorClass::Oversized,
+            Self::WrongVersion { .. } => ErrorClass::Version,
+            Self::Malformed(_)
+            | Self::TrailingBytes { .. }
+            | Self::BadEnum { .. }
+            | Self::IndexOutOfRange { .. }
+            | Self::BadValue { .. }
+            | Self::Missing { .. }
+            | Self::UnknownKind => ErrorClass::Malformed,
+        }
+    }
+}
+
+/// A frame too large for its `u32` length prefix.
+#[derive(Debug, thiserror::Error)]
+#[error("frame of {len} bytes does not fit a 32-bit length")]
+pub struct FrameTooLarge {
+    pub len: usize,
+}
+
+/// Appends `batch` as one frame to `out`.
+pub fn encode_batch(batch: &FlowBatch, out: &mut Vec<u8>) -> Result<(), FrameTooLarge> {
+    encode(Body::Batch(convert::batch_to_msg(batch)), out)
+}
+
+/// Appends an ack of `id` as one frame to `out`.
+pub fn encode_ack(id: &BatchId, out: &mut Vec<u8>) -> Result<(), FrameTooLarge> {
+    let body = Body::Ack(AckMsg {
+        id: Some(convert::id_to_msg(id)),
+    });
+    encode(body, out)
+}
+
+/// Appends a reject of `id` (when known) for `reason` as one frame to `out`.
+pub fn encode_reject(
+    id: Option<&BatchId>,
+    reason: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameTooLarge> {
+    let body = Body::Reject(RejectMsg {
+        id: id.map(convert::id_to_msg),
+        reason: reason.to_owned(),
+    });
+    encode(body, out)
+}
+
+fn encode(body: Body, out: &mut Vec<u8>) -> Result<(), FrameTooLarge> {
+    let msg = FrameMsg {
+        version: PROTOCOL_VERSION,
+        body: Some(body),
+    };
+    let len = msg.encoded_len();
+    let prefix = u32::try_from(len).map_err(|_| FrameTooLarge { len })?;
+    out.reserve(LENGTH_PREFIX + len);
+    out.extend_from_slice(&prefix.to_be_bytes());
+    msg.encode(out)
+        .expect("a Vec grows to take what it is given");
+    Ok(())
+}
+
+/// The body length a length prefix announces, refused when it exceeds
+/// `max_frame_bytes`.
+pub fn body_length(
+    prefix: [u8; LENGTH_PREFIX],
+    max_frame_bytes: usize,
+) -> Result<usize, DecodeError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > max_frame_bytes {
+        return Err(DecodeError::Oversized {
+            len,
+            max: max_frame_bytes,
+        });
+    }
+    Ok(len)
+}
+
+/// Decodes exactly one whole frame (length prefix and body) from `bytes`.
+pub fn decode_frame(bytes: &[u8], max_frame_bytes: usize) -> Result<Frame, DecodeError> {
+    let Some((prefix, rest)) = bytes.split_first_chunk::<LENGTH_PREFIX>() else {
+        return Err(DecodeError::Truncated {
+            expected: LENGTH_PREFIX,
+            got: bytes.len(),
+        });
+    };
+    let len = body_length(*prefix, max_frame_bytes)?;
+    match rest.len().cmp(&len) {
+        std::cmp::Ordering::Less => Err(DecodeError::Truncated {
+            expected: LENGTH_PREFIX + len,
+            got: bytes.len(),
+        }),
+        std::cmp::Ordering::Greater => Err(DecodeError::TrailingBytes {
+            extra: rest.len() - len,
+        }),
+        std::cmp::Ordering::Equal => decode_body(rest),
+    }
+}
+
+/// Decodes a frame body (the bytes after the length prefix).
+pub fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
+    // Checked before decoding: another version's body may not parse at all.
+    if let Some(got) = peek::version(body).filter(|&v| v != PROTOCOL_VERSION) {
+        return Err(DecodeError::WrongVersion {
+            got,
+            expected: PROTOCOL_VERSION,
+        });
+    }
+    let msg = FrameMsg::decode(body).map_err(DecodeError::Malformed)?;
+    if msg.version != PROTOCOL_VERSION {
+        return Err(DecodeError::WrongVersion {
+            got: msg.version,
+            expected: PROTOCOL_VERSION,
+        });
+    }
+    match msg.body.ok_or(DecodeError::UnknownKind)? {
+        Body::Batch(batch) => convert::batch_from_msg(batch).map(Frame::Batch),
+        Body::Ack(ack) => {
+            let id = ack.id.ok_or(DecodeError::Missing { field: "ack.id" })?;
+            Ok(Frame::Ack(convert::id_from_msg(id)))
+        }
+        Body::Reject(reject) => Ok(Frame::Reject {
+            id: reject.id.map(convert::id_from_msg),
+            reason: reject.reason,
+        }),
+    }
+}

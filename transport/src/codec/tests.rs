@@ -1,0 +1,517 @@
+//! Round trips, schema evolution and every decode error.
+
+#[path = "../../tests/common/gen.rs"]
+#[allow(dead_code)]
+mod generate;
+
+use std::sync::Arc;
+
+use flowattr_model::{
+    AttributedFlow, Attribution, AttributionSource, BatchId, Flow, FlowBatch, Side, TimeRange,
+    Workload,
+};
+use prost::Message as _;
+
+use super::{wire::*, *};
+
+const MAX: usize = DEFAULT_MAX_FRAME_BYTES;
+
+fn encoded(batch: &FlowBatch) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_batch(batch, &mut out).unwrap();
+    out
+}
+
+/// A frame of `msg` as an encoder of another schema would write it.
+fn frame_of(msg: &impl prost::Message) -> Vec<u8> {
+    let body = msg.encode_to_vec();
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+fn batch_msg(batch: &FlowBatch) -> BatchMsg {
+    convert::batch_to_msg(batch)
+}
+
+fn frame_msg(batch: BatchMsg) -> FrameMsg {
+    FrameMsg {
+        version: PROTOCOL_VERSION,
+        body: Some(Body::Batch(batch)),
+    }
+}
+
+#[test]
+fn many_generated_batches_round_trip_exactly() {
+    let mut flows = 0;
+    for seed in 0..200 {
+        let batch = generate::batch(
+            seed,
+            seed * 7,
+            (seed as usize * 13) % 300,
+            1 + seed as usize % 5,
+        );
+        flows += batch.flows.len();
+        let bytes = encoded(&batch);
+        let back = decode_frame(&bytes, MAX).unwrap();
+        assert_eq!(back, Frame::Batch(batch), "seed {seed}");
+    }
+    assert!(flows > 20_000);
+}
+
+#[test]
+fn ipv4_mapped_ipv6_with_scope_stays_ipv6() {
+    let local = "[::ffff:10.0.0.1%3]:80"
+        .parse::<std::net::SocketAddr>()
+        .unwrap();
+    let mut flow = Flow::tcp(local, "10.0.0.1:80".parse().unwrap(), 7);
+    if let std::net::SocketAddr::V6(v6) = &mut flow.local {
+        v6.set_flowinfo(0xabcde);
+    }
+    let batch = FlowBatch {
+        agent: "a".into(),
+        incarnation: 1,
+        seq: 2,
+        created_ns: 3,
+        flows: vec![AttributedFlow::new(flow)],
+    };
+    let Frame::Batch(back) = decode_frame(&encoded(&batch), MAX).unwrap() else {
+        panic!("not a batch");
+    };
+    assert!(back.flows[0].flow.local.is_ipv6());
+    assert!(back.flows[0].flow.remote.is_ipv4());
+    assert_eq!(back, batch);
+}
+
+#[test]
+fn acks_and_rejects_round_trip() {
+    let id = BatchId {
+        agent: "agent-é".into(),
+        incarnation: u64::MAX,
+        seq: 0,
+    };
+    let mut out = Vec::new();
+    encode_ack(&id, &mut out).unwrap();
+    assert_eq!(decode_frame(&out, MAX).unwrap(), Frame::Ack(id.clone()));
+    for id in [Some(&id), None] {
+        let mut out = Vec::new();
+        encode_reject(id, "no", &mut out).unwrap();
+        let want = Frame::Reject {
+            id: id.cloned(),
+            reason: "no".into(),
+        };
+        assert_eq!(decode_frame(&out, MAX).unwrap(), want);
+    }
+}
+
+#[test]
+fn workloads_are_written_once_per_batch() {
+    let workloads: Vec<Arc<Workload>> = (0..3)
+        .map(|i| Arc::new(Workload::with_id(format!("container-unique-name-{i}"))))
+        .collect();
+    let flows = (0..10_000)
+        .map(|i| {
+            let mut f = AttributedFlow::new(Flow::tcp(
+                "10.0.0.1:1000".parse().unwrap(),
+                "10.0.0.2:80".parse().unwrap(),
+                i,
+            ));
+            // Half share the dictionary's Arc, half are equal copies.
+            let w = &workloads[i as usize % 3];
+            let workload = if i % 2 == 0 {
+                w.clone()
+            } else {
+                Arc::new((**w).clone())
+            };
+            f.local = Side::Attributed(Attribution {
+                workload,
+                source: AttributionSource::Capture,
+                plugin: "ipman".into(),
+                valid: TimeRange::since(0),
+            });
+            f
+        })
+        .collect();
+    let batch = FlowBatch {
+        agent: "a".into(),
+        incarnation: 1,
+        seq: 1,
+        created_ns: 1,
+        flows,
+    };
+    let bytes = encoded(&batch);
+    let needle = b"container-unique-name-";
+    let count = bytes.windows(needle.len()).filter(|w| w == needle).count();
+    assert_eq!(count, 3);
+    let plugin = bytes.windows(5).filter(|w| w == b"ipman").count();
+    assert_eq!(plugin, 1);
+    assert_eq!(batch_msg(&batch).workloads.len(), 3);
+    assert_eq!(decode_frame(&bytes, MAX).unwrap(), Frame::Batch(batch));
+}
+
+/// A newer peer's schema: the same messages with fields this version does
+/// not know.
+mod newer {
+    use super::{AddrMsg, BatchIdMsg, SideMsg, WorkloadMsg};
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct FrameMsg {
+        #[prost(uint32, tag = "1")]
+        pub version: u32,
+        #[prost(message, optional, tag = "2")]
+        pub batch: Option<BatchMsg>,
+        /// A new frame field.
+        #[prost(string, tag = "9")]
+        pub trace_id: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct BatchMsg {
+        #[prost(message, optional, tag = "1")]
+        pub id: Option<BatchIdMsg>,
+        #[prost(fixed64, tag = "2")]
+        pub created_ns: u64,
+        #[prost(message, repeated, tag = "3")]
+        pub workloads: Vec<WorkloadMsg>,
+        #[prost(string, repeated, tag = "4")]
+        pub plugins: Vec<String>,
+        #[prost(message, repeated, tag = "5")]
+        pub flows: Vec<FlowMsg>,
+        /// A new batch field.
+        #[prost(uint64, tag = "6")]
+        pub dropped_before: u64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct FlowMsg {
+        #[prost(int32, tag = "1")]
+        pub protocol: i32,
+        #[prost(message, optional, tag = "2")]
+        pub local: Option<AddrMsg>,
+        #[prost(message, optional, tag = "3")]
+        pub remote: Option<AddrMsg>,
+        #[prost(int32, tag = "4")]
+        pub initiator: i32,
+        #[prost(int32, tag = "5")]
+        pub end_state: i32,
+        #[prost(fixed64, tag = "6")]
+        pub start_ns: u64,
+        #[prost(fixed64, tag = "7")]
+        pub end_ns: u64,
+        #[prost(uint64, tag = "8")]
+        pub bytes_sent: u64,
+        #[prost(uint64, tag = "9")]
+        pub bytes_received: u64,
+        #[prost(uint64, tag = "10")]
+        pub packets_sent: u64,
+        #[prost(uint64, tag = "11")]
+        pub packets_received: u64,
+        #[prost(uint32, tag = "12")]
+        pub retransmits: u32,
+        #[prost(uint32, tag = "13")]
+        pub srtt_us: u32,
+        #[prost(uint64, tag = "14")]
+        pub cgroup_id: u64,
+        #[prost(uint64, tag = "15")]
+        pub netns_id: u64,
+        #[prost(uint32, tag = "16")]
+        pub pid: u32,
+        #[prost(message, optional, tag = "17")]
+        pub local_side: Option<SideMsg>,
+        #[prost(message, optional, tag = "18")]
+        pub remote_side: Option<SideMsg>,
+        #[prost(uint32, tag = "19")]
+        pub weight: u32,
+        /// New flow fields: a string, a nested message, a packed list.
+        #[prost(string, tag = "20")]
+        pub tls_sni: String,
+        #[prost(message, optional, tag = "21")]
+        pub gateway: Option<AddrMsg>,
+        #[prost(uint32, repeated, tag = "22")]
+        pub dscp: Vec<u32>,
+    }
+}
+
+#[test]
+fn a_newer_encoder_with_extra_fields_is_decoded() {
+    let batch = generate::batch(42, 9, 500, 4);
+    let old = batch_msg(&batch);
+    let new = newer::FrameMsg {
+        version: PROTOCOL_VERSION,
+        trace_id: "trace-1".into(),
+        batch: Some(newer::BatchMsg {
+            id: old.id.clone(),
+            created_ns: old.created_ns,
+            workloads: old.workloads.clone(),
+            plugins: old.plugins.clone(),
+            dropped_before: 17,
+            flows: old
+                .flows
+                .iter()
+                .map(|f| newer::FlowMsg {
+                    protocol: f.protocol,
+                    local: f.local,
+                    remote: f.remote,
+                    initiator: f.initiator,
+                    end_state: f.end_state,
+                    start_ns: f.start_ns,
+                    end_ns: f.end_ns,
+                    bytes_sent: f.bytes_sent,
+                    bytes_received: f.bytes_received,
+                    packets_sent: f.packets_sent,
+                    packets_received: f.packets_received,
+                    retransmits: f.retransmits,
+                    srtt_us: f.srtt_us,
+                    cgroup_id: f.cgroup_id,
+                    netns_id: f.netns_id,
+                    pid: f.pid,
+                    local_side: f.local_side,
+                    remote_side: f.remote_side,
+                    weight: f.weight,
+                    tls_sni: "example.org".into(),
+                    gateway: f.remote,
+                    dscp: vec![1, 2, 3],
+                })
+                .collect(),
+        }),
+    };
+    let bytes = frame_of(&new);
+    assert!(
+        bytes.len() > encoded(&batch).len(),
+        "the extra fields are on the wire"
+    );
+    assert_eq!(decode_frame(&bytes, MAX).unwrap(), Frame::Batch(batch));
+}
+
+#[test]
+fn a_frame_kind_this_version_does_not_know_is_an_error() {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Future {
+        #[prost(uint32, tag = "1")]
+        version: u32,
+        #[prost(string, tag = "5")]
+        hello: String,
+    }
+    let bytes = frame_of(&Future {
+        version: PROTOCOL_VERSION,
+        hello: "hi".into(),
+    });
+    assert!(matches!(
+        decode_frame(&bytes, MAX),
+        Err(DecodeError::UnknownKind)
+    ));
+}
+
+#[test]
+fn every_cut_of_a_frame_is_truncated_and_the_id_is_read_when_present() {
+    let batch = generate::batch(7, 3, 20, 2);
+    let bytes = encoded(&batch);
+    let mut with_id = 0;
+    for n in 0..bytes.len() {
+        match decode_frame(&bytes[..n], MAX) {
+            Err(DecodeError::Truncated { expected, got }) => {
+                assert_eq!(got, n);
+                assert!(expected > n);
+            }
+            other => panic!("cut at {n}: {other:?}"),
+        }
+        if let Some(id) = peek_batch_id(bytes.get(LENGTH_PREFIX..n).unwrap_or_default()) {
+            assert_eq!(id, batch.id());
+            with_id += 1;
+        }
+    }
+    // Every cut after the id's end reads it.
+    assert!(with_id > bytes.len() - 100, "{with_id} of {}", bytes.len());
+}
+
+#[test]
+fn oversized_frames_are_refused_from_the_prefix() {
+    let bytes = encoded(&generate::batch(1, 1, 100, 1));
+    let len = bytes.len() - LENGTH_PREFIX;
+    let err = decode_frame(&bytes, len - 1).unwrap_err();
+    assert!(matches!(err, DecodeError::Oversized { len: l, max } if l == len && max == len - 1));
+    assert_eq!(err.class(), ErrorClass::Oversized);
+    assert!(body_length(u32::MAX.to_be_bytes(), MAX).is_err());
+    assert!(decode_frame(&bytes, len).is_ok());
+}
+
+#[test]
+fn trailing_bytes_are_malformed() {
+    let mut bytes = encoded(&generate::batch(1, 1, 3, 1));
+    bytes.push(0);
+    let err = decode_frame(&bytes, MAX).unwrap_err();
+    assert!(matches!(err, DecodeError::TrailingBytes { extra: 1 }));
+    assert_eq!(err.class(), ErrorClass::Malformed);
+}
+
+#[test]
+fn garbage_is_malformed_and_flipped_bytes_never_panic() {
+    let err = decode_body(&[0xff; 32]).unwrap_err();
+    assert!(matches!(err, DecodeError::Malformed(_)), "{err:?}");
+    let bytes = encoded(&generate::batch(5, 5, 50, 3));
+    let mut rng = generate::Rng(99);
+    let mut errors = 0;
+    for _ in 0..3_000 {
+        let mut body = bytes[LENGTH_PREFIX..].to_vec();
+        for _ in 0..1 + rng.below(3) {
+            let i = rng.below(body.len() as u64) as usize;
+            body[i] ^= 1 << rng.below(8);
+        }
+        if decode_body(&body).is_err() {
+            errors += 1;
+        }
+        let _ = peek_batch_id(&body);
+    }
+    assert!(errors > 100, "{errors}");
+}
+
+fn with_flow(batch: &FlowBatch, edit: impl FnOnce(&mut BatchMsg)) -> Vec<u8> {
+    let mut msg = batch_msg(batch);
+    edit(&mut msg);
+    frame_of(&frame_msg(msg))
+}
+
+fn attributed_batch() -> FlowBatch {
+    let mut f = AttributedFlow::new(Flow::tcp(
+        "10.0.0.1:1".parse().unwrap(),
+        "10.0.0.2:2".parse().unwrap(),
+        1,
+    ));
+    f.local = Side::Attributed(Attribution {
+        workload: Arc::new(Workload::with_id("w")),
+        source: AttributionSource::Capture,
+        plugin: "p".into(),
+        valid: TimeRange::since(0),
+    });
+    FlowBatch {
+        agent: "a".into(),
+        incarnation: 1,
+        seq: 4,
+        created_ns: 1,
+        flows: vec![f],
+    }
+}
+
+#[test]
+fn bad_enum_values_are_typed_errors_and_the_id_is_still_read() {
+    let batch = attributed_batch();
+    for (edit, want) in [
+        (
+            Box::new(|m: &mut BatchMsg| m.flows[0].protocol = 9) as Box<dyn Fn(&mut BatchMsg)>,
+            "flow.protocol",
+        ),
+        (
+            Box::new(|m: &mut BatchMsg| m.flows[0].initiator = -1),
+            "flow.initiator",
+        ),
+        (
+            Box::new(|m: &mut BatchMsg| m.flows[0].end_state = 5),
+            "flow.end_state",
+        ),
+        (
+            Box::new(|m: &mut BatchMsg| m.flows[0].local_side.as_mut().unwrap().source = 3),
+            "side.source",
+        ),
+        (
+            Box::new(|m: &mut BatchMsg| m.flows[0].local_side.as_mut().unwrap().kind = 3),
+            "flow.local_side",
+        ),
+        (
+            Box::new(|m: &mut BatchMsg| {
+                m.flows[0].remote_side = Some(SideMsg {
+                    kind: SideKind::Unattributed as i32,
+                    reason: 7,
+                    ..SideMsg::default()
+                })
+            }),
+            "side.reason",
+        ),
+    ] {
+        let bytes = with_flow(&batch, edit);
+        match decode_frame(&bytes, MAX) {
+            Err(DecodeError::BadEnum { field, .. }) => assert_eq!(field, want),
+            other => panic!("{want}: {other:?}"),
+        }
+        assert_eq!(peek_batch_id(&bytes[LENGTH_PREFIX..]), Some(batch.id()));
+    }
+}
+
+#[test]
+fn dictionary_indexes_out_of_range_are_typed_errors() {
+    let batch = attributed_batch();
+    let bytes = with_flow(&batch, |m| {
+        m.flows[0].local_side.as_mut().unwrap().workload = 1
+    });
+    assert!(matches!(
+        decode_frame(&bytes, MAX),
+        Err(DecodeError::IndexOutOfRange {
+            field: "side.workload",
+            index: 1,
+            len: 1
+        })
+    ));
+    let bytes = with_flow(&batch, |m| m.plugins.clear());
+    assert!(matches!(
+        decode_frame(&bytes, MAX),
+        Err(DecodeError::IndexOutOfRange {
+            field: "side.plugin",
+            index: 0,
+            len: 0
+        })
+    ));
+}
+
+#[test]
+fn missing_fields_and_bad_ports_are_typed_errors() {
+    let batch = attributed_batch();
+    let bytes = with_flow(&batch, |m| m.flows[0].remote = None);
+    assert!(matches!(
+        decode_frame(&bytes, MAX),
+        Err(DecodeError::Missing {
+            field: "flow.remote"
+        })
+    ));
+    let bytes = with_flow(&batch, |m| m.id = None);
+    assert!(matches!(
+        decode_frame(&bytes, MAX),
+        Err(DecodeError::Missing { field: "batch.id" })
+    ));
+    let bytes = with_flow(&batch, |m| m.flows[0].local.as_mut().unwrap().port = 70_000);
+    assert!(matches!(
+        decode_frame(&bytes, MAX),
+        Err(DecodeError::BadValue {
+            field: "flow.local",
+            value: 70_000
+        })
+    ));
+}
+
+#[test]
+fn another_protocol_version_is_refused_even_when_its_body_differs() {
+    let batch = attributed_batch();
+    let mut msg = frame_msg(batch_msg(&batch));
+    msg.version = 2;
+    let err = decode_frame(&frame_of(&msg), MAX).unwrap_err();
+    assert!(matches!(
+        err,
+        DecodeError::WrongVersion {
+            got: 2,
+            expected: 1
+        }
+    ));
+    assert_eq!(err.class(), ErrorClass::Version);
+    // A version 2 whose body this version cannot parse at all.
+    let mut body = vec![0x08, 0x02];
+    body.extend([0xff; 10]);
+    assert!(matches!(
+        decode_body(&body),
+        Err(DecodeError::WrongVersion { got: 2, .. })
+    ));
+    // No version at all.
+    let mut msg = frame_msg(batch_msg(&batch));
+    msg.version = 0;
+    assert!(matches!(
+        decode_frame(&frame_of(&msg), MAX),
+        Err(DecodeError::WrongVersion { got: 0, .. })
+    ));
+}
