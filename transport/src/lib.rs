@@ -14,4 +14,12 @@
 //! reject frame. The protocol's major version is in the ALPN
 //! ([`codec::ALPN`]) and in every frame.
 
+pub mod certs;
 pub mod codec;
+mod frame_io;
+pub mod server;
+pub mod shipper;
+pub mod tls;
+
+pub use server::{Delivery, Receiver, ReceiverConfig, Reply};
+pub use shipper::{CollectorAddr, Shipper, ShipperConfig};

@@ -10,7 +10,6 @@ use flowattr_model::{
     AttributedFlow, Attribution, AttributionSource, BatchId, Flow, FlowBatch, Side, TimeRange,
     Workload,
 };
-use prost::Message as _;
 
 use super::{wire::*, *};
 

@@ -1,0 +1,146 @@
+//! Reading one frame off a stream (the I/O shell around [`crate::codec`]).
+
+use flowattr_model::BatchId;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+
+use crate::codec::{self, DecodeError, Frame, LENGTH_PREFIX};
+
+/// Bytes read from an oversized frame's body to find its batch id.
+const PEEK_BYTES: usize = 4096;
+
+/// A frame that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// The bytes are not a valid frame; `id` is the batch's when readable.
+    #[error("{error}")]
+    Decode {
+        error: DecodeError,
+        id: Option<BatchId>,
+    },
+    /// The stream failed (reset, connection lost).
+    #[error("reading the stream: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn decode_error(error: DecodeError, body: &[u8]) -> ReadError {
+    ReadError::Decode {
+        id: codec::peek_batch_id(body),
+        error,
+    }
+}
+
+/// Reads bytes into `buf` until it is full or the stream ends; how many.
+async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]).await? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Reads and decodes one frame of at most `max_frame_bytes` from `r`. The
+/// body buffer grows as bytes arrive, so a length prefix alone reserves no
+/// memory. An oversized frame's body is not read beyond its first bytes.
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_frame_bytes: usize,
+) -> Result<Frame, ReadError> {
+    let mut prefix = [0u8; LENGTH_PREFIX];
+    let got = fill(r, &mut prefix).await?;
+    if got < LENGTH_PREFIX {
+        let error = DecodeError::Truncated {
+            expected: LENGTH_PREFIX,
+            got,
+        };
+        return Err(decode_error(error, &[]));
+    }
+    let len = match codec::body_length(prefix, max_frame_bytes) {
+        Ok(len) => len,
+        Err(error) => {
+            let announced = u32::from_be_bytes(prefix) as usize;
+            let mut head = vec![0u8; announced.min(PEEK_BYTES)];
+            let n = fill(r, &mut head).await.unwrap_or(0);
+            return Err(decode_error(error, &head[..n]));
+        }
+    };
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    r.take(len as u64).read_to_end(&mut body).await?;
+    if body.len() < len {
+        let error = DecodeError::Truncated {
+            expected: LENGTH_PREFIX + len,
+            got: LENGTH_PREFIX + body.len(),
+        };
+        return Err(decode_error(error, &body));
+    }
+    codec::decode_body(&body).map_err(|error| decode_error(error, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame() -> (Vec<u8>, BatchId) {
+        let batch = flowattr_model::FlowBatch {
+            agent: "a".into(),
+            incarnation: 3,
+            seq: 9,
+            created_ns: 1,
+            flows: vec![],
+        };
+        let mut bytes = Vec::new();
+        codec::encode_batch(&batch, &mut bytes).unwrap();
+        (bytes, batch.id())
+    }
+
+    #[tokio::test]
+    async fn reads_a_frame_and_leaves_what_follows() {
+        let (mut bytes, id) = frame();
+        bytes.extend([1, 2, 3]);
+        let mut r = bytes.as_slice();
+        let Frame::Batch(b) = read_frame(&mut r, 1024).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(b.id(), id);
+        assert_eq!(r, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_short_stream_is_truncated_with_the_id_when_readable() {
+        let (bytes, id) = frame();
+        let mut r = &bytes[..bytes.len() - 1];
+        match read_frame(&mut r, 1024).await {
+            Err(ReadError::Decode {
+                error: DecodeError::Truncated { .. },
+                id: got,
+            }) => assert_eq!(got, Some(id)),
+            other => panic!("{other:?}"),
+        }
+        let mut r = &bytes[..2];
+        assert!(matches!(
+            read_frame(&mut r, 1024).await,
+            Err(ReadError::Decode {
+                error: DecodeError::Truncated {
+                    expected: 4,
+                    got: 2
+                },
+                id: None
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_is_refused_with_its_id() {
+        let (bytes, id) = frame();
+        let mut r = bytes.as_slice();
+        match read_frame(&mut r, 4).await {
+            Err(ReadError::Decode {
+                error: DecodeError::Oversized { max: 4, .. },
+                id: got,
+            }) => assert_eq!(got, Some(id)),
+            other => panic!("{other:?}"),
+        }
+    }
+}

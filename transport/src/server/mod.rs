@@ -1,0 +1,273 @@
+//! The collector's side: a QUIC endpoint that accepts agents with client
+//! certificates, reads one batch per stream and hands it to the collector
+//! through a bounded channel, with a one-shot reply.
+//!
+//! The ack frame is written only when the collector replies
+//! [`Reply::Ack`], that is once it has taken responsibility for the batch.
+//! A collector that drops the reply unanswered resets the stream, and the
+//! agent sends the batch again. When the channel is full the stream waits,
+//! and with `max_concurrent_streams` streams waiting the agent cannot open
+//! another: backpressure reaches it through QUIC's stream limit, with no
+//! buffering beyond `max_concurrent_streams` frames per connection.
+//!
+//! ```no_run
+//! # async fn run(tls: flowattr_transport::tls::TlsFiles) -> Result<(), Box<dyn std::error::Error>> {
+//! use flowattr_transport::{Receiver, ReceiverConfig, Reply};
+//!
+//! let (receiver, mut deliveries) = Receiver::bind(ReceiverConfig::new("[::]:7443".parse()?, tls))?;
+//! while let Some(delivery) = deliveries.recv().await {
+//!     // Journal the batch, then:
+//!     let _ = delivery.reply.send(Reply::Ack);
+//! }
+//! receiver.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
+
+mod counters;
+mod stream;
+
+use std::{net::SocketAddr, sync::Arc, sync::atomic::Ordering::Relaxed, time::Duration};
+
+use flowattr_model::FlowBatch;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use counters::{ReceiverCounters, ReceiverStats};
+use stream::StreamContext;
+
+use crate::{
+    codec::{ALPN, DEFAULT_MAX_FRAME_BYTES},
+    tls::{self, PeerIdentity, TlsError, TlsFiles},
+};
+
+/// Connection close code: the receiver is shutting down.
+const CLOSE_SHUTDOWN: u32 = 0;
+/// Connection close code: the client certificate names no one.
+const CLOSE_NO_IDENTITY: u32 = 2;
+
+/// Where and how a [`Receiver`] listens.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// UDP address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    pub tls: TlsFiles,
+    /// Largest frame body accepted (default 16 MiB).
+    pub max_frame_bytes: usize,
+    /// Batches in flight per connection (default 16).
+    pub max_concurrent_streams: u32,
+    /// Deliveries waiting for the collector (default 64).
+    pub channel_capacity: usize,
+    /// A stream's frame must be whole within this time (default 30 s).
+    pub read_timeout: Duration,
+}
+
+impl ReceiverConfig {
+    /// Defaults for everything but the address and the TLS files.
+    pub fn new(listen: SocketAddr, tls: TlsFiles) -> Self {
+        Self {
+            listen,
+            tls,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_concurrent_streams: 16,
+            channel_capacity: 64,
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One batch for the collector, and where its answer goes.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The agent, as its client certificate names it.
+    pub peer: PeerIdentity,
+    pub remote_addr: SocketAddr,
+    pub batch: FlowBatch,
+    /// The collector's answer. Dropping it unanswered makes the agent send
+    /// the batch again.
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// The collector's answer to a [`Delivery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The collector has taken responsibility for the batch.
+    Ack,
+    /// The batch will never be accepted; the agent drops it.
+    Reject(String),
+}
+
+/// A receiver that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The collector's QUIC endpoint. Dropping it closes every connection at
+/// once; [`Receiver::shutdown`] lets answers in progress finish first.
+pub struct Receiver {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    counters: Arc<ReceiverCounters>,
+    stop: watch::Sender<bool>,
+    /// Held by every connection and stream task; closed when all are done.
+    alive: Option<mpsc::Sender<()>>,
+    done: mpsc::Receiver<()>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    /// Listens on `config.listen`; deliveries arrive on the returned
+    /// channel. Must be called within a Tokio runtime.
+    pub fn bind(
+        config: ReceiverConfig,
+    ) -> Result<(Receiver, mpsc::Receiver<Delivery>), ReceiverError> {
+        let server = tls::server_config(&config.tls, config.max_concurrent_streams)?;
+        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
+            ReceiverError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| ReceiverError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let (deliveries, rx) = mpsc::channel(config.channel_capacity.max(1));
+        let (stop, stopped) = watch::channel(false);
+        let (alive, done) = mpsc::channel(1);
+        let counters = Arc::new(ReceiverCounters::default());
+        let shared = Shared {
+            config,
+            deliveries,
+            counters: counters.clone(),
+            stopped,
+            alive: alive.clone(),
+        };
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), shared));
+        tracing::info!(address = %local_addr, "receiving batches");
+        Ok((
+            Receiver {
+                endpoint,
+                local_addr,
+                counters,
+                stop,
+                alive: Some(alive),
+                done,
+                accept,
+            },
+            rx,
+        ))
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The receiver's counters.
+    pub fn counters(&self) -> Arc<ReceiverCounters> {
+        self.counters.clone()
+    }
+
+    /// Stops accepting connections and streams, waits up to `grace` for
+    /// streams in progress to be answered, then closes every connection.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        self.accept.abort();
+        self.alive = None;
+        let _ = tokio::time::timeout(grace, self.done.recv()).await;
+        self.endpoint
+            .close(CLOSE_SHUTDOWN.into(), b"collector shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        tracing::info!(address = %self.local_addr, "receiver stopped");
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.accept.abort();
+        self.endpoint
+            .close(CLOSE_SHUTDOWN.into(), b"collector shutting down");
+    }
+}
+
+/// What the accept loop passes to each connection.
+#[derive(Clone)]
+struct Shared {
+    config: ReceiverConfig,
+    deliveries: mpsc::Sender<Delivery>,
+    counters: Arc<ReceiverCounters>,
+    stopped: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(connection(incoming, shared.clone()));
+    }
+}
+
+/// Completes the handshake, then serves the connection's streams.
+async fn connection(incoming: quinn::Incoming, shared: Shared) {
+    let remote_addr = incoming.remote_address();
+    let counters = &shared.counters;
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(error) => {
+            counters.handshake_refused.fetch_add(1, Relaxed);
+            tracing::warn!(%remote_addr, %error, "refused a connection during the handshake");
+            return;
+        }
+    };
+    let alpn = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol);
+    let peer = match PeerIdentity::of(&conn) {
+        Some(peer) if alpn.as_deref() == Some(ALPN) => peer,
+        _ => {
+            counters.handshake_refused.fetch_add(1, Relaxed);
+            tracing::warn!(%remote_addr, "refused a connection: no name in its certificate or no ALPN");
+            conn.close(CLOSE_NO_IDENTITY.into(), b"no client identity");
+            return;
+        }
+    };
+    counters.connections.fetch_add(1, Relaxed);
+    tracing::info!(%peer, %remote_addr, "agent connected");
+    let ctx = Arc::new(StreamContext {
+        peer: peer.clone(),
+        remote_addr,
+        deliveries: shared.deliveries.clone(),
+        counters: shared.counters.clone(),
+        max_frame_bytes: shared.config.max_frame_bytes,
+        read_timeout: shared.config.read_timeout,
+    });
+    let mut stopped = shared.stopped.clone();
+    loop {
+        let (send, recv) = tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok(streams) => streams,
+                Err(error) => {
+                    tracing::info!(%peer, %remote_addr, %error, "agent disconnected");
+                    return;
+                }
+            },
+            _ = stopped.wait_for(|&s| s) => return,
+        };
+        let ctx = ctx.clone();
+        let alive = shared.alive.clone();
+        tokio::spawn(async move {
+            stream::serve(&ctx, send, recv).await;
+            drop(alive);
+        });
+    }
+}

@@ -1,0 +1,123 @@
+//! One bidirectional stream: read a batch frame, hand the batch to the
+//! collector, write its ack or reject.
+
+use std::{net::SocketAddr, sync::Arc, sync::atomic::Ordering::Relaxed, time::Duration};
+
+use flowattr_model::BatchId;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Delivery, ReceiverCounters, Reply};
+use crate::{
+    codec::{self, DecodeError, ErrorClass, Frame},
+    frame_io::{ReadError, read_frame},
+    tls::PeerIdentity,
+};
+
+/// Stream reset code: the collector did not answer (the agent retries).
+const NO_ANSWER: u32 = 1;
+
+/// What every stream of one connection shares.
+pub(super) struct StreamContext {
+    pub peer: PeerIdentity,
+    pub remote_addr: SocketAddr,
+    pub deliveries: mpsc::Sender<Delivery>,
+    pub counters: Arc<ReceiverCounters>,
+    pub max_frame_bytes: usize,
+    pub read_timeout: Duration,
+}
+
+/// Serves one stream to its end.
+pub(super) async fn serve(
+    ctx: &StreamContext,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let read =
+        tokio::time::timeout(ctx.read_timeout, read_frame(&mut recv, ctx.max_frame_bytes)).await;
+    let answer = match read {
+        Ok(Ok(Frame::Batch(batch))) => {
+            ctx.counters.batches.fetch_add(1, Relaxed);
+            let id = batch.id();
+            let (reply, answer) = oneshot::channel();
+            let delivery = Delivery {
+                peer: ctx.peer.clone(),
+                remote_addr: ctx.remote_addr,
+                batch,
+                reply,
+            };
+            // Waits while the collector is behind: this stream stays open,
+            // and with the stream limit reached the agent cannot open more.
+            if ctx.deliveries.send(delivery).await.is_err() {
+                tracing::debug!(batch = %id, "collector gone; batch not answered");
+                let _ = send.reset(NO_ANSWER.into());
+                return;
+            }
+            match answer.await {
+                Ok(Reply::Ack) => {
+                    ctx.counters.acked.fetch_add(1, Relaxed);
+                    Answer::Ack(id)
+                }
+                Ok(Reply::Reject(reason)) => {
+                    ctx.counters.rejected.fetch_add(1, Relaxed);
+                    tracing::warn!(peer = %ctx.peer, batch = %id, %reason, "the collector rejected a batch");
+                    Answer::Reject(Some(id), reason)
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %ctx.peer, batch = %id, "the collector dropped a batch unanswered; the agent will send it again");
+                    let _ = send.reset(NO_ANSWER.into());
+                    return;
+                }
+            }
+        }
+        Ok(Ok(other)) => {
+            ctx.counters.malformed.fetch_add(1, Relaxed);
+            let kind = match other {
+                Frame::Ack(_) => "ack",
+                Frame::Reject { .. } => "reject",
+                Frame::Batch(_) => "batch",
+            };
+            tracing::warn!(peer = %ctx.peer, kind, "an agent sent a frame that is not a batch");
+            Answer::Reject(None, format!("expected a batch frame, got {kind}"))
+        }
+        Ok(Err(ReadError::Decode { error, id })) => refuse(ctx, error, id),
+        Ok(Err(ReadError::Io(error))) => {
+            tracing::debug!(peer = %ctx.peer, %error, "a stream failed before its frame was read");
+            return;
+        }
+        Err(_) => {
+            let timeout = ctx.read_timeout;
+            tracing::warn!(peer = %ctx.peer, ?timeout, "a batch frame did not arrive in time");
+            ctx.counters.bad_frame(ErrorClass::Truncated);
+            Answer::Reject(None, format!("frame not complete after {timeout:?}"))
+        }
+    };
+    let mut bytes = Vec::new();
+    let encoded = match &answer {
+        Answer::Ack(id) => codec::encode_ack(id, &mut bytes),
+        Answer::Reject(id, reason) => codec::encode_reject(id.as_ref(), reason, &mut bytes),
+    };
+    if encoded.is_err() {
+        return;
+    }
+    // Unread bytes of a refused frame are not wanted.
+    let _ = recv.stop(0u32.into());
+    if let Err(error) = send.write_all(&bytes).await {
+        tracing::debug!(peer = %ctx.peer, %error, "the answer could not be written");
+        return;
+    }
+    let _ = send.finish();
+    // Wait until the agent has the answer (or gives up on the stream).
+    let _ = send.stopped().await;
+}
+
+enum Answer {
+    Ack(BatchId),
+    Reject(Option<BatchId>, String),
+}
+
+fn refuse(ctx: &StreamContext, error: DecodeError, id: Option<BatchId>) -> Answer {
+    ctx.counters.bad_frame(error.class());
+    let batch = id.as_ref().map(ToString::to_string);
+    tracing::warn!(peer = %ctx.peer, batch, %error, "refused a bad frame");
+    Answer::Reject(id, error.to_string())
+}

@@ -1,0 +1,230 @@
+//! The spool's bookkeeping (pure): which batches are spooled, in age
+//! order, their sizes, which are being sent, when a failed one may be sent
+//! again, and which to drop when the spool is over its bound.
+
+use std::collections::BTreeMap;
+
+use flowattr_model::BatchId;
+use tokio::time::Instant;
+
+/// A spooled batch's key: ordered oldest first (agent run, then sequence).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct SpoolKey {
+    pub incarnation: u64,
+    pub seq: u64,
+    pub agent: String,
+}
+
+impl SpoolKey {
+    pub fn of(id: &BatchId) -> Self {
+        Self {
+            incarnation: id.incarnation,
+            seq: id.seq,
+            agent: id.agent.clone(),
+        }
+    }
+
+    pub fn id(&self) -> BatchId {
+        BatchId {
+            agent: self.agent.clone(),
+            incarnation: self.incarnation,
+            seq: self.seq,
+        }
+    }
+}
+
+/// One spooled batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub bytes: u64,
+    pub flows: u64,
+    /// Being sent (not dropped for space, not picked again).
+    pub in_flight: bool,
+    /// Not to be sent before this time (after a failure).
+    pub not_before: Option<Instant>,
+}
+
+/// A batch dropped to make room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Evicted {
+    pub key: SpoolKey,
+    pub flows: u64,
+}
+
+/// The spool's entries and their total size against a bound.
+#[derive(Debug)]
+pub(crate) struct SpoolIndex {
+    max_bytes: u64,
+    entries: BTreeMap<SpoolKey, Entry>,
+    bytes: u64,
+}
+
+impl SpoolIndex {
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            max_bytes,
+            entries: BTreeMap::new(),
+            bytes: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn get(&self, key: &SpoolKey) -> Option<Entry> {
+        self.entries.get(key).copied()
+    }
+
+    /// Adds (or replaces) an entry.
+    pub fn insert(&mut self, key: SpoolKey, entry: Entry) {
+        self.bytes += entry.bytes;
+        if let Some(old) = self.entries.insert(key, entry) {
+            self.bytes -= old.bytes;
+        }
+    }
+
+    /// Removes an entry; whether it was there.
+    pub fn remove(&mut self, key: &SpoolKey) -> bool {
+        match self.entries.remove(key) {
+            Some(old) => {
+                self.bytes -= old.bytes;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The oldest entries to drop, not being sent and not `keep`, until the
+    /// total fits the bound (removed from the index; the caller deletes
+    /// their files). Entries being sent stay, so the bound may be exceeded
+    /// by them until they are answered.
+    pub fn evict(&mut self, keep: &SpoolKey) -> Vec<Evicted> {
+        let mut evicted = Vec::new();
+        while self.bytes > self.max_bytes {
+            let victim = self
+                .entries
+                .iter()
+                .find(|(k, e)| !e.in_flight && *k != keep)
+                .map(|(k, e)| (k.clone(), e.flows));
+            let Some((key, flows)) = victim else { break };
+            self.remove(&key);
+            evicted.push(Evicted { key, flows });
+        }
+        evicted
+    }
+
+    /// Marks an entry as no longer being sent, to be sent again from
+    /// `not_before` (or at once).
+    pub fn release(&mut self, key: &SpoolKey, not_before: Option<Instant>) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.in_flight = false;
+            e.not_before = not_before;
+        }
+    }
+
+    fn ready(e: &Entry, now: Instant) -> bool {
+        !e.in_flight && e.not_before.is_none_or(|t| t <= now)
+    }
+
+    /// Whether an entry may be sent now.
+    pub fn has_ready(&self, now: Instant) -> bool {
+        self.entries.values().any(|e| Self::ready(e, now))
+    }
+
+    /// The oldest entry that may be sent now, marked as being sent.
+    pub fn take_ready(&mut self, now: Instant) -> Option<SpoolKey> {
+        let (key, entry) = self.entries.iter_mut().find(|(_, e)| Self::ready(e, now))?;
+        entry.in_flight = true;
+        Some(key.clone())
+    }
+
+    /// The earliest time a waiting entry becomes ready.
+    pub fn next_ready_at(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .filter(|e| !e.in_flight)
+            .filter_map(|e| e.not_before)
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key(seq: u64) -> SpoolKey {
+        SpoolKey {
+            incarnation: 1,
+            seq,
+            agent: "a".into(),
+        }
+    }
+
+    fn entry(bytes: u64) -> Entry {
+        Entry {
+            bytes,
+            flows: bytes * 10,
+            in_flight: false,
+            not_before: None,
+        }
+    }
+
+    #[test]
+    fn eviction_drops_the_oldest_idle_entries_until_the_total_fits() {
+        let mut index = SpoolIndex::new(100);
+        for seq in 0..4 {
+            index.insert(key(seq), entry(30));
+        }
+        // Seq 0 is being sent: seq 1 is the oldest that may go.
+        index.take_ready(Instant::now());
+        let evicted = index.evict(&key(3));
+        assert_eq!(
+            evicted,
+            [Evicted {
+                key: key(1),
+                flows: 300
+            }]
+        );
+        assert_eq!((index.len(), index.bytes()), (3, 90));
+        // Everything else in flight or kept: over the bound, nothing to drop.
+        index.insert(key(4), entry(30));
+        index.take_ready(Instant::now());
+        index.take_ready(Instant::now());
+        assert_eq!(index.evict(&key(4)), []);
+        assert_eq!(index.bytes(), 120);
+    }
+
+    #[test]
+    fn ready_entries_come_oldest_first_and_respect_their_delay() {
+        let now = Instant::now();
+        let mut index = SpoolIndex::new(u64::MAX);
+        index.insert(key(2), entry(1));
+        index.insert(key(1), entry(1));
+        assert_eq!(index.take_ready(now), Some(key(1)));
+        let later = now + Duration::from_secs(1);
+        index.release(&key(1), Some(later));
+        assert_eq!(index.take_ready(now), Some(key(2)));
+        assert_eq!(index.take_ready(now), None);
+        assert!(!index.has_ready(now));
+        assert_eq!(index.next_ready_at(), Some(later));
+        assert_eq!(index.take_ready(later), Some(key(1)));
+        assert_eq!(index.next_ready_at(), None);
+    }
+
+    #[test]
+    fn replacing_an_entry_keeps_the_total_right() {
+        let mut index = SpoolIndex::new(u64::MAX);
+        index.insert(key(1), entry(10));
+        index.insert(key(1), entry(20));
+        assert_eq!(index.bytes(), 20);
+        assert!(index.remove(&key(1)));
+        assert!(!index.remove(&key(1)));
+        assert_eq!(index.bytes(), 0);
+    }
+}
