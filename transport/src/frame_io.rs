@@ -8,6 +8,9 @@ use crate::codec::{self, DecodeError, Frame, LENGTH_PREFIX};
 /// Bytes read from an oversized frame's body to find its batch id.
 const PEEK_BYTES: usize = 4096;
 
+/// Bytes read from the stream at a time.
+const CHUNK_BYTES: usize = 64 << 10;
+
 /// A frame that could not be read.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReadError {
@@ -41,13 +44,17 @@ async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::Resul
     Ok(n)
 }
 
-/// Reads and decodes one frame of at most `max_frame_bytes` from `r`. The
-/// body buffer grows as bytes arrive, so a length prefix alone reserves no
-/// memory. An oversized frame's body is not read beyond its first bytes.
+/// Reads and decodes one frame of at most `max_frame_bytes` from `r`,
+/// collecting its body in `body` as bytes arrive, so a length prefix alone
+/// reserves no memory and, if the future is dropped (a timeout), `body`
+/// holds what came. An oversized frame's body is not read beyond its first
+/// bytes.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max_frame_bytes: usize,
+    body: &mut Vec<u8>,
 ) -> Result<Frame, ReadError> {
+    body.clear();
     let mut prefix = [0u8; LENGTH_PREFIX];
     let got = fill(r, &mut prefix).await?;
     if got < LENGTH_PREFIX {
@@ -66,16 +73,22 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
             return Err(decode_error(error, &head[..n]));
         }
     };
-    let mut body = Vec::with_capacity(len.min(64 << 10));
-    r.take(len as u64).read_to_end(&mut body).await?;
+    let mut chunk = vec![0u8; len.min(CHUNK_BYTES)];
+    while body.len() < len {
+        let want = (len - body.len()).min(chunk.len());
+        match r.read(&mut chunk[..want]).await? {
+            0 => break,
+            n => body.extend_from_slice(&chunk[..n]),
+        }
+    }
     if body.len() < len {
         let error = DecodeError::Truncated {
             expected: LENGTH_PREFIX + len,
             got: LENGTH_PREFIX + body.len(),
         };
-        return Err(decode_error(error, &body));
+        return Err(decode_error(error, body));
     }
-    codec::decode_body(&body).map_err(|error| decode_error(error, &body))
+    codec::decode_body(body).map_err(|error| decode_error(error, body))
 }
 
 #[cfg(test)]
@@ -100,7 +113,7 @@ mod tests {
         let (mut bytes, id) = frame();
         bytes.extend([1, 2, 3]);
         let mut r = bytes.as_slice();
-        let Frame::Batch(b) = read_frame(&mut r, 1024).await.unwrap() else {
+        let Frame::Batch(b) = read_frame(&mut r, 1024, &mut Vec::new()).await.unwrap() else {
             panic!()
         };
         assert_eq!(b.id(), id);
@@ -111,7 +124,7 @@ mod tests {
     async fn a_short_stream_is_truncated_with_the_id_when_readable() {
         let (bytes, id) = frame();
         let mut r = &bytes[..bytes.len() - 1];
-        match read_frame(&mut r, 1024).await {
+        match read_frame(&mut r, 1024, &mut Vec::new()).await {
             Err(ReadError::Decode {
                 error: DecodeError::Truncated { .. },
                 id: got,
@@ -120,7 +133,7 @@ mod tests {
         }
         let mut r = &bytes[..2];
         assert!(matches!(
-            read_frame(&mut r, 1024).await,
+            read_frame(&mut r, 1024, &mut Vec::new()).await,
             Err(ReadError::Decode {
                 error: DecodeError::Truncated {
                     expected: 4,
@@ -135,7 +148,7 @@ mod tests {
     async fn an_oversized_frame_is_refused_with_its_id() {
         let (bytes, id) = frame();
         let mut r = bytes.as_slice();
-        match read_frame(&mut r, 4).await {
+        match read_frame(&mut r, 4, &mut Vec::new()).await {
             Err(ReadError::Decode {
                 error: DecodeError::Oversized { max: 4, .. },
                 id: got,

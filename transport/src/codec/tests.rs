@@ -1,6 +1,6 @@
 //! Round trips, schema evolution and every decode error.
 
-#[path = "../../tests/common/gen.rs"]
+#[path = "../../tests/common/generate.rs"]
 #[allow(dead_code)]
 mod generate;
 

@@ -32,8 +32,12 @@ pub(super) async fn serve(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let read =
-        tokio::time::timeout(ctx.read_timeout, read_frame(&mut recv, ctx.max_frame_bytes)).await;
+    let mut body = Vec::new();
+    let read = tokio::time::timeout(
+        ctx.read_timeout,
+        read_frame(&mut recv, ctx.max_frame_bytes, &mut body),
+    )
+    .await;
     let answer = match read {
         Ok(Ok(Frame::Batch(batch))) => {
             ctx.counters.batches.fetch_add(1, Relaxed);
@@ -86,9 +90,11 @@ pub(super) async fn serve(
         }
         Err(_) => {
             let timeout = ctx.read_timeout;
-            tracing::warn!(peer = %ctx.peer, ?timeout, "a batch frame did not arrive in time");
+            let id = codec::peek_batch_id(&body);
+            let batch = id.as_ref().map(ToString::to_string);
+            tracing::warn!(peer = %ctx.peer, batch, ?timeout, "a batch frame did not arrive in time");
             ctx.counters.bad_frame(ErrorClass::Truncated);
-            Answer::Reject(None, format!("frame not complete after {timeout:?}"))
+            Answer::Reject(id, format!("frame not complete after {timeout:?}"))
         }
     };
     let mut bytes = Vec::new();

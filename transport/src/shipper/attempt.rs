@@ -88,7 +88,7 @@ pub(super) async fn deliver(
             Err(quinn::WriteError::Stopped(_)) => {}
             Err(e) => return Err(format!("writing the batch: {e}")),
         }
-        read_frame(&mut recv, MAX_ANSWER_BYTES)
+        read_frame(&mut recv, MAX_ANSWER_BYTES, &mut Vec::new())
             .await
             .map_err(|e| match e {
                 ReadError::Io(e) => format!("reading the answer: {e}"),

@@ -28,7 +28,8 @@ use super::{
     spool::Spool,
 };
 
-/// A batch `send` has spooled, with its frame and permit.
+/// A batch `send` has spooled (not yet marked as being sent), with its
+/// frame and permit.
 pub(super) struct Handoff {
     pub key: SpoolKey,
     pub frame: Vec<u8>,
@@ -209,13 +210,15 @@ impl Dispatcher {
     }
 
     fn handoff(&self, state: &mut State, h: Handoff) {
-        match &state.link {
-            Link::Up(conn) => {
-                let conn = conn.clone();
-                self.spawn_attempt(state, conn, h.key, Payload::Memory(h.frame), h.permit);
-            }
+        let Link::Up(conn) = &state.link else {
             // Not connected: the batch waits on disk, not in memory.
-            _ => self.spool.lock().unwrap().index.release(&h.key, None),
+            return;
+        };
+        // Not when it was dropped for space meanwhile (counted), or is
+        // already being sent from the spool.
+        if self.spool.lock().unwrap().index.mark_in_flight(&h.key) {
+            let conn = conn.clone();
+            self.spawn_attempt(state, conn, h.key, Payload::Memory(h.frame), h.permit);
         }
     }
 

@@ -118,6 +118,18 @@ impl SpoolIndex {
         evicted
     }
 
+    /// Marks an entry as being sent; `false` when it is gone (dropped for
+    /// space) or already being sent.
+    pub fn mark_in_flight(&mut self, key: &SpoolKey) -> bool {
+        match self.entries.get_mut(key) {
+            Some(e) if !e.in_flight => {
+                e.in_flight = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Marks an entry as no longer being sent, to be sent again from
     /// `not_before` (or at once).
     pub fn release(&mut self, key: &SpoolKey, not_before: Option<Instant>) {
@@ -215,6 +227,16 @@ mod tests {
         assert_eq!(index.next_ready_at(), Some(later));
         assert_eq!(index.take_ready(later), Some(key(1)));
         assert_eq!(index.next_ready_at(), None);
+    }
+
+    #[test]
+    fn an_entry_is_marked_in_flight_once() {
+        let mut index = SpoolIndex::new(u64::MAX);
+        index.insert(key(1), entry(1));
+        assert!(index.mark_in_flight(&key(1)));
+        assert!(!index.mark_in_flight(&key(1)));
+        assert!(!index.mark_in_flight(&key(2)));
+        assert_eq!(index.take_ready(Instant::now()), None);
     }
 
     #[test]

@@ -239,7 +239,7 @@ impl Shipper {
             let entry = Entry {
                 bytes,
                 flows,
-                in_flight: true,
+                in_flight: false,
                 not_before: None,
             };
             spool.index.insert(key.clone(), entry);

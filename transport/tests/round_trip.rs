@@ -1,0 +1,96 @@
+//! Batches travel from a shipper to a receiver over QUIC with mutual TLS
+//! and are acknowledged; the spool empties as acks arrive.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use flowattr_transport::{Reply, Shipper};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_arrive_intact_and_are_acknowledged() {
+    init_logs();
+    let pki = Pki::new();
+    let (receiver, rx) = receiver(&pki).await;
+    let (seen, _collector) = acking_collector(rx);
+    let spool = tempfile::tempdir().unwrap();
+    let shipper = Shipper::start(shipper_config(
+        &pki,
+        &[receiver.local_addr()],
+        spool.path().into(),
+    ))
+    .unwrap();
+    let sent: Vec<_> = (0..20)
+        .map(|seq| batch(1, seq, 1 + seq as usize * 50))
+        .collect();
+    for b in &sent {
+        shipper.send(b).await.unwrap();
+    }
+    let counters = shipper.counters();
+    wait_until(Duration::from_secs(10), "all are acked", || {
+        counters.snapshot().acked == 20
+    })
+    .await;
+    let delivered = seen.delivered.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 20);
+    for d in &delivered {
+        assert_eq!(d.peer, AGENT, "the peer is named by its certificate");
+    }
+    let mut got: Vec<_> = delivered.into_iter().map(|d| d.batch).collect();
+    got.sort_by_key(|b| b.seq);
+    assert_eq!(got, sent, "every field of every flow arrives");
+    let stats = counters.snapshot();
+    assert_eq!(
+        (
+            stats.spooled_batches,
+            stats.spool_bytes,
+            stats.sent,
+            stats.retries
+        ),
+        (0, 0, 20, 0)
+    );
+    assert!(spool_files(spool.path()).is_empty());
+    assert_eq!(shipper.connected_to(), Some(receiver.local_addr()));
+    let r = receiver.counters().snapshot();
+    assert_eq!((r.connections, r.batches, r.acked), (1, 20, 20));
+    assert_eq!(shipper.shutdown(Duration::from_secs(1)).await, 0);
+    receiver.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_batch_is_dropped_from_the_spool_and_counted() {
+    init_logs();
+    let pki = Pki::new();
+    let (receiver, rx) = receiver(&pki).await;
+    let (seen, _collector) = collector(rx, |b| {
+        Some(if b.seq == 1 {
+            Reply::Reject("claims addresses it does not own".into())
+        } else {
+            Reply::Ack
+        })
+    });
+    let spool = tempfile::tempdir().unwrap();
+    let shipper = Shipper::start(shipper_config(
+        &pki,
+        &[receiver.local_addr()],
+        spool.path().into(),
+    ))
+    .unwrap();
+    for seq in 0..3 {
+        shipper.send(&batch(1, seq, 5)).await.unwrap();
+    }
+    let counters = shipper.counters();
+    wait_until(Duration::from_secs(10), "all are answered", || {
+        let s = counters.snapshot();
+        s.acked == 2 && s.rejected == 1
+    })
+    .await;
+    assert_eq!(counters.snapshot().spooled_batches, 0);
+    assert!(
+        spool_files(spool.path()).is_empty(),
+        "the rejected batch is not kept"
+    );
+    assert_eq!(seen.len(), 3, "the rejected batch is not sent again");
+    assert_eq!(receiver.counters().snapshot().rejected, 1);
+}
