@@ -1,1 +1,147 @@
-//! Ownership sharing through Kafka (in progress).
+//! Ownership sharing through Kafka (the method's point 3): every collector
+//! publishes the ranges its local heartbeats changed and applies every other
+//! collector's, so each holds the whole fleet's map although it receives
+//! only a slice of the flows.
+//!
+//! Optional: a single collector with no Kafka configured never builds any of
+//! this, and keeps its ownership table in process.
+//!
+//! - [`codec`] is the message format (pure, versioned, checked).
+//! - [`KafkaSharing`] is the shell: a producer and a reader thread on
+//!   librdkafka. The collector's core stays synchronous and sans-IO: it
+//!   drains the table's changes into [`KafkaSharing::publish`] and applies
+//!   what [`KafkaSharing::poll`] returns; neither waits on the broker, so
+//!   attribution goes on from the in-memory table while Kafka is down.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use flowattr_collector::ownership::{OwnershipConfig, OwnershipTable};
+//! use flowattr_collector::sharing::{KafkaSharing, SharingConfig};
+//! # fn now_ns() -> u64 { 0 }
+//!
+//! let mut table = OwnershipTable::new(OwnershipConfig::default());
+//! let config = SharingConfig::new("127.0.0.1:9092", "flowattr-ownership");
+//! let mut sharing = KafkaSharing::new(config, "collector-1").unwrap();
+//! // At start: what the fleet (and this collector, before a restart) knew.
+//! if let Ok(history) = sharing.warm_up(Duration::from_secs(30)) {
+//!     for u in &history {
+//!         table.apply(u, now_ns());
+//!     }
+//! }
+//! loop {
+//!     // … heartbeats from agents go into `table` …
+//!     sharing.publish(&table.drain_changes());
+//!     for u in sharing.poll(10_000, Duration::from_millis(100)) {
+//!         table.apply(&u, now_ns());
+//!     }
+//! }
+//! ```
+//!
+//! Ordering does not matter for correctness: the table is a function of
+//! the set of claims, so updates applied late, twice or out of order give
+//! the same table. That is why the producer may retry freely and why the
+//! reader may read a partition again after an outage.
+
+pub mod codec;
+
+pub(crate) mod client;
+mod counters;
+mod kafka;
+mod reader;
+
+use std::time::Duration;
+
+pub use counters::SharingCounters;
+pub use kafka::{KafkaSharing, Published};
+
+/// Where and how ranges are shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharingConfig {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The topic all collectors of a region share.
+    pub topic: String,
+    /// Partitions of the topic when this collector has to create it.
+    /// Default 12.
+    pub partitions: i32,
+    /// How far back the history is read at start. Default 15 min, the
+    /// ownership table's expiry: older ranges would be refused as stale.
+    /// The topic's retention must be at least this long.
+    pub warmup_window: Duration,
+    /// Messages the producer holds while the broker is slow or down; past
+    /// it, publishing refuses (and counts) messages. Default 100,000.
+    pub publish_queue_messages: usize,
+    /// Bytes the producer holds. Default 64 MiB.
+    pub publish_queue_bytes: usize,
+    /// How long a message may wait for the broker before it is given up
+    /// (and counted). Default 15 min: a broker down for less loses nothing
+    /// that fitted in the queue, and a range older than that is stale
+    /// anyway.
+    pub delivery_timeout: Duration,
+    /// Messages read but not yet polled by the collector; past it, the
+    /// reader waits (the broker keeps the rest). Default 10,000.
+    pub inbound_queue: usize,
+}
+
+impl SharingConfig {
+    /// The defaults, for `brokers` and `topic`.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            partitions: 12,
+            warmup_window: Duration::from_secs(15 * 60),
+            publish_queue_messages: 100_000,
+            publish_queue_bytes: 64 << 20,
+            delivery_timeout: Duration::from_secs(15 * 60),
+            inbound_queue: 10_000,
+        }
+    }
+
+    fn validate(&self) -> Result<(), SharingError> {
+        let bad = |what: &str| Err(SharingError::Config(what.to_string()));
+        if self.brokers.trim().is_empty() {
+            return bad("no Kafka brokers are given");
+        }
+        if self.topic.trim().is_empty() {
+            return bad("the sharing topic's name is empty");
+        }
+        if self.partitions < 1 {
+            return bad("the sharing topic needs at least one partition");
+        }
+        if self.publish_queue_messages == 0 || self.publish_queue_bytes == 0 {
+            return bad("the publish queue bounds must be above zero");
+        }
+        if self.inbound_queue == 0 {
+            return bad("the inbound queue bound must be above zero");
+        }
+        Ok(())
+    }
+}
+
+/// Why sharing could not start or do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SharingError {
+    /// The configuration is unusable.
+    #[error("invalid Kafka sharing configuration: {0}")]
+    Config(String),
+    /// librdkafka refused to create a client (usually a bad setting).
+    #[error("could not create the Kafka client: {0}")]
+    Client(#[source] rdkafka::error::KafkaError),
+    /// The history was not read in time. What was read so far stays queued
+    /// for [`KafkaSharing::poll`], and reading goes on.
+    #[error(
+        "the ownership history was not read within {waited:?} ({partitions_behind} partitions behind; broker answering: {broker_up})"
+    )]
+    WarmUpTimedOut {
+        waited: Duration,
+        partitions_behind: u64,
+        broker_up: bool,
+    },
+    /// The reader thread is gone (it panicked).
+    #[error("the Kafka sharing reader thread stopped")]
+    ReaderStopped,
+    /// Messages were still outstanding when a flush gave up.
+    #[error("{outstanding} Kafka messages were still outstanding when the flush timed out")]
+    FlushTimedOut { outstanding: u64 },
+}

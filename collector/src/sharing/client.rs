@@ -1,0 +1,294 @@
+//! What the Kafka sharing and the Kafka output have in common: client
+//! settings, librdkafka's logs routed to `tracing`, delivery accounting with
+//! a bounded queue of messages to send again, and topic administration.
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    pin::pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll, Wake, Waker},
+    thread::{self, Thread},
+    time::Duration,
+};
+
+use rdkafka::{
+    ClientConfig, ClientContext, Message,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    config::{FromClientConfigAndContext, RDKafkaLogLevel},
+    error::{KafkaError, RDKafkaErrorCode},
+    message::DeliveryResult,
+    producer::{BaseRecord, ProducerContext, ThreadedProducer},
+};
+
+/// Settings every client gets: reconnect quickly once a broker is back (the
+/// default backs off to 10 s), and never ask the broker to create topics
+/// (the topic is created explicitly, with its partition count).
+pub(crate) fn base_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("allow.auto.create.topics", "false")
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "1000")
+        .set("socket.connection.setup.timeout.ms", "5000");
+    c
+}
+
+/// A producer's settings: a queue bounded by `messages` and `bytes`, and
+/// `delivery_timeout` for how long a message may wait for a broker (0 is
+/// forever).
+pub(crate) fn producer_config(
+    brokers: &str,
+    messages: usize,
+    bytes: usize,
+    delivery_timeout: Duration,
+) -> ClientConfig {
+    let mut c = base_config(brokers);
+    c.set(
+        "queue.buffering.max.messages",
+        clamp_i32(messages).to_string(),
+    )
+    .set(
+        "queue.buffering.max.kbytes",
+        clamp_i32(bytes.div_ceil(1024)).max(1).to_string(),
+    )
+    .set(
+        "message.timeout.ms",
+        clamp_i32(delivery_timeout.as_millis()).to_string(),
+    )
+    .set("linger.ms", "20");
+    c
+}
+
+fn clamp_i32(n: impl TryInto<i32>) -> i32 {
+    n.try_into().unwrap_or(i32::MAX)
+}
+
+/// librdkafka's own logs at `debug`: a broker that is down makes it log
+/// every reconnect attempt. The shells report broker state themselves.
+pub(crate) fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    tracing::debug!(target: "librdkafka", ?level, facility, "{message}");
+}
+
+/// A client context that only routes logs.
+pub(crate) struct QuietContext;
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", %error, reason, "Kafka client error.");
+    }
+}
+
+/// Whether a failed send or delivery should be tried again later: the
+/// topic is missing (a broker that lost its data; the topic is created
+/// again shortly).
+pub(crate) fn retryable(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownPartition
+        )
+    )
+}
+
+/// Delivery counts of one producer.
+#[derive(Debug, Default)]
+pub(crate) struct DeliveryStats {
+    /// Acknowledged by the broker.
+    pub delivered: AtomicU64,
+    /// Failed for good (timed out, refused, or no room to keep for a retry).
+    pub failed: AtomicU64,
+    /// Kept to send again.
+    pub requeued: AtomicU64,
+}
+
+/// Messages to send again, oldest first, at most `bound`.
+pub(crate) struct Requeue {
+    queue: Mutex<VecDeque<(Option<Box<[u8]>>, Box<[u8]>)>>,
+    bound: usize,
+}
+
+impl Requeue {
+    pub fn new(bound: usize) -> Self {
+        Self {
+            queue: Mutex::new(VecDeque::new()),
+            bound,
+        }
+    }
+
+    /// Keeps a message; false if the queue is full.
+    pub fn push(&self, key: Option<&[u8]>, payload: &[u8]) -> bool {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= self.bound {
+            return false;
+        }
+        q.push_back((key.map(Into::into), payload.into()));
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Hands the kept messages to `producer` again, oldest first, until it
+    /// refuses one (that one and the rest stay). Returns how many went.
+    pub fn resend<C>(&self, producer: &ThreadedProducer<C>, topic: &str) -> usize
+    where
+        C: ProducerContext<DeliveryOpaque = ()> + 'static,
+    {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sent = 0;
+        while let Some((key, payload)) = q.pop_front() {
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(&payload);
+            if let Some(k) = key.as_deref() {
+                record = record.key(k);
+            }
+            if producer.send(record).is_err() {
+                q.push_front((key, payload));
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    }
+}
+
+/// A producer context that counts deliveries and keeps messages that
+/// failed only because the topic was missing.
+pub(crate) struct DeliveryContext {
+    pub stats: Arc<DeliveryStats>,
+    pub requeue: Arc<Requeue>,
+    /// For logs: which shell this producer belongs to.
+    pub what: &'static str,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", %error, reason, "Kafka producer error.");
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, message))
+                if retryable(error)
+                    && self
+                        .requeue
+                        .push(message.key(), message.payload().unwrap_or_default()) =>
+            {
+                self.stats.requeued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, _)) => {
+                let n = self.stats.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                // Every failure is counted; the log thins out (1, 2, 4, 8, …).
+                if n.is_power_of_two() {
+                    tracing::warn!(what = self.what, %error, failed = n, "A Kafka message could not be delivered.");
+                }
+            }
+        }
+    }
+}
+
+/// Creates a producer counting into `stats` and keeping retryable failures
+/// in `requeue`.
+pub(crate) fn producer(
+    config: &ClientConfig,
+    what: &'static str,
+    stats: Arc<DeliveryStats>,
+    requeue: Arc<Requeue>,
+) -> Result<ThreadedProducer<DeliveryContext>, KafkaError> {
+    ThreadedProducer::from_config_and_context(
+        config,
+        DeliveryContext {
+            stats,
+            requeue,
+            what,
+        },
+    )
+}
+
+/// Looks up and creates topics.
+pub(crate) struct TopicAdmin {
+    admin: AdminClient<QuietContext>,
+}
+
+impl TopicAdmin {
+    pub fn new(brokers: &str) -> Result<Self, KafkaError> {
+        let admin = AdminClient::from_config_and_context(&base_config(brokers), QuietContext)?;
+        Ok(Self { admin })
+    }
+
+    /// The topic's partition count, or `None` if the broker does not know
+    /// the topic. An error means no broker answered within `timeout`.
+    pub fn partitions(&self, topic: &str, timeout: Duration) -> Result<Option<usize>, KafkaError> {
+        let metadata = self.admin.inner().fetch_metadata(Some(topic), timeout)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|&n| n > 0))
+    }
+
+    /// Creates the topic; a topic that already exists is fine.
+    pub fn create(
+        &self,
+        topic: &str,
+        partitions: i32,
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
+        let new = NewTopic::new(topic, partitions.max(1), TopicReplication::Fixed(1));
+        let options = AdminOptions::new()
+            .request_timeout(Some(timeout))
+            .operation_timeout(Some(timeout));
+        let results = block_on(self.admin.create_topics([&new], &options))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a future to completion on this thread. The admin client's futures
+/// are completed by librdkafka's own thread (and time out by themselves),
+/// so parking until woken is all it takes; no async runtime is needed on
+/// the sharing's std threads.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => thread::park(),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! [`KafkaSharing`]: publishes the ranges local heartbeats changed and
+//! hands on other collectors' ranges, on std threads, never making the
+//! caller wait on the broker.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError, TryRecvError},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::{BaseRecord, Producer, ThreadedProducer},
+};
+
+use super::{
+    SharingConfig, SharingError,
+    client::{self, DeliveryContext, Requeue},
+    codec,
+    counters::{Counters, SharingCounters},
+    reader::{Inbound, Reader, ReaderSettings},
+};
+use crate::ownership::RangeUpdate;
+
+/// What one [`KafkaSharing::publish`] did with its messages (one per
+/// address).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Handed to the producer.
+    pub messages: usize,
+    /// Kept to send once the topic exists again.
+    pub kept: usize,
+    /// Refused (the producer's queue was full); counted as publish errors.
+    pub refused: usize,
+}
+
+/// Ownership sharing through one Kafka topic; see the
+/// [module documentation](super).
+pub struct KafkaSharing {
+    origin: Arc<str>,
+    topic: String,
+    producer: ThreadedProducer<DeliveryContext>,
+    requeue: Arc<Requeue>,
+    counters: Arc<Counters>,
+    rx: Receiver<Inbound>,
+    /// Received but not yet returned (past a `poll`'s `max`, or from a
+    /// warm-up that timed out).
+    pending: VecDeque<RangeUpdate>,
+    warmed_up: bool,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl KafkaSharing {
+    /// Starts sharing as collector `origin`. Does not wait for the broker:
+    /// the reader thread connects, creates the topic if it is missing, and
+    /// starts reading the history (see [`KafkaSharing::warm_up`]).
+    pub fn new(config: SharingConfig, origin: &str) -> Result<Self, SharingError> {
+        config.validate()?;
+        if origin.is_empty() {
+            return Err(SharingError::Config(
+                "the collector's name (the origin of its messages) is empty".into(),
+            ));
+        }
+        let origin: Arc<str> = origin.into();
+        let counters = Arc::new(Counters::default());
+        let requeue = Arc::new(Requeue::new(config.publish_queue_messages));
+        let producer = client::producer(
+            &client::producer_config(
+                &config.brokers,
+                config.publish_queue_messages,
+                config.publish_queue_bytes,
+                config.delivery_timeout,
+            ),
+            "ownership sharing",
+            counters.deliveries.clone(),
+            requeue.clone(),
+        )?;
+        let (tx, rx) = mpsc::sync_channel(config.inbound_queue);
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = Reader::new(
+            ReaderSettings {
+                brokers: config.brokers.clone(),
+                topic: config.topic.clone(),
+                origin: origin.clone(),
+                partitions: config.partitions,
+                warmup_window: config.warmup_window,
+            },
+            producer.clone(),
+            requeue.clone(),
+            tx,
+            counters.clone(),
+            stop.clone(),
+        )?;
+        let reader = thread::Builder::new()
+            .name(format!("sharing-{}", config.topic))
+            .spawn(move || reader.run())
+            .map_err(|e| SharingError::Config(format!("could not start the reader thread: {e}")))?;
+        Ok(Self {
+            origin,
+            topic: config.topic,
+            producer,
+            requeue,
+            counters,
+            rx,
+            pending: VecDeque::new(),
+            warmed_up: false,
+            stop,
+            reader: Some(reader),
+        })
+    }
+
+    /// This collector's name, the `origin` of its messages.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Publishes ranges (usually [`OwnershipTable::drain_changes`]), one
+    /// message per address. Never waits: a message the producer's queue has
+    /// no room for is refused and counted. A range that is lost this way is
+    /// partly healed by the next change of the same range, which publishes
+    /// it whole again.
+    ///
+    /// [`OwnershipTable::drain_changes`]: crate::ownership::OwnershipTable::drain_changes
+    pub fn publish(&self, updates: &[RangeUpdate]) -> Published {
+        let mut report = Published::default();
+        if updates.is_empty() {
+            return report;
+        }
+        if self.requeue.len() > 0 {
+            self.requeue.resend(&self.producer, &self.topic);
+        }
+        let c = &self.counters;
+        for m in codec::encode(&self.origin, updates) {
+            let record = BaseRecord::to(&self.topic).key(&m.key).payload(&m.payload);
+            match self.producer.send(record) {
+                Ok(()) => {
+                    c.published.fetch_add(1, Ordering::Relaxed);
+                    report.messages += 1;
+                }
+                // The topic is missing (a broker that lost its data): keep
+                // the message until the reader has created the topic again.
+                Err((e, _))
+                    if client::retryable(&e)
+                        && self.requeue.push(Some(m.key.as_bytes()), &m.payload) =>
+                {
+                    c.deliveries.requeued.fetch_add(1, Ordering::Relaxed);
+                    report.kept += 1;
+                }
+                Err((e, _)) => {
+                    report.refused += 1;
+                    let n = if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
+                        c.queue_full.fetch_add(1, Ordering::Relaxed)
+                    } else {
+                        c.deliveries.failed.fetch_add(1, Ordering::Relaxed)
+                    } + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(topic = self.topic, error = %e, "An ownership update could not be published.");
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    /// Reads the retained history: every partition from `warmup_window`
+    /// ago to its end, this collector's own earlier messages included.
+    /// Returns the ranges read; apply them to the table.
+    ///
+    /// If the history is not read within `timeout` (a broker that is down
+    /// or slow), returns [`SharingError::WarmUpTimedOut`]; nothing is lost:
+    /// what was read so far, and the rest of the history, come from later
+    /// [`KafkaSharing::poll`]s.
+    pub fn warm_up(&mut self, timeout: Duration) -> Result<Vec<RangeUpdate>, SharingError> {
+        let deadline = Instant::now() + timeout;
+        let mut out: Vec<RangeUpdate> = self.pending.drain(..).collect();
+        while !self.warmed_up {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Inbound::Updates(u)) => out.extend(u),
+                Ok(Inbound::WarmedUp) => self.warmed_up = true,
+                Err(e) => {
+                    self.pending.extend(out);
+                    let c = self.counters();
+                    return Err(match e {
+                        RecvTimeoutError::Timeout => SharingError::WarmUpTimedOut {
+                            waited: timeout,
+                            partitions_behind: c.partitions_behind,
+                            broker_up: c.broker_up,
+                        },
+                        RecvTimeoutError::Disconnected => SharingError::ReaderStopped,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the history has been read.
+    pub fn is_warmed_up(&self) -> bool {
+        self.warmed_up
+    }
+
+    /// Up to `max` ranges from other collectors, waiting at most `timeout`
+    /// for the first.
+    pub fn poll(&mut self, max: usize, timeout: Duration) -> Vec<RangeUpdate> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while self.pending.is_empty() && max > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(item) => self.take(item),
+                Err(_) => return out,
+            }
+        }
+        while self.pending.len() < max {
+            match self.rx.try_recv() {
+                Ok(item) => self.take(item),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let n = max.min(self.pending.len());
+        out.extend(self.pending.drain(..n));
+        out
+    }
+
+    fn take(&mut self, item: Inbound) {
+        match item {
+            Inbound::Updates(u) => self.pending.extend(u),
+            Inbound::WarmedUp => self.warmed_up = true,
+        }
+    }
+
+    /// Waits up to `timeout` for the producer's outstanding messages.
+    pub fn flush(&self, timeout: Duration) -> Result<(), SharingError> {
+        self.producer
+            .flush(timeout)
+            .map_err(|_| SharingError::FlushTimedOut {
+                outstanding: self.producer.in_flight_count().max(0) as u64,
+            })
+    }
+
+    pub fn counters(&self) -> SharingCounters {
+        self.counters.snapshot(self.requeue.len())
+    }
+}
+
+impl Drop for KafkaSharing {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl From<KafkaError> for SharingError {
+    fn from(e: KafkaError) -> Self {
+        SharingError::Client(e)
+    }
+}

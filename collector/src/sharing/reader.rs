@@ -1,0 +1,485 @@
+//! The reader thread: reads every partition of the sharing topic and hands
+//! valid updates to [`KafkaSharing`](super::KafkaSharing) through a bounded
+//! channel, so the collector's core never waits on the broker.
+//!
+//! - **All partitions, no group.** Every collector needs every update, so
+//!   the reader assigns all partitions itself and keeps its own positions;
+//!   it never joins a consumer group and never commits.
+//! - **Warm-up.** At start each partition is read from the offset of
+//!   `now - warmup_window` (the whole partition if the broker cannot say)
+//!   to its end. Until a partition has reached its end once, the
+//!   collector's own earlier messages on it are handed on too: a restarted
+//!   collector gets back what it knew. After that they are skipped.
+//! - **Outages.** Once a second (four times a second while something is
+//!   wrong) the reader asks the broker for the topic, creates it if missing
+//!   and sends again what the producer kept because the topic was missing.
+//!   After an outage (no answer, a lost connection, a missing topic) each
+//!   partition is read again from the offset of the outage's start, minus a
+//!   margin: a broker that lost its data starts its offsets again from 0,
+//!   and a broker that kept it is only read a little twice. Reading twice
+//!   is harmless, as the ownership table takes a range twice as once.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{SyncSender, TrySendError},
+    },
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use rdkafka::{
+    ClientConfig, ClientContext, Message, Offset, Statistics, TopicPartitionList,
+    config::{FromClientConfigAndContext, RDKafkaLogLevel},
+    consumer::{BaseConsumer, Consumer, ConsumerContext},
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::ThreadedProducer,
+};
+use rustc_hash::FxHashMap;
+
+use super::{
+    client::{self, DeliveryContext, Requeue, TopicAdmin},
+    codec::{self, DecodeError, Decoded},
+    counters::Counters,
+};
+use crate::ownership::RangeUpdate;
+
+/// How long one wait for a message lasts (and so how soon a stop is seen).
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// How often the topic is checked while all is well.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often it is checked while something is wrong.
+const CHECK_RETRY: Duration = Duration::from_millis(250);
+/// How long a metadata, offset or admin request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// After an outage, partitions are read again from this long before it.
+const RECOVERY_MARGIN: Duration = Duration::from_secs(10);
+
+/// What the reader hands on.
+pub(super) enum Inbound {
+    /// The ranges of one valid message.
+    Updates(Vec<RangeUpdate>),
+    /// Every partition has been read to its end once: what came before this
+    /// was the history.
+    WarmedUp,
+}
+
+pub(super) struct ReaderSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub origin: Arc<str>,
+    pub partitions: i32,
+    pub warmup_window: Duration,
+}
+
+/// Collects the partitions' watermarks from the client's statistics.
+struct StatsContext {
+    topic: String,
+    /// Partition → (low, high) watermark.
+    watermarks: Mutex<FxHashMap<i32, (i64, i64)>>,
+}
+
+impl ClientContext for StatsContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        client::log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", %error, reason, "Kafka consumer error.");
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let mut w = self.watermarks.lock().unwrap_or_else(|e| e.into_inner());
+        for (&p, part) in &topic.partitions {
+            if p >= 0 && part.hi_offset >= 0 {
+                w.insert(p, (part.lo_offset, part.hi_offset));
+            }
+        }
+    }
+}
+
+impl ConsumerContext for StatsContext {}
+
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    /// The next offset to read, where known.
+    position: Option<i64>,
+    /// Read to its end at least once since start.
+    caught_up: bool,
+}
+
+pub(super) struct Reader {
+    consumer: BaseConsumer<StatsContext>,
+    admin: TopicAdmin,
+    producer: ThreadedProducer<DeliveryContext>,
+    requeue: Arc<Requeue>,
+    settings: ReaderSettings,
+    tx: SyncSender<Inbound>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    parts: Vec<Part>,
+    assigned: bool,
+    warmed_up: bool,
+    broker_up: Option<bool>,
+    /// When the current outage began, if one is going on or not yet
+    /// recovered from.
+    disturbed_since: Option<SystemTime>,
+    next_check: Instant,
+}
+
+impl Reader {
+    pub fn new(
+        settings: ReaderSettings,
+        producer: ThreadedProducer<DeliveryContext>,
+        requeue: Arc<Requeue>,
+        tx: SyncSender<Inbound>,
+        counters: Arc<Counters>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Self, KafkaError> {
+        let mut config: ClientConfig = client::base_config(&settings.brokers);
+        // A group id is needed to assign partitions; the group is never
+        // joined and nothing is committed.
+        config
+            .set("group.id", format!("flowattr-sharing-{}", settings.origin))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100")
+            .set("statistics.interval.ms", "1000");
+        let consumer = BaseConsumer::from_config_and_context(
+            &config,
+            StatsContext {
+                topic: settings.topic.clone(),
+                watermarks: Mutex::default(),
+            },
+        )?;
+        let admin = TopicAdmin::new(&settings.brokers)?;
+        Ok(Self {
+            consumer,
+            admin,
+            producer,
+            requeue,
+            settings,
+            tx,
+            counters,
+            stop,
+            parts: Vec::new(),
+            assigned: false,
+            warmed_up: false,
+            broker_up: None,
+            disturbed_since: None,
+            next_check: Instant::now(),
+        })
+    }
+
+    pub fn run(mut self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            if Instant::now() >= self.next_check {
+                self.check();
+            }
+            let event = match self.consumer.poll(POLL_WAIT) {
+                None => continue,
+                Some(Ok(m)) => Ok((
+                    m.partition(),
+                    m.offset(),
+                    codec::decode(m.key(), m.payload().unwrap_or_default()),
+                )),
+                Some(Err(e)) => Err(e),
+            };
+            match event {
+                Ok((partition, offset, decoded)) => self.on_message(partition, offset, decoded),
+                Err(KafkaError::PartitionEOF(p)) => self.on_end(p),
+                Err(e) => self.on_error(e),
+            }
+        }
+    }
+
+    fn on_message(&mut self, partition: i32, offset: i64, decoded: Result<Decoded, DecodeError>) {
+        let part = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.parts.get_mut(p));
+        let caught_up = match part {
+            Some(part) => {
+                part.position = Some(offset + 1);
+                part.caught_up
+            }
+            None => true,
+        };
+        let c = &self.counters;
+        match decoded {
+            Err(error) => {
+                let reason = error.reason();
+                let n = c.malformed[reason.index()].fetch_add(1, Ordering::Relaxed) + 1;
+                // Every refusal is counted; the log thins out (1, 2, 4, …).
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        topic = self.settings.topic,
+                        partition,
+                        offset,
+                        reason = reason.as_str(),
+                        refused = n,
+                        %error,
+                        "A malformed ownership message was refused."
+                    );
+                }
+            }
+            Ok(d) if caught_up && d.origin == self.settings.origin => {
+                c.own_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(d) => {
+                c.consumed.fetch_add(1, Ordering::Relaxed);
+                c.ranges_received
+                    .fetch_add(d.updates.len() as u64, Ordering::Relaxed);
+                self.hand_on(Inbound::Updates(d.updates));
+            }
+        }
+    }
+
+    fn on_end(&mut self, partition: i32) {
+        if let Some(part) = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.parts.get_mut(p))
+        {
+            part.caught_up = true;
+        }
+        self.update_warm_up();
+    }
+
+    fn on_error(&mut self, error: KafkaError) {
+        match error.rdkafka_error_code() {
+            Some(
+                RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownPartition,
+            ) => {
+                tracing::debug!(%error, "The sharing topic's broker went away or lost the topic.");
+                self.disturb();
+                self.next_check = self.next_check.min(Instant::now() + CHECK_RETRY);
+            }
+            _ => tracing::debug!(%error, "Kafka consumer error."),
+        }
+    }
+
+    fn disturb(&mut self) {
+        self.disturbed_since.get_or_insert_with(SystemTime::now);
+    }
+
+    /// Asks the broker for the topic; creates it, (re)assigns partitions,
+    /// resends kept messages and updates the lag, as needed.
+    fn check(&mut self) {
+        let retry = !self.assigned || self.disturbed_since.is_some();
+        let partitions = self.admin.partitions(&self.settings.topic, REQUEST_TIMEOUT);
+        self.set_broker_up(partitions.is_ok());
+        match partitions {
+            Err(error) => {
+                tracing::debug!(%error, "The Kafka broker did not answer.");
+                self.disturb();
+            }
+            Ok(None) => {
+                self.disturb();
+                let t = &self.settings.topic;
+                match self
+                    .admin
+                    .create(t, self.settings.partitions, REQUEST_TIMEOUT)
+                {
+                    Ok(()) => tracing::info!(
+                        topic = t,
+                        partitions = self.settings.partitions,
+                        "Created the ownership sharing topic."
+                    ),
+                    Err(error) => {
+                        tracing::warn!(topic = t, %error, "Could not create the ownership sharing topic.")
+                    }
+                }
+            }
+            Ok(Some(n)) => {
+                if !self.assigned || n != self.parts.len() || self.disturbed_since.is_some() {
+                    self.assign(n);
+                }
+                if self.requeue.len() > 0 {
+                    let sent = self.requeue.resend(&self.producer, &self.settings.topic);
+                    tracing::debug!(sent, "Sent kept ownership messages again.");
+                }
+            }
+        }
+        self.update_lag();
+        let retry = retry || !self.assigned || self.disturbed_since.is_some();
+        self.next_check = Instant::now() + if retry { CHECK_RETRY } else { CHECK_EVERY };
+    }
+
+    fn set_broker_up(&mut self, up: bool) {
+        self.counters.broker_up.store(up, Ordering::Relaxed);
+        if self.broker_up != Some(up) {
+            let brokers = &self.settings.brokers;
+            match (self.broker_up, up) {
+                (_, true) => tracing::info!(brokers, "The ownership sharing broker answers."),
+                (Some(true), false) => tracing::warn!(
+                    brokers,
+                    "The ownership sharing broker does not answer; attribution goes on from the local table."
+                ),
+                (_, false) => {
+                    tracing::warn!(brokers, "The ownership sharing broker does not answer yet.")
+                }
+            }
+            self.broker_up = Some(up);
+        }
+    }
+
+    /// Assigns partitions `0..n`: at first from the warm-up window, after an
+    /// outage from its start (never later than the current position),
+    /// otherwise where each partition is (new ones from the beginning).
+    fn assign(&mut self, n: usize) {
+        let initial = !self.assigned;
+        let since = if initial {
+            SystemTime::now().checked_sub(self.settings.warmup_window)
+        } else {
+            self.disturbed_since
+                .map(|t| t.checked_sub(RECOVERY_MARGIN).unwrap_or(UNIX_EPOCH))
+        };
+        let found = match since.map(|t| self.offsets_at(t, n)) {
+            Some(Ok(found)) => Some(found),
+            Some(Err(error)) if !initial => {
+                tracing::debug!(%error, "Could not look up offsets by time; trying again.");
+                return;
+            }
+            // Without offsets by time, warm up from the beginning.
+            Some(Err(_)) | None => None,
+        };
+        let mut starts = Vec::with_capacity(n);
+        for p in 0..n {
+            let current = self.parts.get(p).and_then(|x| x.position);
+            starts.push(match (&found, current) {
+                (Some(f), Some(c)) if !initial => Some(f[p].map_or(c, |o| o.min(c))),
+                (Some(f), _) => f[p],
+                (None, c) => c,
+            });
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, start) in starts.iter().enumerate() {
+            let offset = start.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(error) = tpl.add_partition_offset(&self.settings.topic, p as i32, offset) {
+                tracing::warn!(%error, "Could not build the partition assignment.");
+                return;
+            }
+        }
+        if let Err(error) = self.consumer.assign(&tpl) {
+            tracing::warn!(%error, "Could not assign the sharing topic's partitions.");
+            return;
+        }
+        let recovered = !initial && self.disturbed_since.is_some();
+        self.parts = starts
+            .iter()
+            .enumerate()
+            .map(|(p, &position)| Part {
+                position,
+                caught_up: self.parts.get(p).map_or(self.warmed_up, |x| x.caught_up),
+            })
+            .collect();
+        if recovered {
+            self.counters.repositions.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                topic = self.settings.topic,
+                ?starts,
+                "Reading the ownership sharing topic again from before the outage."
+            );
+        }
+        self.assigned = true;
+        self.disturbed_since = None;
+        self.update_warm_up();
+    }
+
+    /// Per partition, the first offset at or after `t`, where the broker
+    /// knows one.
+    fn offsets_at(&self, t: SystemTime, n: usize) -> Result<Vec<Option<i64>>, KafkaError> {
+        let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        let topic = &self.settings.topic;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..n {
+            tpl.add_partition_offset(topic, p as i32, Offset::Offset(ms))?;
+        }
+        let found = self.consumer.offsets_for_times(tpl, REQUEST_TIMEOUT)?;
+        let mut out = vec![None; n];
+        for e in found.elements() {
+            let Some(slot) = usize::try_from(e.partition())
+                .ok()
+                .and_then(|p| out.get_mut(p))
+            else {
+                continue;
+            };
+            *slot = match (e.error(), e.offset()) {
+                (Ok(()), Offset::Offset(o)) => Some(o),
+                // Nothing that new: start at the end as it is now.
+                (Ok(()), Offset::End) => self
+                    .consumer
+                    .fetch_watermarks(topic, e.partition(), REQUEST_TIMEOUT)
+                    .ok()
+                    .map(|(_, high)| high),
+                _ => None,
+            };
+        }
+        Ok(out)
+    }
+
+    fn update_warm_up(&mut self) {
+        let behind = self.parts.iter().filter(|p| !p.caught_up).count();
+        self.counters
+            .partitions_behind
+            .store(behind as u64, Ordering::Relaxed);
+        if !self.warmed_up && self.assigned && behind == 0 {
+            self.warmed_up = true;
+            self.counters.warmed_up.store(true, Ordering::Relaxed);
+            tracing::info!(
+                topic = self.settings.topic,
+                "Read the ownership sharing topic's history."
+            );
+            self.hand_on(Inbound::WarmedUp);
+        }
+    }
+
+    fn update_lag(&self) {
+        let w = self
+            .consumer
+            .context()
+            .watermarks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let lag: i64 = self
+            .parts
+            .iter()
+            .enumerate()
+            .filter_map(|(p, part)| {
+                let &(low, high) = w.get(&(p as i32))?;
+                Some((high - part.position.unwrap_or(low).max(low)).max(0))
+            })
+            .sum();
+        self.counters.lag.store(lag as u64, Ordering::Relaxed);
+    }
+
+    /// Hands an item to the collector, waiting while the channel is full
+    /// (the broker keeps what is not read yet).
+    fn hand_on(&self, mut item: Inbound) {
+        loop {
+            match self.tx.try_send(item) {
+                Ok(()) => return,
+                Err(TrySendError::Full(back)) => {
+                    if self.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    item = back;
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}
