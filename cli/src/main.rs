@@ -2,6 +2,7 @@
 //! printing here, the work in the library crates.
 
 mod agent;
+mod certs;
 mod ipman;
 mod plugin;
 mod show;
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Capture TCP flows with eBPF and attribute their local side (root).
     Agent(agent::AgentArgs),
+    /// Write a development CA and certificates for collectors and agents.
+    Certs(certs::CertsArgs),
     /// Play IPMan: assign and release container addresses in its state file.
     #[command(subcommand)]
     Ipman(ipman::IpmanCommand),
@@ -41,6 +44,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
+        Command::Certs(args) => certs::run(args),
         Command::Ipman(cmd) => ipman::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Show(args) => show::run(args),

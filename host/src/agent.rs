@@ -28,7 +28,7 @@ use crate::{
     capture::{Capture, WallClock, decode},
     config::AgentConfig,
     metrics::{self, AgentMetrics},
-    output::JsonLinesOutput,
+    output::{JsonLinesOutput, Output, QuicOutput},
     policy::{self, PolicyDrop},
 };
 
@@ -90,8 +90,22 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         None
     };
 
-    let output =
-        JsonLinesOutput::open(config.output.path.as_deref()).context("opening the output")?;
+    let (output, shipper) = match &config.transport {
+        Some(transport) => {
+            let shipper = flowattr_transport::Shipper::start(transport.shipper_config())
+                .context("starting the transport to collectors")?;
+            metrics.watch_shipper(shipper.counters());
+            let shipper = Arc::new(shipper);
+            let output = QuicOutput::new(shipper.clone(), tokio::runtime::Handle::current());
+            tracing::info!(collectors = ?transport.collectors, spool = %transport.spool_dir.display(), "shipping batches to collectors");
+            (Output::Quic(output), Some(shipper))
+        }
+        None => {
+            let output = JsonLinesOutput::open(config.output.path.as_deref())
+                .context("opening the output")?;
+            (Output::JsonLines(output), None)
+        }
+    };
     let (tx, rx) = mpsc::channel(256);
     let pipeline = Pipeline {
         directory,
@@ -158,6 +172,19 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     tokio::task::spawn_blocking(move || worker.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+    if let Some(shipper) = shipper {
+        // The pipeline (the other owner) has stopped.
+        if let Ok(shipper) = Arc::try_unwrap(shipper) {
+            let within = config.transport.as_ref().map(|t| t.shutdown_flush);
+            let left = shipper.shutdown(within.unwrap_or_default()).await;
+            if left > 0 {
+                tracing::info!(
+                    batches = left,
+                    "batches left in the spool for the next start"
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -193,7 +220,7 @@ struct Pipeline {
     gathered: Vec<Flow>,
     attributor: LocalAttributor,
     batcher: Batcher,
-    output: JsonLinesOutput,
+    output: Output,
     metrics: Arc<AgentMetrics>,
 }
 

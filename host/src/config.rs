@@ -7,6 +7,10 @@ use serde::Deserialize;
 
 use crate::capture::CaptureSettings;
 
+mod transport;
+
+pub use transport::TransportConfig;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -19,6 +23,9 @@ pub struct AgentConfig {
     pub batch: BatchConfig,
     pub output: OutputConfig,
     pub metrics: MetricsConfig,
+    /// When present, batches go to collectors over QUIC instead of
+    /// `[output]`.
+    pub transport: Option<TransportConfig>,
 }
 
 impl Default for AgentConfig {
@@ -31,6 +38,7 @@ impl Default for AgentConfig {
             batch: BatchConfig::default(),
             output: OutputConfig::default(),
             metrics: MetricsConfig::default(),
+            transport: None,
         }
     }
 }
@@ -135,7 +143,7 @@ impl Default for BatchConfig {
     }
 }
 
-/// `[output]`: where batches go until the QUIC transport ships them.
+/// `[output]`: where batches go when no `[transport]` is configured.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputConfig {
@@ -213,6 +221,9 @@ impl AgentConfig {
         if self.name.is_empty() {
             return Err("at `name`: must not be empty".into());
         }
+        if let Some(transport) = &self.transport {
+            transport.check()?;
+        }
         Ok(())
     }
 }
@@ -226,7 +237,7 @@ fn host_name() -> String {
 }
 
 /// Durations as humantime strings ("60s", "500ms").
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
@@ -259,6 +270,46 @@ mod tests {
             c.output.path,
             Some(PathBuf::from("/var/lib/flowattr/flows.jsonl"))
         );
+    }
+
+    #[test]
+    fn the_example_transport_section_parses_when_uncommented() {
+        let text = include_str!("../agent.example.toml");
+        let start = text.find("# [transport]").expect("a [transport] example");
+        let (before, section) = text.split_at(start);
+        // Uncomment the example's settings (`# key = value`), not its prose.
+        let section: String = section
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(s) if s.starts_with('[') || s.contains(" = ") => s,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = AgentConfig::parse(&format!("{before}{section}")).unwrap();
+        let t = c.transport.expect("a [transport] section");
+        assert_eq!(t.collectors.len(), 2);
+        assert_eq!(t.collectors[1].server_name, "collector-2");
+        assert_eq!(t.max_in_flight, 8);
+        let shipper = t.shipper_config();
+        assert_eq!(shipper.spool_dir, PathBuf::from("/var/lib/flowattr/spool"));
+        assert_eq!(shipper.ack_timeout, Duration::from_secs(60));
+        assert_eq!(AgentConfig::parse(text).unwrap().transport, None);
+    }
+
+    #[test]
+    fn transport_errors_name_the_key() {
+        let files = "ca = \"c\"\ncert = \"c\"\nkey = \"k\"\n";
+        let e = AgentConfig::parse(&format!("[transport]\ncollectors = [\"nowhere\"]\n{files}"))
+            .unwrap_err();
+        assert!(
+            e.contains("transport.collectors") && e.contains("IP:PORT"),
+            "{e}"
+        );
+        let e = AgentConfig::parse(&format!("[transport]\ncollectors = []\n{files}")).unwrap_err();
+        assert!(e.contains("transport.collectors"), "{e}");
+        let e = AgentConfig::parse("[transport]\ncollectors = [\"127.0.0.1:7443\"]\n").unwrap_err();
+        assert!(e.contains("ca"), "{e}");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Agent metrics as Prometheus text on `GET /metrics`: events seen, records
 //! written, drops by reason, attribution outcomes per plugin, batch sizes,
-//! CPU time, and the plugin runtime's per-plugin counters.
+//! CPU time, the plugin runtime's per-plugin counters, and the transport's
+//! spool and delivery counters.
 
 use std::sync::{Arc, Mutex};
 
 use flowattr_host_ebpf::Counter as KernelCounter;
 use flowattr_plugin_runtime::PluginDirectory;
+use flowattr_transport::shipper::{ShipperCounters, ShipperStats};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{
@@ -44,6 +46,15 @@ pub struct AgentMetrics {
     pub cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// The plugin runtime's counters, by plugin and counter.
     pub plugin: Family<Labels, Gauge>,
+    /// Batches in the transport's spool, not yet acknowledged.
+    pub spool_batches: Gauge,
+    /// Bytes of the spooled batches.
+    pub spool_bytes: Gauge,
+    /// Transport events by event: `sent`, `acked`, `retried`, `failover`,
+    /// `rejected` (batches; a rejected batch is dropped).
+    pub transport: Family<Labels, Counter>,
+    /// 1 while connected to a collector.
+    pub transport_connected: Gauge,
     scrape: Mutex<ScrapeSources>,
 }
 
@@ -54,6 +65,7 @@ struct ScrapeSources {
     /// Skipped program runs already counted, by program.
     skipped_seen: Vec<u64>,
     plugins: Vec<Arc<PluginDirectory>>,
+    shipper: Option<(Arc<ShipperCounters>, ShipperStats)>,
 }
 
 impl Default for AgentMetrics {
@@ -76,6 +88,10 @@ impl AgentMetrics {
             batches_written: Counter::default(),
             cpu_seconds: Gauge::default(),
             plugin: Family::default(),
+            spool_batches: Gauge::default(),
+            spool_bytes: Gauge::default(),
+            transport: Family::default(),
+            transport_connected: Gauge::default(),
             scrape: Mutex::default(),
         };
         let registry = &mut m.registry;
@@ -129,6 +145,26 @@ impl AgentMetrics {
             "Plugin runtime counters by plugin and counter",
             m.plugin.clone(),
         );
+        registry.register(
+            "spool_batches",
+            "Batches in the transport spool, not yet acknowledged",
+            m.spool_batches.clone(),
+        );
+        registry.register(
+            "spool_bytes",
+            "Bytes of the batches in the transport spool",
+            m.spool_bytes.clone(),
+        );
+        registry.register(
+            "transport",
+            "Transport events by event: sent, acked, retried, failover, rejected (batches)",
+            m.transport.clone(),
+        );
+        registry.register(
+            "transport_connected",
+            "1 while connected to a collector",
+            m.transport_connected.clone(),
+        );
         m
     }
 
@@ -147,6 +183,11 @@ impl AgentMetrics {
     /// Reports `directory`'s plugin counters at every scrape.
     pub fn watch_plugins(&self, directory: Arc<PluginDirectory>) {
         self.scrape.lock().unwrap().plugins.push(directory);
+    }
+
+    /// Reports the transport shipper's counters at every scrape.
+    pub fn watch_shipper(&self, counters: Arc<ShipperCounters>) {
+        self.scrape.lock().unwrap().shipper = Some((counters, ShipperStats::default()));
     }
 
     /// Refreshes scrape-time values and renders the text format.
@@ -213,6 +254,30 @@ impl AgentMetrics {
                     self.plugin.get_or_create(&labels).set(value as i64);
                 }
             }
+        }
+        if let Some((counters, seen)) = &mut sources.shipper {
+            let now = counters.snapshot();
+            self.spool_batches.set(now.spooled_batches as i64);
+            self.spool_bytes.set(now.spool_bytes as i64);
+            for (event, value, before) in [
+                ("sent", now.sent, seen.sent),
+                ("acked", now.acked, seen.acked),
+                ("retried", now.retries, seen.retries),
+                ("failover", now.failovers, seen.failovers),
+                ("rejected", now.rejected, seen.rejected),
+            ] {
+                self.transport
+                    .get_or_create(&vec![("event", event.to_owned())])
+                    .inc_by(value.saturating_sub(before));
+            }
+            let dropped = now.dropped_spool_full_flows;
+            self.count_drop(
+                "spool_full",
+                dropped.saturating_sub(seen.dropped_spool_full_flows),
+            );
+            self.transport_connected
+                .set(i64::from(counters.connected_to().is_some()));
+            *seen = now;
         }
         self.cpu_seconds.set(cpu_seconds());
     }
@@ -282,5 +347,42 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("flowattr_agent_cpu_seconds "), "{text}");
+    }
+
+    #[test]
+    fn renders_the_shipper_counters_as_they_grow() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = AgentMetrics::new();
+        let shipper = Arc::new(ShipperCounters::default());
+        m.watch_shipper(shipper.clone());
+        shipper.spooled_batches.store(3, Relaxed);
+        shipper.spool_bytes.store(4096, Relaxed);
+        shipper.acked.store(5, Relaxed);
+        shipper.dropped_spool_full_flows.store(100, Relaxed);
+        let text = m.render();
+        for line in [
+            "flowattr_agent_spool_batches 3",
+            "flowattr_agent_spool_bytes 4096",
+            r#"flowattr_agent_transport_total{event="acked"} 5"#,
+            r#"flowattr_agent_dropped_total{reason="spool_full"} 100"#,
+            "flowattr_agent_transport_connected 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        shipper.acked.store(7, Relaxed);
+        shipper.retries.store(2, Relaxed);
+        let text = m.render();
+        assert!(
+            text.contains(r#"flowattr_agent_transport_total{event="acked"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"flowattr_agent_transport_total{event="retried"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"flowattr_agent_dropped_total{reason="spool_full"} 100"#),
+            "{text}"
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! Where closed batches go until the QUIC transport ships them: JSON lines,
-//! one batch per line, appended to a file or written to stdout.
+//! Where closed batches go: to collectors over QUIC when `[transport]` is
+//! configured ([`QuicOutput`]), otherwise JSON lines, one batch per line,
+//! appended to a file or written to stdout ([`JsonLinesOutput`]).
 
 use std::{
     fs::OpenOptions,
@@ -8,6 +9,26 @@ use std::{
 };
 
 use flowattr_model::FlowBatch;
+
+mod quic;
+
+pub use quic::QuicOutput;
+
+/// The agent's output, one of the two.
+pub enum Output {
+    JsonLines(JsonLinesOutput),
+    Quic(QuicOutput),
+}
+
+impl Output {
+    /// Writes (or spools and ships) one batch.
+    pub fn write(&mut self, batch: &FlowBatch) -> anyhow::Result<()> {
+        match self {
+            Self::JsonLines(out) => Ok(out.write(batch)?),
+            Self::Quic(out) => Ok(out.write(batch)?),
+        }
+    }
+}
 
 /// Writes batches as JSON lines.
 pub struct JsonLinesOutput {
