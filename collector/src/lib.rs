@@ -3,6 +3,13 @@
 //! remote attribution, cross-region forwarding, resolver fallback, A/B
 //! comparison, and the policy and sink plugins that write attributed flows out.
 
+pub mod config;
+pub mod core;
+pub mod dedupe;
+pub mod hold;
+pub mod journal;
+pub mod metrics;
 pub mod output;
 pub mod ownership;
+pub mod remote;
 pub mod sharing;

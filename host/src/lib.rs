@@ -14,4 +14,6 @@ pub mod capture;
 pub mod config;
 pub mod metrics;
 pub mod output;
-pub mod policy;
+
+/// The policy chain, shared with the collector.
+pub use flowattr_plugin_runtime::policy;

@@ -49,6 +49,25 @@ pub struct CounterSnapshot {
     pub log_suppressed: u64,
 }
 
+impl CounterSnapshot {
+    /// Every counter with its stable name, for metric exporters.
+    pub fn named(&self) -> [(&'static str, u64); 11] {
+        [
+            ("calls", self.calls),
+            ("records", self.records),
+            ("errors", self.errors),
+            ("traps", self.traps),
+            ("timeouts", self.timeouts),
+            ("memory_exceeded", self.memory_exceeded),
+            ("rebuilds", self.rebuilds),
+            ("unavailable", self.unavailable),
+            ("busy_ns", self.busy_ns),
+            ("log_lines", self.log_lines),
+            ("log_suppressed", self.log_suppressed),
+        ]
+    }
+}
+
 impl Counters {
     /// The current values.
     pub fn snapshot(&self) -> CounterSnapshot {

@@ -40,6 +40,7 @@ mod directory;
 mod engine;
 pub mod manifest;
 mod plugin;
+pub mod policy;
 mod ratelimit;
 mod sandbox;
 mod watch;

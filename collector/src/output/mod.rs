@@ -2,7 +2,12 @@
 //! output that is down makes the collector buffer within a bound and report
 //! it, never drop silently.
 
+mod fanout;
+mod file;
 pub mod kafka;
+
+pub use fanout::{OutputStatus, Outputs};
+pub use file::{FileOutput, FileOutputConfig, StdoutOutput, files_of};
 
 use std::io;
 

@@ -78,6 +78,12 @@ impl Prefix {
         self.contains_key(key(ip))
     }
 
+    /// Length in the 128-bit key space (IPv4 `/n` is `96 + n`): the larger,
+    /// the more specific, across both families.
+    pub fn key_len(&self) -> u8 {
+        self.len
+    }
+
     pub(super) fn contains_key(&self, key: u128) -> bool {
         (key ^ self.network) & mask(self.len) == 0
     }

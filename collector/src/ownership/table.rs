@@ -389,6 +389,12 @@ impl OwnershipTable {
         self.state.len_ranges
     }
 
+    /// Whether the table holds anything for `ip` (ranges, or the memory of
+    /// expired ones): if so, the address is known to be a workload's.
+    pub fn knows(&self, ip: IpAddr) -> bool {
+        self.state.ips.contains_key(&prefix::key(ip))
+    }
+
     /// Addresses held (including ones kept empty after expiry).
     pub fn len_ips(&self) -> usize {
         self.state.ips.len()

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use flowattr_model::{AttributedFlow, Verdict};
-use flowattr_plugin_runtime::Plugin;
+use crate::Plugin;
 
 /// One policy in the chain. [`Plugin`] is the real one.
 pub trait PolicySource {

@@ -1,0 +1,377 @@
+//! The collector's TOML configuration. Every key but the TLS files has a
+//! default; `collector.example.toml` at the crate root lists them all.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::ownership::{OwnershipConfig, Prefix};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// This collector's name: its certificate's name, and the origin of
+    /// what it publishes to Kafka. Default: the host name.
+    pub name: String,
+    /// Where agents (and other regions' collectors) connect over QUIC.
+    pub listen: SocketAddr,
+    /// The journal of accepted batches and the forwarding spools.
+    pub data_dir: PathBuf,
+    /// How long flows wait for their remote side's heartbeats.
+    #[serde(deserialize_with = "duration")]
+    pub hold: Duration,
+    /// Flows held at most; beyond it no batch is accepted until some leave.
+    pub max_held_flows: usize,
+    /// Batch ids remembered to drop duplicates.
+    pub remember_batches: usize,
+    pub tls: TlsConfig,
+    pub ownership: OwnershipSection,
+    /// Which addresses each agent may claim, by certificate name: a list of
+    /// prefixes, or `["any"]`. An agent not listed claims nothing.
+    #[serde(deserialize_with = "claims")]
+    pub claims: BTreeMap<String, Claim>,
+    /// Sharing through Kafka; absent: this collector's table only.
+    pub kafka: Option<KafkaSection>,
+    /// Other regions: their prefixes and collectors.
+    pub regions: Vec<RegionSection>,
+    /// Certificate names of other regions' collectors allowed to forward
+    /// flows here.
+    pub forward_peers: Vec<String>,
+    pub plugins: PluginsSection,
+    /// Where attributed flows go; default: stdout.
+    pub outputs: Vec<OutputSection>,
+    /// What all outputs together may hold queued while one is down.
+    pub max_queued_bytes: usize,
+    pub metrics: MetricsSection,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            name: host_name(),
+            listen: "0.0.0.0:7443".parse().expect("valid"),
+            data_dir: PathBuf::from("/var/lib/flowattr/collector"),
+            hold: Duration::from_secs(60),
+            max_held_flows: 4_000_000,
+            remember_batches: 100_000,
+            tls: TlsConfig::default(),
+            ownership: OwnershipSection::default(),
+            claims: BTreeMap::new(),
+            kafka: None,
+            regions: Vec::new(),
+            forward_peers: Vec::new(),
+            plugins: PluginsSection::default(),
+            outputs: vec![OutputSection::Stdout],
+            max_queued_bytes: 256 << 20,
+            metrics: MetricsSection::default(),
+        }
+    }
+}
+
+/// `[tls]`: PEM files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The CA that signs agents' and collectors' certificates.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        let dir = PathBuf::from("/etc/flowattr/tls");
+        Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("collector.pem"),
+            key: dir.join("collector.key"),
+        }
+    }
+}
+
+/// `[ownership]`: see [`OwnershipConfig`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OwnershipSection {
+    #[serde(deserialize_with = "duration")]
+    pub merge_gap: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub expire_after: Duration,
+    pub max_ranges: usize,
+    #[serde(deserialize_with = "duration")]
+    pub max_skew: Duration,
+}
+
+impl Default for OwnershipSection {
+    fn default() -> Self {
+        let d = OwnershipConfig::default();
+        Self {
+            merge_gap: Duration::from_nanos(d.merge_gap_ns),
+            expire_after: Duration::from_nanos(d.expire_after_ns),
+            max_ranges: d.max_ranges,
+            max_skew: Duration::from_nanos(d.max_skew_ns),
+        }
+    }
+}
+
+impl OwnershipSection {
+    pub fn to_config(&self) -> OwnershipConfig {
+        let ns = |d: Duration| d.as_nanos().min(u64::MAX as u128) as u64;
+        OwnershipConfig {
+            merge_gap_ns: ns(self.merge_gap),
+            expire_after_ns: ns(self.expire_after),
+            max_ranges: self.max_ranges,
+            max_skew_ns: ns(self.max_skew),
+        }
+    }
+}
+
+/// What one agent may claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Any,
+    Prefixes(Vec<Prefix>),
+}
+
+/// `[kafka]`: ownership sharing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Partitions of the topic, if this collector creates it.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// How far back a starting collector reads shared history. Default:
+    /// the ownership expiry.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub warmup: Option<Duration>,
+}
+
+fn default_topic() -> String {
+    "flowattr-ownership".into()
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+
+/// `[[regions]]`: another region.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionSection {
+    pub name: String,
+    /// Its address prefixes.
+    #[serde(deserialize_with = "prefixes")]
+    pub prefixes: Vec<Prefix>,
+    /// Its collectors, `ADDRESS:PORT` or `NAME@ADDRESS:PORT` where NAME is
+    /// the certificate name (default `localhost`).
+    pub collectors: Vec<String>,
+}
+
+/// `[plugins]`: the drop-in directory of resolver, policy and sink plugins.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsSection {
+    pub directory: PathBuf,
+    pub cache_dir: Option<PathBuf>,
+    pub watch: bool,
+    /// The sink plugin that formats flows for the outputs.
+    pub sink: String,
+    /// Flows per sink call.
+    pub sink_batch: usize,
+}
+
+impl Default for PluginsSection {
+    fn default() -> Self {
+        Self {
+            directory: PathBuf::from("/etc/flowattr/plugins"),
+            cache_dir: None,
+            watch: true,
+            sink: "jsonl-sink".into(),
+            sink_batch: 4096,
+        }
+    }
+}
+
+/// `[[outputs]]`: one destination.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum OutputSection {
+    Stdout,
+    File {
+        dir: PathBuf,
+        #[serde(default = "default_prefix")]
+        prefix: String,
+        #[serde(default = "default_rotate_bytes")]
+        rotate_bytes: u64,
+        #[serde(default = "default_rotate_after", deserialize_with = "duration")]
+        rotate_after: Duration,
+        #[serde(default = "default_keep_files")]
+        keep_files: usize,
+    },
+    Kafka {
+        brokers: String,
+        topic: String,
+    },
+}
+
+fn default_prefix() -> String {
+    "flows".into()
+}
+fn default_rotate_bytes() -> u64 {
+    256 << 20
+}
+fn default_rotate_after() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_keep_files() -> usize {
+    48
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9465".parse().expect("valid"),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl CollectorConfig {
+    /// Parses a configuration; errors name the key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+        let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            format!("{path}: {}", e.into_inner().message())
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Reads and parses `path`.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.hold.is_zero() && self.kafka.is_some() {
+            return Err("hold: 0s with kafka sharing leaves no time for other collectors' heartbeats".into());
+        }
+        if self.outputs.is_empty() {
+            return Err("outputs: at least one output is needed".into());
+        }
+        for r in &self.regions {
+            if r.collectors.is_empty() {
+                return Err(format!("regions.{}: no collectors to forward to", r.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "collector".into())
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+fn prefixes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Prefix>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|p| p.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn claims<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Claim>, D::Error> {
+    let raw = BTreeMap::<String, Vec<String>>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(agent, list)| {
+            if list.iter().any(|p| p == "any") {
+                return Ok((agent, Claim::Any));
+            }
+            let prefixes = list
+                .iter()
+                .map(|p| p.parse().map_err(|e| serde::de::Error::custom(format!("{agent}: {e}"))))
+                .collect::<Result<_, D::Error>>()?;
+            Ok((agent, Claim::Prefixes(prefixes)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = CollectorConfig::parse("").unwrap();
+        assert_eq!(c.hold, Duration::from_secs(60));
+        assert_eq!(c.outputs, vec![OutputSection::Stdout]);
+        assert!(c.kafka.is_none());
+        assert_eq!(c.ownership.to_config(), OwnershipConfig::default());
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../collector.example.toml");
+        let c = CollectorConfig::parse(text).unwrap();
+        assert_eq!(c.claims.len(), 2);
+        assert!(c.kafka.is_some());
+        assert_eq!(c.outputs.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = CollectorConfig::parse("hold = \"soon\"").unwrap_err();
+        assert!(e.starts_with("hold"), "{e}");
+        let e = CollectorConfig::parse("[claims]\nagent-a = [\"10.0.0.1/8\"]").unwrap_err();
+        assert!(e.contains("claims") && e.contains("host bits"), "{e}");
+        let e = CollectorConfig::parse("[[outputs]]\ntype = \"ftp\"").unwrap_err();
+        assert!(e.starts_with("outputs"), "{e}");
+        let e = CollectorConfig::parse("unknown = 1").unwrap_err();
+        assert!(e.contains("unknown"), "{e}");
+    }
+}

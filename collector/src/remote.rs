@@ -1,0 +1,433 @@
+//! Remote attribution (the method's point 4): after the hold, each flow's
+//! remote address is attributed by the ownership range that holds the
+//! flow's **start**. Pure: the table, the region map and the resolver chain
+//! come in, the flows' remote sides and what to forward come out.
+//!
+//! Order of sources, for an address the table cannot attribute:
+//!
+//! 1. An address in another region's prefixes goes to that region's
+//!    collectors (which hold that region's heartbeats) — unless the flow was
+//!    itself forwarded here, so nothing travels in circles.
+//! 2. Resolver plugins (such as sonar-legacy for load balancers) are asked
+//!    only when the table knows **nothing** of the address (`not-found`). When
+//!    it knows the address as a workload's but not for that time (`conflict`,
+//!    `gap`, `expired`, `clock-skew`), a resolver answer would be exactly the
+//!    event-driven guess the method replaces, so the table's reason stands.
+//!    Chain semantics match the agent's identity chain: `not-found` passes to
+//!    the next plugin; an attribution or any other reason is final; a failed
+//!    call passes its queries on (`skip`) or leaves them `plugin-failed`
+//!    (`fail-closed`).
+//! 3. Otherwise the flow leaves unattributed, with the reason.
+
+use std::{net::IpAddr, sync::Arc};
+
+use flowattr_model::{
+    Answers, AttributedFlow, Attribution, AttributionSource, ResolveQuery, Side,
+    UnattributedReason, Workload,
+};
+use flowattr_plugin_runtime::Plugin;
+
+use crate::ownership::{OwnershipTable, Prefix};
+
+/// Which prefixes belong to other regions.
+#[derive(Debug, Clone, Default)]
+pub struct Regions {
+    /// (prefix, region index), most specific first.
+    prefixes: Vec<(Prefix, usize)>,
+    names: Vec<String>,
+}
+
+impl Regions {
+    /// The other regions and their prefixes.
+    pub fn new(regions: impl IntoIterator<Item = (String, Vec<Prefix>)>) -> Self {
+        let mut out = Self::default();
+        for (name, prefixes) in regions {
+            let i = out.names.len();
+            out.names.push(name);
+            out.prefixes.extend(prefixes.into_iter().map(|p| (p, i)));
+        }
+        out.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.key_len()));
+        out
+    }
+
+    /// The index of the other region `ip` belongs to, if any.
+    pub fn region_of(&self, ip: IpAddr) -> Option<usize> {
+        self.prefixes
+            .iter()
+            .find(|(p, _)| p.contains(ip))
+            .map(|&(_, i)| i)
+    }
+
+    /// The name of region `i`.
+    pub fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// One resolver in the fallback chain. [`Plugin`] is the real one; unit
+/// tests use plain functions.
+pub trait ResolverSource {
+    fn name(&self) -> &str;
+    /// A failed call leaves its queries `plugin-failed` instead of passing
+    /// them on.
+    fn fail_closed(&self) -> bool;
+    /// One answer per query, in order, or why the whole call failed.
+    fn resolve(&self, queries: &[ResolveQuery]) -> Result<Answers, String>;
+}
+
+impl ResolverSource for Arc<Plugin> {
+    fn name(&self) -> &str {
+        Plugin::name(self)
+    }
+
+    fn fail_closed(&self) -> bool {
+        self.fails_closed()
+    }
+
+    fn resolve(&self, queries: &[ResolveQuery]) -> Result<Answers, String> {
+        Plugin::resolve(self, queries).map_err(|e| e.to_string())
+    }
+}
+
+/// How the remote sides of a pass came out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteCounts {
+    /// Attributed by an ownership range.
+    pub heartbeat: u64,
+    /// Attributed by a resolver plugin: (plugin, flows).
+    pub resolver: Vec<(String, u64)>,
+    /// Left unattributed, by reason.
+    pub unattributed: Vec<(UnattributedReason, u64)>,
+    /// Sent to another region: (region index, flows).
+    pub forwarded: Vec<(usize, u64)>,
+    /// Resolver calls that failed: (plugin, calls).
+    pub resolver_failures: Vec<(String, u64)>,
+}
+
+fn bump<K: PartialEq>(list: &mut Vec<(K, u64)>, key: K, n: u64) {
+    match list.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, c)) => *c += n,
+        None => list.push((key, n)),
+    }
+}
+
+impl RemoteCounts {
+    fn unattributed(&mut self, reason: UnattributedReason) {
+        bump(&mut self.unattributed, reason, 1);
+    }
+}
+
+/// The outcome of a pass: which flows go to other regions.
+#[derive(Debug, Default)]
+pub struct RemotePass {
+    /// (flow index, region index) of every flow to forward; their remote
+    /// side is left as it came.
+    pub forward: Vec<(usize, usize)>,
+    pub counts: RemoteCounts,
+}
+
+/// Attributes the remote side of every flow still `pending`, at `now_ns`.
+/// `forwardable` is false for flows another region forwarded here.
+pub fn attribute_remote<R: ResolverSource>(
+    flows: &mut [AttributedFlow],
+    forwardable: bool,
+    table: &OwnershipTable,
+    regions: &Regions,
+    resolvers: &[R],
+    now_ns: u64,
+) -> RemotePass {
+    let mut pass = RemotePass::default();
+    let pending: Vec<usize> = (0..flows.len())
+        .filter(|&i| matches!(flows[i].remote, Side::Pending))
+        .collect();
+    let queries: Vec<(IpAddr, u64)> = pending
+        .iter()
+        .map(|&i| (flows[i].flow.remote.ip(), flows[i].flow.start_ns))
+        .collect();
+    let mut answers = Vec::with_capacity(queries.len());
+    table.lookup_many(&queries, now_ns, &mut answers);
+
+    // Flows the table knows nothing of, for the resolver chain.
+    let mut unknown = Vec::new();
+    for (&i, answer) in pending.iter().zip(answers) {
+        match answer {
+            Ok((workload, valid)) => {
+                pass.counts.heartbeat += 1;
+                flows[i].remote = Side::Attributed(Attribution {
+                    workload: workload.clone(),
+                    source: AttributionSource::Heartbeat,
+                    plugin: String::new(),
+                    valid,
+                });
+            }
+            Err(UnattributedReason::NotFound) => {
+                let ip = flows[i].flow.remote.ip();
+                match regions.region_of(ip).filter(|_| forwardable) {
+                    Some(region) => {
+                        bump(&mut pass.counts.forwarded, region, 1);
+                        pass.forward.push((i, region));
+                    }
+                    None if table.knows(ip) => {
+                        pass.counts.unattributed(UnattributedReason::NotFound);
+                        flows[i].remote = Side::Unattributed(UnattributedReason::NotFound);
+                    }
+                    None => unknown.push(i),
+                }
+            }
+            Err(reason) => {
+                pass.counts.unattributed(reason);
+                flows[i].remote = Side::Unattributed(reason);
+            }
+        }
+    }
+    resolve_unknown(flows, unknown, resolvers, now_ns, &mut pass.counts);
+    pass
+}
+
+/// Runs the resolver chain over the flows at `indexes`.
+fn resolve_unknown<R: ResolverSource>(
+    flows: &mut [AttributedFlow],
+    mut indexes: Vec<usize>,
+    resolvers: &[R],
+    now_ns: u64,
+    counts: &mut RemoteCounts,
+) {
+    for resolver in resolvers {
+        if indexes.is_empty() {
+            break;
+        }
+        let queries: Vec<ResolveQuery> = indexes
+            .iter()
+            .map(|&i| ResolveQuery {
+                address: flows[i].flow.remote.ip(),
+                time_ns: flows[i].flow.start_ns,
+                asked_at_ns: now_ns,
+            })
+            .collect();
+        let answers = match resolver
+            .resolve(&queries)
+            .and_then(|a| a.check_shape(queries.len()).map(|()| a))
+        {
+            Ok(answers) => answers,
+            Err(error) => {
+                tracing::warn!(plugin = resolver.name(), %error, "resolver plugin call failed");
+                bump(&mut counts.resolver_failures, resolver.name().to_owned(), 1);
+                if resolver.fail_closed() {
+                    for &i in &indexes {
+                        counts.unattributed(UnattributedReason::PluginFailed);
+                        flows[i].remote = Side::Unattributed(UnattributedReason::PluginFailed);
+                    }
+                    return;
+                }
+                continue;
+            }
+        };
+        // One Arc per workload the plugin listed, shared by its flows.
+        let shared: Vec<Arc<Workload>> = answers.workloads.iter().cloned().map(Arc::new).collect();
+        let mut still_unknown = Vec::new();
+        for (q, &i) in indexes.iter().enumerate() {
+            match answers.resolve(q) {
+                Ok((_, valid)) => {
+                    let workload = match answers.answers[q] {
+                        flowattr_model::Answer::Attributed { workload, .. } => {
+                            shared[workload as usize].clone()
+                        }
+                        flowattr_model::Answer::Unattributed(_) => unreachable!("resolved"),
+                    };
+                    bump(&mut counts.resolver, resolver.name().to_owned(), 1);
+                    flows[i].remote = Side::Attributed(Attribution {
+                        workload,
+                        source: AttributionSource::Resolver,
+                        plugin: resolver.name().to_owned(),
+                        valid,
+                    });
+                }
+                Err(UnattributedReason::NotFound) => still_unknown.push(i),
+                Err(reason) => {
+                    counts.unattributed(reason);
+                    flows[i].remote = Side::Unattributed(reason);
+                }
+            }
+        }
+        indexes = still_unknown;
+    }
+    for i in indexes {
+        counts.unattributed(UnattributedReason::NotFound);
+        flows[i].remote = Side::Unattributed(UnattributedReason::NotFound);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flowattr_model::{Answer, Flow, TimeRange};
+
+    use super::*;
+    use crate::ownership::OwnershipConfig;
+
+    const S: u64 = 1_000_000_000;
+
+    struct Fixed {
+        name: &'static str,
+        fail_closed: bool,
+        answer: fn(&ResolveQuery) -> Option<Result<&'static str, UnattributedReason>>,
+    }
+
+    impl ResolverSource for Fixed {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn fail_closed(&self) -> bool {
+            self.fail_closed
+        }
+        fn resolve(&self, queries: &[ResolveQuery]) -> Result<Answers, String> {
+            let mut out = Answers::default();
+            for q in queries {
+                match (self.answer)(q) {
+                    None => return Err("boom".into()),
+                    Some(Ok(id)) => {
+                        out.workloads.push(Workload::with_id(id));
+                        out.answers.push(Answer::Attributed {
+                            workload: out.workloads.len() as u32 - 1,
+                            valid: TimeRange::new(0, 1),
+                        });
+                    }
+                    Some(Err(r)) => out.answers.push(Answer::Unattributed(r)),
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    fn flow(remote: &str, start_s: u64) -> AttributedFlow {
+        AttributedFlow::new(Flow::tcp(
+            "10.0.0.1:5000".parse().unwrap(),
+            format!("{remote}:443").parse().unwrap(),
+            start_s * S,
+        ))
+    }
+
+    fn table() -> OwnershipTable {
+        let mut t = OwnershipTable::new(OwnershipConfig::default());
+        t.allow_any("agent");
+        let w = Arc::new(Workload::with_id("db-1"));
+        t.heartbeat("10.0.1.5".parse().unwrap(), &w, TimeRange::new(100 * S, 200 * S), "agent", 300 * S);
+        let other = Arc::new(Workload::with_id("db-2"));
+        t.heartbeat("10.0.1.5".parse().unwrap(), &other, TimeRange::new(150 * S, 250 * S), "agent", 300 * S);
+        t
+    }
+
+    fn remote(f: &AttributedFlow) -> Result<(&str, AttributionSource), UnattributedReason> {
+        match &f.remote {
+            Side::Attributed(a) => Ok((a.workload.id.as_str(), a.source)),
+            Side::Unattributed(r) => Err(*r),
+            Side::Pending => panic!("left pending"),
+        }
+    }
+
+    fn eu() -> Regions {
+        Regions::new([("eu".to_string(), vec!["10.9.0.0/16".parse().unwrap()])])
+    }
+
+    #[test]
+    fn table_first_then_region_then_resolvers_then_reason() {
+        let table = table();
+        let lb = Fixed {
+            name: "sonar-legacy",
+            fail_closed: false,
+            answer: |q| {
+                Some(match q.address.to_string().as_str() {
+                    "10.0.9.9" => Ok("lb-1"),
+                    _ => Err(UnattributedReason::NotFound),
+                })
+            },
+        };
+        let mut flows = vec![
+            flow("10.0.1.5", 120), // db-1's own range
+            flow("10.0.1.5", 170), // both claim it
+            flow("10.9.0.3", 120), // another region's
+            flow("10.0.9.9", 120), // only the legacy stream knows it
+            flow("10.0.7.7", 120), // nobody knows it
+        ];
+        let pass = attribute_remote(&mut flows, true, &table, &eu(), &[lb], 300 * S);
+        assert_eq!(remote(&flows[0]), Ok(("db-1", AttributionSource::Heartbeat)));
+        assert_eq!(remote(&flows[1]), Err(UnattributedReason::Conflict));
+        assert!(matches!(flows[2].remote, Side::Pending));
+        assert_eq!(pass.forward, vec![(2, 0)]);
+        assert_eq!(remote(&flows[3]), Ok(("lb-1", AttributionSource::Resolver)));
+        assert_eq!(remote(&flows[4]), Err(UnattributedReason::NotFound));
+        assert_eq!(pass.counts.heartbeat, 1);
+        assert_eq!(pass.counts.resolver, vec![("sonar-legacy".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_resolver_is_not_asked_where_the_table_knows_the_address() {
+        let table = table();
+        // A resolver that would name a wrong workload for every address.
+        let wrong = Fixed {
+            name: "legacy",
+            fail_closed: false,
+            answer: |_| Some(Ok("wrong")),
+        };
+        // 170 s is contested; 300 s is after the address's last range.
+        let mut flows = vec![flow("10.0.1.5", 170), flow("10.0.1.5", 300)];
+        let pass = attribute_remote(&mut flows, true, &table, &Regions::default(), &[wrong], 300 * S);
+        assert_eq!(remote(&flows[0]), Err(UnattributedReason::Conflict));
+        assert_eq!(remote(&flows[1]), Err(UnattributedReason::NotFound));
+        assert!(pass.counts.resolver.is_empty());
+    }
+
+    #[test]
+    fn forwarded_flows_are_not_forwarded_again() {
+        let table = table();
+        let mut flows = vec![flow("10.9.0.3", 120)];
+        let pass = attribute_remote::<Fixed>(&mut flows, false, &table, &eu(), &[], 300 * S);
+        assert!(pass.forward.is_empty());
+        assert_eq!(remote(&flows[0]), Err(UnattributedReason::NotFound));
+    }
+
+    #[test]
+    fn resolver_failures_skip_or_fail_closed() {
+        let table = table();
+        let broken = |fail_closed| Fixed {
+            name: "broken",
+            fail_closed,
+            answer: |_| None,
+        };
+        let backup = Fixed {
+            name: "backup",
+            fail_closed: false,
+            answer: |_| Some(Ok("lb-2")),
+        };
+        let mut flows = vec![flow("10.0.9.9", 120)];
+        let pass = attribute_remote(&mut flows, true, &table, &Regions::default(), &[broken(false), backup], 300 * S);
+        assert_eq!(remote(&flows[0]), Ok(("lb-2", AttributionSource::Resolver)));
+        assert_eq!(pass.counts.resolver_failures, vec![("broken".to_string(), 1)]);
+
+        let backup = Fixed {
+            name: "backup",
+            fail_closed: false,
+            answer: |_| Some(Ok("lb-2")),
+        };
+        let mut flows = vec![flow("10.0.9.9", 120)];
+        attribute_remote(&mut flows, true, &table, &Regions::default(), &[broken(true), backup], 300 * S);
+        assert_eq!(remote(&flows[0]), Err(UnattributedReason::PluginFailed));
+    }
+
+    #[test]
+    fn attributed_remote_sides_are_kept_as_they_came() {
+        let table = table();
+        let mut flows = vec![flow("10.0.1.5", 120)];
+        flows[0].remote = Side::Unattributed(UnattributedReason::SourceUnavailable);
+        let pass = attribute_remote::<Fixed>(&mut flows, true, &table, &Regions::default(), &[], 300 * S);
+        assert_eq!(remote(&flows[0]), Err(UnattributedReason::SourceUnavailable));
+        assert_eq!(pass.counts, RemoteCounts::default());
+    }
+}

@@ -1,0 +1,502 @@
+//! Ownership sharing and the Kafka output against a real Kafka-protocol
+//! broker (Tansu, in memory, on loopback). Fails (never skips) when `tansu`
+//! is not installed.
+
+mod common;
+
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use common::broker::Broker;
+use flowattr_collector::{
+    output::{
+        Output,
+        kafka::{KafkaOutput, KafkaOutputConfig},
+    },
+    ownership::{OwnershipConfig, OwnershipTable, RangeUpdate},
+    sharing::{
+        KafkaSharing, SharingConfig, SharingCounters,
+        codec::{self, MalformedReason},
+    },
+};
+use flowattr_model::{TimeRange, UnattributedReason, Workload};
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    producer::{BaseProducer, BaseRecord, Producer},
+};
+
+const S: u64 = 1_000_000_000;
+const WAIT: Duration = Duration::from_secs(30);
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn table() -> OwnershipTable {
+    let mut t = OwnershipTable::new(OwnershipConfig::default());
+    for agent in ["agent-a", "agent-b", "agent-x"] {
+        t.allow_any(agent);
+    }
+    t
+}
+
+fn sharing(broker: &Broker, topic: &str, name: &str) -> KafkaSharing {
+    let config = SharingConfig {
+        partitions: 3,
+        ..SharingConfig::new(broker.address(), topic)
+    };
+    KafkaSharing::new(config, name).expect("the Kafka sharing starts")
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// `count` addresses `prefix.1 …` owned by `workload-i` (claimant
+/// `agent`) from a minute ago to half a minute ago.
+fn heartbeats(table: &mut OwnershipTable, prefix: &str, workload: &str, agent: &str, count: u32) {
+    let now = now_ns();
+    for i in 1..=count {
+        let w = Arc::new(Workload::with_id(format!("{workload}-{i}")));
+        let seen = TimeRange::new(now - 60 * S, now - 30 * S);
+        table.heartbeat(ip(&format!("{prefix}.{i}")), &w, seen, agent, now);
+    }
+}
+
+/// Who owned `ip` 45 s ago, per `table`.
+fn owner(table: &OwnershipTable, ip_text: &str) -> Result<String, UnattributedReason> {
+    let now = now_ns();
+    table
+        .lookup(ip(ip_text), now - 45 * S, now)
+        .map(|(w, _)| w.id.clone())
+}
+
+fn answers_all(table: &OwnershipTable, prefix: &str, workload: &str, count: u32) -> bool {
+    (1..=count).all(|i| owner(table, &format!("{prefix}.{i}")) == Ok(format!("{workload}-{i}")))
+}
+
+/// Applies what `sharing` has; returns the updates.
+fn pump(sharing: &mut KafkaSharing, table: &mut OwnershipTable) -> Vec<RangeUpdate> {
+    let updates = sharing.poll(10_000, Duration::from_millis(50));
+    let now = now_ns();
+    for u in &updates {
+        table.apply(u, now);
+    }
+    updates
+}
+
+/// Calls `step` until it returns true; fails after `timeout` with `what`
+/// and the diagnostics `diag` gives.
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut step: impl FnMut() -> bool,
+    diag: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !step() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}\n{}",
+            diag()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn counters(name: &str, c: SharingCounters) -> String {
+    format!("{name}: {c:?}\n")
+}
+
+#[test]
+fn two_collectors_share_their_ranges_both_ways() {
+    let broker = Broker::start();
+    broker.create_topic("ownership", 3);
+    let (mut ta, mut tb) = (table(), table());
+    let mut a = sharing(&broker, "ownership", "collector-a");
+    let mut b = sharing(&broker, "ownership", "collector-b");
+    assert!(
+        a.warm_up(WAIT).unwrap().is_empty(),
+        "a new topic has no history"
+    );
+    assert!(
+        b.warm_up(WAIT).unwrap().is_empty(),
+        "a new topic has no history"
+    );
+
+    heartbeats(&mut ta, "10.0.0", "api", "agent-a", 20);
+    heartbeats(&mut tb, "10.1.0", "db", "agent-b", 20);
+    // A second, later range on one address: still one message for it.
+    let now = now_ns();
+    let later = Arc::new(Workload::with_id("api-1-next"));
+    ta.heartbeat(
+        ip("10.0.0.1"),
+        &later,
+        TimeRange::new(now - 10 * S, now - 5 * S),
+        "agent-a",
+        now,
+    );
+    assert_eq!(owner(&tb, "10.0.0.1"), Err(UnattributedReason::NotFound));
+    assert_eq!(owner(&ta, "10.1.0.1"), Err(UnattributedReason::NotFound));
+
+    let changes_a = ta.drain_changes();
+    assert_eq!(changes_a.len(), 21);
+    assert_eq!(
+        a.publish(&changes_a).messages,
+        20,
+        "one message per address"
+    );
+    assert_eq!(b.publish(&tb.drain_changes()).messages, 20);
+
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    wait_until(
+        "each collector answers the other's addresses",
+        WAIT,
+        || {
+            got_a.extend(pump(&mut a, &mut ta));
+            got_b.extend(pump(&mut b, &mut tb));
+            answers_all(&tb, "10.0.0", "api", 20) && answers_all(&ta, "10.1.0", "db", 20)
+        },
+        || counters("a", a.counters()) + &counters("b", b.counters()) + &broker.log(),
+    );
+    // The later range arrived too, and the lookups tell the two apart.
+    let t = now_ns() - 7 * S;
+    assert_eq!(
+        tb.lookup(ip("10.0.0.1"), t, now_ns()).unwrap().0.id,
+        "api-1-next"
+    );
+    // Each received only the other's ranges: its own were skipped.
+    assert!(got_a.iter().all(|u| &*u.claimant == "agent-b"));
+    assert!(got_b.iter().all(|u| &*u.claimant == "agent-a"));
+    wait_until(
+        "both delivered and skipped their own messages",
+        WAIT,
+        || {
+            pump(&mut a, &mut ta);
+            pump(&mut b, &mut tb);
+            let (ca, cb) = (a.counters(), b.counters());
+            ca.delivered == 20 && cb.delivered == 20 && ca.own_skipped == 20 && cb.own_skipped == 20
+        },
+        || counters("a", a.counters()) + &counters("b", b.counters()),
+    );
+    for c in [a.counters(), b.counters()] {
+        assert_eq!(
+            (c.published, c.publish_errors, c.consumed),
+            (20, 0, 20),
+            "{c:?}"
+        );
+        assert_eq!(c.malformed_total(), 0);
+        assert!(c.broker_up && c.warmed_up, "{c:?}");
+    }
+    wait_until(
+        "the lag is reported as zero",
+        Duration::from_secs(10),
+        || a.counters().lag == 0 && b.counters().lag == 0,
+        || counters("a", a.counters()) + &counters("b", b.counters()),
+    );
+}
+
+#[test]
+fn a_collector_started_later_warms_up_from_the_history() {
+    let broker = Broker::start();
+    broker.create_topic("ownership", 3);
+    let (mut ta, mut tb) = (table(), table());
+    let mut a = sharing(&broker, "ownership", "collector-a");
+    let mut b = sharing(&broker, "ownership", "collector-b");
+    a.warm_up(WAIT).unwrap();
+    b.warm_up(WAIT).unwrap();
+    heartbeats(&mut ta, "10.0.0", "api", "agent-a", 15);
+    heartbeats(&mut tb, "10.1.0", "db", "agent-b", 15);
+    a.publish(&ta.drain_changes());
+    b.publish(&tb.drain_changes());
+    wait_until(
+        "B has A's ranges",
+        WAIT,
+        || {
+            pump(&mut b, &mut tb);
+            answers_all(&tb, "10.0.0", "api", 15)
+        },
+        || counters("b", b.counters()),
+    );
+    wait_until(
+        "A's and B's messages are all delivered",
+        WAIT,
+        || a.counters().delivered == 15 && b.counters().delivered == 15,
+        || counters("a", a.counters()) + &counters("b", b.counters()),
+    );
+
+    // A restarts with an empty table: its warm-up brings back its own
+    // earlier ranges as well as B's.
+    drop(a);
+    let mut ta2 = table();
+    let mut a2 = sharing(&broker, "ownership", "collector-a");
+    let history = a2.warm_up(WAIT).expect("the history is read");
+    assert_eq!(history.len(), 30, "A's 15 and B's 15 ranges");
+    let now = now_ns();
+    for u in &history {
+        ta2.apply(u, now);
+    }
+    assert!(answers_all(&ta2, "10.0.0", "api", 15));
+    assert!(answers_all(&ta2, "10.1.0", "db", 15));
+    assert!(a2.counters().warmed_up);
+
+    // A brand-new collector C answers the same.
+    let mut tc = table();
+    let mut c = sharing(&broker, "ownership", "collector-c");
+    for u in c.warm_up(WAIT).expect("the history is read") {
+        tc.apply(&u, now_ns());
+    }
+    assert!(answers_all(&tc, "10.0.0", "api", 15));
+    assert!(answers_all(&tc, "10.1.0", "db", 15));
+    assert_eq!(tc.dump(), tb.dump(), "C's table equals B's");
+    assert_eq!(ta2.dump(), tb.dump(), "restarted A's table equals B's");
+
+    // After warm-up, A's new messages are not handed back to A.
+    heartbeats(&mut ta2, "10.2.0", "web", "agent-a", 3);
+    a2.publish(&ta2.drain_changes());
+    wait_until(
+        "C has restarted A's new ranges and A skipped them",
+        WAIT,
+        || {
+            let back = pump(&mut a2, &mut ta2);
+            assert!(back.is_empty(), "A got its own ranges back: {back:?}");
+            pump(&mut c, &mut tc);
+            answers_all(&tc, "10.2.0", "web", 3) && a2.counters().own_skipped == 3
+        },
+        || counters("a2", a2.counters()) + &counters("c", c.counters()),
+    );
+}
+
+#[test]
+fn malformed_messages_are_counted_and_never_applied() {
+    let broker = Broker::start();
+    broker.create_topic("ownership", 3);
+    let mut tb = table();
+    let mut b = sharing(&broker, "ownership", "collector-b");
+    b.warm_up(WAIT).unwrap();
+
+    let now = now_ns();
+    let update = |addr: &str, id: &str| RangeUpdate {
+        ip: ip(addr),
+        workload: Arc::new(Workload::with_id(id)),
+        range: TimeRange::new(now - 60 * S, now - 30 * S),
+        claimant: "agent-x".into(),
+    };
+    let good_before = codec::encode("collector-x", &[update("10.9.0.1", "good-1")]);
+    let good_after = codec::encode("collector-x", &[update("10.9.0.5", "good-5")]);
+    let valid_v2 = codec::encode("collector-x", &[update("10.9.0.3", "evil-3")]);
+    let v2 = String::from_utf8(valid_v2[0].payload.clone())
+        .unwrap()
+        .replace(r#""v":1"#, r#""v":2"#);
+    let wrong_key = codec::encode("collector-x", &[update("10.9.0.4", "evil-4")]);
+    let messages: Vec<(String, Vec<u8>)> = vec![
+        (good_before[0].key.clone(), good_before[0].payload.clone()),
+        ("10.9.0.2".into(), b"\x00\xffnot json at all".to_vec()),
+        ("10.9.0.3".into(), v2.into_bytes()),
+        ("10.9.0.40".into(), wrong_key[0].payload.clone()),
+        (good_after[0].key.clone(), good_after[0].payload.clone()),
+    ];
+    // All on one partition, in this order, so the good ones surround the bad.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .create()
+        .unwrap();
+    for (key, payload) in &messages {
+        producer
+            .send(
+                BaseRecord::to("ownership")
+                    .partition(1)
+                    .key(key)
+                    .payload(payload),
+            )
+            .unwrap();
+    }
+    producer
+        .flush(WAIT)
+        .expect("the test messages are delivered");
+
+    wait_until(
+        "the good messages are applied and the bad ones counted",
+        WAIT,
+        || {
+            pump(&mut b, &mut tb);
+            let c = b.counters();
+            owner(&tb, "10.9.0.1").is_ok()
+                && owner(&tb, "10.9.0.5").is_ok()
+                && c.malformed_total() == 3
+        },
+        || counters("b", b.counters()),
+    );
+    assert_eq!(owner(&tb, "10.9.0.1").unwrap(), "good-1");
+    assert_eq!(owner(&tb, "10.9.0.5").unwrap(), "good-5");
+    for bad in ["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.40"] {
+        assert_eq!(owner(&tb, bad), Err(UnattributedReason::NotFound), "{bad}");
+    }
+    let c = b.counters();
+    assert_eq!(c.malformed(MalformedReason::Syntax), 1, "{c:?}");
+    assert_eq!(c.malformed(MalformedReason::Version), 1, "{c:?}");
+    assert_eq!(c.malformed(MalformedReason::Key), 1, "{c:?}");
+    assert_eq!(c.consumed, 2, "{c:?}");
+    assert_eq!(
+        tb.counters().updates,
+        2,
+        "only the good ranges reached the table"
+    );
+}
+
+#[test]
+fn sharing_survives_a_broker_outage_and_restart() {
+    let mut broker = Broker::start();
+    // No topic: the sharing creates it.
+    let (mut ta, mut tb) = (table(), table());
+    let mut a = sharing(&broker, "ownership", "collector-a");
+    let mut b = sharing(&broker, "ownership", "collector-b");
+    a.warm_up(WAIT).expect("A warms up on a topic it created");
+    b.warm_up(WAIT).expect("B warms up");
+    assert_eq!(broker.partitions("ownership"), Some(3));
+
+    heartbeats(&mut ta, "10.0.0", "api", "agent-a", 5);
+    a.publish(&ta.drain_changes());
+    wait_until(
+        "B has A's first ranges",
+        WAIT,
+        || {
+            pump(&mut b, &mut tb);
+            answers_all(&tb, "10.0.0", "api", 5)
+        },
+        || counters("a", a.counters()) + &counters("b", b.counters()),
+    );
+
+    // The broker goes away: nothing blocks, the tables still answer.
+    broker.stop();
+    wait_until(
+        "both see the broker down",
+        WAIT,
+        || {
+            pump(&mut a, &mut ta);
+            pump(&mut b, &mut tb);
+            !a.counters().broker_up && !b.counters().broker_up
+        },
+        || counters("a", a.counters()) + &counters("b", b.counters()),
+    );
+    heartbeats(&mut ta, "10.3.0", "during", "agent-a", 4);
+    let started = Instant::now();
+    let published = a.publish(&ta.drain_changes());
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "publish blocked: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(published.messages + published.kept, 4, "{published:?}");
+    let started = Instant::now();
+    assert!(b.poll(100, Duration::from_millis(100)).is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "poll blocked: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        answers_all(&tb, "10.0.0", "api", 5),
+        "B's table still answers"
+    );
+    assert!(
+        answers_all(&ta, "10.3.0", "during", 4),
+        "A's table still answers"
+    );
+
+    // A new, empty broker on the same port: the topic is created again,
+    // what A queued during the outage arrives, and new ranges flow again.
+    broker.restart();
+    wait_until(
+        "B has what A published during the outage",
+        WAIT,
+        || {
+            pump(&mut a, &mut ta);
+            pump(&mut b, &mut tb);
+            answers_all(&tb, "10.3.0", "during", 4)
+        },
+        || counters("a", a.counters()) + &counters("b", b.counters()) + &broker.log(),
+    );
+    heartbeats(&mut ta, "10.4.0", "after", "agent-a", 6);
+    a.publish(&ta.drain_changes());
+    wait_until(
+        "B has A's ranges from after the restart",
+        WAIT,
+        || {
+            pump(&mut a, &mut ta);
+            pump(&mut b, &mut tb);
+            answers_all(&tb, "10.4.0", "after", 6)
+        },
+        || counters("a", a.counters()) + &counters("b", b.counters()) + &broker.log(),
+    );
+    assert_eq!(
+        broker.partitions("ownership"),
+        Some(3),
+        "the topic was created again"
+    );
+    let (ca, cb) = (a.counters(), b.counters());
+    assert!(ca.broker_up && cb.broker_up, "{ca:?} {cb:?}");
+    assert!(
+        cb.repositions >= 1,
+        "B read the new topic from its start: {cb:?}"
+    );
+    assert_eq!(ca.publish_errors, 0, "nothing A published was lost: {ca:?}");
+    assert!(
+        answers_all(&tb, "10.0.0", "api", 5),
+        "B kept what it had before"
+    );
+}
+
+#[test]
+fn kafka_output_writes_each_chunk_as_one_message() {
+    let broker = Broker::start();
+    let config = KafkaOutputConfig {
+        create_partitions: Some(1),
+        ..KafkaOutputConfig::new(broker.address(), "flows")
+    };
+    let mut out = KafkaOutput::new(config).unwrap();
+    wait_until(
+        "the output created its topic",
+        WAIT,
+        || broker.partitions("flows") == Some(1),
+        || broker.log(),
+    );
+    let chunks: Vec<Vec<u8>> = (0..3)
+        .map(|i| format!("{{\"flow\":{i}}}\n{{\"flow\":{}}}\n", i + 100).into_bytes())
+        .collect();
+    for chunk in &chunks {
+        out.write(chunk).unwrap();
+    }
+    out.flush().expect("flush waits for the deliveries");
+    let c = out.counters();
+    assert_eq!(
+        (c.sent, c.delivered, c.failed, c.queue_full),
+        (3, 3, 0, 0),
+        "{c:?}"
+    );
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("group.id", "output-test")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("flows", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut read = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while read.len() < 3 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            read.push(m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    assert_eq!(read, chunks, "each chunk is one message, in order");
+}
