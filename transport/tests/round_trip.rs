@@ -94,3 +94,39 @@ async fn a_rejected_batch_is_dropped_from_the_spool_and_counted() {
     assert_eq!(seen.len(), 3, "the rejected batch is not sent again");
     assert_eq!(receiver.counters().snapshot().rejected, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_shutdown_lets_an_answer_in_progress_finish_then_refuses() {
+    init_logs();
+    let pki = Pki::new();
+    let (receiver, mut rx) = receiver(&pki).await;
+    let addr = receiver.local_addr();
+    let spool = tempfile::tempdir().unwrap();
+    let shipper = Shipper::start(shipper_config(&pki, &[addr], spool.path().into())).unwrap();
+    shipper.send(&batch(1, 0, 5)).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let shutdown = tokio::spawn(receiver.shutdown(Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown waits for the answer in progress"
+    );
+    delivery.reply.send(Reply::Ack).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown completes once answered")
+        .unwrap();
+    let counters = shipper.counters();
+    wait_until(Duration::from_secs(5), "the agent has the ack", || {
+        counters.snapshot().acked == 1
+    })
+    .await;
+    // Nothing listens any more: a new batch stays spooled.
+    shipper.send(&batch(1, 1, 5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = counters.snapshot();
+    assert_eq!((stats.acked, stats.spooled_batches), (1, 1));
+}

@@ -13,7 +13,7 @@ use crate::{
     tls::PeerIdentity,
 };
 
-/// Stream reset code: the collector did not answer (the agent retries).
+/// Stream reset code: no answer (the agent sends the batch again).
 const NO_ANSWER: u32 = 1;
 
 /// What every stream of one connection shares.
@@ -89,12 +89,15 @@ pub(super) async fn serve(
             return;
         }
         Err(_) => {
+            // Not refused: the batch may be fine and the link slow. The
+            // stream is reset, and the agent sends the batch again.
             let timeout = ctx.read_timeout;
-            let id = codec::peek_batch_id(&body);
-            let batch = id.as_ref().map(ToString::to_string);
+            let batch = codec::peek_batch_id(&body).map(|id| id.to_string());
             tracing::warn!(peer = %ctx.peer, batch, ?timeout, "a batch frame did not arrive in time");
             ctx.counters.bad_frame(ErrorClass::Truncated);
-            Answer::Reject(id, format!("frame not complete after {timeout:?}"))
+            let _ = recv.stop(NO_ANSWER.into());
+            let _ = send.reset(NO_ANSWER.into());
+            return;
         }
     };
     let mut bytes = Vec::new();

@@ -111,12 +111,22 @@ pub(super) async fn deliver(
             reason,
         }) if rejected.as_ref().is_none_or(|r| r == id) => Outcome::Rejected(reason),
         Ok(other) => Outcome::Failed {
-            error: format!("unexpected answer {other:?}"),
+            error: format!("unexpected answer: {}", kind(&other)),
             abandon: false,
         },
         Err(error) => Outcome::Failed {
             error,
             abandon: conn.close_reason().is_some(),
         },
+    }
+}
+
+/// A frame's kind and batch id, for logs.
+fn kind(frame: &Frame) -> String {
+    match frame {
+        Frame::Batch(b) => format!("batch {}", b.id()),
+        Frame::Ack(id) => format!("ack of {id}"),
+        Frame::Reject { id: Some(id), .. } => format!("reject of {id}"),
+        Frame::Reject { id: None, .. } => "reject".into(),
     }
 }
