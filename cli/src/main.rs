@@ -3,9 +3,11 @@
 
 mod agent;
 mod certs;
+mod collector;
 mod ipman;
 mod plugin;
 mod show;
+mod signal;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +25,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Write a development CA and certificates for collectors and agents.
     Certs(certs::CertsArgs),
+    /// Receive agents' batches over QUIC, attribute remote sides, write flows out.
+    Collector(collector::CollectorArgs),
     /// Play IPMan: assign and release container addresses in its state file.
     #[command(subcommand)]
     Ipman(ipman::IpmanCommand),
@@ -45,6 +49,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
         Command::Certs(args) => certs::run(args),
+        Command::Collector(args) => collector::run(args),
         Command::Ipman(cmd) => ipman::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Show(args) => show::run(args),

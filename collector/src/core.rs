@@ -69,8 +69,6 @@ pub struct Arrival {
 /// Everything the core is told.
 pub enum Input {
     Arrival(Arrival),
-    /// Ranges other collectors learned (through Kafka).
-    Shared(Vec<RangeUpdate>),
     /// Address events for the resolver plugins (the legacy event stream).
     IpEvents(Vec<IpEvent>),
 }
@@ -82,9 +80,17 @@ pub trait Forwarder: Send {
     fn forward(&mut self, batch: FlowBatch) -> Result<(), String>;
 }
 
-/// Where this collector's ownership changes go (Kafka sharing).
-pub trait Publisher: Send {
+/// Ownership sharing with other collectors (Kafka). Neither call may wait
+/// on the broker: attribution goes on from the table while it is down.
+pub trait Sharing: Send {
+    /// Sends the ranges this collector's heartbeats changed.
     fn publish(&mut self, updates: &[RangeUpdate]);
+    /// Ranges other collectors learned since the last call.
+    fn poll(&mut self) -> Vec<RangeUpdate>;
+    /// The shared history (at start), within `timeout`: what arrived.
+    fn warm_up(&mut self, timeout: Duration) -> Vec<RangeUpdate>;
+    /// Counters by name, for metrics.
+    fn counters(&self) -> Vec<(&'static str, u64)>;
 }
 
 /// Attributed flows not yet formatted, with the batches they came from.
@@ -117,7 +123,7 @@ pub struct Core {
     outputs: Outputs,
     regions: Regions,
     forwarders: Vec<Box<dyn Forwarder>>,
-    publisher: Option<Box<dyn Publisher>>,
+    sharing: Option<Box<dyn Sharing>>,
     plugins: Arc<PluginDirectory>,
     metrics: Arc<CollectorMetrics>,
     clock: Box<dyn Fn() -> u64 + Send>,
@@ -140,7 +146,7 @@ pub struct CoreParts {
     pub regions: Regions,
     /// One per region, in the order of `regions`.
     pub forwarders: Vec<Box<dyn Forwarder>>,
-    pub publisher: Option<Box<dyn Publisher>>,
+    pub sharing: Option<Box<dyn Sharing>>,
     pub plugins: Arc<PluginDirectory>,
     pub metrics: Arc<CollectorMetrics>,
     /// Unix-epoch nanoseconds now (tests and the simulator drive it).
@@ -162,7 +168,7 @@ impl Core {
             outputs: parts.outputs,
             regions: parts.regions,
             forwarders: parts.forwarders,
-            publisher: parts.publisher,
+            sharing: parts.sharing,
             plugins: parts.plugins,
             metrics: parts.metrics,
             clock: parts.clock,
@@ -240,19 +246,12 @@ impl Core {
                     self.arrive(arrival);
                 }
             }
-            Input::Shared(updates) => {
-                let now = (self.clock)();
-                let before = *self.table.counters();
-                for u in &updates {
-                    self.table.apply(u, now);
-                }
-                self.metrics.count_ownership(&self.table.counters().since(&before));
-            }
             Input::IpEvents(events) => {
                 for resolver in self.resolvers() {
                     if let Err(error) = resolver.ingest(&events) {
                         tracing::warn!(plugin = resolver.name(), %error, "resolver refused events");
-                        self.metrics.count_drop("resolver_ingest_failed", events.len() as u64);
+                        self.metrics
+                            .count_drop("resolver_ingest_failed", events.len() as u64);
                     }
                 }
             }
@@ -298,7 +297,10 @@ impl Core {
         }
         count("accepted");
         self.journaled += 1;
-        self.metrics.flows_in.get_or_create(&agent_labels).inc_by(batch.flows.len() as u64);
+        self.metrics
+            .flows_in
+            .get_or_create(&agent_labels)
+            .inc_by(batch.flows.len() as u64);
         self.recent.insert(id);
         let now = (self.clock)();
         self.take(&peer, batch, now);
@@ -335,22 +337,61 @@ impl Core {
             }
         }
         self.finish_written();
-        while !self.is_full() && let Some(arrival) = self.waiting.pop_front() {
+        while !self.is_full()
+            && let Some(arrival) = self.waiting.pop_front()
+        {
             self.arrive(arrival);
         }
-        if let Some(publisher) = &mut self.publisher {
-            let changes = self.table.drain_changes();
-            if !changes.is_empty() {
-                publisher.publish(&changes);
-            }
-        }
+        self.share(now);
         if now.saturating_sub(self.last_expire_ns) >= 1_000_000_000 {
             let before = *self.table.counters();
             self.table.expire(now);
-            self.metrics.count_ownership(&self.table.counters().since(&before));
+            self.metrics
+                .count_ownership(&self.table.counters().since(&before));
             self.last_expire_ns = now;
         }
         self.update_gauges();
+    }
+
+    /// Publishes this collector's changes and applies the others'.
+    fn share(&mut self, now: u64) {
+        let Some(sharing) = &mut self.sharing else {
+            return;
+        };
+        let changes = self.table.drain_changes();
+        if !changes.is_empty() {
+            sharing.publish(&changes);
+        }
+        let updates = sharing.poll();
+        if !updates.is_empty() {
+            self.apply_shared(&updates, now);
+        }
+    }
+
+    /// Reads the shared history into the table before the first batch.
+    pub fn warm_up(&mut self, timeout: Duration) {
+        let Some(sharing) = &mut self.sharing else {
+            return;
+        };
+        let history = sharing.warm_up(timeout);
+        let now = (self.clock)();
+        tracing::info!(ranges = history.len(), "warmed up from shared history");
+        self.apply_shared(&history, now);
+    }
+
+    /// Applies ranges other collectors learned (Kafka, or warm-up history).
+    pub fn apply_shared(&mut self, updates: &[RangeUpdate], now: u64) {
+        let before = *self.table.counters();
+        for u in updates {
+            self.table.apply(u, now);
+        }
+        self.metrics
+            .count_ownership(&self.table.counters().since(&before));
+    }
+
+    /// The core's clock, now.
+    pub fn now_ns(&self) -> u64 {
+        (self.clock)()
     }
 
     /// Writes out everything held, whatever its time (shutdown).
@@ -369,7 +410,11 @@ impl Core {
         let resolvers = self.resolvers();
         let mut kept = Vec::new();
         let mut ids = Vec::new();
-        for Released { mut batch, forwarded } in released {
+        for Released {
+            mut batch,
+            forwarded,
+        } in released
+        {
             ids.push(batch.id());
             let pass = attribute_remote(
                 &mut batch.flows,
@@ -388,7 +433,12 @@ impl Core {
                 let mut rest = Vec::with_capacity(flows.len());
                 for (i, flow) in flows.into_iter().enumerate() {
                     if forward.contains(&i) {
-                        let region = pass.forward.iter().find(|&&(j, _)| j == i).expect("listed").1;
+                        let region = pass
+                            .forward
+                            .iter()
+                            .find(|&&(j, _)| j == i)
+                            .expect("listed")
+                            .1;
                         by_region[region].push(flow);
                     } else {
                         rest.push(flow);
@@ -403,8 +453,13 @@ impl Core {
             }
             kept.extend(flows);
         }
-        let policies = self.plugins.chain(flowattr_plugin_runtime::manifest::PluginKind::Policy);
-        let policies: Vec<_> = policies.into_iter().filter(|p| p.manifest().mode == Mode::Active).collect();
+        let policies = self
+            .plugins
+            .chain(flowattr_plugin_runtime::manifest::PluginKind::Policy);
+        let policies: Vec<_> = policies
+            .into_iter()
+            .filter(|p| p.manifest().mode == Mode::Active)
+            .collect();
         let metrics = &self.metrics;
         let kept = policy::apply(kept, &policies, |plugin, why, n| {
             let reason = match why {
@@ -421,7 +476,12 @@ impl Core {
 
     /// Sends `flows` to `region`'s collectors; gives back what could not be
     /// handed over, with its remote side unattributed.
-    fn forward(&mut self, region: usize, flows: Vec<AttributedFlow>, now: u64) -> Vec<AttributedFlow> {
+    fn forward(
+        &mut self,
+        region: usize,
+        flows: Vec<AttributedFlow>,
+        now: u64,
+    ) -> Vec<AttributedFlow> {
         let batch = FlowBatch {
             agent: self.settings.name.clone(),
             incarnation: self.settings.incarnation,
@@ -477,7 +537,11 @@ impl Core {
         for (i, (bytes, n)) in chunks.into_iter().enumerate() {
             self.metrics.flows_out.inc_by(n as u64);
             // A batch is written out with the last chunk of its pass.
-            let batches = if i == last { ids.take().unwrap_or_default() } else { Vec::new() };
+            let batches = if i == last {
+                ids.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             self.outputs.push(bytes, batches);
         }
         Ok(())
@@ -519,5 +583,12 @@ impl Core {
         m.hold_flows.set(self.hold.flows() as i64);
         m.hold_batches.set(self.hold.batches() as i64);
         m.journal_batches.set(self.journaled as i64);
+        if let Some(sharing) = &self.sharing {
+            for (name, value) in sharing.counters() {
+                m.sharing
+                    .get_or_create(&vec![("counter", name.to_owned())])
+                    .set(value as i64);
+            }
+        }
     }
 }

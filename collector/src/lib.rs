@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod output;
 pub mod ownership;
 pub mod remote;
+pub mod service;
 pub mod sharing;

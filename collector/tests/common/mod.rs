@@ -1,3 +1,4 @@
 //! Helpers shared by the collector's integration tests.
 
 pub mod broker;
+pub mod fleet;

@@ -1,0 +1,439 @@
+//! The collector's I/O shell (`flowattr collector`): wires the QUIC
+//! receiver, Kafka sharing, forwarding shippers, plugins, outputs and the
+//! metrics endpoint around the [`Core`] thread.
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, mpsc},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use flowattr_model::FlowBatch;
+use flowattr_plugin_runtime::{PluginDirectory, Runtime, RuntimeConfig};
+use flowattr_transport::{
+    CollectorAddr, Delivery, Receiver, ReceiverConfig, Reply, Shipper, ShipperConfig,
+    codec::{self, Frame},
+    tls::TlsFiles,
+};
+
+use crate::{
+    config::{Claim, CollectorConfig, OutputSection},
+    core::{Arrival, Core, CoreParts, CoreSettings, Decision, Forwarder, Input, Sharing},
+    journal::Journal,
+    metrics::{self, CollectorMetrics},
+    output::{FileOutput, FileOutputConfig, Output, Outputs, StdoutOutput, kafka::KafkaOutput},
+    ownership::{OwnershipTable, RangeUpdate},
+    remote::Regions,
+    sharing::{KafkaSharing, SharingConfig},
+};
+
+/// How long a starting collector waits for the shared history.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running collector.
+pub struct Collector {
+    receiver: Option<Receiver>,
+    inputs: Option<mpsc::SyncSender<Input>>,
+    core: Option<std::thread::JoinHandle<()>>,
+    pump: Option<tokio::task::JoinHandle<()>>,
+    metrics: Arc<CollectorMetrics>,
+    metrics_server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _watch: Option<flowattr_plugin_runtime::DirectoryWatcher>,
+    local_addr: SocketAddr,
+}
+
+/// Unix-epoch nanoseconds now.
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Collector {
+    /// Starts everything; returns once the collector accepts batches (after
+    /// the Kafka warm-up, if sharing is configured).
+    pub async fn start(config: CollectorConfig) -> anyhow::Result<Collector> {
+        let metrics = Arc::new(CollectorMetrics::new());
+        let tls = TlsFiles {
+            ca: config.tls.ca.clone(),
+            cert: config.tls.cert.clone(),
+            key: config.tls.key.clone(),
+        };
+
+        // Plugins load off the async threads: WASI's synchronous file system
+        // blocks on its own runtime.
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: config.plugins.cache_dir.clone(),
+            ..RuntimeConfig::default()
+        })?;
+        let plugin_dir = config.plugins.directory.clone();
+        let (directory, report) =
+            tokio::task::spawn_blocking(move || PluginDirectory::open(&runtime, plugin_dir))
+                .await?
+                .with_context(|| {
+                    format!("plugin directory {}", config.plugins.directory.display())
+                })?;
+        for refusal in &report.refused {
+            tracing::warn!(plugin = %refusal.name, reason = %refusal.reason, "plugin refused");
+        }
+        let directory = Arc::new(directory);
+        if directory.get(&config.plugins.sink).is_none() {
+            anyhow::bail!(
+                "plugins.sink: no plugin {:?} in {} (flows could not be written out)",
+                config.plugins.sink,
+                config.plugins.directory.display()
+            );
+        }
+        let watch = if config.plugins.watch {
+            Some(directory.watch().context("watching the plugin directory")?)
+        } else {
+            None
+        };
+        metrics.watch_plugins(directory.clone());
+
+        let mut table = OwnershipTable::new(config.ownership.to_config());
+        for (agent, claim) in &config.claims {
+            match claim {
+                Claim::Any => table.allow_any(agent),
+                Claim::Prefixes(prefixes) => table.allow(agent, prefixes.iter().copied()),
+            }
+        }
+
+        let (journal, recovered) =
+            Journal::open(&config.data_dir.join("journal"), config.remember_batches)
+                .with_context(|| format!("journal in {}", config.data_dir.display()))?;
+        let outputs = Outputs::new(open_outputs(&config)?, config.max_queued_bytes);
+
+        let regions = Regions::new(
+            config
+                .regions
+                .iter()
+                .map(|r| (r.name.clone(), r.prefixes.clone())),
+        );
+        let mut forwarders: Vec<Box<dyn Forwarder>> = Vec::new();
+        for region in &config.regions {
+            let collectors = region
+                .collectors
+                .iter()
+                .map(|c| parse_collector(c))
+                .collect::<anyhow::Result<Vec<_>>>()
+                .with_context(|| format!("regions.{}.collectors", region.name))?;
+            let spool = config.data_dir.join("forward").join(&region.name);
+            let shipper = Shipper::start(ShipperConfig::new(collectors, tls.clone(), spool))
+                .with_context(|| format!("forwarding to region {}", region.name))?;
+            forwarders.push(Box::new(ShipperForwarder::spawn(shipper)));
+        }
+
+        let sharing: Option<Box<dyn Sharing>> = match &config.kafka {
+            None => None,
+            Some(kafka) => {
+                let mut sharing_config =
+                    SharingConfig::new(kafka.brokers.clone(), kafka.topic.clone());
+                sharing_config.partitions = kafka.partitions;
+                sharing_config.warmup_window =
+                    kafka.warmup.unwrap_or(config.ownership.expire_after);
+                let name = config.name.clone();
+                let sharing =
+                    tokio::task::spawn_blocking(move || KafkaSharing::new(sharing_config, &name))
+                        .await?
+                        .context("Kafka sharing")?;
+                Some(Box::new(KafkaShared(sharing)))
+            }
+        };
+
+        let settings = CoreSettings {
+            name: config.name.clone(),
+            incarnation: unix_now_ns(),
+            hold: config.hold,
+            max_held_flows: config.max_held_flows,
+            remember_batches: config.remember_batches,
+            sink: config.plugins.sink.clone(),
+            sink_batch: config.plugins.sink_batch,
+            forward_peers: config.forward_peers.iter().cloned().collect::<HashSet<_>>(),
+        };
+        let mut core = Core::new(
+            settings,
+            CoreParts {
+                table,
+                journal,
+                outputs,
+                regions,
+                forwarders,
+                sharing,
+                plugins: directory,
+                metrics: metrics.clone(),
+                clock: Box::new(unix_now_ns),
+            },
+        );
+        // Warm up and replay the journal before taking any batch.
+        let core = tokio::task::spawn_blocking(move || {
+            core.warm_up(WARM_UP_TIMEOUT);
+            core.recover(recovered, decode_journal_entry);
+            core
+        })
+        .await?;
+
+        let (inputs, rx) = mpsc::sync_channel(1024);
+        let core_thread = std::thread::Builder::new()
+            .name("collector-core".into())
+            .spawn(move || core.run(rx, false))?;
+
+        let mut receiver_config = ReceiverConfig::new(config.listen, tls);
+        receiver_config.max_frame_bytes = codec::DEFAULT_MAX_FRAME_BYTES;
+        let (receiver, deliveries) = Receiver::bind(receiver_config)?;
+        let local_addr = receiver.local_addr();
+        let pump = tokio::spawn(pump_deliveries(deliveries, inputs.clone()));
+
+        let metrics_server = if config.metrics.enabled {
+            let listener = tokio::net::TcpListener::bind(config.metrics.listen)
+                .await
+                .with_context(|| format!("metrics endpoint {}", config.metrics.listen))?;
+            tracing::info!(address = %config.metrics.listen, "serving metrics");
+            Some(tokio::spawn(metrics::serve(listener, metrics.clone())))
+        } else {
+            None
+        };
+        tracing::info!(name = %config.name, address = %local_addr, "collector started");
+        Ok(Collector {
+            receiver: Some(receiver),
+            inputs: Some(inputs),
+            core: Some(core_thread),
+            pump: Some(pump),
+            metrics,
+            metrics_server,
+            _watch: watch,
+            local_addr,
+        })
+    }
+
+    /// Where agents connect.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn metrics(&self) -> &Arc<CollectorMetrics> {
+        &self.metrics
+    }
+
+    /// Hands the resolver plugins address events (the legacy stream).
+    pub fn ip_events(&self, events: Vec<flowattr_model::IpEvent>) -> anyhow::Result<()> {
+        self.inputs
+            .as_ref()
+            .context("collector stopped")?
+            .send(Input::IpEvents(events))
+            .map_err(|_| anyhow::anyhow!("collector core stopped"))
+    }
+
+    /// Stops taking batches, and stops the core. What is held stays in the
+    /// journal for the next start.
+    pub async fn shutdown(mut self) {
+        if let Some(receiver) = self.receiver.take() {
+            receiver.shutdown(Duration::from_secs(2)).await;
+        }
+        if let Some(pump) = self.pump.take() {
+            let _ = pump.await;
+        }
+        self.inputs = None;
+        if let Some(core) = self.core.take() {
+            let _ = tokio::task::spawn_blocking(move || core.join()).await;
+        }
+        if let Some(server) = self.metrics_server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Runs a collector until `shutdown` completes.
+pub async fn run(
+    config: CollectorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let collector = Collector::start(config).await?;
+    shutdown.await;
+    tracing::info!("stopping");
+    collector.shutdown().await;
+    Ok(())
+}
+
+/// Hands deliveries to the core, journal bytes encoded here (off the core
+/// thread).
+async fn pump_deliveries(
+    mut deliveries: tokio::sync::mpsc::Receiver<Delivery>,
+    inputs: mpsc::SyncSender<Input>,
+) {
+    while let Some(delivery) = deliveries.recv().await {
+        let Delivery {
+            peer, batch, reply, ..
+        } = delivery;
+        let encoded = match encode_journal_entry(&peer.0, &batch) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let _ = reply.send(Reply::Reject(e));
+                continue;
+            }
+        };
+        let arrival = Arrival {
+            peer: peer.0,
+            batch,
+            encoded,
+            reply: Box::new(move |decision| {
+                let _ = reply.send(match decision {
+                    Decision::Accepted | Decision::Duplicate => Reply::Ack,
+                    Decision::Rejected(why) => Reply::Reject(why),
+                });
+            }),
+        };
+        // The core's queue is bounded: waiting here stops the receiver,
+        // which stops reading, which slows the agents.
+        let inputs = inputs.clone();
+        let sent = tokio::task::spawn_blocking(move || inputs.send(Input::Arrival(arrival))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            break;
+        }
+    }
+}
+
+/// A journal entry: the sender's name, a newline, the batch frame.
+fn encode_journal_entry(peer: &str, batch: &FlowBatch) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(64 + batch.flows.len() * 64);
+    out.extend_from_slice(peer.as_bytes());
+    out.push(b'\n');
+    codec::encode_batch(batch, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn decode_journal_entry(bytes: &[u8]) -> Result<(String, FlowBatch), String> {
+    let newline = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no sender line")?;
+    let peer = std::str::from_utf8(&bytes[..newline]).map_err(|e| e.to_string())?;
+    match codec::decode_frame(&bytes[newline + 1..], usize::MAX) {
+        Ok(Frame::Batch(batch)) => Ok((peer.to_owned(), batch)),
+        Ok(_) => Err("not a batch frame".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `NAME@ADDRESS:PORT` or `ADDRESS:PORT` (certificate name `localhost`).
+fn parse_collector(text: &str) -> anyhow::Result<CollectorAddr> {
+    let (name, addr) = text.split_once('@').unwrap_or(("localhost", text));
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("{text:?} is not NAME@ADDRESS:PORT"))?;
+    Ok(CollectorAddr::new(addr, name))
+}
+
+fn open_outputs(config: &CollectorConfig) -> anyhow::Result<Vec<Box<dyn Output>>> {
+    let extension = if config.plugins.sink.contains("json") {
+        "jsonl"
+    } else {
+        "bin"
+    };
+    config
+        .outputs
+        .iter()
+        .map(|o| -> anyhow::Result<Box<dyn Output>> {
+            Ok(match o {
+                OutputSection::Stdout => Box::new(StdoutOutput),
+                OutputSection::File {
+                    dir,
+                    prefix,
+                    rotate_bytes,
+                    rotate_after,
+                    keep_files,
+                } => Box::new(
+                    FileOutput::new(FileOutputConfig {
+                        dir: dir.clone(),
+                        prefix: prefix.clone(),
+                        extension: extension.into(),
+                        rotate_bytes: *rotate_bytes,
+                        rotate_after: *rotate_after,
+                        keep_files: *keep_files,
+                    })
+                    .with_context(|| format!("file output {}", dir.display()))?,
+                ),
+                OutputSection::Kafka { brokers, topic } => Box::new(
+                    KafkaOutput::new(crate::output::kafka::KafkaOutputConfig::new(
+                        brokers.clone(),
+                        topic.clone(),
+                    ))
+                    .with_context(|| format!("Kafka output {topic}"))?,
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Forwards through a [`Shipper`] (which spools to disk) on a task; the
+/// core hands batches over a bounded channel and never waits.
+struct ShipperForwarder {
+    batches: tokio::sync::mpsc::Sender<FlowBatch>,
+}
+
+impl ShipperForwarder {
+    fn spawn(shipper: Shipper) -> Self {
+        let (batches, mut rx) = tokio::sync::mpsc::channel::<FlowBatch>(64);
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                if let Err(e) = shipper.send(&batch).await {
+                    tracing::error!(error = %e, id = %batch.id(), "forwarding spool refused a batch");
+                }
+            }
+            let _ = shipper.shutdown(Duration::from_secs(2)).await;
+        });
+        Self { batches }
+    }
+}
+
+impl Forwarder for ShipperForwarder {
+    fn forward(&mut self, batch: FlowBatch) -> Result<(), String> {
+        self.batches.try_send(batch).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => "forwarding queue full".to_owned(),
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => "forwarder stopped".to_owned(),
+        })
+    }
+}
+
+/// [`KafkaSharing`] as the core's [`Sharing`].
+struct KafkaShared(KafkaSharing);
+
+impl Sharing for KafkaShared {
+    fn publish(&mut self, updates: &[RangeUpdate]) {
+        self.0.publish(updates);
+    }
+
+    fn poll(&mut self) -> Vec<RangeUpdate> {
+        self.0.poll(100_000, Duration::ZERO)
+    }
+
+    fn warm_up(&mut self, timeout: Duration) -> Vec<RangeUpdate> {
+        match self.0.warm_up(timeout) {
+            Ok(history) => history,
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka warm-up incomplete; attributing from what arrived");
+                Vec::new()
+            }
+        }
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let c = self.0.counters();
+        vec![
+            ("published", c.published),
+            ("delivered", c.delivered),
+            ("publish_errors", c.publish_errors),
+            ("consumed", c.consumed),
+            ("ranges_received", c.ranges_received),
+            ("own_skipped", c.own_skipped),
+            ("malformed", c.malformed_total()),
+            ("lag", c.lag),
+            ("broker_up", u64::from(c.broker_up)),
+            ("warmed_up", u64::from(c.warmed_up)),
+        ]
+    }
+}

@@ -1,0 +1,402 @@
+//! Whole collectors: agents ship real batches over QUIC with mutual TLS,
+//! collectors learn ownership from heartbeats, share it through a real
+//! Kafka-protocol broker (Tansu on loopback), forward across regions, and
+//! write flows through the real jsonl-sink component into files.
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use common::{
+    broker::Broker,
+    fleet::{Fleet, S, batch, flow, local_of, now_ns, remote_of, ship_all, workload},
+};
+use flowattr_collector::{
+    config::{KafkaSection, RegionSection},
+    service::Collector,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// (local workload, remote workload or reason) of every written flow, by
+/// the flow's local port (each test flow has its own).
+fn outcomes(lines: &[serde_json::Value]) -> BTreeMap<u64, (String, String)> {
+    lines
+        .iter()
+        .map(|l| {
+            (
+                l["local"]["port"].as_u64().unwrap(),
+                (local_of(l), remote_of(l)),
+            )
+        })
+        .collect()
+}
+
+fn kafka(broker: &Broker, topic: &str) -> Option<KafkaSection> {
+    Some(KafkaSection {
+        brokers: broker.address(),
+        topic: topic.into(),
+        partitions: 3,
+        warmup: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_collector_attributes_remote_sides_by_the_range_holding_the_flow_start() {
+    let fleet = Fleet::new();
+    let collector = Collector::start(fleet.collector_config("collector-1"))
+        .await
+        .unwrap();
+    let addr = collector.local_addr();
+    let t = now_ns() - 300 * S;
+    let (api, db, db_new) = (workload("api-1"), workload("db-1"), workload("db-2"));
+
+    // agent-b's host: 10.2.0.7 was db-1's, then (after 20 s unused) db-2's.
+    let b = fleet.agent("agent-b", &[addr]);
+    ship_all(
+        &b,
+        &[batch(
+            "agent-b",
+            0,
+            vec![
+                flow("10.2.0.7:5432", &db, "10.1.0.5:40000", t),
+                flow("10.2.0.7:5432", &db, "10.1.0.5:40001", t + 10 * S),
+                flow("10.2.0.7:5432", &db_new, "10.1.0.5:40002", t + 40 * S),
+            ],
+        )],
+    )
+    .await;
+    // agent-a's api-1 calls 10.2.0.7 during each owner's time, in the gap
+    // between them, and calls an address nobody claims.
+    let a = fleet.agent("agent-a", &[addr]);
+    ship_all(
+        &a,
+        &[batch(
+            "agent-a",
+            0,
+            vec![
+                flow("10.1.0.5:1001", &api, "10.2.0.7:5432", t + 5 * S),
+                flow("10.1.0.5:1002", &api, "10.2.0.7:5432", t + 41 * S),
+                flow("10.1.0.5:1003", &api, "10.2.0.7:5432", t + 30 * S),
+                flow("10.1.0.5:1004", &api, "10.2.99.1:80", t + 5 * S),
+            ],
+        )],
+    )
+    .await;
+
+    let lines = fleet.wait_written("collector-1", 7, WAIT);
+    let got = outcomes(&lines);
+    assert_eq!(got[&1001], ("api-1".into(), "db-1".into()));
+    assert_eq!(got[&1002], ("api-1".into(), "db-2".into()));
+    assert_eq!(got[&1003], ("api-1".into(), "unattributed:gap".into()));
+    assert_eq!(
+        got[&1004],
+        ("api-1".into(), "unattributed:not-found".into())
+    );
+    // The other direction: api-1's own heartbeats attribute db's remote side.
+    for line in lines.iter().filter(|l| l["local"]["port"] == 5432) {
+        assert_eq!(remote_of(line), "api-1", "{line}");
+    }
+    let m = collector.metrics();
+    assert_eq!(m.value("flowattr_collector_flows_out", &[]), 7.0);
+    assert_eq!(
+        m.value("flowattr_collector_remote", &[("outcome", "heartbeat")]),
+        5.0
+    );
+    collector.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_claim_addresses_outside_its_prefixes() {
+    let fleet = Fleet::new();
+    let collector = Collector::start(fleet.collector_config("collector-1"))
+        .await
+        .unwrap();
+    let addr = collector.local_addr();
+    let t = now_ns() - 100 * S;
+    // agent-a claims agent-b's address for an impostor...
+    let a = fleet.agent("agent-a", &[addr]);
+    ship_all(
+        &a,
+        &[batch(
+            "agent-a",
+            0,
+            vec![flow(
+                "10.2.0.7:5432",
+                &workload("impostor"),
+                "10.1.0.5:1",
+                t,
+            )],
+        )],
+    )
+    .await;
+    // ...and agent-a's api-1 calls that address: nothing may name the impostor.
+    ship_all(
+        &a,
+        &[batch(
+            "agent-a",
+            1,
+            vec![flow(
+                "10.1.0.5:2001",
+                &workload("api-1"),
+                "10.2.0.7:5432",
+                t,
+            )],
+        )],
+    )
+    .await;
+    let lines = fleet.wait_written("collector-1", 2, WAIT);
+    let got = outcomes(&lines);
+    assert_eq!(got[&2001].1, "unattributed:not-found");
+    let m = collector.metrics();
+    assert!(m.value("flowattr_collector_ownership", &[("outcome", "refused")]) >= 1.0);
+    collector.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_batches_are_acknowledged_and_taken_once() {
+    let fleet = Fleet::new();
+    let collector = Collector::start(fleet.collector_config("collector-1"))
+        .await
+        .unwrap();
+    let addr = collector.local_addr();
+    let t = now_ns() - 100 * S;
+    let b = batch(
+        "agent-a",
+        7,
+        vec![flow("10.1.0.5:3001", &workload("api-1"), "10.2.0.7:1", t)],
+    );
+    // Two shippers with their own spools: the same batch id twice, the way
+    // an agent re-sends after a lost acknowledgement.
+    ship_all(&fleet.agent("agent-a", &[addr]), std::slice::from_ref(&b)).await;
+    let second = {
+        let spool = fleet.dir.path().join("spool-second");
+        let mut c = flowattr_transport::ShipperConfig::new(
+            vec![flowattr_transport::CollectorAddr::new(addr, "localhost")],
+            flowattr_transport::tls::TlsFiles::in_dir(&fleet.pki(), "agent-a"),
+            spool,
+        );
+        c.ack_timeout = Duration::from_secs(5);
+        flowattr_transport::Shipper::start(c).unwrap()
+    };
+    ship_all(&second, std::slice::from_ref(&b)).await;
+    fleet.wait_written("collector-1", 1, WAIT);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fleet.written("collector-1").len(), 1);
+    let m = collector.metrics();
+    assert_eq!(
+        m.value("flowattr_collector_batches", &[("outcome", "duplicate")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("flowattr_collector_batches", &[("outcome", "accepted")]),
+        1.0
+    );
+    collector.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_share_ownership_through_kafka_and_a_late_third_warms_up() {
+    let broker = Broker::start();
+    let fleet = Fleet::new();
+    let config = |name: &str| {
+        let mut c = fleet.collector_config(name);
+        c.kafka = kafka(&broker, "ownership");
+        c.hold = Duration::from_secs(3);
+        c
+    };
+    let c1 = Collector::start(config("collector-1")).await.unwrap();
+    let c2 = Collector::start(config("collector-2")).await.unwrap();
+    let t = now_ns() - 120 * S;
+    let (api, db) = (workload("api-1"), workload("db-1"));
+
+    // Each collector receives one agent's batches only.
+    let a = fleet.agent("agent-a", &[c1.local_addr()]);
+    let b = fleet.agent("agent-b", &[c2.local_addr()]);
+    let a_flows: Vec<_> = (0..20)
+        .map(|i| {
+            flow(
+                &format!("10.1.0.5:{}", 4000 + i),
+                &api,
+                "10.2.0.7:5432",
+                t + i * S,
+            )
+        })
+        .collect();
+    let b_flows: Vec<_> = (0..20)
+        .map(|i| {
+            flow(
+                &format!("10.2.0.7:{}", 5000 + i),
+                &db,
+                "10.1.0.5:443",
+                t + i * S,
+            )
+        })
+        .collect();
+    let (a_batch, b_batch) = (
+        [batch("agent-a", 0, a_flows)],
+        [batch("agent-b", 0, b_flows)],
+    );
+    tokio::join!(ship_all(&a, &a_batch), ship_all(&b, &b_batch));
+
+    for (name, remote) in [("collector-1", "db-1"), ("collector-2", "api-1")] {
+        let lines = fleet.wait_written(name, 20, WAIT);
+        for line in &lines {
+            assert_eq!(remote_of(line), remote, "{name}: {line}");
+        }
+    }
+
+    // A third collector, started now, knows both from the shared history.
+    let c3 = Collector::start(config("collector-3")).await.unwrap();
+    let late = fleet.agent("agent-a", &[c3.local_addr()]);
+    ship_all(
+        &late,
+        &[batch(
+            "agent-a",
+            100,
+            vec![flow("10.1.0.5:6000", &api, "10.2.0.7:5432", t + 3 * S)],
+        )],
+    )
+    .await;
+    let lines = fleet.wait_written("collector-3", 1, WAIT);
+    assert_eq!(remote_of(&lines[0]), "db-1");
+    for c in [c1, c2, c3] {
+        c.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribution_goes_on_while_the_broker_is_down_and_sharing_resumes() {
+    let mut broker = Broker::start();
+    let fleet = Fleet::new();
+    let config = |name: &str| {
+        let mut c = fleet.collector_config(name);
+        c.kafka = kafka(&broker, "ownership");
+        c.hold = Duration::from_secs(3);
+        c
+    };
+    let c1 = Collector::start(config("collector-1")).await.unwrap();
+    let c2 = Collector::start(config("collector-2")).await.unwrap();
+    let a = fleet.agent("agent-a", &[c1.local_addr()]);
+    let b = fleet.agent("agent-b", &[c2.local_addr()]);
+    let t = now_ns() - 120 * S;
+    let (api, db, cache) = (workload("api-1"), workload("db-1"), workload("cache-1"));
+    ship_all(
+        &b,
+        &[batch(
+            "agent-b",
+            0,
+            vec![flow("10.2.0.7:5432", &db, "10.1.0.5:1", t)],
+        )],
+    )
+    .await;
+    ship_all(
+        &a,
+        &[batch(
+            "agent-a",
+            0,
+            vec![flow("10.1.0.5:7001", &api, "10.2.0.7:5432", t)],
+        )],
+    )
+    .await;
+    let lines = fleet.wait_written("collector-1", 1, WAIT);
+    assert_eq!(remote_of(&lines[0]), "db-1");
+
+    broker.stop();
+    // c1 still attributes from its table.
+    ship_all(
+        &a,
+        &[batch(
+            "agent-a",
+            1,
+            vec![flow("10.1.0.5:7002", &api, "10.2.0.7:5432", t + S)],
+        )],
+    )
+    .await;
+    let lines = fleet.wait_written("collector-1", 2, WAIT);
+    assert_eq!(outcomes(&lines)[&7002].1, "db-1");
+
+    // While the broker is down, c2 learns a new owner; once it is back,
+    // c1 hears of it.
+    ship_all(
+        &b,
+        &[batch(
+            "agent-b",
+            1,
+            vec![flow("10.2.0.8:6379", &cache, "10.1.0.5:1", t)],
+        )],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.restart();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ship_all(
+        &a,
+        &[batch(
+            "agent-a",
+            2,
+            vec![flow("10.1.0.5:7003", &api, "10.2.0.8:6379", t + S)],
+        )],
+    )
+    .await;
+    let lines = fleet.wait_written("collector-1", 3, WAIT);
+    assert_eq!(outcomes(&lines)[&7003].1, "cache-1");
+    c1.shutdown().await;
+    c2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_to_another_region_is_forwarded_and_attributed_there() {
+    let fleet = Fleet::new();
+    let mut eu_config = fleet.collector_config("collector-eu");
+    eu_config.forward_peers = vec!["collector-1".into()];
+    let eu = Collector::start(eu_config).await.unwrap();
+    let mut us_config = fleet.collector_config("collector-1");
+    us_config.regions = vec![RegionSection {
+        name: "eu".into(),
+        prefixes: vec!["10.9.0.0/16".parse().unwrap()],
+        collectors: vec![format!("localhost@{}", eu.local_addr())],
+    }];
+    let us = Collector::start(us_config).await.unwrap();
+    let t = now_ns() - 100 * S;
+
+    // agent-c lives in eu: its heartbeats reach only the eu collector.
+    let c = fleet.agent("agent-c", &[eu.local_addr()]);
+    ship_all(
+        &c,
+        &[batch(
+            "agent-c",
+            0,
+            vec![flow("10.9.0.4:8080", &workload("eu-svc"), "10.9.0.5:1", t)],
+        )],
+    )
+    .await;
+    let a = fleet.agent("agent-a", &[us.local_addr()]);
+    ship_all(
+        &a,
+        &[batch(
+            "agent-a",
+            0,
+            vec![flow(
+                "10.1.0.5:9001",
+                &workload("api-1"),
+                "10.9.0.4:8080",
+                t + S,
+            )],
+        )],
+    )
+    .await;
+
+    let lines = fleet.wait_written("collector-eu", 2, WAIT);
+    let got = outcomes(&lines);
+    assert_eq!(got[&9001], ("api-1".into(), "eu-svc".into()));
+    // The us collector wrote nothing of it.
+    assert!(fleet.written("collector-1").is_empty());
+    assert_eq!(
+        us.metrics()
+            .value("flowattr_collector_remote", &[("outcome", "forwarded")]),
+        1.0
+    );
+    us.shutdown().await;
+    eu.shutdown().await;
+}
