@@ -287,7 +287,10 @@ impl CollectorConfig {
 
     fn check(&self) -> Result<(), String> {
         if self.hold.is_zero() && self.kafka.is_some() {
-            return Err("hold: 0s with kafka sharing leaves no time for other collectors' heartbeats".into());
+            return Err(
+                "hold: 0s with kafka sharing leaves no time for other collectors' heartbeats"
+                    .into(),
+            );
         }
         if self.outputs.is_empty() {
             return Err("outputs: at least one output is needed".into());
@@ -334,7 +337,10 @@ fn claims<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Claim>, D:
             }
             let prefixes = list
                 .iter()
-                .map(|p| p.parse().map_err(|e| serde::de::Error::custom(format!("{agent}: {e}"))))
+                .map(|p| {
+                    p.parse()
+                        .map_err(|e| serde::de::Error::custom(format!("{agent}: {e}")))
+                })
                 .collect::<Result<_, D::Error>>()?;
             Ok((agent, Claim::Prefixes(prefixes)))
         })

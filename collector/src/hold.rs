@@ -111,7 +111,11 @@ mod tests {
     use super::*;
 
     fn batch(seq: u64, n: usize) -> FlowBatch {
-        let flow = Flow::tcp("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap(), 1);
+        let flow = Flow::tcp(
+            "10.0.0.1:1".parse().unwrap(),
+            "10.0.0.2:2".parse().unwrap(),
+            1,
+        );
         FlowBatch {
             agent: "a".into(),
             incarnation: 1,

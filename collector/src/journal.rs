@@ -55,7 +55,10 @@ impl Journal {
             if path.extension().and_then(|e| e.to_str()) != Some(BATCH_EXT) {
                 continue;
             }
-            let id = path.file_stem().and_then(|s| s.to_str()).and_then(parse_name);
+            let id = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(parse_name);
             match (id, fs::read(&path)) {
                 (Some(id), Ok(bytes)) => {
                     let mtime = fs::metadata(&path).and_then(|m| m.modified()).ok();
@@ -108,7 +111,10 @@ impl Journal {
 
     /// Records that these batches were written to every output, and forgets
     /// their bytes.
-    pub fn written_out<'a>(&mut self, ids: impl IntoIterator<Item = &'a BatchId>) -> io::Result<()> {
+    pub fn written_out<'a>(
+        &mut self,
+        ids: impl IntoIterator<Item = &'a BatchId>,
+    ) -> io::Result<()> {
         let ids: Vec<&BatchId> = ids.into_iter().collect();
         let mut lines = String::new();
         for id in &ids {
@@ -144,7 +150,10 @@ impl Journal {
             .collect::<io::Result<_>>()?;
         let keep = &lines[lines.len().saturating_sub(remember)..];
         let tmp = dir.join(format!("{EMITTED_LOG}.tmp"));
-        fs::write(&tmp, keep.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+        fs::write(
+            &tmp,
+            keep.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )?;
         fs::rename(&tmp, &log)?;
         Ok((fs::OpenOptions::new().append(true).open(&log)?, keep.len()))
     }

@@ -88,28 +88,56 @@ impl CollectorMetrics {
         };
         let r = &mut m.registry;
         r.register("flows_in", "Flows received, by agent", m.flows_in.clone());
-        r.register("batches", "Batches received, by agent and outcome", m.batches.clone());
-        r.register("flows_out", "Flows written to the outputs", m.flows_out.clone());
+        r.register(
+            "batches",
+            "Batches received, by agent and outcome",
+            m.batches.clone(),
+        );
+        r.register(
+            "flows_out",
+            "Flows written to the outputs",
+            m.flows_out.clone(),
+        );
         r.register(
             "remote",
             "Remote-side attribution outcomes (outcome, reason or plugin)",
             m.remote.clone(),
         );
-        r.register("dropped", "Flows removed before output, by reason", m.dropped.clone());
+        r.register(
+            "dropped",
+            "Flows removed before output, by reason",
+            m.dropped.clone(),
+        );
         r.register(
             "ownership",
             "Heartbeats and shared updates taken by the ownership table, by outcome",
             m.ownership.clone(),
         );
-        r.register("table_ranges", "Ownership ranges held", m.table_ranges.clone());
-        r.register("table_addresses", "Addresses in the ownership table", m.table_addresses.clone());
+        r.register(
+            "table_ranges",
+            "Ownership ranges held",
+            m.table_ranges.clone(),
+        );
+        r.register(
+            "table_addresses",
+            "Addresses in the ownership table",
+            m.table_addresses.clone(),
+        );
         r.register(
             "table_memory_bytes",
             "Estimated heap use of the ownership table",
             m.table_memory_bytes.clone(),
         );
-        r.register("hold_flows", "Flows waiting in the hold queue", m.hold_flows.clone());
-        r.register("hold_batches", "Batches waiting in the hold queue", m.hold_batches.clone());
+        r.register(
+            "hold_flows",
+            "Flows waiting in the hold queue",
+            m.hold_flows.clone(),
+        );
+        r.register(
+            "hold_batches",
+            "Batches waiting in the hold queue",
+            m.hold_batches.clone(),
+        );
         r.register(
             "backpressure",
             "Batches that waited because the hold queue or the outputs were full",
@@ -120,7 +148,11 @@ impl CollectorMetrics {
             "Bytes queued for an output that is down or slow",
             m.output_queued_bytes.clone(),
         );
-        r.register("output_up", "Whether an output takes what it is given", m.output_up.clone());
+        r.register(
+            "output_up",
+            "Whether an output takes what it is given",
+            m.output_up.clone(),
+        );
         r.register(
             "output_failures",
             "Failed writes to an output (each retried)",
@@ -137,7 +169,11 @@ impl CollectorMetrics {
             m.sink_failures.clone(),
         );
         r.register("sharing", "Kafka ownership sharing", m.sharing.clone());
-        r.register("plugin", "Plugin runtime counters, by plugin", m.plugin.clone());
+        r.register(
+            "plugin",
+            "Plugin runtime counters, by plugin",
+            m.plugin.clone(),
+        );
         m
     }
 
@@ -148,16 +184,28 @@ impl CollectorMetrics {
             inc(vec![("outcome", "heartbeat".into())], counts.heartbeat);
         }
         for (plugin, n) in &counts.resolver {
-            inc(vec![("outcome", "resolver".into()), ("plugin", plugin.clone())], *n);
+            inc(
+                vec![("outcome", "resolver".into()), ("plugin", plugin.clone())],
+                *n,
+            );
         }
         for (reason, n) in &counts.unattributed {
             inc(
-                vec![("outcome", "unattributed".into()), ("reason", reason.as_str().into())],
+                vec![
+                    ("outcome", "unattributed".into()),
+                    ("reason", reason.as_str().into()),
+                ],
                 *n,
             );
         }
         for (region, n) in &counts.forwarded {
-            inc(vec![("outcome", "forwarded".into()), ("region", region_name(*region))], *n);
+            inc(
+                vec![
+                    ("outcome", "forwarded".into()),
+                    ("region", region_name(*region)),
+                ],
+                *n,
+            );
         }
     }
 
@@ -175,22 +223,30 @@ impl CollectorMetrics {
             ("evicted", c.evicted),
         ] {
             if n > 0 {
-                self.ownership.get_or_create(&vec![("outcome", outcome.into())]).inc_by(n);
+                self.ownership
+                    .get_or_create(&vec![("outcome", outcome.into())])
+                    .inc_by(n);
             }
         }
     }
 
     pub fn count_drop(&self, reason: &str, n: u64) {
-        self.dropped.get_or_create(&vec![("reason", reason.into())]).inc_by(n);
+        self.dropped
+            .get_or_create(&vec![("reason", reason.into())])
+            .inc_by(n);
     }
 
     /// Sets the outputs' gauges.
     pub fn set_outputs(&self, status: &[OutputStatus]) {
         for s in status {
             let labels = vec![("output", s.name.clone())];
-            self.output_queued_bytes.get_or_create(&labels).set(s.queued_bytes as i64);
+            self.output_queued_bytes
+                .get_or_create(&labels)
+                .set(s.queued_bytes as i64);
             self.output_up.get_or_create(&labels).set(i64::from(s.up));
-            self.output_failures.get_or_create(&labels).set(s.failures as i64);
+            self.output_failures
+                .get_or_create(&labels)
+                .set(s.failures as i64);
         }
     }
 
@@ -204,7 +260,10 @@ impl CollectorMetrics {
         if let Some(directory) = &*self.plugins.lock().unwrap() {
             for plugin in directory.all() {
                 for (counter, value) in plugin.counters().named() {
-                    let labels = vec![("plugin", plugin.name().to_owned()), ("counter", counter.into())];
+                    let labels = vec![
+                        ("plugin", plugin.name().to_owned()),
+                        ("counter", counter.into()),
+                    ];
                     self.plugin.get_or_create(&labels).set(value as i64);
                 }
             }
@@ -232,7 +291,9 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
             let metric = metric.strip_suffix("_total").unwrap_or(metric);
             (metric == name
-                && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
             .then(|| value.parse::<f64>().ok())?
         })
         .sum()
@@ -280,9 +341,18 @@ mod tests {
         };
         m.count_remote(&counts, |_| "eu".into());
         m.count_remote(&counts, |_| "eu".into());
-        assert_eq!(m.value("flowattr_collector_remote", &[("outcome", "heartbeat")]), 10.0);
-        assert_eq!(m.value("flowattr_collector_remote", &[("reason", "conflict")]), 6.0);
-        assert_eq!(m.value("flowattr_collector_remote", &[("region", "eu")]), 2.0);
+        assert_eq!(
+            m.value("flowattr_collector_remote", &[("outcome", "heartbeat")]),
+            10.0
+        );
+        assert_eq!(
+            m.value("flowattr_collector_remote", &[("reason", "conflict")]),
+            6.0
+        );
+        assert_eq!(
+            m.value("flowattr_collector_remote", &[("region", "eu")]),
+            2.0
+        );
         assert_eq!(m.value("flowattr_collector_remote", &[]), 22.0);
     }
 }

@@ -46,7 +46,8 @@ impl Regions {
             out.names.push(name);
             out.prefixes.extend(prefixes.into_iter().map(|p| (p, i)));
         }
-        out.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.key_len()));
+        out.prefixes
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.key_len()));
         out
     }
 
@@ -318,9 +319,21 @@ mod tests {
         let mut t = OwnershipTable::new(OwnershipConfig::default());
         t.allow_any("agent");
         let w = Arc::new(Workload::with_id("db-1"));
-        t.heartbeat("10.0.1.5".parse().unwrap(), &w, TimeRange::new(100 * S, 200 * S), "agent", 300 * S);
+        t.heartbeat(
+            "10.0.1.5".parse().unwrap(),
+            &w,
+            TimeRange::new(100 * S, 200 * S),
+            "agent",
+            300 * S,
+        );
         let other = Arc::new(Workload::with_id("db-2"));
-        t.heartbeat("10.0.1.5".parse().unwrap(), &other, TimeRange::new(150 * S, 250 * S), "agent", 300 * S);
+        t.heartbeat(
+            "10.0.1.5".parse().unwrap(),
+            &other,
+            TimeRange::new(150 * S, 250 * S),
+            "agent",
+            300 * S,
+        );
         t
     }
 
@@ -357,7 +370,10 @@ mod tests {
             flow("10.0.7.7", 120), // nobody knows it
         ];
         let pass = attribute_remote(&mut flows, true, &table, &eu(), &[lb], 300 * S);
-        assert_eq!(remote(&flows[0]), Ok(("db-1", AttributionSource::Heartbeat)));
+        assert_eq!(
+            remote(&flows[0]),
+            Ok(("db-1", AttributionSource::Heartbeat))
+        );
         assert_eq!(remote(&flows[1]), Err(UnattributedReason::Conflict));
         assert!(matches!(flows[2].remote, Side::Pending));
         assert_eq!(pass.forward, vec![(2, 0)]);
@@ -378,7 +394,14 @@ mod tests {
         };
         // 170 s is contested; 300 s is after the address's last range.
         let mut flows = vec![flow("10.0.1.5", 170), flow("10.0.1.5", 300)];
-        let pass = attribute_remote(&mut flows, true, &table, &Regions::default(), &[wrong], 300 * S);
+        let pass = attribute_remote(
+            &mut flows,
+            true,
+            &table,
+            &Regions::default(),
+            &[wrong],
+            300 * S,
+        );
         assert_eq!(remote(&flows[0]), Err(UnattributedReason::Conflict));
         assert_eq!(remote(&flows[1]), Err(UnattributedReason::NotFound));
         assert!(pass.counts.resolver.is_empty());
@@ -407,9 +430,19 @@ mod tests {
             answer: |_| Some(Ok("lb-2")),
         };
         let mut flows = vec![flow("10.0.9.9", 120)];
-        let pass = attribute_remote(&mut flows, true, &table, &Regions::default(), &[broken(false), backup], 300 * S);
+        let pass = attribute_remote(
+            &mut flows,
+            true,
+            &table,
+            &Regions::default(),
+            &[broken(false), backup],
+            300 * S,
+        );
         assert_eq!(remote(&flows[0]), Ok(("lb-2", AttributionSource::Resolver)));
-        assert_eq!(pass.counts.resolver_failures, vec![("broken".to_string(), 1)]);
+        assert_eq!(
+            pass.counts.resolver_failures,
+            vec![("broken".to_string(), 1)]
+        );
 
         let backup = Fixed {
             name: "backup",
@@ -417,7 +450,14 @@ mod tests {
             answer: |_| Some(Ok("lb-2")),
         };
         let mut flows = vec![flow("10.0.9.9", 120)];
-        attribute_remote(&mut flows, true, &table, &Regions::default(), &[broken(true), backup], 300 * S);
+        attribute_remote(
+            &mut flows,
+            true,
+            &table,
+            &Regions::default(),
+            &[broken(true), backup],
+            300 * S,
+        );
         assert_eq!(remote(&flows[0]), Err(UnattributedReason::PluginFailed));
     }
 
@@ -426,8 +466,12 @@ mod tests {
         let table = table();
         let mut flows = vec![flow("10.0.1.5", 120)];
         flows[0].remote = Side::Unattributed(UnattributedReason::SourceUnavailable);
-        let pass = attribute_remote::<Fixed>(&mut flows, true, &table, &Regions::default(), &[], 300 * S);
-        assert_eq!(remote(&flows[0]), Err(UnattributedReason::SourceUnavailable));
+        let pass =
+            attribute_remote::<Fixed>(&mut flows, true, &table, &Regions::default(), &[], 300 * S);
+        assert_eq!(
+            remote(&flows[0]),
+            Err(UnattributedReason::SourceUnavailable)
+        );
         assert_eq!(pass.counts, RemoteCounts::default());
     }
 }

@@ -213,7 +213,10 @@ mod tests {
         outs.push(b"defg".to_vec(), vec![id(1)]);
         outs.push_empty(vec![id(2)]);
         outs.push(b"hijk".to_vec(), vec![id(3)]);
-        assert!(outs.pump().is_empty(), "the flaky output has not taken them");
+        assert!(
+            outs.pump().is_empty(),
+            "the flaky output has not taken them"
+        );
         assert_eq!(outs.queued_bytes(), 8);
         assert!(!outs.is_full());
         outs.push(b"lm".to_vec(), vec![id(4)]);

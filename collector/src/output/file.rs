@@ -58,7 +58,10 @@ impl FileOutput {
         }
         if self.current.is_none() {
             let path = self.next_path();
-            let file = fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
             self.current = Some(Current {
                 file: io::BufWriter::with_capacity(1 << 20, file),
                 bytes: 0,
@@ -70,7 +73,9 @@ impl FileOutput {
     }
 
     fn next_path(&mut self) -> PathBuf {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         self.serial += 1;
         self.config.dir.join(format!(
             "{}-{}-{:04}.{}",
@@ -86,7 +91,11 @@ impl FileOutput {
         if self.config.keep_files == 0 {
             return Ok(());
         }
-        let mut files = files_of(&self.config.dir, &self.config.prefix, &self.config.extension)?;
+        let mut files = files_of(
+            &self.config.dir,
+            &self.config.prefix,
+            &self.config.extension,
+        )?;
         files.sort();
         let excess = files.len().saturating_sub(self.config.keep_files);
         for old in &files[..excess] {
@@ -170,7 +179,10 @@ mod tests {
         out.flush().unwrap();
         let files = files_of(dir.path(), "flows", "jsonl").unwrap();
         assert_eq!(files.len(), 2);
-        let text: Vec<String> = files.iter().map(|f| fs::read_to_string(f).unwrap()).collect();
+        let text: Vec<String> = files
+            .iter()
+            .map(|f| fs::read_to_string(f).unwrap())
+            .collect();
         assert_eq!(text, vec!["line-0003\n", "line-0004\n"]);
     }
 }
