@@ -158,12 +158,18 @@ fn encode(body: Body, out: &mut Vec<u8>) -> Result<(), FrameTooLarge> {
         version: PROTOCOL_VERSION,
         body: Some(body),
     };
-    let len = msg.encoded_len();
-    let prefix = u32::try_from(len).map_err(|_| FrameTooLarge { len })?;
-    out.reserve(LENGTH_PREFIX + len);
-    out.extend_from_slice(&prefix.to_be_bytes());
-    msg.encode(out)
-        .expect("a Vec grows to take what it is given");
+    // The length is patched in afterwards: `Message::encode` would size the
+    // whole message first, walking every flow once more. `encode_raw` is
+    // the derive's own (hidden but required) trait method.
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX]);
+    msg.encode_raw(out);
+    let len = out.len() - start - LENGTH_PREFIX;
+    let Ok(prefix) = u32::try_from(len) else {
+        out.truncate(start);
+        return Err(FrameTooLarge { len });
+    };
+    out[start..start + LENGTH_PREFIX].copy_from_slice(&prefix.to_be_bytes());
     Ok(())
 }
 
