@@ -41,16 +41,21 @@ pub struct DevPki {
 /// A PKI that could not be generated.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
+    /// A file or directory could not be read or written.
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// The existing CA's certificate or key is unusable, or they do not
+    /// belong together.
     #[error("{path}: {detail}")]
     BadCa { path: PathBuf, detail: String },
+    /// A collector or agent name that cannot be a file name.
     #[error("`{0}` cannot name a certificate file (letters, digits, `.`, `-`, `_`; not `ca`)")]
     BadName(String),
+    /// Key or certificate generation failed.
     #[error("generating a certificate for {name}: {source}")]
     Generate {
         name: String,

@@ -51,7 +51,12 @@ pub enum Frame {
     Ack(BatchId),
     /// The collector will never accept this batch; `id` is `None` when it
     /// could not be read.
-    Reject { id: Option<BatchId>, reason: String },
+    Reject {
+        /// The batch, when the receiver could read its id.
+        id: Option<BatchId>,
+        /// Why, for the agent's log.
+        reason: String,
+    },
 }
 
 /// Why a frame could not be decoded.
@@ -96,9 +101,13 @@ pub enum DecodeError {
 /// The class of a decode error, as receivers count them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
+    /// Not a frame of the expected shape (including bad values and indexes).
     Malformed,
+    /// Cut short.
     Truncated,
+    /// Longer than the maximum.
     Oversized,
+    /// Another protocol version.
     Version,
 }
 
@@ -124,6 +133,7 @@ impl DecodeError {
 #[derive(Debug, thiserror::Error)]
 #[error("frame of {len} bytes does not fit a 32-bit length")]
 pub struct FrameTooLarge {
+    /// The encoded body's length.
     pub len: usize,
 }
 

@@ -49,6 +49,8 @@ const CLOSE_NO_IDENTITY: u32 = 2;
 pub struct ReceiverConfig {
     /// UDP address to listen on (port 0: any free port).
     pub listen: SocketAddr,
+    /// The collector's CA, certificate and key; agents' certificates must
+    /// be signed by this CA.
     pub tls: TlsFiles,
     /// Largest frame body accepted (default 16 MiB).
     pub max_frame_bytes: usize,
@@ -79,7 +81,9 @@ impl ReceiverConfig {
 pub struct Delivery {
     /// The agent, as its client certificate names it.
     pub peer: PeerIdentity,
+    /// The agent's UDP address.
     pub remote_addr: SocketAddr,
+    /// The batch, decoded.
     pub batch: FlowBatch,
     /// The collector's answer. Dropping it unanswered makes the agent send
     /// the batch again.
@@ -98,8 +102,10 @@ pub enum Reply {
 /// A receiver that could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
+    /// The TLS files could not be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The UDP address could not be bound.
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

@@ -64,6 +64,7 @@ pub struct CollectorAddr {
 }
 
 impl CollectorAddr {
+    /// The collector at `addr` whose certificate names `server_name`.
     pub fn new(addr: SocketAddr, server_name: impl Into<String>) -> Self {
         Self {
             addr,
@@ -97,6 +98,8 @@ impl FromStr for CollectorAddr {
 pub struct ShipperConfig {
     /// Collectors in failover order (at least one).
     pub collectors: Vec<CollectorAddr>,
+    /// The CA collectors are verified against, and the agent's own
+    /// certificate and key.
     pub tls: TlsFiles,
     /// One file per unacknowledged batch.
     pub spool_dir: PathBuf,
@@ -135,16 +138,22 @@ impl ShipperConfig {
 /// A shipper that could not start or take a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum ShipperError {
+    /// The configuration cannot work (no collectors, no room in flight).
     #[error("shipper configuration: {0}")]
     Config(String),
+    /// The TLS files could not be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The spool could not be read or written.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// No UDP socket for the client endpoint.
     #[error("opening a QUIC endpoint: {0}")]
     Endpoint(#[source] std::io::Error),
+    /// The batch does not fit a frame.
     #[error(transparent)]
     Encode(#[from] FrameTooLarge),
+    /// The shipper's task has ended.
     #[error("the shipper has stopped")]
     Stopped,
 }
