@@ -76,7 +76,7 @@ async fn one_collector_attributes_remote_sides_by_the_range_holding_the_flow_sta
             0,
             vec![
                 flow("10.1.0.5:1001", &api, "10.2.0.7:5432", t + 5 * S),
-                flow("10.1.0.5:1002", &api, "10.2.0.7:5432", t + 41 * S),
+                flow("10.1.0.5:1002", &api, "10.2.0.7:5432", t + 40 * S + S / 2),
                 flow("10.1.0.5:1003", &api, "10.2.0.7:5432", t + 30 * S),
                 flow("10.1.0.5:1004", &api, "10.2.99.1:80", t + 5 * S),
             ],
@@ -94,14 +94,21 @@ async fn one_collector_attributes_remote_sides_by_the_range_holding_the_flow_sta
         ("api-1".into(), "unattributed:not-found".into())
     );
     // The other direction: api-1's own heartbeats attribute db's remote side.
-    for line in lines.iter().filter(|l| l["local"]["port"] == 5432) {
-        assert_eq!(remote_of(line), "api-1", "{line}");
-    }
+    // api-1's heartbeats (5 s to 41.5 s, merged across gaps under 30 s)
+    // attribute db's remote side too, except before api-1's first flow.
+    let db_side: BTreeMap<u64, String> = lines
+        .iter()
+        .filter(|l| l["local"]["port"] == 5432)
+        .map(|l| (l["remote"]["port"].as_u64().unwrap(), remote_of(l)))
+        .collect();
+    assert_eq!(db_side[&40000], "unattributed:not-found");
+    assert_eq!(db_side[&40001], "api-1");
+    assert_eq!(db_side[&40002], "api-1");
     let m = collector.metrics();
     assert_eq!(m.value("flowattr_collector_flows_out", &[]), 7.0);
     assert_eq!(
         m.value("flowattr_collector_remote", &[("outcome", "heartbeat")]),
-        5.0
+        4.0
     );
     collector.shutdown().await;
 }
@@ -309,7 +316,7 @@ async fn attribution_goes_on_while_the_broker_is_down_and_sharing_resumes() {
         &[batch(
             "agent-a",
             1,
-            vec![flow("10.1.0.5:7002", &api, "10.2.0.7:5432", t + S)],
+            vec![flow("10.1.0.5:7002", &api, "10.2.0.7:5432", t + S / 2)],
         )],
     )
     .await;
@@ -335,7 +342,7 @@ async fn attribution_goes_on_while_the_broker_is_down_and_sharing_resumes() {
         &[batch(
             "agent-a",
             2,
-            vec![flow("10.1.0.5:7003", &api, "10.2.0.8:6379", t + S)],
+            vec![flow("10.1.0.5:7003", &api, "10.2.0.8:6379", t + S / 2)],
         )],
     )
     .await;
@@ -381,7 +388,7 @@ async fn a_flow_to_another_region_is_forwarded_and_attributed_there() {
                 "10.1.0.5:9001",
                 &workload("api-1"),
                 "10.9.0.4:8080",
-                t + S,
+                t + S / 2,
             )],
         )],
     )

@@ -19,7 +19,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdkafka::{ClientConfig, consumer::BaseConsumer};
+use rdkafka::{
+    ClientConfig,
+    consumer::{BaseConsumer, Consumer},
+};
 
 /// How long a broker may take to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
