@@ -272,3 +272,52 @@ pub fn quic_client_config(crypto: rustls::ClientConfig) -> Result<quinn::ClientC
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = load_certificates(&missing).unwrap_err();
+        assert!(matches!(e, TlsError::Read { .. }), "{e}");
+        assert!(e.to_string().contains("missing.pem"), "{e}");
+
+        let garbled = dir.path().join("garbled.pem");
+        std::fs::write(
+            &garbled,
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = load_certificates(&garbled).unwrap_err();
+        assert!(matches!(e, TlsError::Pem { .. }), "{e}");
+        assert!(e.to_string().contains("garbled.pem"), "{e}");
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "nothing here\n").unwrap();
+        let e = load_ca(&empty).unwrap_err();
+        assert!(
+            e.to_string().contains("empty.pem") && e.to_string().contains("no certificate"),
+            "{e}"
+        );
+
+        // A certificate where the key belongs.
+        crate::certs::generate_dev_pki(dir.path(), &[], &["a"]).unwrap();
+        let e = load_private_key(&dir.path().join("a.pem")).unwrap_err();
+        assert!(
+            e.to_string().contains("a.pem") && e.to_string().contains("no private key"),
+            "{e}"
+        );
+        // A key that is not the certificate's.
+        crate::certs::generate_dev_pki(dir.path(), &[], &["b"]).unwrap();
+        let files = TlsFiles {
+            key: dir.path().join("b.key"),
+            ..TlsFiles::in_dir(dir.path(), "a")
+        };
+        let e = client_crypto(&files).unwrap_err();
+        assert!(matches!(e, TlsError::Identity { .. }), "{e}");
+        assert!(e.to_string().contains("b.key"), "{e}");
+    }
+}
