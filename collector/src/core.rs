@@ -213,9 +213,10 @@ impl Core {
         self.update_gauges();
     }
 
-    /// Runs until every sender of `inputs` is gone, then writes out what
-    /// it holds if `drain` (else leaves it journaled for the next start).
-    pub fn run(mut self, inputs: mpsc::Receiver<Input>, drain: bool) {
+    /// Runs until every sender of `inputs` is gone. What it still holds
+    /// stays journaled for the next start (attributed then, after its hold,
+    /// rather than early now).
+    pub fn run(mut self, inputs: mpsc::Receiver<Input>) {
         loop {
             match inputs.recv_timeout(TICK) {
                 Ok(input) => {
@@ -229,9 +230,6 @@ impl Core {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
             self.tick();
-        }
-        if drain {
-            self.drain();
         }
     }
 
@@ -392,18 +390,6 @@ impl Core {
     /// The core's clock, now.
     pub fn now_ns(&self) -> u64 {
         (self.clock)()
-    }
-
-    /// Writes out everything held, whatever its time (shutdown).
-    pub fn drain(&mut self) {
-        let now = (self.clock)();
-        let released = self.hold.release_all();
-        self.retry_unformatted();
-        if !released.is_empty() {
-            self.write_out(released, now);
-        }
-        self.finish_written();
-        self.update_gauges();
     }
 
     fn write_out(&mut self, released: Vec<Released>, now: u64) {

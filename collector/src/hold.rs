@@ -68,11 +68,6 @@ impl HoldQueue {
         out
     }
 
-    /// Every batch, whatever its time (shutdown with `drain_on_stop`).
-    pub fn release_all(&mut self) -> Vec<Released> {
-        std::iter::from_fn(|| self.pop()).collect()
-    }
-
     fn pop(&mut self) -> Option<Released> {
         let held = self.queue.pop_front()?;
         self.flows -= held.batch.flows.len();
@@ -142,13 +137,13 @@ mod tests {
     }
 
     #[test]
-    fn full_at_the_flow_bound_and_drains_on_stop() {
+    fn full_at_the_flow_bound() {
         let mut q = HoldQueue::new(60, 5);
         q.push(batch(0, 4), false, 0);
         assert!(!q.is_full());
         q.push(batch(1, 1), false, 0);
         assert!(q.is_full());
-        assert_eq!(q.release_all().len(), 2);
+        assert_eq!(q.release(60).len(), 2);
         assert!(!q.is_full());
     }
 }

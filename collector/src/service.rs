@@ -180,7 +180,7 @@ impl Collector {
         let (inputs, rx) = mpsc::sync_channel(1024);
         let core_thread = std::thread::Builder::new()
             .name("collector-core".into())
-            .spawn(move || core.run(rx, false))?;
+            .spawn(move || core.run(rx))?;
 
         let mut receiver_config = ReceiverConfig::new(config.listen, tls);
         receiver_config.max_frame_bytes = codec::DEFAULT_MAX_FRAME_BYTES;

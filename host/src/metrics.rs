@@ -235,18 +235,7 @@ impl AgentMetrics {
         }
         for directory in &sources.plugins {
             for plugin in directory.all() {
-                let c = plugin.counters();
-                for (name, value) in [
-                    ("calls", c.calls),
-                    ("records", c.records),
-                    ("errors", c.errors),
-                    ("traps", c.traps),
-                    ("timeouts", c.timeouts),
-                    ("memory_exceeded", c.memory_exceeded),
-                    ("rebuilds", c.rebuilds),
-                    ("unavailable", c.unavailable),
-                    ("busy_ns", c.busy_ns),
-                ] {
+                for (name, value) in plugin.counters().named() {
                     let labels = vec![
                         ("plugin", plugin.name().to_owned()),
                         ("counter", name.to_owned()),
