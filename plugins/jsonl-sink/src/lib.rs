@@ -30,14 +30,14 @@ mod text;
 use flowattr_sdk::{AttributedFlow, Plugin, SinkPlugin};
 
 pub use crate::config::{Config, TimeFormat};
-use crate::line::LineWriter;
+use crate::line::{LineWriter, Workloads};
 
 /// The media type of the output.
 pub const CONTENT_TYPE: &str = "application/x-ndjson";
 
 /// Bytes reserved per flow before formatting a batch: a line with both
-/// sides attributed to workloads with a few attributes is 600–800 bytes.
-const RESERVE_PER_FLOW: usize = 640;
+/// sides attributed to workloads with every attribute is about 900 bytes.
+const RESERVE_PER_FLOW: usize = 1024;
 
 /// The `jsonl-sink` plugin.
 pub struct JsonlSink {
@@ -54,8 +54,9 @@ impl JsonlSink {
     /// Appends one line per flow to `out`.
     pub fn format_into(&self, flows: &[AttributedFlow], out: &mut Vec<u8>) {
         out.reserve(flows.len() * RESERVE_PER_FLOW);
+        let mut seen = Workloads::default();
         for f in flows {
-            self.writer.flow(out, f);
+            self.writer.flow(out, f, &mut seen);
         }
     }
 }

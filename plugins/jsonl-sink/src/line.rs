@@ -2,12 +2,15 @@
 //! crate's README. Keys are always written in the same order; optional
 //! workload attributes are left out when unknown.
 
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use flowattr_sdk::{
     AttributedFlow, Attribution, AttributionSource, FlowEnd, Initiator, Protocol, Side, TimeRange,
     Workload,
 };
+use rustc_hash::FxHashMap;
 
 use crate::config::{Config, TimeFormat};
 use crate::text;
@@ -63,7 +66,7 @@ impl LineWriter {
     }
 
     /// Writes one flow and its newline.
-    pub fn flow(&self, out: &mut Vec<u8>, f: &AttributedFlow) {
+    pub fn flow<'a>(&self, out: &mut Vec<u8>, f: &'a AttributedFlow, seen: &mut Workloads<'a>) {
         let flow = &f.flow;
         out.extend_from_slice(self.keys.start);
         self.time(out, flow.start_ns);
@@ -86,9 +89,9 @@ impl LineWriter {
             FlowEnd::Failed => b",\"end_state\":\"failed\"",
         });
         out.extend_from_slice(b",\"local\":");
-        self.side(out, flow.local, &f.local);
+        self.side(out, flow.local, &f.local, seen);
         out.extend_from_slice(b",\"remote\":");
-        self.side(out, flow.remote, &f.remote);
+        self.side(out, flow.remote, &f.remote, seen);
         out.extend_from_slice(b",\"bytes_sent\":");
         text::u64(out, flow.bytes_sent);
         out.extend_from_slice(b",\"bytes_received\":");
@@ -115,7 +118,13 @@ impl LineWriter {
     }
 
     /// `{"ip":…,"port":…,` then the attribution or the reason there is none.
-    fn side(&self, out: &mut Vec<u8>, endpoint: SocketAddr, side: &Side) {
+    fn side<'a>(
+        &self,
+        out: &mut Vec<u8>,
+        endpoint: SocketAddr,
+        side: &'a Side,
+        seen: &mut Workloads<'a>,
+    ) {
         out.extend_from_slice(b"{\"ip\":\"");
         match endpoint.ip() {
             IpAddr::V4(a) => text::ipv4(out, a),
@@ -124,7 +133,7 @@ impl LineWriter {
         out.extend_from_slice(b"\",\"port\":");
         text::u64(out, endpoint.port().into());
         match side {
-            Side::Attributed(a) => self.attribution(out, a),
+            Side::Attributed(a) => self.attribution(out, a, seen),
             Side::Unattributed(reason) => {
                 out.extend_from_slice(b",\"unattributed\":\"");
                 out.extend_from_slice(reason.as_str().as_bytes());
@@ -135,9 +144,9 @@ impl LineWriter {
         out.push(b'}');
     }
 
-    fn attribution(&self, out: &mut Vec<u8>, a: &Attribution) {
+    fn attribution<'a>(&self, out: &mut Vec<u8>, a: &'a Attribution, seen: &mut Workloads<'a>) {
         out.extend_from_slice(b",\"workload\":");
-        workload(out, &a.workload);
+        seen.write(out, &a.workload);
         out.extend_from_slice(match a.source {
             AttributionSource::Capture => b",\"source\":\"capture\"",
             AttributionSource::Heartbeat => b",\"source\":\"heartbeat\"",
@@ -153,6 +162,62 @@ impl LineWriter {
         } else {
             self.time(out, a.valid.end_ns);
         }
+    }
+}
+
+/// A workload compared by value but hashed by its id alone: ids are all but
+/// unique, so hashing every attribute would only cost time, while equality
+/// still compares every attribute (two workloads sharing an id stay apart).
+#[derive(Clone, Copy)]
+struct ById<'a>(&'a Workload);
+
+impl Hash for ById<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+impl PartialEq for ById<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for ById<'_> {}
+
+/// The workloads of one batch already written: each distinct workload's
+/// JSON object is built once and copied for every later flow.
+///
+/// Looked up by `Arc` address first (natively, flows share their workloads'
+/// `Arc`s, and that lookup is a pointer hash), then by value (inside Wasm the
+/// SDK gives every flow its own copy, so only the value can match there).
+#[derive(Default)]
+pub(crate) struct Workloads<'a> {
+    by_address: FxHashMap<*const Workload, (usize, usize)>,
+    by_value: FxHashMap<ById<'a>, (usize, usize)>,
+    json: Vec<u8>,
+}
+
+impl<'a> Workloads<'a> {
+    fn write(&mut self, out: &mut Vec<u8>, w: &'a Arc<Workload>) {
+        let address = Arc::as_ptr(w);
+        let (start, end) = match self.by_address.get(&address) {
+            Some(&range) => range,
+            None => {
+                let json = &mut self.json;
+                let range = *self.by_value.entry(ById(w)).or_insert_with(|| {
+                    let start = json.len();
+                    workload(json, w);
+                    (start, json.len())
+                });
+                // Inside Wasm no address repeats: do not grow a map for nothing.
+                if !cfg!(target_family = "wasm") {
+                    self.by_address.insert(address, range);
+                }
+                range
+            }
+        };
+        out.extend_from_slice(&self.json[start..end]);
     }
 }
 

@@ -61,6 +61,28 @@ fn every_field_of_every_flow_reads_back_in_each_configuration() {
     }
 }
 
+#[test]
+fn workloads_written_once_per_batch_are_still_each_flows_own() {
+    let mut rng = Rng::new(11);
+    let mut pool = workloads(&mut rng, 30);
+    // Two workloads that share an id but differ in an attribute stay apart.
+    let mut twin = (*pool[0]).clone();
+    twin.app = Some("twin".into());
+    pool.push(std::sync::Arc::new(twin));
+    let input = flows(&mut rng, 2_000, &pool);
+    let mut h = sink("{}");
+    let shared = h.format(&input).unwrap();
+    assert!(
+        shared == h.format(&common::unshared(&input)).unwrap(),
+        "equal workloads in separate Arcs write the same bytes"
+    );
+    assert_eq!(read_output(&shared, Shape::DEFAULT), input);
+    let twin_written = read_output(&shared, Shape::DEFAULT).iter().any(
+        |f| matches!(&f.local, Side::Attributed(a) if a.workload.app.as_deref() == Some("twin")),
+    );
+    assert!(twin_written, "the twin was drawn and written as itself");
+}
+
 /// The README's example flow.
 fn example() -> AttributedFlow {
     let mut flow = Flow::tcp(

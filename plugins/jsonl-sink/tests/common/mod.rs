@@ -385,3 +385,23 @@ pub fn without_process(flows: &[AttributedFlow]) -> Vec<AttributedFlow> {
         })
         .collect()
 }
+
+/// The same flows with every workload in its own `Arc`, as they arrive
+/// inside Wasm.
+pub fn unshared(flows: &[AttributedFlow]) -> Vec<AttributedFlow> {
+    let own = |side: &Side| match side {
+        Side::Attributed(a) => Side::Attributed(Attribution {
+            workload: Arc::new((*a.workload).clone()),
+            ..a.clone()
+        }),
+        other => other.clone(),
+    };
+    flows
+        .iter()
+        .map(|f| AttributedFlow {
+            local: own(&f.local),
+            remote: own(&f.remote),
+            ..f.clone()
+        })
+        .collect()
+}

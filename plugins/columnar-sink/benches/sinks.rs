@@ -1,0 +1,195 @@
+//! Per-flow cost of both sink plugins, natively (the plugin type called
+//! through the SDK harness) and through Wasm (the real component called
+//! through the plugin runtime, as the collector calls it), on realistic
+//! batches of 1,000 and 10,000 flows over 50 workloads.
+//!
+//! ```sh
+//! scripts/build     # builds the components
+//! cargo bench -p columnar-sink --bench sinks
+//! ```
+//!
+//! Prints one table: ns per flow native and in Wasm, their ratio, output
+//! bytes per flow, and the Wasm instance's peak memory; then the native
+//! reader's cost. Under `cargo test` it runs each case once, as a check.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use columnar_sink::ColumnarSink;
+use flowattr_plugin_runtime::manifest::Manifest;
+use flowattr_plugin_runtime::{Plugin, Runtime, RuntimeConfig, install_plugin, load_plugin_files};
+use flowattr_sdk::testing::Harness;
+use flowattr_sdk::{AttributedFlow, Side, UnattributedReason};
+use jsonl_sink::JsonlSink;
+
+const BATCHES: [usize; 2] = [1_000, 10_000];
+const WORKLOADS: usize = 50;
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+}
+
+/// Installs a built component with its manifest template and loads it.
+fn load(runtime: &Runtime, dir: &Path, krate: &str, template: &str) -> Plugin {
+    let wasm_path = target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", krate.replace('-', "_")));
+    let wasm = std::fs::read(&wasm_path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build first", wasm_path.display()));
+    let mut manifest = Manifest::parse(template).unwrap();
+    install_plugin(dir, krate, &wasm, &mut manifest, "").unwrap();
+    load_plugin_files(runtime, &dir.join(format!("{krate}.toml"))).unwrap_or_else(|r| panic!("{r}"))
+}
+
+/// Seconds of the fastest call of `f`, over about `budget` of calls after a
+/// warm-up (or one call when `quick`). The fastest, not the median: on a
+/// shared machine the other processes only ever add time.
+fn time(quick: bool, budget: Duration, mut f: impl FnMut() -> usize) -> f64 {
+    if quick {
+        black_box(f());
+        return 0.0;
+    }
+    let warm = Instant::now();
+    while warm.elapsed() < budget / 4 {
+        black_box(f());
+    }
+    let mut fastest = f64::MAX;
+    let (started, mut runs) = (Instant::now(), 0);
+    while started.elapsed() < budget || runs < 5 {
+        let t = Instant::now();
+        black_box(f());
+        fastest = fastest.min(t.elapsed().as_secs_f64());
+        runs += 1;
+    }
+    fastest
+}
+
+/// The same flows with both sides unattributed: nothing but the flow record
+/// crosses into Wasm, which isolates what the workloads' strings cost there.
+fn without_workloads(flows: &[AttributedFlow]) -> Vec<AttributedFlow> {
+    let unattributed = Side::Unattributed(UnattributedReason::NotFound);
+    flows
+        .iter()
+        .map(|f| AttributedFlow {
+            local: unattributed.clone(),
+            remote: unattributed.clone(),
+            ..f.clone()
+        })
+        .collect()
+}
+
+/// A sink's formatting, called natively.
+type Format<'a> = Box<dyn FnMut(&[AttributedFlow]) -> Vec<u8> + 'a>;
+
+struct Sink<'a> {
+    name: &'static str,
+    native: Format<'a>,
+    wasm: Plugin,
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let budget = Duration::from_secs(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+
+    let mut jsonl = Harness::<JsonlSink>::new("{}").unwrap();
+    let mut columnar = Harness::<ColumnarSink>::new("{}").unwrap();
+    let mut sinks = [
+        Sink {
+            name: "jsonl",
+            native: Box::new(move |f| jsonl.format(f).unwrap()),
+            wasm: load(
+                &runtime,
+                tmp.path(),
+                "jsonl-sink",
+                include_str!("../../jsonl-sink/jsonl-sink.toml"),
+            ),
+        },
+        Sink {
+            name: "columnar",
+            native: Box::new(move |f| columnar.format(f).unwrap()),
+            wasm: load(
+                &runtime,
+                tmp.path(),
+                "columnar-sink",
+                include_str!("../columnar-sink.toml"),
+            ),
+        },
+    ];
+
+    if !quick {
+        println!("\nrealistic batches, {WORKLOADS} workloads; fastest of ~2 s of calls");
+        println!(
+            "{:<9} {:>6} {:>13} {:>13} {:>12} {:>11} {:>14}",
+            "sink",
+            "batch",
+            "native ns/flow",
+            "wasm ns/flow",
+            "wasm/native",
+            "bytes/flow",
+            "wasm peak MiB"
+        );
+    }
+    for n in BATCHES {
+        let flows = common::realistic(n as u64, n, WORKLOADS);
+        for sink in &mut sinks {
+            // Both must write the same bytes before their speeds mean anything.
+            let bytes = (sink.native)(&flows);
+            assert!(
+                sink.wasm.format(&flows).unwrap() == bytes,
+                "{}: Wasm and native differ",
+                sink.name
+            );
+            let native = time(quick, budget, || (sink.native)(&flows).len());
+            let wasm = time(quick, budget, || sink.wasm.format(&flows).unwrap().len());
+            if quick {
+                continue;
+            }
+            let per_flow = |secs: f64| secs * 1e9 / n as f64;
+            let peak = sink.wasm.memory_bytes().map_or(0, |(_, peak)| peak);
+            println!(
+                "{:<9} {n:>6} {:>13.0} {:>13.0} {:>11.1}x {:>11.1} {:>14.1}",
+                sink.name,
+                per_flow(native),
+                per_flow(wasm),
+                wasm / native,
+                bytes.len() as f64 / n as f64,
+                peak as f64 / (1 << 20) as f64,
+            );
+        }
+    }
+    let flows = common::realistic(7, 10_000, WORKLOADS);
+    let bare = without_workloads(&flows);
+    for sink in &mut sinks {
+        let with = time(quick, budget, || sink.wasm.format(&flows).unwrap().len());
+        let without = time(quick, budget, || sink.wasm.format(&bare).unwrap().len());
+        if !quick {
+            println!(
+                "{} in Wasm, batch 10000: {:.0} ns/flow with workloads, {:.0} without (sides unattributed)",
+                sink.name,
+                with * 1e9 / 1e4,
+                without * 1e9 / 1e4
+            );
+        }
+    }
+    let chunk = Harness::<ColumnarSink>::new("{}")
+        .unwrap()
+        .format(&flows)
+        .unwrap();
+    let decode = time(quick, budget, || {
+        columnar_sink::decode(&chunk).unwrap().len()
+    });
+    if !quick {
+        println!(
+            "columnar decode (native), batch 10000: {:.0} ns/flow",
+            decode * 1e9 / 1e4
+        );
+    }
+}
