@@ -407,3 +407,98 @@ async fn a_flow_to_another_region_is_forwarded_and_attributed_there() {
     us.shutdown().await;
     eu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_resolver_answers_only_for_addresses_the_table_does_not_know() {
+    use flowattr_model::{IpChange, IpEvent, Workload};
+    let fleet = Fleet::new();
+    fleet.add_plugin("sonar-legacy");
+    let collector = Collector::start(fleet.collector_config("collector-1")).await.unwrap();
+    let addr = collector.local_addr();
+    let t = now_ns() - 300 * S;
+    // The legacy stream knows a load balancer, and (stale) names an owner
+    // for an address the heartbeats know better.
+    let event = |ip: &str, owner: &str| IpEvent {
+        address: ip.parse().unwrap(),
+        change: IpChange::Assigned(Workload::with_id(owner)),
+        event_time_ns: t - 600 * S,
+        arrival_time_ns: t - 600 * S,
+    };
+    collector
+        .ip_events(vec![event("10.5.0.1", "lb-frontend"), event("10.2.0.7", "stale-owner")])
+        .unwrap();
+    let b = fleet.agent("agent-b", &[addr]);
+    ship_all(
+        &b,
+        &[batch("agent-b", 0, vec![flow("10.2.0.7:5432", &workload("db-1"), "10.1.0.5:1", t)])],
+    )
+    .await;
+    let a = fleet.agent("agent-a", &[addr]);
+    let api = workload("api-1");
+    ship_all(
+        &a,
+        &[batch(
+            "agent-a",
+            0,
+            vec![
+                flow("10.1.0.5:1101", &api, "10.5.0.1:443", t),
+                // After db-1's range: the table knows the address, so the
+                // legacy answer ("stale-owner") is not used.
+                flow("10.1.0.5:1102", &api, "10.2.0.7:5432", t + 100 * S),
+            ],
+        )],
+    )
+    .await;
+    let lines = fleet.wait_written("collector-1", 3, WAIT);
+    let got = outcomes(&lines);
+    assert_eq!(got[&1101].1, "lb-frontend");
+    let lb = lines.iter().find(|l| l["local"]["port"] == 1101).unwrap();
+    assert_eq!(lb["remote"]["source"], "resolver");
+    assert_eq!(lb["remote"]["plugin"], "sonar-legacy");
+    assert_eq!(got[&1102].1, "unattributed:not-found");
+    collector.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_is_down_queues_reports_and_catches_up() {
+    use flowattr_collector::config::OutputSection;
+    let fleet = Fleet::new();
+    let mut config = fleet.collector_config("collector-1");
+    // A new file for every chunk, so a missing directory fails every write.
+    let out = fleet.out_dir("collector-1");
+    config.outputs = vec![OutputSection::File {
+        dir: out.clone(),
+        prefix: "flows".into(),
+        rotate_bytes: 1,
+        rotate_after: Duration::from_secs(3600),
+        keep_files: 0,
+    }];
+    let collector = Collector::start(config).await.unwrap();
+    // The output directory turns into a file: the output is down.
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::write(&out, b"not a directory").unwrap();
+    let a = fleet.agent("agent-a", &[collector.local_addr()]);
+    let t = now_ns() - 100 * S;
+    let flows = (0..50)
+        .map(|i| flow(&format!("10.1.0.5:{}", 1200 + i), &workload("api-1"), "10.2.0.7:1", t))
+        .collect();
+    ship_all(&a, &[batch("agent-a", 0, flows)]).await;
+    let m = collector.metrics();
+    let deadline = std::time::Instant::now() + WAIT;
+    while m.value("flowattr_collector_output_queued_bytes", &[]) == 0.0 {
+        assert!(std::time::Instant::now() < deadline, "the output failure was not reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(m.value("flowattr_collector_output_up", &[]), 0.0);
+    assert!(m.value("flowattr_collector_output_failures", &[]) >= 1.0);
+    assert_eq!(m.value("flowattr_collector_journal_batches", &[]), 1.0);
+
+    // Back up: the queued flows are written, none lost.
+    std::fs::remove_file(&out).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let lines = fleet.wait_written("collector-1", 50, WAIT);
+    assert_eq!(outcomes(&lines).len(), 50);
+    assert_eq!(m.value("flowattr_collector_output_up", &[]), 1.0);
+    assert_eq!(m.value("flowattr_collector_journal_batches", &[]), 0.0);
+    collector.shutdown().await;
+}
