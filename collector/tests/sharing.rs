@@ -18,7 +18,7 @@ use flowattr_collector::{
     },
     ownership::{OwnershipConfig, OwnershipTable, RangeUpdate},
     sharing::{
-        KafkaSharing, SharingConfig, SharingCounters,
+        KafkaSharing, SharingConfig,
         codec::{self, MalformedReason},
     },
 };
@@ -92,27 +92,38 @@ fn pump(sharing: &mut KafkaSharing, table: &mut OwnershipTable) -> Vec<RangeUpda
     updates
 }
 
-/// Calls `step` until it returns true; fails after `timeout` with `what`
-/// and the diagnostics `diag` gives.
+/// Calls `step` until it returns `Ok`; fails after `timeout` with `what`,
+/// the state `step` last described in its `Err`, and the broker's log.
 fn wait_until(
     what: &str,
     timeout: Duration,
-    mut step: impl FnMut() -> bool,
-    diag: impl Fn() -> String,
+    broker: &Broker,
+    mut step: impl FnMut() -> Result<(), String>,
 ) {
     let deadline = Instant::now() + timeout;
-    while !step() {
+    loop {
+        let state = match step() {
+            Ok(()) => return,
+            Err(state) => state,
+        };
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}\n{}",
-            diag()
+            "timed out after {timeout:?} waiting until {what}\n{state}\n{}",
+            broker.log()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-fn counters(name: &str, c: SharingCounters) -> String {
-    format!("{name}: {c:?}\n")
+/// `Ok` if `done`, else the sharings' counters.
+fn done_or(done: bool, sharings: &[(&str, &KafkaSharing)]) -> Result<(), String> {
+    if done {
+        return Ok(());
+    }
+    Err(sharings
+        .iter()
+        .map(|(name, s)| format!("{name}: {:?}\n", s.counters()))
+        .collect())
 }
 
 #[test]
@@ -159,12 +170,15 @@ fn two_collectors_share_their_ranges_both_ways() {
     wait_until(
         "each collector answers the other's addresses",
         WAIT,
+        &broker,
         || {
             got_a.extend(pump(&mut a, &mut ta));
             got_b.extend(pump(&mut b, &mut tb));
-            answers_all(&tb, "10.0.0", "api", 20) && answers_all(&ta, "10.1.0", "db", 20)
+            done_or(
+                answers_all(&tb, "10.0.0", "api", 20) && answers_all(&ta, "10.1.0", "db", 20),
+                &[("a", &a), ("b", &b)],
+            )
         },
-        || counters("a", a.counters()) + &counters("b", b.counters()) + &broker.log(),
     );
     // The later range arrived too, and the lookups tell the two apart.
     let t = now_ns() - 7 * S;
@@ -178,13 +192,19 @@ fn two_collectors_share_their_ranges_both_ways() {
     wait_until(
         "both delivered and skipped their own messages",
         WAIT,
+        &broker,
         || {
             pump(&mut a, &mut ta);
             pump(&mut b, &mut tb);
             let (ca, cb) = (a.counters(), b.counters());
-            ca.delivered == 20 && cb.delivered == 20 && ca.own_skipped == 20 && cb.own_skipped == 20
+            done_or(
+                ca.delivered == 20
+                    && cb.delivered == 20
+                    && ca.own_skipped == 20
+                    && cb.own_skipped == 20,
+                &[("a", &a), ("b", &b)],
+            )
         },
-        || counters("a", a.counters()) + &counters("b", b.counters()),
     );
     for c in [a.counters(), b.counters()] {
         assert_eq!(
@@ -198,8 +218,13 @@ fn two_collectors_share_their_ranges_both_ways() {
     wait_until(
         "the lag is reported as zero",
         Duration::from_secs(10),
-        || a.counters().lag == 0 && b.counters().lag == 0,
-        || counters("a", a.counters()) + &counters("b", b.counters()),
+        &broker,
+        || {
+            done_or(
+                a.counters().lag == 0 && b.counters().lag == 0,
+                &[("a", &a), ("b", &b)],
+            )
+        },
     );
 }
 
@@ -216,20 +241,20 @@ fn a_collector_started_later_warms_up_from_the_history() {
     heartbeats(&mut tb, "10.1.0", "db", "agent-b", 15);
     a.publish(&ta.drain_changes());
     b.publish(&tb.drain_changes());
-    wait_until(
-        "B has A's ranges",
-        WAIT,
-        || {
-            pump(&mut b, &mut tb);
-            answers_all(&tb, "10.0.0", "api", 15)
-        },
-        || counters("b", b.counters()),
-    );
+    wait_until("B has A's ranges", WAIT, &broker, || {
+        pump(&mut b, &mut tb);
+        done_or(answers_all(&tb, "10.0.0", "api", 15), &[("b", &b)])
+    });
     wait_until(
         "A's and B's messages are all delivered",
         WAIT,
-        || a.counters().delivered == 15 && b.counters().delivered == 15,
-        || counters("a", a.counters()) + &counters("b", b.counters()),
+        &broker,
+        || {
+            done_or(
+                a.counters().delivered == 15 && b.counters().delivered == 15,
+                &[("a", &a), ("b", &b)],
+            )
+        },
     );
 
     // A restarts with an empty table: its warm-up brings back its own
@@ -264,13 +289,16 @@ fn a_collector_started_later_warms_up_from_the_history() {
     wait_until(
         "C has restarted A's new ranges and A skipped them",
         WAIT,
+        &broker,
         || {
             let back = pump(&mut a2, &mut ta2);
             assert!(back.is_empty(), "A got its own ranges back: {back:?}");
             pump(&mut c, &mut tc);
-            answers_all(&tc, "10.2.0", "web", 3) && a2.counters().own_skipped == 3
+            done_or(
+                answers_all(&tc, "10.2.0", "web", 3) && a2.counters().own_skipped == 3,
+                &[("a2", &a2), ("c", &c)],
+            )
         },
-        || counters("a2", a2.counters()) + &counters("c", c.counters()),
     );
 }
 
@@ -325,14 +353,17 @@ fn malformed_messages_are_counted_and_never_applied() {
     wait_until(
         "the good messages are applied and the bad ones counted",
         WAIT,
+        &broker,
         || {
             pump(&mut b, &mut tb);
             let c = b.counters();
-            owner(&tb, "10.9.0.1").is_ok()
-                && owner(&tb, "10.9.0.5").is_ok()
-                && c.malformed_total() == 3
+            done_or(
+                owner(&tb, "10.9.0.1").is_ok()
+                    && owner(&tb, "10.9.0.5").is_ok()
+                    && c.malformed_total() == 3,
+                &[("b", &b)],
+            )
         },
-        || counters("b", b.counters()),
     );
     assert_eq!(owner(&tb, "10.9.0.1").unwrap(), "good-1");
     assert_eq!(owner(&tb, "10.9.0.5").unwrap(), "good-5");
@@ -364,28 +395,24 @@ fn sharing_survives_a_broker_outage_and_restart() {
 
     heartbeats(&mut ta, "10.0.0", "api", "agent-a", 5);
     a.publish(&ta.drain_changes());
-    wait_until(
-        "B has A's first ranges",
-        WAIT,
-        || {
-            pump(&mut b, &mut tb);
-            answers_all(&tb, "10.0.0", "api", 5)
-        },
-        || counters("a", a.counters()) + &counters("b", b.counters()),
-    );
+    wait_until("B has A's first ranges", WAIT, &broker, || {
+        pump(&mut b, &mut tb);
+        done_or(
+            answers_all(&tb, "10.0.0", "api", 5),
+            &[("a", &a), ("b", &b)],
+        )
+    });
 
     // The broker goes away: nothing blocks, the tables still answer.
     broker.stop();
-    wait_until(
-        "both see the broker down",
-        WAIT,
-        || {
-            pump(&mut a, &mut ta);
-            pump(&mut b, &mut tb);
-            !a.counters().broker_up && !b.counters().broker_up
-        },
-        || counters("a", a.counters()) + &counters("b", b.counters()),
-    );
+    wait_until("both see the broker down", WAIT, &broker, || {
+        pump(&mut a, &mut ta);
+        pump(&mut b, &mut tb);
+        done_or(
+            !a.counters().broker_up && !b.counters().broker_up,
+            &[("a", &a), ("b", &b)],
+        )
+    });
     heartbeats(&mut ta, "10.3.0", "during", "agent-a", 4);
     let started = Instant::now();
     let published = a.publish(&ta.drain_changes());
@@ -417,24 +444,30 @@ fn sharing_survives_a_broker_outage_and_restart() {
     wait_until(
         "B has what A published during the outage",
         WAIT,
+        &broker,
         || {
             pump(&mut a, &mut ta);
             pump(&mut b, &mut tb);
-            answers_all(&tb, "10.3.0", "during", 4)
+            done_or(
+                answers_all(&tb, "10.3.0", "during", 4),
+                &[("a", &a), ("b", &b)],
+            )
         },
-        || counters("a", a.counters()) + &counters("b", b.counters()) + &broker.log(),
     );
     heartbeats(&mut ta, "10.4.0", "after", "agent-a", 6);
     a.publish(&ta.drain_changes());
     wait_until(
         "B has A's ranges from after the restart",
         WAIT,
+        &broker,
         || {
             pump(&mut a, &mut ta);
             pump(&mut b, &mut tb);
-            answers_all(&tb, "10.4.0", "after", 6)
+            done_or(
+                answers_all(&tb, "10.4.0", "after", 6),
+                &[("a", &a), ("b", &b)],
+            )
         },
-        || counters("a", a.counters()) + &counters("b", b.counters()) + &broker.log(),
     );
     assert_eq!(
         broker.partitions("ownership"),
@@ -454,6 +487,51 @@ fn sharing_survives_a_broker_outage_and_restart() {
     );
 }
 
+/// Writes like the collector's output fan-out: a refused chunk is kept and
+/// offered again.
+fn write_retrying(out: &mut KafkaOutput, chunk: &[u8], broker: &Broker) {
+    wait_until("the output takes the chunk", WAIT, broker, || {
+        out.write(chunk)
+            .map_err(|e| format!("{e}: {:?}", out.counters()))
+    });
+}
+
+fn flush_retrying(out: &mut KafkaOutput, broker: &Broker) {
+    wait_until("the output has delivered everything", WAIT, broker, || {
+        out.flush()
+            .map_err(|e| format!("{e}: {:?}", out.counters()))
+    });
+}
+
+/// Every message on partition 0 of `topic`, from the beginning.
+fn read_all(broker: &Broker, topic: &str, expected: usize) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("group.id", "output-test")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut read = Vec::new();
+    // Reads a little past the expected count, so extra messages show too.
+    let deadline = Instant::now() + WAIT;
+    let mut quiet_until = None;
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            read.push(m.payload().unwrap_or_default().to_vec());
+        }
+        if read.len() >= expected {
+            let until = *quiet_until.get_or_insert(Instant::now() + Duration::from_millis(500));
+            if Instant::now() >= until {
+                break;
+            }
+        }
+    }
+    read
+}
+
 #[test]
 fn kafka_output_writes_each_chunk_as_one_message() {
     let broker = Broker::start();
@@ -462,18 +540,18 @@ fn kafka_output_writes_each_chunk_as_one_message() {
         ..KafkaOutputConfig::new(broker.address(), "flows")
     };
     let mut out = KafkaOutput::new(config).unwrap();
-    wait_until(
-        "the output created its topic",
-        WAIT,
-        || broker.partitions("flows") == Some(1),
-        || broker.log(),
-    );
     let chunks: Vec<Vec<u8>> = (0..3)
         .map(|i| format!("{{\"flow\":{i}}}\n{{\"flow\":{}}}\n", i + 100).into_bytes())
         .collect();
+    // The first write waits for the output to create and see its topic.
     for chunk in &chunks {
-        out.write(chunk).unwrap();
+        write_retrying(&mut out, chunk, &broker);
     }
+    assert_eq!(
+        broker.partitions("flows"),
+        Some(1),
+        "the output created its topic"
+    );
     out.flush().expect("flush waits for the deliveries");
     let c = out.counters();
     assert_eq!(
@@ -481,22 +559,35 @@ fn kafka_output_writes_each_chunk_as_one_message() {
         (3, 3, 0, 0),
         "{c:?}"
     );
+    assert_eq!(
+        read_all(&broker, "flows", 3),
+        chunks,
+        "each chunk is one message, in order"
+    );
+}
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.address())
-        .set("group.id", "output-test")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("flows", 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut read = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while read.len() < 3 && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            read.push(m.payload().unwrap_or_default().to_vec());
-        }
-    }
-    assert_eq!(read, chunks, "each chunk is one message, in order");
+#[test]
+fn kafka_output_loses_nothing_written_after_a_broker_restart() {
+    let mut broker = Broker::start();
+    let config = KafkaOutputConfig {
+        create_partitions: Some(1),
+        ..KafkaOutputConfig::new(broker.address(), "flows")
+    };
+    let mut out = KafkaOutput::new(config).unwrap();
+    write_retrying(&mut out, b"before", &broker);
+    flush_retrying(&mut out, &broker);
+    // An empty broker on the same port. It would take chunks for the topic
+    // it lost and drop them once the topic is created again; the output
+    // must wait for the topic instead.
+    broker.restart();
+    write_retrying(&mut out, b"after-1", &broker);
+    write_retrying(&mut out, b"after-2", &broker);
+    flush_retrying(&mut out, &broker);
+    let c = out.counters();
+    assert_eq!(c.failed, 0, "{c:?}");
+    assert_eq!(
+        read_all(&broker, "flows", 2),
+        vec![b"after-1".to_vec(), b"after-2".to_vec()],
+        "the new broker has exactly what was written after the restart"
+    );
 }

@@ -4,11 +4,17 @@
 //! The producer holds a bounded queue. A chunk it has no room for is
 //! refused with [`io::ErrorKind::WouldBlock`], so the caller keeps it (see
 //! [`Outputs`](super::Outputs)) and the pressure goes back towards the
-//! agents instead of onto the floor. Messages that fail only because the
-//! topic is missing (a broker that lost its data) are kept and sent again
-//! once it exists; other deliveries that fail for good are counted and
-//! logged. With `create_partitions` set, a background thread creates the
-//! topic whenever the broker does not know it.
+//! agents instead of onto the floor. Deliveries that fail for good are
+//! counted and logged.
+//!
+//! A background thread asks the broker for the topic every second (and
+//! creates it when `create_partitions` is set). Chunks are taken only while
+//! the broker has named the topic since the last lost connection; until
+//! then writes are refused with `WouldBlock`, and what the producer held
+//! when the connection was lost is kept and sent again once the topic is
+//! back (the topic gate, see `sharing::client`): a broker that lost its
+//! data must not acknowledge chunks into a topic that no longer exists. A
+//! chunk may so reach the topic twice, never zero times.
 
 use std::{
     io,
@@ -26,7 +32,9 @@ use rdkafka::{
 };
 
 use super::Output;
-use crate::sharing::client::{self, DeliveryContext, DeliveryStats, Requeue, TopicAdmin};
+use crate::sharing::client::{
+    self, DeliveryContext, DeliveryStats, Requeue, TopicAdmin, TopicGate,
+};
 
 /// Where formatted flows go in Kafka, and the producer's bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +43,8 @@ pub struct KafkaOutputConfig {
     pub brokers: String,
     pub topic: String,
     /// Create the topic with this many partitions whenever the broker does
-    /// not know it. `None`: the topic is managed elsewhere.
+    /// not know it. `None`: the topic is managed elsewhere (and chunks wait
+    /// until it exists).
     pub create_partitions: Option<i32>,
     /// Chunks the producer holds while the broker is slow or down.
     /// Default 10,000.
@@ -89,6 +98,7 @@ pub struct KafkaOutput {
     producer: ThreadedProducer<DeliveryContext>,
     stats: Arc<DeliveryStats>,
     requeue: Arc<Requeue>,
+    gate: Arc<TopicGate>,
     sent: u64,
     queue_full: u64,
     stop: Arc<AtomicBool>,
@@ -96,11 +106,12 @@ pub struct KafkaOutput {
 }
 
 impl KafkaOutput {
-    /// Creates the producer (and the topic keeper); does not wait for the
+    /// Creates the producer and the topic keeper; does not wait for the
     /// broker.
     pub fn new(config: KafkaOutputConfig) -> Result<Self, KafkaError> {
         let stats = Arc::new(DeliveryStats::default());
         let requeue = Arc::new(Requeue::new(config.queue_messages.max(1)));
+        let gate = Arc::new(TopicGate::default());
         let producer = client::producer(
             &client::producer_config(
                 &config.brokers,
@@ -111,27 +122,22 @@ impl KafkaOutput {
             "kafka output",
             stats.clone(),
             requeue.clone(),
+            gate.clone(),
         )?;
         let stop = Arc::new(AtomicBool::new(false));
-        let keeper = match config.create_partitions {
-            None => None,
-            Some(partitions) => {
-                let admin = TopicAdmin::new(&config.brokers)?;
-                let (topic, producer, requeue, stop) = (
-                    config.topic.clone(),
-                    producer.clone(),
-                    requeue.clone(),
-                    stop.clone(),
-                );
-                let handle = thread::Builder::new()
-                    .name(format!("kafka-output-{}", config.topic))
-                    .spawn(move || {
-                        keep_topic(&admin, &topic, partitions, &producer, &requeue, &stop)
-                    })
-                    .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
-                Some(handle)
-            }
+        let keeper = Keeper {
+            admin: TopicAdmin::new(&config.brokers)?,
+            topic: config.topic.clone(),
+            create_partitions: config.create_partitions,
+            producer: producer.clone(),
+            requeue: requeue.clone(),
+            gate: gate.clone(),
+            stop: stop.clone(),
         };
+        let keeper = thread::Builder::new()
+            .name(format!("kafka-output-{}", config.topic))
+            .spawn(move || keeper.run())
+            .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
         Ok(Self {
             name: format!("kafka:{}", config.topic),
             topic: config.topic,
@@ -139,10 +145,11 @@ impl KafkaOutput {
             producer,
             stats,
             requeue,
+            gate,
             sent: 0,
             queue_full: 0,
             stop,
-            keeper,
+            keeper: Some(keeper),
         })
     }
 
@@ -158,34 +165,56 @@ impl KafkaOutput {
     }
 }
 
-/// Creates the topic whenever the broker does not know it, and sends kept
-/// chunks again once it does.
-fn keep_topic(
-    admin: &TopicAdmin,
-    topic: &str,
-    partitions: i32,
-    producer: &ThreadedProducer<DeliveryContext>,
-    requeue: &Requeue,
-    stop: &AtomicBool,
-) {
-    const EVERY: Duration = Duration::from_secs(1);
-    const TIMEOUT: Duration = Duration::from_secs(2);
-    while !stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        match admin.partitions(topic, TIMEOUT) {
-            Ok(None) => match admin.create(topic, partitions, TIMEOUT) {
-                Ok(()) => tracing::info!(topic, partitions, "Created the Kafka output topic."),
-                Err(error) => {
-                    tracing::warn!(topic, %error, "Could not create the Kafka output topic.")
+/// Keeps the topic gate: checks the topic every second, creates it if
+/// asked to, closes the gate on a lost connection and opens it (sending the
+/// kept chunks) once the broker names the topic again.
+struct Keeper {
+    admin: TopicAdmin,
+    topic: String,
+    create_partitions: Option<i32>,
+    producer: ThreadedProducer<DeliveryContext>,
+    requeue: Arc<Requeue>,
+    gate: Arc<TopicGate>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Keeper {
+    fn run(self) {
+        const EVERY: Duration = Duration::from_secs(1);
+        const TIMEOUT: Duration = Duration::from_secs(1);
+        let topic = self.topic.as_str();
+        while !self.stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            match self.admin.partitions(topic, TIMEOUT) {
+                Ok(Some(_)) if !self.gate.take_outage() => {
+                    self.gate.open();
+                    if self.requeue.len() > 0 {
+                        self.requeue.resend(&self.producer, topic);
+                    }
                 }
-            },
-            Ok(Some(_)) if requeue.len() > 0 => {
-                requeue.resend(producer, topic);
+                Ok(Some(_)) | Err(_) => self.gate.close(&self.producer),
+                Ok(None) => {
+                    self.gate.close(&self.producer);
+                    if let Some(partitions) = self.create_partitions {
+                        match self.admin.create(topic, partitions, TIMEOUT) {
+                            Ok(()) => {
+                                tracing::info!(topic, partitions, "Created the Kafka output topic.")
+                            }
+                            Err(error) => tracing::warn!(
+                                topic,
+                                %error,
+                                "Could not create the Kafka output topic."
+                            ),
+                        }
+                    }
+                }
             }
-            Ok(Some(_)) | Err(_) => {}
-        }
-        while !stop.load(Ordering::Relaxed) && started.elapsed() < EVERY {
-            thread::sleep(Duration::from_millis(50));
+            while !self.stop.load(Ordering::Relaxed) && started.elapsed() < EVERY {
+                if self.gate.take_outage() {
+                    self.gate.close(&self.producer);
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 }
@@ -196,6 +225,15 @@ impl Output for KafkaOutput {
     }
 
     fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if !self.gate.is_ready() {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "the Kafka broker has not confirmed the topic {} yet",
+                    self.topic
+                ),
+            ));
+        }
         if self.requeue.len() > 0 {
             self.requeue.resend(&self.producer, &self.topic);
         }
@@ -232,7 +270,7 @@ impl Output for KafkaOutput {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.requeue.len() > 0 {
+        if self.gate.is_ready() && self.requeue.len() > 0 {
             self.requeue.resend(&self.producer, &self.topic);
         }
         self.producer.flush(self.flush_timeout).map_err(|error| {
@@ -272,18 +310,36 @@ mod tests {
     use super::*;
 
     /// A port nothing listens on: the producer queues and never delivers.
-    fn unreachable(queue_messages: usize) -> KafkaOutputConfig {
-        KafkaOutputConfig {
+    fn unreachable(queue_messages: usize) -> KafkaOutput {
+        KafkaOutput::new(KafkaOutputConfig {
             queue_messages,
             flush_timeout: Duration::from_millis(200),
             ..KafkaOutputConfig::new("127.0.0.1:1", "flows")
-        }
+        })
+        .unwrap()
+    }
+
+    /// As if the broker had confirmed the topic (and the keeper, which
+    /// would close the gate again, were gone).
+    fn open_gate(out: &mut KafkaOutput) {
+        out.stop.store(true, Ordering::Relaxed);
+        out.keeper.take().unwrap().join().unwrap();
+        out.gate.open();
+    }
+
+    #[test]
+    fn writes_wait_until_the_broker_confirms_the_topic() {
+        let mut out = unreachable(10);
+        assert_eq!(out.name(), "kafka:flows");
+        let err = out.write(b"one").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        assert_eq!(out.counters().sent, 0);
     }
 
     #[test]
     fn a_full_queue_refuses_with_would_block_and_counts() {
-        let mut out = KafkaOutput::new(unreachable(2)).unwrap();
-        assert_eq!(out.name(), "kafka:flows");
+        let mut out = unreachable(2);
+        open_gate(&mut out);
         out.write(b"one").unwrap();
         out.write(b"two").unwrap();
         let err = out.write(b"three").unwrap_err();
@@ -294,7 +350,8 @@ mod tests {
 
     #[test]
     fn flush_times_out_while_the_broker_is_away() {
-        let mut out = KafkaOutput::new(unreachable(10)).unwrap();
+        let mut out = unreachable(10);
+        open_gate(&mut out);
         out.write(b"one").unwrap();
         let started = Instant::now();
         let err = out.flush().unwrap_err();

@@ -1,6 +1,21 @@
 //! What the Kafka sharing and the Kafka output have in common: client
 //! settings, librdkafka's logs routed to `tracing`, delivery accounting with
-//! a bounded queue of messages to send again, and topic administration.
+//! a bounded queue of messages to send again, the topic gate, and topic
+//! administration.
+//!
+//! # The topic gate
+//!
+//! Messages go to the producer only while the topic is known to exist. A
+//! Tansu broker that restarts with in-memory storage has lost its topics,
+//! yet acknowledges messages produced to a missing topic, and creating the
+//! topic afterwards resets its offsets: those messages are gone although
+//! their delivery succeeded. So when a producer loses its broker, the gate
+//! closes and whatever the producer still holds is purged into the
+//! [`Requeue`]; the owner's thread opens the gate again only after the
+//! broker has named the topic in a metadata answer, and then sends the kept
+//! messages. A purged message may have reached the broker already, so it
+//! may arrive twice: sharing takes a range twice as once; the output may
+//! repeat a chunk rather than lose it.
 
 use std::{
     collections::VecDeque,
@@ -8,7 +23,7 @@ use std::{
     pin::pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, Wake, Waker},
     thread::{self, Thread},
@@ -21,7 +36,7 @@ use rdkafka::{
     config::{FromClientConfigAndContext, RDKafkaLogLevel},
     error::{KafkaError, RDKafkaErrorCode},
     message::DeliveryResult,
-    producer::{BaseRecord, ProducerContext, ThreadedProducer},
+    producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer},
 };
 
 /// Settings every client gets: reconnect quickly once a broker is back (the
@@ -39,7 +54,9 @@ pub(crate) fn base_config(brokers: &str) -> ClientConfig {
 
 /// A producer's settings: a queue bounded by `messages` and `bytes`, and
 /// `delivery_timeout` for how long a message may wait for a broker (0 is
-/// forever).
+/// forever). It reconnects after a lost connection no sooner than 1.5 s,
+/// so its owner sees the loss and closes the gate before anything held
+/// could reach a restarted broker (see the module documentation).
 pub(crate) fn producer_config(
     brokers: &str,
     messages: usize,
@@ -88,7 +105,7 @@ impl ClientContext for QuietContext {
 
 /// Whether a failed send or delivery should be tried again later: the
 /// topic is missing (a broker that lost its data; the topic is created
-/// again shortly).
+/// again shortly), or the message was purged when the gate closed.
 pub(crate) fn retryable(error: &KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
@@ -96,8 +113,60 @@ pub(crate) fn retryable(error: &KafkaError) -> bool {
             RDKafkaErrorCode::UnknownTopic
                 | RDKafkaErrorCode::UnknownTopicOrPartition
                 | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::PurgeQueue
+                | RDKafkaErrorCode::PurgeInflight
         )
     )
+}
+
+/// Whether an error means the connection to the broker was lost.
+pub(crate) fn connection_lost(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
+    )
+}
+
+/// Whether the topic is known to exist, so messages may go to the
+/// producer; see the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct TopicGate {
+    ready: AtomicBool,
+    /// The producer reported a lost connection since the owner last looked.
+    outage: AtomicBool,
+}
+
+impl TopicGate {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The broker named the topic since the last outage.
+    pub fn open(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Closes the gate and purges what `producer` holds into the requeue
+    /// (through the delivery reports).
+    pub fn close<C>(&self, producer: &ThreadedProducer<C>)
+    where
+        C: ProducerContext + 'static,
+    {
+        self.ready.store(false, Ordering::Release);
+        producer.purge(PurgeConfig::default().queue().inflight().non_blocking());
+    }
+
+    /// Called from the producer's callbacks: closes the gate for new
+    /// messages at once; the owner purges when it sees [`TopicGate::take_outage`].
+    fn report_outage(&self) {
+        self.ready.store(false, Ordering::Release);
+        self.outage.store(true, Ordering::Release);
+    }
+
+    /// Whether the producer lost its connection since the last call.
+    pub fn take_outage(&self) -> bool {
+        self.outage.swap(false, Ordering::AcqRel)
+    }
 }
 
 /// Delivery counts of one producer.
@@ -111,9 +180,12 @@ pub(crate) struct DeliveryStats {
     pub requeued: AtomicU64,
 }
 
+/// A message's key and payload.
+type Kept = (Option<Box<[u8]>>, Box<[u8]>);
+
 /// Messages to send again, oldest first, at most `bound`.
 pub(crate) struct Requeue {
-    queue: Mutex<VecDeque<(Option<Box<[u8]>>, Box<[u8]>)>>,
+    queue: Mutex<VecDeque<Kept>>,
     bound: usize,
 }
 
@@ -162,11 +234,13 @@ impl Requeue {
     }
 }
 
-/// A producer context that counts deliveries and keeps messages that
-/// failed only because the topic was missing.
+/// A producer context that counts deliveries, keeps messages that failed
+/// only because the topic was missing (or were purged), and reports lost
+/// connections to the gate.
 pub(crate) struct DeliveryContext {
     pub stats: Arc<DeliveryStats>,
     pub requeue: Arc<Requeue>,
+    pub gate: Arc<TopicGate>,
     /// For logs: which shell this producer belongs to.
     pub what: &'static str,
 }
@@ -177,6 +251,9 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if connection_lost(&error) {
+            self.gate.report_outage();
+        }
         tracing::debug!(target: "librdkafka", %error, reason, "Kafka producer error.");
     }
 }
@@ -208,19 +285,21 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// Creates a producer counting into `stats` and keeping retryable failures
-/// in `requeue`.
+/// Creates a producer counting into `stats`, keeping retryable failures in
+/// `requeue` and reporting lost connections to `gate`.
 pub(crate) fn producer(
     config: &ClientConfig,
     what: &'static str,
     stats: Arc<DeliveryStats>,
     requeue: Arc<Requeue>,
+    gate: Arc<TopicGate>,
 ) -> Result<ThreadedProducer<DeliveryContext>, KafkaError> {
     ThreadedProducer::from_config_and_context(
         config,
         DeliveryContext {
             stats,
             requeue,
+            gate,
             what,
         },
     )

@@ -20,7 +20,7 @@ use rdkafka::{
 
 use super::{
     SharingConfig, SharingError,
-    client::{self, DeliveryContext, Requeue},
+    client::{self, DeliveryContext, Requeue, TopicGate},
     codec,
     counters::{Counters, SharingCounters},
     reader::{Inbound, Reader, ReaderSettings},
@@ -46,6 +46,7 @@ pub struct KafkaSharing {
     topic: String,
     producer: ThreadedProducer<DeliveryContext>,
     requeue: Arc<Requeue>,
+    gate: Arc<TopicGate>,
     counters: Arc<Counters>,
     rx: Receiver<Inbound>,
     /// Received but not yet returned (past a `poll`'s `max`, or from a
@@ -70,6 +71,7 @@ impl KafkaSharing {
         let origin: Arc<str> = origin.into();
         let counters = Arc::new(Counters::default());
         let requeue = Arc::new(Requeue::new(config.publish_queue_messages));
+        let gate = Arc::new(TopicGate::default());
         let producer = client::producer(
             &client::producer_config(
                 &config.brokers,
@@ -80,6 +82,7 @@ impl KafkaSharing {
             "ownership sharing",
             counters.deliveries.clone(),
             requeue.clone(),
+            gate.clone(),
         )?;
         let (tx, rx) = mpsc::sync_channel(config.inbound_queue);
         let stop = Arc::new(AtomicBool::new(false));
@@ -93,6 +96,7 @@ impl KafkaSharing {
             },
             producer.clone(),
             requeue.clone(),
+            gate.clone(),
             tx,
             counters.clone(),
             stop.clone(),
@@ -106,6 +110,7 @@ impl KafkaSharing {
             topic: config.topic,
             producer,
             requeue,
+            gate,
             counters,
             rx,
             pending: VecDeque::new(),
@@ -125,10 +130,12 @@ impl KafkaSharing {
     }
 
     /// Publishes ranges (usually [`OwnershipTable::drain_changes`]), one
-    /// message per address. Never waits: a message the producer's queue has
-    /// no room for is refused and counted. A range that is lost this way is
-    /// partly healed by the next change of the same range, which publishes
-    /// it whole again.
+    /// message per address. Never waits. Until the broker has confirmed the
+    /// topic (at start, and after an outage) messages are kept and sent
+    /// once it has; a message there is no room for, in the producer's queue
+    /// or among the kept ones, is refused and counted. A range lost this way
+    /// is partly healed by the next change of the same range, which
+    /// publishes it whole again.
     ///
     /// [`OwnershipTable::drain_changes`]: crate::ownership::OwnershipTable::drain_changes
     pub fn publish(&self, updates: &[RangeUpdate]) -> Published {
@@ -136,36 +143,52 @@ impl KafkaSharing {
         if updates.is_empty() {
             return report;
         }
-        if self.requeue.len() > 0 {
+        let ready = self.gate.is_ready();
+        if ready && self.requeue.len() > 0 {
             self.requeue.resend(&self.producer, &self.topic);
         }
         let c = &self.counters;
         for m in codec::encode(&self.origin, updates) {
-            let record = BaseRecord::to(&self.topic).key(&m.key).payload(&m.payload);
-            match self.producer.send(record) {
-                Ok(()) => {
-                    c.published.fetch_add(1, Ordering::Relaxed);
-                    report.messages += 1;
-                }
-                // The topic is missing (a broker that lost its data): keep
-                // the message until the reader has created the topic again.
-                Err((e, _))
-                    if client::retryable(&e)
-                        && self.requeue.push(Some(m.key.as_bytes()), &m.payload) =>
-                {
-                    c.deliveries.requeued.fetch_add(1, Ordering::Relaxed);
-                    report.kept += 1;
-                }
-                Err((e, _)) => {
-                    report.refused += 1;
-                    let n = if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
-                        c.queue_full.fetch_add(1, Ordering::Relaxed)
-                    } else {
-                        c.deliveries.failed.fetch_add(1, Ordering::Relaxed)
-                    } + 1;
-                    if n.is_power_of_two() {
-                        tracing::warn!(topic = self.topic, error = %e, "An ownership update could not be published.");
+            let error = if ready {
+                let record = BaseRecord::to(&self.topic).key(&m.key).payload(&m.payload);
+                match self.producer.send(record) {
+                    Ok(()) => {
+                        c.published.fetch_add(1, Ordering::Relaxed);
+                        report.messages += 1;
+                        continue;
                     }
+                    Err((e, _)) => Some(e),
+                }
+            } else {
+                None
+            };
+            // The topic is not confirmed (or missing): keep the message
+            // until the reader has seen the topic again.
+            let keep = error.as_ref().is_none_or(client::retryable);
+            if keep && self.requeue.push(Some(m.key.as_bytes()), &m.payload) {
+                c.deliveries.requeued.fetch_add(1, Ordering::Relaxed);
+                report.kept += 1;
+                continue;
+            }
+            report.refused += 1;
+            let full = error
+                .as_ref()
+                .is_none_or(|e| e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull));
+            let n = if full || keep {
+                c.queue_full.fetch_add(1, Ordering::Relaxed)
+            } else {
+                c.deliveries.failed.fetch_add(1, Ordering::Relaxed)
+            } + 1;
+            if n.is_power_of_two() {
+                match &error {
+                    Some(e) => {
+                        tracing::warn!(topic = self.topic, error = %e, refused = n, "An ownership update could not be published.")
+                    }
+                    None => tracing::warn!(
+                        topic = self.topic,
+                        refused = n,
+                        "An ownership update could not be kept while the broker is away: the queue is full."
+                    ),
                 }
             }
         }

@@ -11,13 +11,24 @@
 //!   collector's own earlier messages on it are handed on too: a restarted
 //!   collector gets back what it knew. After that they are skipped.
 //! - **Outages.** Once a second (four times a second while something is
-//!   wrong) the reader asks the broker for the topic, creates it if missing
-//!   and sends again what the producer kept because the topic was missing.
+//!   wrong) the reader asks the broker for the topic and creates it if
+//!   missing. It keeps the producer's topic gate (see `client`): closed at
+//!   the first sign of an outage, opened once the broker names the topic
+//!   again, when the messages kept meanwhile are sent.
 //!   After an outage (no answer, a lost connection, a missing topic) each
 //!   partition is read again from the offset of the outage's start, minus a
 //!   margin: a broker that lost its data starts its offsets again from 0,
 //!   and a broker that kept it is only read a little twice. Reading twice
 //!   is harmless, as the ownership table takes a range twice as once.
+//! - **A new consumer after every outage.** The consumer is closed as soon
+//!   as an outage shows, and a new one is made once the broker knows the
+//!   topic again. A consumer that kept fetching would ask a restarted
+//!   broker for the topic by its old id; Tansu answers that with a zero
+//!   topic id and a leader hint, which makes librdkafka 2.12 crash
+//!   (`rd_kafka_metadata_update_op` compares a null topic name). A new
+//!   consumer learns the new id from a metadata request by name first. Its
+//!   reconnect backoff is long enough that the reader always sees the lost
+//!   connection before the consumer could reconnect.
 
 use std::{
     sync::{
@@ -39,7 +50,7 @@ use rdkafka::{
 use rustc_hash::FxHashMap;
 
 use super::{
-    client::{self, DeliveryContext, Requeue, TopicAdmin},
+    client::{self, DeliveryContext, Requeue, TopicAdmin, TopicGate},
     codec::{self, DecodeError, Decoded},
     counters::Counters,
 };
@@ -52,7 +63,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often it is checked while something is wrong.
 const CHECK_RETRY: Duration = Duration::from_millis(250);
 /// How long a metadata, offset or admin request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// After an outage, partitions are read again from this long before it.
 const RECOVERY_MARGIN: Duration = Duration::from_secs(10);
 
@@ -77,7 +88,7 @@ pub(super) struct ReaderSettings {
 struct StatsContext {
     topic: String,
     /// Partition → (low, high) watermark.
-    watermarks: Mutex<FxHashMap<i32, (i64, i64)>>,
+    watermarks: Arc<Mutex<FxHashMap<i32, (i64, i64)>>>,
 }
 
 impl ClientContext for StatsContext {
@@ -113,16 +124,21 @@ struct Part {
 }
 
 pub(super) struct Reader {
-    consumer: BaseConsumer<StatsContext>,
+    /// `None` between an outage and the broker knowing the topic again.
+    consumer: Option<BaseConsumer<StatsContext>>,
+    config: ClientConfig,
+    watermarks: Arc<Mutex<FxHashMap<i32, (i64, i64)>>>,
     admin: TopicAdmin,
     producer: ThreadedProducer<DeliveryContext>,
     requeue: Arc<Requeue>,
+    gate: Arc<TopicGate>,
     settings: ReaderSettings,
     tx: SyncSender<Inbound>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     parts: Vec<Part>,
-    assigned: bool,
+    /// The first assignment (from the warm-up window) was made.
+    started: bool,
     warmed_up: bool,
     broker_up: Option<bool>,
     /// When the current outage began, if one is going on or not yet
@@ -136,6 +152,7 @@ impl Reader {
         settings: ReaderSettings,
         producer: ThreadedProducer<DeliveryContext>,
         requeue: Arc<Requeue>,
+        gate: Arc<TopicGate>,
         tx: SyncSender<Inbound>,
         counters: Arc<Counters>,
         stop: Arc<AtomicBool>,
@@ -150,39 +167,71 @@ impl Reader {
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "100")
-            .set("statistics.interval.ms", "1000");
-        let consumer = BaseConsumer::from_config_and_context(
-            &config,
-            StatsContext {
-                topic: settings.topic.clone(),
-                watermarks: Mutex::default(),
-            },
-        )?;
-        let admin = TopicAdmin::new(&settings.brokers)?;
-        Ok(Self {
-            consumer,
-            admin,
+            .set("statistics.interval.ms", "1000")
+            // See the module documentation: the reader must see a lost
+            // connection before the consumer reconnects.
+            .set("reconnect.backoff.ms", "3000")
+            .set("reconnect.backoff.max.ms", "10000");
+        let watermarks = Arc::new(Mutex::default());
+        let mut reader = Self {
+            consumer: None,
+            config,
+            watermarks,
+            admin: TopicAdmin::new(&settings.brokers)?,
             producer,
             requeue,
+            gate,
             settings,
             tx,
             counters,
             stop,
             parts: Vec::new(),
-            assigned: false,
+            started: false,
             warmed_up: false,
             broker_up: None,
             disturbed_since: None,
             next_check: Instant::now(),
-        })
+        };
+        // Made here so that a bad setting shows at once; it fetches nothing
+        // until partitions are assigned.
+        reader.open_consumer()?;
+        Ok(reader)
+    }
+
+    fn open_consumer(&mut self) -> Result<&BaseConsumer<StatsContext>, KafkaError> {
+        if self.consumer.is_none() {
+            self.watermarks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            let consumer = BaseConsumer::from_config_and_context(
+                &self.config,
+                StatsContext {
+                    topic: self.settings.topic.clone(),
+                    watermarks: self.watermarks.clone(),
+                },
+            )?;
+            self.consumer = Some(consumer);
+        }
+        Ok(self.consumer.as_ref().expect("just made"))
     }
 
     pub fn run(mut self) {
         while !self.stop.load(Ordering::Relaxed) {
+            if self.gate.take_outage() {
+                tracing::debug!("The sharing producer lost its broker connection.");
+                self.disturb();
+            }
             if Instant::now() >= self.next_check {
                 self.check();
             }
-            let event = match self.consumer.poll(POLL_WAIT) {
+            let Some(consumer) = &self.consumer else {
+                thread::sleep(
+                    POLL_WAIT.min(self.next_check.saturating_duration_since(Instant::now())),
+                );
+                continue;
+            };
+            let event = match consumer.poll(POLL_WAIT) {
                 None => continue,
                 Some(Ok(m)) => Ok((
                     m.partition(),
@@ -251,11 +300,15 @@ impl Reader {
     }
 
     fn on_error(&mut self, error: KafkaError) {
+        if client::connection_lost(&error) {
+            tracing::debug!(%error, "The sharing consumer lost its broker connection.");
+            self.disturb();
+            self.next_check = self.next_check.min(Instant::now() + CHECK_RETRY);
+            return;
+        }
         match error.rdkafka_error_code() {
             Some(
-                RDKafkaErrorCode::BrokerTransportFailure
-                | RDKafkaErrorCode::AllBrokersDown
-                | RDKafkaErrorCode::UnknownTopic
+                RDKafkaErrorCode::UnknownTopic
                 | RDKafkaErrorCode::UnknownTopicOrPartition
                 | RDKafkaErrorCode::UnknownPartition,
             ) => {
@@ -267,14 +320,18 @@ impl Reader {
         }
     }
 
+    /// An outage: closes the consumer and the topic gate (see the module
+    /// documentation) and remembers when it began.
     fn disturb(&mut self) {
         self.disturbed_since.get_or_insert_with(SystemTime::now);
+        self.consumer = None;
+        self.gate.close(&self.producer);
     }
 
     /// Asks the broker for the topic; creates it, (re)assigns partitions,
     /// resends kept messages and updates the lag, as needed.
     fn check(&mut self) {
-        let retry = !self.assigned || self.disturbed_since.is_some();
+        let retry = self.consumer.is_none() || self.disturbed_since.is_some();
         let partitions = self.admin.partitions(&self.settings.topic, REQUEST_TIMEOUT);
         self.set_broker_up(partitions.is_ok());
         match partitions {
@@ -300,17 +357,24 @@ impl Reader {
                 }
             }
             Ok(Some(n)) => {
-                if !self.assigned || n != self.parts.len() || self.disturbed_since.is_some() {
+                let assigned = self.started && self.consumer.is_some();
+                if !assigned || n != self.parts.len() || self.disturbed_since.is_some() {
                     self.assign(n);
                 }
-                if self.requeue.len() > 0 {
-                    let sent = self.requeue.resend(&self.producer, &self.settings.topic);
-                    tracing::debug!(sent, "Sent kept ownership messages again.");
+                // The producer's own report may have come in meanwhile.
+                if self.disturbed_since.is_none() && !self.gate.take_outage() {
+                    self.gate.open();
+                    if self.requeue.len() > 0 {
+                        let sent = self.requeue.resend(&self.producer, &self.settings.topic);
+                        tracing::debug!(sent, "Sent kept ownership messages again.");
+                    }
+                } else {
+                    self.disturb();
                 }
             }
         }
         self.update_lag();
-        let retry = retry || !self.assigned || self.disturbed_since.is_some();
+        let retry = retry || self.consumer.is_none() || self.disturbed_since.is_some();
         self.next_check = Instant::now() + if retry { CHECK_RETRY } else { CHECK_EVERY };
     }
 
@@ -336,7 +400,11 @@ impl Reader {
     /// outage from its start (never later than the current position),
     /// otherwise where each partition is (new ones from the beginning).
     fn assign(&mut self, n: usize) {
-        let initial = !self.assigned;
+        let initial = !self.started;
+        if let Err(error) = self.open_consumer() {
+            tracing::warn!(%error, "Could not make a Kafka consumer.");
+            return;
+        }
         let since = if initial {
             SystemTime::now().checked_sub(self.settings.warmup_window)
         } else {
@@ -369,7 +437,8 @@ impl Reader {
                 return;
             }
         }
-        if let Err(error) = self.consumer.assign(&tpl) {
+        let consumer = self.consumer.as_ref().expect("opened above");
+        if let Err(error) = consumer.assign(&tpl) {
             tracing::warn!(%error, "Could not assign the sharing topic's partitions.");
             return;
         }
@@ -390,7 +459,7 @@ impl Reader {
                 "Reading the ownership sharing topic again from before the outage."
             );
         }
-        self.assigned = true;
+        self.started = true;
         self.disturbed_since = None;
         self.update_warm_up();
     }
@@ -404,7 +473,11 @@ impl Reader {
         for p in 0..n {
             tpl.add_partition_offset(topic, p as i32, Offset::Offset(ms))?;
         }
-        let found = self.consumer.offsets_for_times(tpl, REQUEST_TIMEOUT)?;
+        let consumer = self
+            .consumer
+            .as_ref()
+            .ok_or(KafkaError::NoMessageReceived)?;
+        let found = consumer.offsets_for_times(tpl, REQUEST_TIMEOUT)?;
         let mut out = vec![None; n];
         for e in found.elements() {
             let Some(slot) = usize::try_from(e.partition())
@@ -416,8 +489,7 @@ impl Reader {
             *slot = match (e.error(), e.offset()) {
                 (Ok(()), Offset::Offset(o)) => Some(o),
                 // Nothing that new: start at the end as it is now.
-                (Ok(()), Offset::End) => self
-                    .consumer
+                (Ok(()), Offset::End) => consumer
                     .fetch_watermarks(topic, e.partition(), REQUEST_TIMEOUT)
                     .ok()
                     .map(|(_, high)| high),
@@ -432,7 +504,7 @@ impl Reader {
         self.counters
             .partitions_behind
             .store(behind as u64, Ordering::Relaxed);
-        if !self.warmed_up && self.assigned && behind == 0 {
+        if !self.warmed_up && self.started && behind == 0 {
             self.warmed_up = true;
             self.counters.warmed_up.store(true, Ordering::Relaxed);
             tracing::info!(
@@ -444,12 +516,7 @@ impl Reader {
     }
 
     fn update_lag(&self) {
-        let w = self
-            .consumer
-            .context()
-            .watermarks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let w = self.watermarks.lock().unwrap_or_else(|e| e.into_inner());
         let lag: i64 = self
             .parts
             .iter()
