@@ -2,9 +2,9 @@
 //! columns), in one pass over the flows.
 //!
 //! Workloads, plugin names and whole attributions (workload, source, plugin,
-//! validity) are deduplicated by value, not only by `Arc` identity: inside
-//! Wasm every flow arrives with its own copy of its workloads, and the chunk
-//! must be the same bytes whichever way the flows were built.
+//! validity) are deduplicated by value, not only by `Arc` identity: flows
+//! built apart carry equal workloads in separate `Arc`s, and the chunk must
+//! be the same bytes whichever way the flows were built.
 
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -87,9 +87,8 @@ impl Eq for ById<'_> {}
 struct Dictionaries<'a> {
     plugins: Dictionary<&'a str>,
     workloads: Dictionary<ById<'a>>,
-    /// Workload indices by `Arc` address: natively, flows share their
-    /// workloads' `Arc`s and a pointer hash is cheaper than a value hash.
-    /// Unused inside Wasm, where the SDK gives every flow its own copy.
+    /// Workload indices by `Arc` address: flows of one batch share their
+    /// workloads' `Arc`s, and a pointer hash is cheaper than a value hash.
     workload_addresses: FxHashMap<*const Workload, u32>,
     attributions: Dictionary<AttributionKey>,
 }
@@ -133,9 +132,7 @@ impl<'a> Dictionaries<'a> {
             return index;
         }
         let index = self.workloads.intern(ById(w), |out| put_workload(out, w));
-        if !cfg!(target_family = "wasm") {
-            self.workload_addresses.insert(address, index);
-        }
+        self.workload_addresses.insert(address, index);
         index
     }
 

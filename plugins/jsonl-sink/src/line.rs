@@ -188,9 +188,10 @@ impl Eq for ById<'_> {}
 /// The workloads of one batch already written: each distinct workload's
 /// JSON object is built once and copied for every later flow.
 ///
-/// Looked up by `Arc` address first (natively, flows share their workloads'
-/// `Arc`s, and that lookup is a pointer hash), then by value (inside Wasm the
-/// SDK gives every flow its own copy, so only the value can match there).
+/// Looked up by `Arc` address first (flows of one batch share their
+/// workloads' `Arc`s, and that lookup is a pointer hash), then by value
+/// (flows built apart, such as parsed one by one, carry equal workloads in
+/// separate `Arc`s).
 #[derive(Default)]
 pub(crate) struct Workloads<'a> {
     by_address: FxHashMap<*const Workload, (usize, usize)>,
@@ -210,10 +211,7 @@ impl<'a> Workloads<'a> {
                     workload(json, w);
                     (start, json.len())
                 });
-                // Inside Wasm no address repeats: do not grow a map for nothing.
-                if !cfg!(target_family = "wasm") {
-                    self.by_address.insert(address, range);
-                }
+                self.by_address.insert(address, range);
                 range
             }
         };
