@@ -1,6 +1,9 @@
 //! Conversions between the domain model and the generated WIT types.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use flowattr_model::columns::{AnswerColumns, LocalQueryColumns, ResolveQueryColumns};
 use flowattr_model::{
@@ -62,7 +65,7 @@ pub fn resolve_queries(rows: &[ResolveQuery]) -> wit_resolver::ResolveQueries {
     }
 }
 
-fn workload(w: &Workload) -> wit::Workload {
+fn workload_record(w: &Workload) -> wit::Workload {
     wit::Workload {
         id: w.id.clone(),
         app: w.app.clone(),
@@ -82,7 +85,7 @@ pub fn ip_event(e: &IpEvent) -> wit_resolver::IpEvent {
     wit_resolver::IpEvent {
         address: ip(e.address),
         change: match &e.change {
-            IpChange::Assigned(w) => wit_resolver::IpChange::Assigned(workload(w)),
+            IpChange::Assigned(w) => wit_resolver::IpChange::Assigned(workload_record(w)),
             IpChange::Released => wit_resolver::IpChange::Released,
         },
         event_time_ns: e.event_time_ns,
@@ -179,33 +182,69 @@ fn flow(f: &Flow) -> wit::Flow {
     }
 }
 
-fn attribution(a: &Attribution) -> wit::Attribution {
-    wit::Attribution {
-        workload: workload(&a.workload),
-        source: match a.source {
-            AttributionSource::Capture => wit::AttributionSource::Capture,
-            AttributionSource::Heartbeat => wit::AttributionSource::Heartbeat,
-            AttributionSource::Resolver => wit::AttributionSource::Resolver,
-        },
-        plugin: a.plugin.clone(),
-        valid: range(a.valid),
+/// Lists each distinct workload (by `Arc`) and plugin name of a batch once.
+#[derive(Default)]
+struct Dictionary {
+    workloads: Vec<wit::Workload>,
+    by_pointer: std::collections::HashMap<*const Workload, u32, rustc_hash::FxBuildHasher>,
+    plugins: Vec<String>,
+}
+
+impl Dictionary {
+    fn attribution(&mut self, a: &Attribution) -> wit::Attribution {
+        let next = self.workloads.len() as u32;
+        let workload = *self
+            .by_pointer
+            .entry(Arc::as_ptr(&a.workload))
+            .or_insert(next);
+        if workload == next {
+            self.workloads.push(workload_record(&a.workload));
+        }
+        let plugin = match self.plugins.iter().position(|p| *p == a.plugin) {
+            Some(i) => i as u32,
+            None => {
+                self.plugins.push(a.plugin.clone());
+                self.plugins.len() as u32 - 1
+            }
+        };
+        wit::Attribution {
+            workload,
+            source: match a.source {
+                AttributionSource::Capture => wit::AttributionSource::Capture,
+                AttributionSource::Heartbeat => wit::AttributionSource::Heartbeat,
+                AttributionSource::Resolver => wit::AttributionSource::Resolver,
+            },
+            plugin,
+            valid: range(a.valid),
+        }
+    }
+
+    fn side(&mut self, s: &Side) -> wit::Side {
+        match s {
+            Side::Attributed(a) => wit::Side::Attributed(self.attribution(a)),
+            Side::Unattributed(r) => wit::Side::Unattributed(reason(*r)),
+            Side::Pending => wit::Side::Pending,
+        }
     }
 }
 
-fn side(s: &Side) -> wit::Side {
-    match s {
-        Side::Attributed(a) => wit::Side::Attributed(attribution(a)),
-        Side::Unattributed(r) => wit::Side::Unattributed(reason(*r)),
-        Side::Pending => wit::Side::Pending,
-    }
-}
-
-pub fn attributed_flow(f: &AttributedFlow) -> wit::AttributedFlow {
-    wit::AttributedFlow {
-        flow: flow(&f.flow),
-        local: side(&f.local),
-        remote: side(&f.remote),
-        weight: f.weight,
+/// Attributed flows as one `flow-batch`: workloads and plugin names listed
+/// once, referred to by index.
+pub fn flow_batch(flows: &[AttributedFlow]) -> wit::FlowBatch {
+    let mut dict = Dictionary::default();
+    let flows = flows
+        .iter()
+        .map(|f| wit::AttributedFlow {
+            flow: flow(&f.flow),
+            local: dict.side(&f.local),
+            remote: dict.side(&f.remote),
+            weight: f.weight,
+        })
+        .collect();
+    wit::FlowBatch {
+        workloads: dict.workloads,
+        plugins: dict.plugins,
+        flows,
     }
 }
 

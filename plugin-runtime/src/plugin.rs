@@ -304,7 +304,7 @@ impl Plugin {
     /// One verdict per flow (policy plugins).
     pub fn decide(&self, flows: &[AttributedFlow]) -> Result<Vec<Verdict>, CallError> {
         self.expect_kind(PluginKind::Policy)?;
-        let input: Vec<_> = flows.iter().map(convert::attributed_flow).collect();
+        let input = convert::flow_batch(flows);
         let verdicts = self.call(flows.len(), |store, exports| match exports {
             Exports::Policy(b) => Ok(Ok(b.flowattr_plugin_policy().call_decide(store, &input)?)),
             _ => unreachable!("kind checked above"),
@@ -322,7 +322,7 @@ impl Plugin {
     /// Formats flows into output bytes (sink plugins).
     pub fn format(&self, flows: &[AttributedFlow]) -> Result<Vec<u8>, CallError> {
         self.expect_kind(PluginKind::Sink)?;
-        let input: Vec<_> = flows.iter().map(convert::attributed_flow).collect();
+        let input = convert::flow_batch(flows);
         self.call(flows.len(), |store, exports| match exports {
             Exports::Sink(b) => b.flowattr_plugin_sink().call_format(store, &input),
             _ => unreachable!("kind checked above"),

@@ -96,9 +96,9 @@ macro_rules! export_plugin {
     ($plugin:ty as policy) => {
         $crate::__export!($plugin, PolicyGuest, policy, __export_policy_world, {
             fn decide(
-                flows: Vec<$crate::__private::WitAttributedFlow>,
+                batch: $crate::__private::WitFlowBatch,
             ) -> Vec<$crate::__private::WitVerdict> {
-                $crate::__private::decide(&PLUGIN, flows)
+                $crate::__private::decide(&PLUGIN, batch)
             }
         });
     };
@@ -107,8 +107,8 @@ macro_rules! export_plugin {
             fn content_type() -> String {
                 $crate::__private::content_type(&PLUGIN)
             }
-            fn format(flows: Vec<$crate::__private::WitAttributedFlow>) -> Result<Vec<u8>, String> {
-                $crate::__private::format(&PLUGIN, flows)
+            fn format(batch: $crate::__private::WitFlowBatch) -> Result<Vec<u8>, String> {
+                $crate::__private::format(&PLUGIN, batch)
             }
         });
     };

@@ -174,30 +174,46 @@ fn flow(f: wit::Flow) -> Flow {
     }
 }
 
-fn side(s: wit::Side) -> Side {
-    match s {
+/// The flows of a `flow-batch`, each side's workload shared by `Arc` as
+/// the batch lists it once. The host builds the batch, so an index outside
+/// its lists is a host bug: the call traps with a message saying so.
+pub fn attributed_flows(batch: wit::FlowBatch) -> Vec<AttributedFlow> {
+    let workloads: Vec<std::sync::Arc<Workload>> = batch
+        .workloads
+        .into_iter()
+        .map(|w| std::sync::Arc::new(workload(w)))
+        .collect();
+    let plugins = batch.plugins;
+    let side = |s: wit::Side| match s {
         wit::Side::Attributed(a) => Side::Attributed(Attribution {
-            workload: std::sync::Arc::new(workload(a.workload)),
+            workload: workloads
+                .get(a.workload as usize)
+                .expect("flow-batch: workload index outside the batch's list")
+                .clone(),
             source: match a.source {
                 wit::AttributionSource::Capture => AttributionSource::Capture,
                 wit::AttributionSource::Heartbeat => AttributionSource::Heartbeat,
                 wit::AttributionSource::Resolver => AttributionSource::Resolver,
             },
-            plugin: a.plugin,
+            plugin: plugins
+                .get(a.plugin as usize)
+                .expect("flow-batch: plugin index outside the batch's list")
+                .clone(),
             valid: range(a.valid),
         }),
         wit::Side::Unattributed(r) => Side::Unattributed(reason(r)),
         wit::Side::Pending => Side::Pending,
-    }
-}
-
-pub fn attributed_flow(f: wit::AttributedFlow) -> AttributedFlow {
-    AttributedFlow {
-        flow: flow(f.flow),
-        local: side(f.local),
-        remote: side(f.remote),
-        weight: f.weight,
-    }
+    };
+    batch
+        .flows
+        .into_iter()
+        .map(|f| AttributedFlow {
+            flow: flow(f.flow),
+            local: side(f.local),
+            remote: side(f.remote),
+            weight: f.weight,
+        })
+        .collect()
 }
 
 pub fn wit_verdict(v: Verdict) -> WitVerdict {

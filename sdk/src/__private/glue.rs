@@ -5,9 +5,7 @@ use std::cell::RefCell;
 use std::thread::LocalKey;
 
 use super::convert;
-use super::{
-    WitAnswers, WitAttributedFlow, WitIpEvent, WitLocalQueries, WitResolveQueries, WitVerdict,
-};
+use super::{WitAnswers, WitFlowBatch, WitIpEvent, WitLocalQueries, WitResolveQueries, WitVerdict};
 use crate::kinds::Plugin;
 use crate::{IdentityPlugin, PolicyPlugin, ResolverPlugin, SinkPlugin};
 
@@ -54,11 +52,8 @@ pub fn resolve<P: ResolverPlugin>(
     convert::wit_answers(with_plugin(slot, |p| p.resolve(&queries)))
 }
 
-pub fn decide<P: PolicyPlugin>(
-    slot: &'static Slot<P>,
-    flows: Vec<WitAttributedFlow>,
-) -> Vec<WitVerdict> {
-    let flows: Vec<_> = flows.into_iter().map(convert::attributed_flow).collect();
+pub fn decide<P: PolicyPlugin>(slot: &'static Slot<P>, batch: WitFlowBatch) -> Vec<WitVerdict> {
+    let flows = convert::attributed_flows(batch);
     with_plugin(slot, |p| p.decide(&flows))
         .into_iter()
         .map(convert::wit_verdict)
@@ -71,8 +66,8 @@ pub fn content_type<P: SinkPlugin>(slot: &'static Slot<P>) -> String {
 
 pub fn format<P: SinkPlugin>(
     slot: &'static Slot<P>,
-    flows: Vec<WitAttributedFlow>,
+    batch: WitFlowBatch,
 ) -> Result<Vec<u8>, String> {
-    let flows: Vec<_> = flows.into_iter().map(convert::attributed_flow).collect();
+    let flows = convert::attributed_flows(batch);
     with_plugin(slot, |p| p.format(&flows))
 }

@@ -10,7 +10,7 @@ pub use bindings::identity::exports::flowattr::plugin::identity::{
     Guest as IdentityGuest, LocalQueries as WitLocalQueries,
 };
 pub use bindings::identity::flowattr::plugin::types::{
-    Answers as WitAnswers, AttributedFlow as WitAttributedFlow,
+    Answers as WitAnswers, FlowBatch as WitFlowBatch,
 };
 pub use bindings::policy::exports::flowattr::plugin::policy::{
     Guest as PolicyGuest, Verdict as WitVerdict,
