@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use flowattr_model::{AttributedFlow, Verdict};
 use crate::Plugin;
+use flowattr_model::{AttributedFlow, Verdict};
 
 /// One policy in the chain. [`Plugin`] is the real one.
 pub trait PolicySource {
