@@ -303,6 +303,61 @@ fn a_collector_started_later_warms_up_from_the_history() {
 }
 
 #[test]
+fn the_warm_up_reads_only_its_window() {
+    let broker = Broker::start();
+    broker.create_topic("ownership", 3);
+    let mut ta = table();
+    let mut a = sharing(&broker, "ownership", "collector-a");
+    a.warm_up(WAIT).unwrap();
+    // Two messages for one address (so one partition), 1.5 s apart.
+    let now = now_ns();
+    let old = Arc::new(Workload::with_id("old"));
+    ta.heartbeat(
+        ip("10.5.0.1"),
+        &old,
+        TimeRange::new(now - 120 * S, now - 100 * S),
+        "agent-a",
+        now,
+    );
+    a.publish(&ta.drain_changes());
+    std::thread::sleep(Duration::from_millis(1500));
+    let now = now_ns();
+    let new = Arc::new(Workload::with_id("new"));
+    ta.heartbeat(
+        ip("10.5.0.1"),
+        &new,
+        TimeRange::new(now - 60 * S, now - 30 * S),
+        "agent-a",
+        now,
+    );
+    a.publish(&ta.drain_changes());
+    wait_until("A's two messages are delivered", WAIT, &broker, || {
+        done_or(a.counters().delivered == 2, &[("a", &a)])
+    });
+
+    let ids = |history: Vec<RangeUpdate>| -> Vec<String> {
+        history.iter().map(|u| u.workload.id.clone()).collect()
+    };
+    let narrow = SharingConfig {
+        partitions: 3,
+        warmup_window: Duration::from_secs(1),
+        ..SharingConfig::new(broker.address(), "ownership")
+    };
+    let mut c = KafkaSharing::new(narrow, "collector-c").unwrap();
+    assert_eq!(
+        ids(c.warm_up(WAIT).unwrap()),
+        ["new"],
+        "only the last second is read"
+    );
+    let mut d = sharing(&broker, "ownership", "collector-d");
+    assert_eq!(
+        ids(d.warm_up(WAIT).unwrap()),
+        ["old", "new"],
+        "the default window reads both"
+    );
+}
+
+#[test]
 fn malformed_messages_are_counted_and_never_applied() {
     let broker = Broker::start();
     broker.create_topic("ownership", 3);

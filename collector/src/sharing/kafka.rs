@@ -291,3 +291,90 @@ impl From<KafkaError> for SharingError {
         SharingError::Client(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use flowattr_model::{TimeRange, Workload};
+
+    use super::*;
+
+    /// A port nothing listens on.
+    fn unreachable(queue: usize) -> KafkaSharing {
+        let config = SharingConfig {
+            publish_queue_messages: queue,
+            ..SharingConfig::new("127.0.0.1:1", "ownership")
+        };
+        KafkaSharing::new(config, "collector-a").unwrap()
+    }
+
+    fn updates(n: u8) -> Vec<RangeUpdate> {
+        let w = Arc::new(Workload::with_id("w"));
+        (1..=n)
+            .map(|i| RangeUpdate {
+                ip: format!("10.0.0.{i}").parse().unwrap(),
+                workload: w.clone(),
+                range: TimeRange::new(1, 2),
+                claimant: "agent".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn without_a_broker_updates_are_kept_up_to_the_bound_and_the_rest_counted() {
+        let sharing = unreachable(3);
+        let started = Instant::now();
+        let report = sharing.publish(&updates(5));
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert_eq!(
+            report,
+            Published {
+                messages: 0,
+                kept: 3,
+                refused: 2
+            }
+        );
+        let c = sharing.counters();
+        assert_eq!((c.requeued, c.requeue_waiting), (3, 3), "{c:?}");
+        assert_eq!((c.queue_full, c.publish_errors), (2, 2), "{c:?}");
+    }
+
+    #[test]
+    fn without_a_broker_warm_up_times_out_and_poll_returns_at_once() {
+        let mut sharing = unreachable(10);
+        let err = sharing.warm_up(Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(err, SharingError::WarmUpTimedOut { .. }), "{err}");
+        assert!(!sharing.is_warmed_up());
+        let started = Instant::now();
+        assert!(sharing.poll(10, Duration::from_millis(50)).is_empty());
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        let bad = |f: fn(&mut SharingConfig)| {
+            let mut c = SharingConfig::new("127.0.0.1:1", "t");
+            f(&mut c);
+            KafkaSharing::new(c, "a").err()
+        };
+        assert!(matches!(
+            bad(|c| c.brokers.clear()),
+            Some(SharingError::Config(_))
+        ));
+        assert!(matches!(
+            bad(|c| c.topic.clear()),
+            Some(SharingError::Config(_))
+        ));
+        assert!(matches!(
+            bad(|c| c.partitions = 0),
+            Some(SharingError::Config(_))
+        ));
+        assert!(matches!(
+            bad(|c| c.inbound_queue = 0),
+            Some(SharingError::Config(_))
+        ));
+        let empty_name = KafkaSharing::new(SharingConfig::new("127.0.0.1:1", "t"), "");
+        assert!(matches!(empty_name, Err(SharingError::Config(_))));
+    }
+}
