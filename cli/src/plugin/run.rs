@@ -95,11 +95,16 @@ pub fn run(
             for _ in 0..repeat {
                 bytes = plugin.format(&fixture.flows)?;
             }
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            (
-                fixture.flows.len(),
-                vec![json!({"content_type": plugin.content_type()?, "output": text})],
-            )
+            // Text formats print as text; binary ones (columnar) as hex.
+            let output = match String::from_utf8(bytes) {
+                Ok(text) => json!({"content_type": plugin.content_type()?, "output": text}),
+                Err(e) => json!({
+                    "content_type": plugin.content_type()?,
+                    "bytes": e.as_bytes().len(),
+                    "output_hex": hex::encode(e.as_bytes()),
+                }),
+            };
+            (fixture.flows.len(), vec![output])
         }
     };
     let wall = started.elapsed();
