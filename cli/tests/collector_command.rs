@@ -123,7 +123,7 @@ fn a_killed_collector_restarts_and_loses_no_batch() {
     // batch's count.
     let duplicated = counts.values().filter(|&&n| n > 1).count();
     assert!(
-        duplicated as u64 % FLOWS == 0,
+        (duplicated as u64).is_multiple_of(FLOWS),
         "{duplicated} duplicated flows: not whole batches"
     );
 }

@@ -19,7 +19,7 @@ pub struct CollectorConfig {
     /// The journal of accepted batches and the forwarding spools.
     pub data_dir: PathBuf,
     /// How long flows wait for their remote side's heartbeats.
-    #[serde(deserialize_with = "duration")]
+    #[serde(with = "flowattr_daemon::config::duration")]
     pub hold: Duration,
     /// Flows held at most; beyond it no batch is accepted until some leave.
     pub max_held_flows: usize,
@@ -94,12 +94,12 @@ impl Default for TlsConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OwnershipSection {
-    #[serde(deserialize_with = "duration")]
+    #[serde(with = "flowattr_daemon::config::duration")]
     pub merge_gap: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(with = "flowattr_daemon::config::duration")]
     pub expire_after: Duration,
     pub max_ranges: usize,
-    #[serde(deserialize_with = "duration")]
+    #[serde(with = "flowattr_daemon::config::duration")]
     pub max_skew: Duration,
 }
 
@@ -208,7 +208,10 @@ pub enum OutputSection {
         prefix: String,
         #[serde(default = "default_rotate_bytes")]
         rotate_bytes: u64,
-        #[serde(default = "default_rotate_after", deserialize_with = "duration")]
+        #[serde(
+            default = "default_rotate_after",
+            with = "flowattr_daemon::config::duration"
+        )]
         rotate_after: Duration,
         #[serde(default = "default_keep_files")]
         keep_files: usize,
@@ -249,40 +252,19 @@ impl Default for MetricsSection {
     }
 }
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+pub use flowattr_daemon::config::ConfigError;
 
 impl CollectorConfig {
     /// Parses a configuration; errors name the key.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
-        let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            format!("{path}: {}", e.into_inner().message())
-        })?;
+        let config: Self = flowattr_daemon::config::parse(text)?;
         config.check()?;
         Ok(config)
     }
 
     /// Reads and parses `path`.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })
+        flowattr_daemon::config::load(path, Self::parse)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -293,11 +275,14 @@ impl CollectorConfig {
             );
         }
         if self.outputs.is_empty() {
-            return Err("outputs: at least one output is needed".into());
+            return Err("at `outputs`: at least one output is needed".into());
         }
         for r in &self.regions {
             if r.collectors.is_empty() {
-                return Err(format!("regions.{}: no collectors to forward to", r.name));
+                return Err(format!(
+                    "at `regions` ({}): no collectors to forward to",
+                    r.name
+                ));
             }
         }
         Ok(())
@@ -312,13 +297,8 @@ fn host_name() -> String {
         .unwrap_or_else(|| "collector".into())
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-}
-
 fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration(d).map(Some)
+    flowattr_daemon::config::duration::deserialize(d).map(Some)
 }
 
 fn prefixes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Prefix>, D::Error> {
@@ -372,11 +352,11 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let e = CollectorConfig::parse("hold = \"soon\"").unwrap_err();
-        assert!(e.starts_with("hold"), "{e}");
+        assert!(e.starts_with("at `hold`"), "{e}");
         let e = CollectorConfig::parse("[claims]\nagent-a = [\"10.0.0.1/8\"]").unwrap_err();
         assert!(e.contains("claims") && e.contains("host bits"), "{e}");
         let e = CollectorConfig::parse("[[outputs]]\ntype = \"ftp\"").unwrap_err();
-        assert!(e.starts_with("outputs"), "{e}");
+        assert!(e.starts_with("at `outputs"), "{e}");
         let e = CollectorConfig::parse("unknown = 1").unwrap_err();
         assert!(e.contains("unknown"), "{e}");
     }

@@ -277,50 +277,8 @@ impl CollectorMetrics {
     /// CLI): the sum over every series of `name` whose labels include all
     /// of `labels`.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        metric_sum(&self.render(), name, labels)
+        flowattr_daemon::metrics::metric_sum(&self.render(), name, labels)
     }
-}
-
-/// Sums the samples of `name` (with or without `_total`) in Prometheus text
-/// whose labels include every `labels` pair.
-pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-            let metric = metric.strip_suffix("_total").unwrap_or(metric);
-            (metric == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
-/// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<CollectorMetrics>,
-) -> std::io::Result<()> {
-    use axum::{Router, http::header, routing::get};
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app).await
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::{
     config::{Claim, CollectorConfig, OutputSection},
     core::{Arrival, Core, CoreParts, CoreSettings, Decision, Forwarder, Input, Sharing},
     journal::Journal,
-    metrics::{self, CollectorMetrics},
+    metrics::CollectorMetrics,
     output::{FileOutput, FileOutputConfig, Output, Outputs, StdoutOutput, kafka::KafkaOutput},
     ownership::{OwnershipTable, RangeUpdate},
     remote::Regions,
@@ -193,7 +193,13 @@ impl Collector {
                 .await
                 .with_context(|| format!("metrics endpoint {}", config.metrics.listen))?;
             tracing::info!(address = %config.metrics.listen, "serving metrics");
-            Some(tokio::spawn(metrics::serve(listener, metrics.clone())))
+            {
+                let m = metrics.clone();
+                Some(tokio::spawn(flowattr_daemon::metrics::serve(
+                    listener,
+                    Arc::new(move || m.render()),
+                )))
+            }
         } else {
             None
         };
@@ -290,7 +296,10 @@ async fn pump_deliveries(
         // The core's queue is bounded: waiting here stops the receiver,
         // which stops reading, which slows the agents.
         let inputs = inputs.clone();
-        let sent = tokio::task::spawn_blocking(move || inputs.send(Input::Arrival(arrival))).await;
+        let sent = tokio::task::spawn_blocking(move || {
+            inputs.send(Input::Arrival(arrival)).map_err(|_| ())
+        })
+        .await;
         if !matches!(sent, Ok(Ok(()))) {
             break;
         }

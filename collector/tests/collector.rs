@@ -413,7 +413,9 @@ async fn the_legacy_resolver_answers_only_for_addresses_the_table_does_not_know(
     use flowattr_model::{IpChange, IpEvent, Workload};
     let fleet = Fleet::new();
     fleet.add_plugin("sonar-legacy");
-    let collector = Collector::start(fleet.collector_config("collector-1")).await.unwrap();
+    let collector = Collector::start(fleet.collector_config("collector-1"))
+        .await
+        .unwrap();
     let addr = collector.local_addr();
     let t = now_ns() - 300 * S;
     // The legacy stream knows a load balancer, and (stale) names an owner
@@ -425,12 +427,19 @@ async fn the_legacy_resolver_answers_only_for_addresses_the_table_does_not_know(
         arrival_time_ns: t - 600 * S,
     };
     collector
-        .ip_events(vec![event("10.5.0.1", "lb-frontend"), event("10.2.0.7", "stale-owner")])
+        .ip_events(vec![
+            event("10.5.0.1", "lb-frontend"),
+            event("10.2.0.7", "stale-owner"),
+        ])
         .unwrap();
     let b = fleet.agent("agent-b", &[addr]);
     ship_all(
         &b,
-        &[batch("agent-b", 0, vec![flow("10.2.0.7:5432", &workload("db-1"), "10.1.0.5:1", t)])],
+        &[batch(
+            "agent-b",
+            0,
+            vec![flow("10.2.0.7:5432", &workload("db-1"), "10.1.0.5:1", t)],
+        )],
     )
     .await;
     let a = fleet.agent("agent-a", &[addr]);
@@ -480,13 +489,23 @@ async fn an_output_that_is_down_queues_reports_and_catches_up() {
     let a = fleet.agent("agent-a", &[collector.local_addr()]);
     let t = now_ns() - 100 * S;
     let flows = (0..50)
-        .map(|i| flow(&format!("10.1.0.5:{}", 1200 + i), &workload("api-1"), "10.2.0.7:1", t))
+        .map(|i| {
+            flow(
+                &format!("10.1.0.5:{}", 1200 + i),
+                &workload("api-1"),
+                "10.2.0.7:1",
+                t,
+            )
+        })
         .collect();
     ship_all(&a, &[batch("agent-a", 0, flows)]).await;
     let m = collector.metrics();
     let deadline = std::time::Instant::now() + WAIT;
     while m.value("flowattr_collector_output_queued_bytes", &[]) == 0.0 {
-        assert!(std::time::Instant::now() < deadline, "the output failure was not reported");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the output failure was not reported"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(m.value("flowattr_collector_output_up", &[]), 0.0);

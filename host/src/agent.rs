@@ -27,7 +27,7 @@ use crate::{
     batcher::Batcher,
     capture::{Capture, WallClock, decode},
     config::AgentConfig,
-    metrics::{self, AgentMetrics},
+    metrics::AgentMetrics,
     output::{JsonLinesOutput, Output, QuicOutput},
     policy::{self, PolicyDrop},
 };
@@ -82,9 +82,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             .await
             .with_context(|| format!("metrics endpoint {}", config.metrics.listen))?;
         tracing::info!(address = %config.metrics.listen, "serving metrics");
-        Some(AbortOnDrop(tokio::spawn(metrics::serve(
+        let m = metrics.clone();
+        Some(AbortOnDrop(tokio::spawn(flowattr_daemon::metrics::serve(
             listener,
-            metrics.clone(),
+            Arc::new(move || m.render()),
         ))))
     } else {
         None

@@ -53,11 +53,11 @@ pub struct CaptureConfig {
     pub ring_buffer_bytes: u32,
     /// A live connection is reported at least this often ("0s": only at
     /// close).
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "flowattr_daemon::config::duration")]
     pub report_interval: Duration,
     /// The ring buffer is read at most this often, so records are taken in
     /// bursts rather than one wakeup each.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "flowattr_daemon::config::duration")]
     pub poll_interval: Duration,
 }
 
@@ -130,7 +130,7 @@ pub struct BatchConfig {
     pub max_flows: usize,
     /// A batch is closed this long after its first flow at the latest
     /// (checked every 100 ms).
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "flowattr_daemon::config::duration")]
     pub max_age: Duration,
 }
 
@@ -171,38 +171,19 @@ impl Default for MetricsConfig {
     }
 }
 
-/// A configuration file that could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+pub use flowattr_daemon::config::ConfigError;
 
 impl AgentConfig {
     /// Parses `text`; errors name the offending key.
     pub fn parse(text: &str) -> Result<AgentConfig, String> {
-        let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
-        let config: AgentConfig = serde_path_to_error::deserialize(de)
-            .map_err(|e| format!("at `{}`: {}", e.path(), e.inner()))?;
+        let config: AgentConfig = flowattr_daemon::config::parse(text)?;
         config.check()?;
         Ok(config)
     }
 
     /// Reads and parses the file at `path`.
     pub fn load(path: &std::path::Path) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })
+        flowattr_daemon::config::load(path, Self::parse)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -234,18 +215,6 @@ fn host_name() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
-}
-
-/// Durations as humantime strings ("60s", "500ms").
-pub(crate) mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]

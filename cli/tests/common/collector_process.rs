@@ -112,7 +112,7 @@ impl CollectorProcess {
         write!(s, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.metrics).unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
-        flowattr_collector::metrics::metric_sum(&text, "flowattr_collector_flows_out", &[]) as u64
+        flowattr_daemon::metrics::metric_sum(&text, "flowattr_collector_flows_out", &[]) as u64
     }
 
     pub fn wait_flows(&self, n: u64, within: Duration) {

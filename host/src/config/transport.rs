@@ -6,8 +6,6 @@ use std::{path::PathBuf, time::Duration};
 use flowattr_transport::{CollectorAddr, ShipperConfig, tls::TlsFiles};
 use serde::{Deserialize, Deserializer};
 
-use super::humantime_serde_compat;
-
 /// `[transport]`: where batches go and how they wait on disk until a
 /// collector acknowledges them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -34,20 +32,23 @@ pub struct TransportConfig {
     #[serde(default = "max_in_flight")]
     pub max_in_flight: usize,
     /// First delay after a failure, doubling up to `retry_max`.
-    #[serde(default = "retry_min", with = "humantime_serde_compat")]
+    #[serde(default = "retry_min", with = "flowattr_daemon::config::duration")]
     pub retry_min: Duration,
-    #[serde(default = "retry_max", with = "humantime_serde_compat")]
+    #[serde(default = "retry_max", with = "flowattr_daemon::config::duration")]
     pub retry_max: Duration,
     /// A connection attempt fails after this.
-    #[serde(default = "connect_timeout", with = "humantime_serde_compat")]
+    #[serde(
+        default = "connect_timeout",
+        with = "flowattr_daemon::config::duration"
+    )]
     pub connect_timeout: Duration,
     /// A batch not acknowledged within this is sent again, and the
     /// collector failed over.
-    #[serde(default = "ack_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "ack_timeout", with = "flowattr_daemon::config::duration")]
     pub ack_timeout: Duration,
     /// At shutdown, spooled batches are sent for at most this long; the
     /// rest wait for the next start.
-    #[serde(default = "shutdown_flush", with = "humantime_serde_compat")]
+    #[serde(default = "shutdown_flush", with = "flowattr_daemon::config::duration")]
     pub shutdown_flush: Duration,
 }
 

@@ -1,0 +1,61 @@
+//! The Prometheus endpoint, and reading its text back (tests, benchmarks).
+
+use std::sync::Arc;
+
+/// Serves `GET /metrics` on `listener` with what `render` returns (the
+/// OpenMetrics text), until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+) -> std::io::Result<()> {
+    use axum::{Router, http::header, routing::get};
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let render = render.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app).await
+}
+
+/// Sums the samples of `name` (with or without `_total`) in Prometheus text
+/// whose labels include every `labels` pair.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            let metric = metric.strip_suffix("_total").unwrap_or(metric);
+            (metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_matching_series() {
+        let text = "# HELP x_total X\nx_total{a=\"1\",b=\"2\"} 3\nx_total{a=\"1\",b=\"3\"} 4\nx_total{a=\"2\"} 10\ny 7\n# EOF\n";
+        assert_eq!(metric_sum(text, "x", &[("a", "1")]), 7.0);
+        assert_eq!(metric_sum(text, "x", &[]), 17.0);
+        assert_eq!(metric_sum(text, "x", &[("b", "3")]), 4.0);
+        assert_eq!(metric_sum(text, "y", &[]), 7.0);
+        assert_eq!(metric_sum(text, "z", &[]), 0.0);
+    }
+}
