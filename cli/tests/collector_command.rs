@@ -48,7 +48,7 @@ fn batch(seq: u64, now: u64) -> FlowBatch {
 #[test]
 fn a_killed_collector_restarts_and_loses_no_batch() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut collector = CollectorProcess::start(tmp.path(), &["agent-a"], "2s");
+    let mut collector = CollectorProcess::start(tmp.path(), &["agent-a"], "2s", "jsonl-sink");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

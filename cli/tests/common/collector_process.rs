@@ -22,16 +22,20 @@ pub struct CollectorProcess {
 }
 
 impl CollectorProcess {
-    /// Writes a PKI for `agents` (who may claim any address), installs the
-    /// sink, and starts a collector holding flows for `hold`.
-    pub fn start(dir: &Path, agents: &[&str], hold: &str) -> Self {
+    /// Writes a PKI for `agents` (who may claim any address), installs
+    /// `sink` (a bundled sink plugin's crate name), and starts a collector
+    /// holding flows for `hold`.
+    pub fn start(dir: &Path, agents: &[&str], hold: &str, sink: &str) -> Self {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         certs::generate_dev_pki(&dir.join("pki"), &["collector"], agents).unwrap();
         let status = Command::new(bin())
             .args(["plugin", "install"])
-            .arg(workspace.join("target/wasm32-wasip2/release/jsonl_sink.wasm"))
+            .arg(workspace.join(format!(
+                "target/wasm32-wasip2/release/{}.wasm",
+                sink.replace('-', "_")
+            )))
             .arg("--manifest")
-            .arg(workspace.join("plugins/jsonl-sink/jsonl-sink.toml"))
+            .arg(workspace.join(format!("plugins/{sink}/{sink}.toml")))
             .arg("--dir")
             .arg(dir.join("plugins"))
             .stdout(Stdio::null())
@@ -52,7 +56,7 @@ impl CollectorProcess {
             "name = \"collector\"\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\nhold = \"{hold}\"\n\
              [tls]\nca = \"{pki}/ca.pem\"\ncert = \"{pki}/collector.pem\"\nkey = \"{pki}/collector.key\"\n\
              [claims]\n{claims}\
-             [plugins]\ndirectory = \"{plugins}\"\ncache_dir = \"{cache}\"\nwatch = false\n\
+             [plugins]\ndirectory = \"{plugins}\"\ncache_dir = \"{cache}\"\nwatch = false\nsink = \"{sink}\"\n\
              [[outputs]]\ntype = \"file\"\ndir = \"{out}\"\n\
              [metrics]\nlisten = \"{metrics}\"\n",
             data = dir.join("data").display(),
@@ -125,6 +129,17 @@ impl CollectorProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Bytes in the output directory.
+    pub fn output_bytes(&self) -> u64 {
+        std::fs::read_dir(self.dir.join("out"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// Every flow line written to the output files so far (all runs).
