@@ -22,25 +22,26 @@
 //! 4. **Written out.** When every output has taken a batch's flows, its
 //!    journal entry is replaced by a line in the written-out log.
 
+mod arrival;
+mod release;
+
 use std::{
     collections::{HashSet, VecDeque},
     sync::{Arc, mpsc},
     time::Duration,
 };
 
-use flowattr_model::{
-    AttributedFlow, BatchId, FlowBatch, IpEvent, Side, TimeRange, UnattributedReason,
-};
-use flowattr_plugin_runtime::{Plugin, PluginDirectory, manifest::Mode, policy};
+use flowattr_model::{AttributedFlow, BatchId, FlowBatch, IpEvent};
+use flowattr_plugin_runtime::PluginDirectory;
 
 use crate::{
     dedupe::RecentBatches,
-    hold::{HoldQueue, Released},
-    journal::{Journal, Recovered},
+    hold::HoldQueue,
+    journal::Journal,
     metrics::CollectorMetrics,
     output::Outputs,
     ownership::{OwnershipTable, RangeUpdate},
-    remote::{Regions, attribute_remote},
+    remote::Regions,
 };
 
 /// What the core decided about an arriving batch.
@@ -180,39 +181,6 @@ impl Core {
         }
     }
 
-    /// Takes back what an earlier run journaled: written-out ids are
-    /// remembered as duplicates, pending batches are held again (their
-    /// heartbeats replayed). `decode` turns journaled bytes into a batch and
-    /// the sender's name.
-    pub fn recover(
-        &mut self,
-        recovered: Recovered,
-        decode: impl Fn(&[u8]) -> Result<(String, FlowBatch), String>,
-    ) {
-        for id in recovered.emitted {
-            self.recent.insert(id);
-        }
-        for path in &recovered.unreadable {
-            tracing::error!(path = %path.display(), "journal entry unreadable; left in place");
-            self.metrics.count_drop("journal_unreadable", 1);
-        }
-        let now = (self.clock)();
-        for (id, bytes) in recovered.pending {
-            match decode(&bytes) {
-                Ok((peer, batch)) if batch.id() == id => {
-                    self.recent.insert(id);
-                    self.journaled += 1;
-                    self.take(&peer, batch, now);
-                }
-                Ok(_) | Err(_) => {
-                    tracing::error!(%id, "journal entry does not decode; left in place");
-                    self.metrics.count_drop("journal_unreadable", 1);
-                }
-            }
-        }
-        self.update_gauges();
-    }
-
     /// Runs until every sender of `inputs` is gone. What it still holds
     /// stays journaled for the next start (attributed then, after its hold,
     /// rather than early now).
@@ -258,69 +226,6 @@ impl Core {
 
     fn is_full(&self) -> bool {
         self.hold.is_full() || self.outputs.is_full()
-    }
-
-    fn arrive(&mut self, arrival: Arrival) {
-        let Arrival {
-            peer,
-            batch,
-            encoded,
-            reply,
-        } = arrival;
-        let id = batch.id();
-        let agent_labels = vec![("agent", peer.clone())];
-        let count = |outcome: &str| {
-            let mut labels = agent_labels.clone();
-            labels.push(("outcome", outcome.to_owned()));
-            self.metrics.batches.get_or_create(&labels).inc();
-        };
-        if batch.agent != peer {
-            count("rejected");
-            reply(Decision::Rejected(format!(
-                "batch names agent {:?} but the certificate is {peer:?}",
-                batch.agent
-            )));
-            return;
-        }
-        if self.recent.contains(&id) {
-            count("duplicate");
-            reply(Decision::Duplicate);
-            return;
-        }
-        if let Err(e) = self.journal.append(&id, &encoded) {
-            // Not acknowledged: the agent keeps it and sends it again.
-            tracing::error!(%id, error = %e, "journal write failed; batch not acknowledged");
-            count("journal_failed");
-            return;
-        }
-        count("accepted");
-        self.journaled += 1;
-        self.metrics
-            .flows_in
-            .get_or_create(&agent_labels)
-            .inc_by(batch.flows.len() as u64);
-        self.recent.insert(id);
-        let now = (self.clock)();
-        self.take(&peer, batch, now);
-        reply(Decision::Accepted);
-    }
-
-    /// Heartbeats and hold for a batch the collector is responsible for.
-    fn take(&mut self, peer: &str, batch: FlowBatch, now: u64) {
-        let forwarded = self.settings.forward_peers.contains(peer);
-        if !forwarded {
-            let beats = batch.flows.iter().filter_map(|f| match &f.local {
-                Side::Attributed(a) => Some((
-                    f.flow.local.ip(),
-                    &a.workload,
-                    TimeRange::new(f.flow.start_ns, f.flow.end_ns.max(f.flow.start_ns + 1)),
-                )),
-                _ => None,
-            });
-            let counts = self.table.heartbeats(peer, beats, now);
-            self.metrics.count_ownership(&counts);
-        }
-        self.hold.push(batch, forwarded, now);
     }
 
     /// Releases, attributes and writes out what is due; publishes changes;
@@ -390,175 +295,6 @@ impl Core {
     /// The core's clock, now.
     pub fn now_ns(&self) -> u64 {
         (self.clock)()
-    }
-
-    fn write_out(&mut self, released: Vec<Released>, now: u64) {
-        let resolvers = self.resolvers();
-        let mut kept = Vec::new();
-        let mut ids = Vec::new();
-        for Released {
-            mut batch,
-            forwarded,
-        } in released
-        {
-            ids.push(batch.id());
-            let pass = attribute_remote(
-                &mut batch.flows,
-                !forwarded,
-                &self.table,
-                &self.regions,
-                &resolvers,
-                now,
-            );
-            self.metrics
-                .count_remote(&pass.counts, |r| self.regions.name(r).to_owned());
-            let mut flows = batch.flows;
-            if !pass.forward.is_empty() {
-                let mut by_region: Vec<Vec<AttributedFlow>> = vec![Vec::new(); self.regions.len()];
-                let forward: HashSet<usize> = pass.forward.iter().map(|&(i, _)| i).collect();
-                let mut rest = Vec::with_capacity(flows.len());
-                for (i, flow) in flows.into_iter().enumerate() {
-                    if forward.contains(&i) {
-                        let region = pass
-                            .forward
-                            .iter()
-                            .find(|&&(j, _)| j == i)
-                            .expect("listed")
-                            .1;
-                        by_region[region].push(flow);
-                    } else {
-                        rest.push(flow);
-                    }
-                }
-                for (region, flows) in by_region.into_iter().enumerate() {
-                    if !flows.is_empty() {
-                        rest.extend(self.forward(region, flows, now));
-                    }
-                }
-                flows = rest;
-            }
-            kept.extend(flows);
-        }
-        let policies = self
-            .plugins
-            .chain(flowattr_plugin_runtime::manifest::PluginKind::Policy);
-        let policies: Vec<_> = policies
-            .into_iter()
-            .filter(|p| p.manifest().mode == Mode::Active)
-            .collect();
-        let metrics = &self.metrics;
-        let kept = policy::apply(kept, &policies, |plugin, why, n| {
-            let reason = match why {
-                policy::PolicyDrop::Dropped => format!("policy:{plugin}"),
-                policy::PolicyDrop::Failed => format!("policy_failed:{plugin}"),
-            };
-            metrics.count_drop(&reason, n);
-        });
-        if let Err(back) = self.format(kept, ids) {
-            self.metrics.sink_failures.inc();
-            self.unformatted.push_back(back);
-        }
-    }
-
-    /// Sends `flows` to `region`'s collectors; gives back what could not be
-    /// handed over, with its remote side unattributed.
-    fn forward(
-        &mut self,
-        region: usize,
-        flows: Vec<AttributedFlow>,
-        now: u64,
-    ) -> Vec<AttributedFlow> {
-        let batch = FlowBatch {
-            agent: self.settings.name.clone(),
-            incarnation: self.settings.incarnation,
-            seq: self.forward_seq,
-            created_ns: now,
-            flows,
-        };
-        self.forward_seq += 1;
-        let n = batch.flows.len() as u64;
-        match self.forwarders[region].forward(batch.clone()) {
-            Ok(()) => Vec::new(),
-            Err(error) => {
-                tracing::warn!(region = self.regions.name(region), %error, "forwarding failed; written out here unattributed");
-                self.metrics
-                    .remote
-                    .get_or_create(&vec![
-                        ("outcome", "forward_failed".into()),
-                        ("region", self.regions.name(region).to_owned()),
-                    ])
-                    .inc_by(n);
-                let mut flows = batch.flows;
-                for f in &mut flows {
-                    f.remote = Side::Unattributed(UnattributedReason::SourceUnavailable);
-                }
-                flows
-            }
-        }
-    }
-
-    /// Formats `flows` with the sink plugin into chunks for the outputs;
-    /// gives them back when the sink is missing or fails.
-    fn format(&mut self, flows: Vec<AttributedFlow>, ids: Vec<BatchId>) -> Result<(), Unformatted> {
-        if flows.is_empty() {
-            self.outputs.push_empty(ids);
-            return Ok(());
-        }
-        let Some(sink) = self.plugins.get(&self.settings.sink) else {
-            tracing::error!(sink = %self.settings.sink, "sink plugin not loaded; holding flows");
-            return Err((flows, ids));
-        };
-        let mut chunks = Vec::new();
-        for part in flows.chunks(self.settings.sink_batch.max(1)) {
-            match sink.format(part) {
-                Ok(bytes) => chunks.push((bytes, part.len())),
-                Err(error) => {
-                    tracing::error!(sink = %self.settings.sink, %error, "sink plugin failed; retrying next tick");
-                    return Err((flows, ids));
-                }
-            }
-        }
-        let last = chunks.len() - 1;
-        let mut ids = Some(ids);
-        for (i, (bytes, n)) in chunks.into_iter().enumerate() {
-            self.metrics.flows_out.inc_by(n as u64);
-            // A batch is written out with the last chunk of its pass.
-            let batches = if i == last {
-                ids.take().unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            self.outputs.push(bytes, batches);
-        }
-        Ok(())
-    }
-
-    fn retry_unformatted(&mut self) {
-        while let Some((flows, ids)) = self.unformatted.pop_front() {
-            if let Err(back) = self.format(flows, ids) {
-                self.unformatted.push_front(back);
-                break;
-            }
-        }
-    }
-
-    fn finish_written(&mut self) {
-        let done = self.outputs.pump();
-        self.journaled -= done.len().min(self.journaled);
-        if !done.is_empty()
-            && let Err(e) = self.journal.written_out(&done)
-        {
-            tracing::error!(error = %e, "recording written-out batches failed");
-        }
-        self.metrics.set_outputs(&self.outputs.status());
-    }
-
-    fn resolvers(&self) -> Vec<Arc<Plugin>> {
-        self.plugins
-            .chain(flowattr_plugin_runtime::manifest::PluginKind::Resolver)
-            .into_iter()
-            .filter(|p| p.manifest().mode == Mode::Active)
-            .collect()
     }
 
     fn update_gauges(&self) {

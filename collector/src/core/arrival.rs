@@ -1,0 +1,105 @@
+//! Arrivals: dedupe, journal, heartbeats, hold, acknowledgement; and the
+//! journal's replay at start.
+
+use flowattr_model::{FlowBatch, Side, TimeRange};
+
+use super::{Arrival, Core, Decision};
+use crate::journal::Recovered;
+
+impl Core {
+    /// Takes back what an earlier run journaled: written-out ids are
+    /// remembered as duplicates, pending batches are held again (their
+    /// heartbeats replayed). `decode` turns journaled bytes into a batch and
+    /// the sender's name.
+    pub fn recover(
+        &mut self,
+        recovered: Recovered,
+        decode: impl Fn(&[u8]) -> Result<(String, FlowBatch), String>,
+    ) {
+        for id in recovered.emitted {
+            self.recent.insert(id);
+        }
+        for path in &recovered.unreadable {
+            tracing::error!(path = %path.display(), "journal entry unreadable; left in place");
+            self.metrics.count_drop("journal_unreadable", 1);
+        }
+        let now = (self.clock)();
+        for (id, bytes) in recovered.pending {
+            match decode(&bytes) {
+                Ok((peer, batch)) if batch.id() == id => {
+                    self.recent.insert(id);
+                    self.journaled += 1;
+                    self.take(&peer, batch, now);
+                }
+                Ok(_) | Err(_) => {
+                    tracing::error!(%id, "journal entry does not decode; left in place");
+                    self.metrics.count_drop("journal_unreadable", 1);
+                }
+            }
+        }
+        self.update_gauges();
+    }
+
+    pub(super) fn arrive(&mut self, arrival: Arrival) {
+        let Arrival {
+            peer,
+            batch,
+            encoded,
+            reply,
+        } = arrival;
+        let id = batch.id();
+        let agent_labels = vec![("agent", peer.clone())];
+        let count = |outcome: &str| {
+            let mut labels = agent_labels.clone();
+            labels.push(("outcome", outcome.to_owned()));
+            self.metrics.batches.get_or_create(&labels).inc();
+        };
+        if batch.agent != peer {
+            count("rejected");
+            reply(Decision::Rejected(format!(
+                "batch names agent {:?} but the certificate is {peer:?}",
+                batch.agent
+            )));
+            return;
+        }
+        if self.recent.contains(&id) {
+            count("duplicate");
+            reply(Decision::Duplicate);
+            return;
+        }
+        if let Err(e) = self.journal.append(&id, &encoded) {
+            // Not acknowledged: the agent keeps it and sends it again.
+            tracing::error!(%id, error = %e, "journal write failed; batch not acknowledged");
+            count("journal_failed");
+            return;
+        }
+        count("accepted");
+        self.journaled += 1;
+        self.metrics
+            .flows_in
+            .get_or_create(&agent_labels)
+            .inc_by(batch.flows.len() as u64);
+        self.recent.insert(id);
+        let now = (self.clock)();
+        self.take(&peer, batch, now);
+        reply(Decision::Accepted);
+    }
+
+    /// Heartbeats and hold for a batch the collector is responsible for.
+    pub(super) fn take(&mut self, peer: &str, batch: FlowBatch, now: u64) {
+        let forwarded = self.settings.forward_peers.contains(peer);
+        if !forwarded {
+            let beats = batch.flows.iter().filter_map(|f| match &f.local {
+                Side::Attributed(a) => Some((
+                    f.flow.local.ip(),
+                    &a.workload,
+                    TimeRange::new(f.flow.start_ns, f.flow.end_ns.max(f.flow.start_ns + 1)),
+                )),
+                _ => None,
+            });
+            let counts = self.table.heartbeats(peer, beats, now);
+            self.metrics.count_ownership(&counts);
+        }
+        self.hold.push(batch, forwarded, now);
+    }
+}

@@ -1,0 +1,185 @@
+//! Release: after the hold, remote attribution, forwarding to other
+//! regions, the policy chain, the sink plugin and the outputs.
+
+use std::{collections::HashSet, sync::Arc};
+
+use flowattr_model::{AttributedFlow, BatchId, FlowBatch, Side, UnattributedReason};
+use flowattr_plugin_runtime::{Plugin, manifest::Mode, policy};
+
+use super::{Core, Unformatted};
+use crate::{hold::Released, remote::attribute_remote};
+
+impl Core {
+    pub(super) fn write_out(&mut self, released: Vec<Released>, now: u64) {
+        let resolvers = self.resolvers();
+        let mut kept = Vec::new();
+        let mut ids = Vec::new();
+        for Released {
+            mut batch,
+            forwarded,
+        } in released
+        {
+            ids.push(batch.id());
+            let pass = attribute_remote(
+                &mut batch.flows,
+                !forwarded,
+                &self.table,
+                &self.regions,
+                &resolvers,
+                now,
+            );
+            self.metrics
+                .count_remote(&pass.counts, |r| self.regions.name(r).to_owned());
+            let mut flows = batch.flows;
+            if !pass.forward.is_empty() {
+                let mut by_region: Vec<Vec<AttributedFlow>> = vec![Vec::new(); self.regions.len()];
+                let forward: HashSet<usize> = pass.forward.iter().map(|&(i, _)| i).collect();
+                let mut rest = Vec::with_capacity(flows.len());
+                for (i, flow) in flows.into_iter().enumerate() {
+                    if forward.contains(&i) {
+                        let region = pass
+                            .forward
+                            .iter()
+                            .find(|&&(j, _)| j == i)
+                            .expect("listed")
+                            .1;
+                        by_region[region].push(flow);
+                    } else {
+                        rest.push(flow);
+                    }
+                }
+                for (region, flows) in by_region.into_iter().enumerate() {
+                    if !flows.is_empty() {
+                        rest.extend(self.forward(region, flows, now));
+                    }
+                }
+                flows = rest;
+            }
+            kept.extend(flows);
+        }
+        let policies = self
+            .plugins
+            .chain(flowattr_plugin_runtime::manifest::PluginKind::Policy);
+        let policies: Vec<_> = policies
+            .into_iter()
+            .filter(|p| p.manifest().mode == Mode::Active)
+            .collect();
+        let metrics = &self.metrics;
+        let kept = policy::apply(kept, &policies, |plugin, why, n| {
+            let reason = match why {
+                policy::PolicyDrop::Dropped => format!("policy:{plugin}"),
+                policy::PolicyDrop::Failed => format!("policy_failed:{plugin}"),
+            };
+            metrics.count_drop(&reason, n);
+        });
+        if let Err(back) = self.format(kept, ids) {
+            self.metrics.sink_failures.inc();
+            self.unformatted.push_back(back);
+        }
+    }
+
+    /// Sends `flows` to `region`'s collectors; gives back what could not be
+    /// handed over, with its remote side unattributed.
+    pub(super) fn forward(
+        &mut self,
+        region: usize,
+        flows: Vec<AttributedFlow>,
+        now: u64,
+    ) -> Vec<AttributedFlow> {
+        let batch = FlowBatch {
+            agent: self.settings.name.clone(),
+            incarnation: self.settings.incarnation,
+            seq: self.forward_seq,
+            created_ns: now,
+            flows,
+        };
+        self.forward_seq += 1;
+        let n = batch.flows.len() as u64;
+        match self.forwarders[region].forward(batch.clone()) {
+            Ok(()) => Vec::new(),
+            Err(error) => {
+                tracing::warn!(region = self.regions.name(region), %error, "forwarding failed; written out here unattributed");
+                self.metrics
+                    .remote
+                    .get_or_create(&vec![
+                        ("outcome", "forward_failed".into()),
+                        ("region", self.regions.name(region).to_owned()),
+                    ])
+                    .inc_by(n);
+                let mut flows = batch.flows;
+                for f in &mut flows {
+                    f.remote = Side::Unattributed(UnattributedReason::SourceUnavailable);
+                }
+                flows
+            }
+        }
+    }
+
+    /// Formats `flows` with the sink plugin into chunks for the outputs;
+    /// gives them back when the sink is missing or fails.
+    pub(super) fn format(
+        &mut self,
+        flows: Vec<AttributedFlow>,
+        ids: Vec<BatchId>,
+    ) -> Result<(), Unformatted> {
+        if flows.is_empty() {
+            self.outputs.push_empty(ids);
+            return Ok(());
+        }
+        let Some(sink) = self.plugins.get(&self.settings.sink) else {
+            tracing::error!(sink = %self.settings.sink, "sink plugin not loaded; holding flows");
+            return Err((flows, ids));
+        };
+        let mut chunks = Vec::new();
+        for part in flows.chunks(self.settings.sink_batch.max(1)) {
+            match sink.format(part) {
+                Ok(bytes) => chunks.push((bytes, part.len())),
+                Err(error) => {
+                    tracing::error!(sink = %self.settings.sink, %error, "sink plugin failed; retrying next tick");
+                    return Err((flows, ids));
+                }
+            }
+        }
+        let last = chunks.len() - 1;
+        let mut ids = Some(ids);
+        for (i, (bytes, n)) in chunks.into_iter().enumerate() {
+            self.metrics.flows_out.inc_by(n as u64);
+            // A batch is written out with the last chunk of its pass.
+            let batches = if i == last {
+                ids.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            self.outputs.push(bytes, batches);
+        }
+        Ok(())
+    }
+
+    pub(super) fn retry_unformatted(&mut self) {
+        while let Some((flows, ids)) = self.unformatted.pop_front() {
+            if let Err(back) = self.format(flows, ids) {
+                self.unformatted.push_front(back);
+                break;
+            }
+        }
+    }
+
+    pub(super) fn finish_written(&mut self) {
+        let done = self.outputs.pump();
+        self.journaled -= done.len().min(self.journaled);
+        if !done.is_empty()
+            && let Err(e) = self.journal.written_out(&done)
+        {
+            tracing::error!(error = %e, "recording written-out batches failed");
+        }
+        self.metrics.set_outputs(&self.outputs.status());
+    }
+
+    pub(super) fn resolvers(&self) -> Vec<Arc<Plugin>> {
+        self.plugins
+            .chain(flowattr_plugin_runtime::manifest::PluginKind::Resolver)
+            .into_iter()
+            .filter(|p| p.manifest().mode == Mode::Active)
+            .collect()
+    }
+}
