@@ -1,7 +1,10 @@
 //! Arrivals: dedupe, journal, heartbeats, hold, acknowledgement; and the
 //! journal's replay at start.
 
-use flowattr_model::{FlowBatch, Side, TimeRange};
+use std::sync::Arc;
+
+use flowattr_model::{FlowBatch, Side, TimeRange, Workload};
+use rustc_hash::FxHashMap;
 
 use super::{Arrival, Core, Decision};
 use crate::journal::Recovered;
@@ -89,10 +92,25 @@ impl Core {
     pub(super) fn take(&mut self, peer: &str, batch: FlowBatch, now: u64) {
         let forwarded = self.settings.forward_peers.contains(peer);
         if !forwarded {
+            // The table recognises its own `Arc`s by pointer; a batch's
+            // flows share one `Arc` per workload, so each is swapped for the
+            // table's once per batch rather than compared by value per flow.
+            let mut canonical: FxHashMap<*const Workload, Arc<Workload>> = FxHashMap::default();
+            for f in &batch.flows {
+                if let Side::Attributed(a) = &f.local {
+                    canonical
+                        .entry(Arc::as_ptr(&a.workload))
+                        .or_insert_with(|| {
+                            self.table
+                                .canonical(&a.workload)
+                                .unwrap_or_else(|| a.workload.clone())
+                        });
+                }
+            }
             let beats = batch.flows.iter().filter_map(|f| match &f.local {
                 Side::Attributed(a) => Some((
                     f.flow.local.ip(),
-                    &a.workload,
+                    &canonical[&Arc::as_ptr(&a.workload)],
                     TimeRange::new(f.flow.start_ns, f.flow.end_ns.max(f.flow.start_ns + 1)),
                 )),
                 _ => None,
