@@ -4,7 +4,10 @@ use std::{
     net::SocketAddr,
     sync::{
         Mutex,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{
+            AtomicU64,
+            Ordering::{Acquire, Relaxed, Release},
+        },
     },
 };
 
@@ -49,14 +52,18 @@ pub struct ShipperStats {
 impl ShipperCounters {
     /// The counters' current values.
     pub fn snapshot(&self) -> ShipperStats {
+        // Outcomes first (acquire, pairing with `inc`'s release): the spool
+        // gauges read next are at least as new as the outcomes counted.
+        let acked = self.acked.load(Acquire);
+        let rejected = self.rejected.load(Acquire);
         ShipperStats {
             spooled_batches: self.spooled_batches.load(Relaxed),
             spool_bytes: self.spool_bytes.load(Relaxed),
             sent: self.sent.load(Relaxed),
-            acked: self.acked.load(Relaxed),
+            acked,
             retries: self.retries.load(Relaxed),
             failovers: self.failovers.load(Relaxed),
-            rejected: self.rejected.load(Relaxed),
+            rejected,
             dropped_spool_full: self.dropped_spool_full.load(Relaxed),
             dropped_spool_full_flows: self.dropped_spool_full_flows.load(Relaxed),
         }
@@ -77,6 +84,6 @@ impl ShipperCounters {
     }
 
     pub(crate) fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
+        counter.fetch_add(1, Release);
     }
 }

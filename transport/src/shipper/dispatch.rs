@@ -269,21 +269,25 @@ impl Dispatcher {
         let id: BatchId = report.key.id();
         let mut spool = self.spool.lock().unwrap();
         match report.outcome {
+            // The spool gauges are updated before the outcome is counted, so
+            // whoever sees a batch counted also sees it gone from the spool.
             Outcome::Acked => {
-                ShipperCounters::inc(&self.counters.acked);
                 state.backoff.succeed();
                 tracing::debug!(batch = %id, "batch acknowledged");
                 if let Err(error) = spool.remove(&report.key) {
                     tracing::error!(batch = %id, %error, "could not delete an acknowledged batch from the spool; it may be sent again");
                 }
+                self.counters.spool(spool.index.len(), spool.index.bytes());
+                ShipperCounters::inc(&self.counters.acked);
             }
             Outcome::Rejected(reason) => {
-                ShipperCounters::inc(&self.counters.rejected);
                 state.backoff.succeed();
                 tracing::warn!(batch = %id, %reason, "a collector rejected a batch; it is dropped, as it would never be accepted");
                 if let Err(error) = spool.remove(&report.key) {
                     tracing::error!(batch = %id, %error, "could not delete a rejected batch from the spool");
                 }
+                self.counters.spool(spool.index.len(), spool.index.bytes());
+                ShipperCounters::inc(&self.counters.rejected);
             }
             Outcome::Gone => {
                 tracing::warn!(batch = %id, "a spooled batch's file disappeared");
