@@ -400,10 +400,14 @@ impl ShipperForwarder {
 }
 
 impl Forwarder for ShipperForwarder {
-    fn forward(&mut self, batch: FlowBatch) -> Result<(), String> {
+    fn forward(&mut self, batch: FlowBatch) -> Result<(), (String, FlowBatch)> {
         self.batches.try_send(batch).map_err(|e| match e {
-            tokio::sync::mpsc::error::TrySendError::Full(_) => "forwarding queue full".to_owned(),
-            tokio::sync::mpsc::error::TrySendError::Closed(_) => "forwarder stopped".to_owned(),
+            tokio::sync::mpsc::error::TrySendError::Full(b) => {
+                ("forwarding queue full".to_owned(), b)
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(b) => {
+                ("forwarder stopped".to_owned(), b)
+            }
         })
     }
 }

@@ -76,9 +76,9 @@ pub enum Input {
 
 /// Where flows for another region go.
 pub trait Forwarder: Send {
-    /// Hands a batch over for delivery (spooled); `Err` when it cannot be
-    /// taken now, and the flows are written out here instead.
-    fn forward(&mut self, batch: FlowBatch) -> Result<(), String>;
+    /// Hands a batch over for delivery; when it cannot be taken now, gives
+    /// it back with the reason, and its flows are written out here instead.
+    fn forward(&mut self, batch: FlowBatch) -> Result<(), (String, FlowBatch)>;
 }
 
 /// Ownership sharing with other collectors (Kafka). Neither call may wait

@@ -1,7 +1,7 @@
 //! Release: after the hold, remote attribution, forwarding to other
 //! regions, the policy chain, the sink plugin and the outputs.
 
-use std::{collections::HashSet, sync::Arc};
+use std::sync::Arc;
 
 use flowattr_model::{AttributedFlow, BatchId, FlowBatch, Side, UnattributedReason};
 use flowattr_plugin_runtime::{Plugin, manifest::Mode, policy};
@@ -33,19 +33,15 @@ impl Core {
             let mut flows = batch.flows;
             if !pass.forward.is_empty() {
                 let mut by_region: Vec<Vec<AttributedFlow>> = vec![Vec::new(); self.regions.len()];
-                let forward: HashSet<usize> = pass.forward.iter().map(|&(i, _)| i).collect();
+                let mut region_of: Vec<Option<usize>> = vec![None; flows.len()];
+                for &(i, region) in &pass.forward {
+                    region_of[i] = Some(region);
+                }
                 let mut rest = Vec::with_capacity(flows.len());
-                for (i, flow) in flows.into_iter().enumerate() {
-                    if forward.contains(&i) {
-                        let region = pass
-                            .forward
-                            .iter()
-                            .find(|&&(j, _)| j == i)
-                            .expect("listed")
-                            .1;
-                        by_region[region].push(flow);
-                    } else {
-                        rest.push(flow);
+                for (flow, region) in flows.into_iter().zip(region_of) {
+                    match region {
+                        Some(region) => by_region[region].push(flow),
+                        None => rest.push(flow),
                     }
                 }
                 for (region, flows) in by_region.into_iter().enumerate() {
@@ -95,9 +91,9 @@ impl Core {
         };
         self.forward_seq += 1;
         let n = batch.flows.len() as u64;
-        match self.forwarders[region].forward(batch.clone()) {
+        match self.forwarders[region].forward(batch) {
             Ok(()) => Vec::new(),
-            Err(error) => {
+            Err((error, batch)) => {
                 tracing::warn!(region = self.regions.name(region), %error, "forwarding failed; written out here unattributed");
                 self.metrics
                     .remote
