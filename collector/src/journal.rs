@@ -100,12 +100,16 @@ impl Journal {
         Ok((journal, recovered))
     }
 
-    /// Journals an accepted batch. Only after this returns may it be
-    /// acknowledged.
-    pub fn append(&self, id: &BatchId, bytes: &[u8]) -> io::Result<()> {
+    /// Journals an accepted batch as `parts` written one after another.
+    /// Only after this returns may it be acknowledged.
+    pub fn append(&self, id: &BatchId, parts: &[&[u8]]) -> io::Result<()> {
         let path = self.path(id);
         let tmp = path.with_extension("tmp");
-        fs::write(&tmp, bytes)?;
+        let mut file = fs::File::create(&tmp)?;
+        for part in parts {
+            file.write_all(part)?;
+        }
+        drop(file);
         fs::rename(&tmp, &path)
     }
 
@@ -206,8 +210,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, rec) = Journal::open(dir.path(), 3).unwrap();
         assert!(rec.pending.is_empty() && rec.emitted.is_empty());
-        j.append(&id("agent a/ü", 0), b"zero").unwrap();
-        j.append(&id("agent a/ü", 1), b"one").unwrap();
+        j.append(&id("agent a/ü", 0), &[b"ze", b"ro"]).unwrap();
+        j.append(&id("agent a/ü", 1), &[b"one"]).unwrap();
         j.written_out([&id("agent a/ü", 0)]).unwrap();
         assert_eq!(j.pending_files().unwrap(), 1);
         drop(j);

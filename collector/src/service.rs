@@ -265,27 +265,23 @@ pub async fn run(
     Ok(())
 }
 
-/// Hands deliveries to the core, journal bytes encoded here (off the core
-/// thread).
+/// Hands deliveries to the core.
 async fn pump_deliveries(
     mut deliveries: tokio::sync::mpsc::Receiver<Delivery>,
     inputs: mpsc::SyncSender<Input>,
 ) {
     while let Some(delivery) = deliveries.recv().await {
         let Delivery {
-            peer, batch, reply, ..
+            peer,
+            batch,
+            body,
+            reply,
+            ..
         } = delivery;
-        let encoded = match encode_journal_entry(&peer.0, &batch) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let _ = reply.send(Reply::Reject(e));
-                continue;
-            }
-        };
         let arrival = Arrival {
             peer: peer.0,
             batch,
-            encoded,
+            body,
             reply: Box::new(move |decision| {
                 let _ = reply.send(match decision {
                     Decision::Accepted | Decision::Duplicate => Reply::Ack,
@@ -306,22 +302,15 @@ async fn pump_deliveries(
     }
 }
 
-/// A journal entry: the sender's name, a newline, the batch frame.
-fn encode_journal_entry(peer: &str, batch: &FlowBatch) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(64 + batch.flows.len() * 64);
-    out.extend_from_slice(peer.as_bytes());
-    out.push(b'\n');
-    codec::encode_batch(batch, &mut out).map_err(|e| e.to_string())?;
-    Ok(out)
-}
-
+/// A journal entry is the sender's name, a newline, and the batch's frame
+/// body as it arrived.
 fn decode_journal_entry(bytes: &[u8]) -> Result<(String, FlowBatch), String> {
     let newline = bytes
         .iter()
         .position(|&b| b == b'\n')
         .ok_or("no sender line")?;
     let peer = std::str::from_utf8(&bytes[..newline]).map_err(|e| e.to_string())?;
-    match codec::decode_frame(&bytes[newline + 1..], usize::MAX) {
+    match codec::decode_body(&bytes[newline + 1..]) {
         Ok(Frame::Batch(batch)) => Ok((peer.to_owned(), batch)),
         Ok(_) => Err("not a batch frame".into()),
         Err(e) => Err(e.to_string()),

@@ -47,7 +47,7 @@ impl Core {
         let Arrival {
             peer,
             batch,
-            encoded,
+            body,
             reply,
         } = arrival;
         let id = batch.id();
@@ -70,7 +70,7 @@ impl Core {
             reply(Decision::Duplicate);
             return;
         }
-        if let Err(e) = self.journal.append(&id, &encoded) {
+        if let Err(e) = self.journal.append(&id, &[peer.as_bytes(), b"\n", &body]) {
             // Not acknowledged: the agent keeps it and sends it again.
             tracing::error!(%id, error = %e, "journal write failed; batch not acknowledged");
             count("journal_failed");

@@ -60,8 +60,8 @@ pub struct Arrival {
     /// The sender's certificate name.
     pub peer: String,
     pub batch: FlowBatch,
-    /// The batch in wire encoding, for the journal.
-    pub encoded: Vec<u8>,
+    /// The batch's frame body as it arrived, for the journal.
+    pub body: Vec<u8>,
     /// Called once with the decision. Dropped uncalled when the collector
     /// stops before deciding: the sender will send it again.
     pub reply: Box<dyn FnOnce(Decision) + Send>,

@@ -85,6 +85,10 @@ pub struct Delivery {
     pub remote_addr: SocketAddr,
     /// The batch, decoded.
     pub batch: FlowBatch,
+    /// The batch's frame body as it arrived (decodes with
+    /// [`codec::decode_body`](crate::codec::decode_body)), so a collector can
+    /// journal it without encoding it again.
+    pub body: Vec<u8>,
     /// The collector's answer. Dropping it unanswered makes the agent send
     /// the batch again.
     pub reply: oneshot::Sender<Reply>,

@@ -47,6 +47,7 @@ pub(super) async fn serve(
                 peer: ctx.peer.clone(),
                 remote_addr: ctx.remote_addr,
                 batch,
+                body: std::mem::take(&mut body),
                 reply,
             };
             // Waits while the collector is behind: this stream stays open,
