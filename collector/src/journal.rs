@@ -8,7 +8,9 @@
 //! bounded log), so a batch an agent re-sends after the collector restarted
 //! is still recognised as a duplicate. Delivery to outputs is at least once:
 //! a kill between writing a batch out and recording it can write it twice,
-//! and every copy carries the same batch id.
+//! whole and record for record the same. (Output records do not carry the
+//! batch id; a consumer that must drop such copies needs a sink that
+//! writes it.)
 //!
 //! Writes are not fsynced: the journal survives the process, not the machine.
 
