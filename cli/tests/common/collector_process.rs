@@ -45,8 +45,8 @@ impl CollectorProcess {
             status.success(),
             "installing jsonl-sink (run scripts/build first)"
         );
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let pki = dir.join("pki");
         let claims: String = agents
             .iter()
@@ -68,7 +68,7 @@ impl CollectorProcess {
         let config_path = dir.join("collector.toml");
         std::fs::write(&config_path, config).unwrap();
         let child = spawn(&config_path);
-        let this = Self {
+        let mut this = Self {
             child,
             config: config_path,
             dir: dir.to_owned(),
@@ -79,9 +79,12 @@ impl CollectorProcess {
         this
     }
 
-    fn wait_up(&self) {
+    fn wait_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(self.metrics).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("collector exited at start: {status}");
+            }
             assert!(Instant::now() < deadline, "collector did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -182,10 +185,19 @@ fn spawn(config: &Path) -> Child {
         .unwrap()
 }
 
-/// A UDP port free now (QUIC) that is also free for TCP (metrics) in
-/// practice on a quiet loopback.
-fn free_port() -> u16 {
+/// A UDP port free now (for QUIC).
+fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TCP port free now (for the metrics endpoint): a free UDP port may be
+/// taken for TCP by another test's connection.
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
