@@ -292,11 +292,6 @@ impl Core {
             .count_ownership(&self.table.counters().since(&before));
     }
 
-    /// The core's clock, now.
-    pub fn now_ns(&self) -> u64 {
-        (self.clock)()
-    }
-
     fn update_gauges(&self) {
         let m = &self.metrics;
         m.table_ranges.set(self.table.len_ranges() as i64);
