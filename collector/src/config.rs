@@ -44,6 +44,28 @@ pub struct CollectorConfig {
     /// What all outputs together may hold queued while one is down.
     pub max_queued_bytes: usize,
     pub metrics: MetricsSection,
+    /// The legacy address-event stream, for resolver plugins.
+    pub legacy: Option<LegacySection>,
+    /// A/B records: each flow's remote side beside the shadow resolver's.
+    pub ab: Option<AbSection>,
+}
+
+/// `[legacy]`: where the legacy address events come from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacySection {
+    /// A JSON-lines file of address events that the collector follows as it
+    /// grows (one `IpEvent` a line).
+    pub events: PathBuf,
+}
+
+/// `[ab]`: the A/B comparison against the first `shadow` resolver.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbSection {
+    /// The JSON-lines file compared flows are appended to (`flowattr ab`
+    /// reads it).
+    pub records: PathBuf,
 }
 
 impl Default for CollectorConfig {
@@ -65,6 +87,8 @@ impl Default for CollectorConfig {
             outputs: vec![OutputSection::Stdout],
             max_queued_bytes: 256 << 20,
             metrics: MetricsSection::default(),
+            legacy: None,
+            ab: None,
         }
     }
 }

@@ -6,7 +6,11 @@ use std::{
     collections::HashSet,
     future::Future,
     net::SocketAddr,
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -23,10 +27,12 @@ use crate::{
     config::{Claim, CollectorConfig, OutputSection},
     core::{Arrival, Core, CoreParts, CoreSettings, Decision, Forwarder, Input, Sharing},
     journal::Journal,
+    legacy::EventFollower,
     metrics::CollectorMetrics,
     output::{FileOutput, FileOutputConfig, Output, Outputs, StdoutOutput, kafka::KafkaOutput},
     ownership::{OwnershipTable, RangeUpdate},
     remote::Regions,
+    shadow::RecordsFile,
     sharing::{KafkaSharing, SharingConfig},
 };
 
@@ -43,6 +49,8 @@ pub struct Collector {
     metrics_server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _watch: Option<flowattr_plugin_runtime::DirectoryWatcher>,
     local_addr: SocketAddr,
+    /// Following the legacy event file: its stop flag and thread.
+    legacy: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 /// Unix-epoch nanoseconds now.
@@ -167,6 +175,13 @@ impl Collector {
                 plugins: directory,
                 metrics: metrics.clone(),
                 clock: Box::new(unix_now_ns),
+                comparison: match &config.ab {
+                    None => None,
+                    Some(ab) => Some(Box::new(
+                        RecordsFile::open(&ab.records)
+                            .with_context(|| format!("ab.records {}", ab.records.display()))?,
+                    )),
+                },
             },
         );
         // Warm up and replay the journal before taking any batch.
@@ -181,6 +196,15 @@ impl Collector {
         let core_thread = std::thread::Builder::new()
             .name("collector-core".into())
             .spawn(move || core.run(rx))?;
+
+        let legacy = match &config.legacy {
+            None => None,
+            Some(legacy) => Some(follow_legacy_events(
+                legacy.events.clone(),
+                inputs.clone(),
+                metrics.clone(),
+            )?),
+        };
 
         let mut receiver_config = ReceiverConfig::new(config.listen, tls);
         receiver_config.max_frame_bytes = codec::DEFAULT_MAX_FRAME_BYTES;
@@ -213,6 +237,7 @@ impl Collector {
             metrics_server,
             _watch: watch,
             local_addr,
+            legacy,
         })
     }
 
@@ -242,6 +267,10 @@ impl Collector {
         }
         if let Some(pump) = self.pump.take() {
             let _ = pump.await;
+        }
+        if let Some((stop, thread)) = self.legacy.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         self.inputs = None;
         if let Some(core) = self.core.take() {
@@ -300,6 +329,45 @@ async fn pump_deliveries(
             break;
         }
     }
+}
+
+/// How often the legacy event file is read for appended events.
+const LEGACY_POLL: Duration = Duration::from_millis(200);
+
+/// Follows the legacy event file on a thread, handing new events to the
+/// core, until the flag is set.
+fn follow_legacy_events(
+    path: std::path::PathBuf,
+    inputs: mpsc::SyncSender<Input>,
+    metrics: Arc<CollectorMetrics>,
+) -> anyhow::Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let mut follower = EventFollower::new(path.clone());
+    let thread = std::thread::Builder::new()
+        .name("legacy-events".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match follower.poll() {
+                    Ok(polled) => {
+                        for (line, error) in &polled.malformed {
+                            tracing::warn!(path = %path.display(), line, error, "malformed legacy event skipped");
+                        }
+                        metrics.count_drop("legacy_event_malformed", polled.malformed.len() as u64);
+                        if !polled.events.is_empty()
+                            && inputs.send(Input::IpEvents(polled.events)).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(path = %path.display(), %error, "reading legacy events failed");
+                    }
+                }
+                std::thread::sleep(LEGACY_POLL);
+            }
+        })?;
+    Ok((stop, thread))
 }
 
 /// A journal entry is the sender's name, a newline, and the batch's frame

@@ -42,6 +42,7 @@ use crate::{
     output::Outputs,
     ownership::{OwnershipTable, RangeUpdate},
     remote::Regions,
+    shadow::Comparison,
 };
 
 /// What the core decided about an arriving batch.
@@ -128,6 +129,7 @@ pub struct Core {
     plugins: Arc<PluginDirectory>,
     metrics: Arc<CollectorMetrics>,
     clock: Box<dyn Fn() -> u64 + Send>,
+    comparison: Option<Box<dyn Comparison>>,
     /// Arrivals waiting for room.
     waiting: VecDeque<Arrival>,
     /// Attributed flows whose sink call failed, with their batches: formatted
@@ -152,6 +154,9 @@ pub struct CoreParts {
     pub metrics: Arc<CollectorMetrics>,
     /// Unix-epoch nanoseconds now (tests and the simulator drive it).
     pub clock: Box<dyn Fn() -> u64 + Send>,
+    /// Where A/B records go, if anywhere: each flow's remote side beside
+    /// the first shadow resolver's answer.
+    pub comparison: Option<Box<dyn Comparison>>,
 }
 
 /// How often the core releases, writes and publishes when idle.
@@ -173,6 +178,7 @@ impl Core {
             plugins: parts.plugins,
             metrics: parts.metrics,
             clock: parts.clock,
+            comparison: parts.comparison,
             waiting: VecDeque::new(),
             unformatted: VecDeque::new(),
             journaled: 0,
@@ -213,7 +219,11 @@ impl Core {
                 }
             }
             Input::IpEvents(events) => {
-                for resolver in self.resolvers() {
+                // Shadow resolvers learn the events too: the A/B compares them.
+                let all = self
+                    .plugins
+                    .chain(flowattr_plugin_runtime::manifest::PluginKind::Resolver);
+                for resolver in all {
                     if let Err(error) = resolver.ingest(&events) {
                         tracing::warn!(plugin = resolver.name(), %error, "resolver refused events");
                         self.metrics

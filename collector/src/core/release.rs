@@ -53,6 +53,7 @@ impl Core {
             }
             kept.extend(flows);
         }
+        self.compare(&kept, now);
         let policies = self
             .plugins
             .chain(flowattr_plugin_runtime::manifest::PluginKind::Policy);
@@ -169,6 +170,24 @@ impl Core {
             tracing::error!(error = %e, "recording written-out batches failed");
         }
         self.metrics.set_outputs(&self.outputs.status());
+    }
+
+    /// Records the first shadow resolver's answers beside the flows' own.
+    fn compare(&mut self, flows: &[AttributedFlow], now: u64) {
+        let Some(comparison) = &mut self.comparison else {
+            return;
+        };
+        let shadow = self
+            .plugins
+            .chain(flowattr_plugin_runtime::manifest::PluginKind::Resolver)
+            .into_iter()
+            .find(|p| p.manifest().mode == Mode::Shadow);
+        if let Some(shadow) = shadow
+            && !flows.is_empty()
+        {
+            let outcomes = crate::shadow::shadow_outcomes(flows, &shadow, now);
+            comparison.record(crate::shadow::compare(flows, outcomes));
+        }
     }
 
     pub(super) fn resolvers(&self) -> Vec<Arc<Plugin>> {

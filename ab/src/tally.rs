@@ -1,0 +1,256 @@
+//! Counting compared flows against ground truth.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::{
+    Compared, Judgement, Outcome, Truth, is_ambiguous,
+    report::{Agreement, Disagreement, EdgeCounts, EdgeExample, MethodReport, Report, TimeBucket},
+};
+
+const MINUTE_NS: u64 = 60_000_000_000;
+/// Disagreements kept as examples.
+const EXAMPLES: usize = 12;
+/// Wrong edges listed per method.
+const WRONG_EDGES_LISTED: usize = 10;
+
+/// Flows behind one dependency edge, by judgement.
+#[derive(Debug, Clone, Copy, Default)]
+struct EdgeStat {
+    flows: u64,
+    correct: u64,
+    wrong: u64,
+}
+
+/// One method's counts.
+#[derive(Debug, Default)]
+struct MethodTally {
+    attributed: u64,
+    unattributed: BTreeMap<&'static str, u64>,
+    unattributed_unambiguous: u64,
+    judged: u64,
+    misattributed: u64,
+    /// source service → destination service → flows.
+    edges: HashMap<String, HashMap<String, EdgeStat>>,
+}
+
+/// A service's name for edges: its `app`, else its id.
+fn service(w: &flowattr_model::Workload) -> &str {
+    w.app.as_deref().unwrap_or(&w.id)
+}
+
+impl MethodTally {
+    fn add(&mut self, record: &Compared, outcome: &Outcome, owner: Option<&str>) -> Judgement {
+        let workload = match outcome {
+            Outcome::Unattributed(reason) => {
+                *self.unattributed.entry(reason.as_str()).or_default() += 1;
+                if !is_ambiguous(*reason) {
+                    self.unattributed_unambiguous += 1;
+                }
+                return Judgement::Unknown;
+            }
+            Outcome::Attributed(w) => w,
+        };
+        self.attributed += 1;
+        let judgement = match owner {
+            None => Judgement::Unknown,
+            Some(id) if id == workload.id => Judgement::Correct,
+            Some(_) => Judgement::Wrong,
+        };
+        if judgement != Judgement::Unknown {
+            self.judged += 1;
+        }
+        if judgement == Judgement::Wrong {
+            self.misattributed += 1;
+        }
+        if let Some(local) = &record.local {
+            let (src, dst) = (service(local), service(workload));
+            let by_dst = match self.edges.get_mut(src) {
+                Some(m) => m,
+                None => self.edges.entry(src.to_owned()).or_default(),
+            };
+            let stat = match by_dst.get_mut(dst) {
+                Some(s) => s,
+                None => by_dst.entry(dst.to_owned()).or_default(),
+            };
+            stat.flows += 1;
+            match judgement {
+                Judgement::Correct => stat.correct += 1,
+                Judgement::Wrong => stat.wrong += 1,
+                Judgement::Unknown => {}
+            }
+        }
+        judgement
+    }
+
+    /// Judges an edge: the dependency truth when it has one; else an edge is
+    /// right when a correctly attributed flow made it, and wrong when only
+    /// misattributed flows did.
+    fn edge_judgement(src: &str, dst: &str, stat: &EdgeStat, truth: &dyn Truth) -> Judgement {
+        match truth.depends(src, dst) {
+            Some(true) => Judgement::Correct,
+            Some(false) => Judgement::Wrong,
+            None if stat.correct > 0 => Judgement::Correct,
+            None if stat.wrong > 0 => Judgement::Wrong,
+            None => Judgement::Unknown,
+        }
+    }
+
+    fn report(&self, flows: u64, focus: Option<&str>, truth: &dyn Truth) -> MethodReport {
+        let mut edges = EdgeCounts::default();
+        let mut focus_edges = focus.map(|_| EdgeCounts::default());
+        let mut wrong = Vec::new();
+        for (src, by_dst) in &self.edges {
+            for (dst, stat) in by_dst {
+                let j = Self::edge_judgement(src, dst, stat, truth);
+                edges.count(j);
+                if Some(src.as_str()) == focus
+                    && let Some(f) = &mut focus_edges
+                {
+                    f.count(j);
+                }
+                if j == Judgement::Wrong {
+                    wrong.push(EdgeExample {
+                        source: src.clone(),
+                        destination: dst.clone(),
+                        flows: stat.flows,
+                    });
+                }
+            }
+        }
+        wrong.sort_by(|a, b| {
+            b.flows
+                .cmp(&a.flows)
+                .then_with(|| a.source.cmp(&b.source))
+                .then_with(|| a.destination.cmp(&b.destination))
+        });
+        wrong.truncate(WRONG_EDGES_LISTED);
+        MethodReport {
+            attributed: self.attributed,
+            unattributed: self.unattributed.values().sum(),
+            unattributed_by_reason: self
+                .unattributed
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            unattributed_unambiguous: self.unattributed_unambiguous,
+            unattributed_unambiguous_pct: pct(self.unattributed_unambiguous, flows),
+            judged: self.judged,
+            misattributed: self.misattributed,
+            misattributed_pct: pct(self.misattributed, self.judged),
+            edges,
+            focus_edges,
+            wrong_edges: wrong,
+        }
+    }
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
+/// Running counts of compared flows.
+#[derive(Debug)]
+pub struct Tally {
+    legacy_plugin: String,
+    flows: u64,
+    judged: u64,
+    heartbeat: MethodTally,
+    legacy: MethodTally,
+    agreement: Agreement,
+    examples: Vec<Disagreement>,
+    /// minute → (judged flows, heartbeat wrong, legacy wrong).
+    minutes: BTreeMap<u64, (u64, u64, u64)>,
+}
+
+impl Tally {
+    /// An empty tally; `legacy_plugin` names the shadow resolver compared.
+    pub fn new(legacy_plugin: impl Into<String>) -> Self {
+        Self {
+            legacy_plugin: legacy_plugin.into(),
+            flows: 0,
+            judged: 0,
+            heartbeat: MethodTally::default(),
+            legacy: MethodTally::default(),
+            agreement: Agreement::default(),
+            examples: Vec::new(),
+            minutes: BTreeMap::new(),
+        }
+    }
+
+    /// Counts one compared flow.
+    pub fn add(&mut self, record: &Compared, truth: &dyn Truth) {
+        self.flows += 1;
+        let owner = truth.owner(record);
+        let hb = self.heartbeat.add(record, &record.heartbeat, owner);
+        let legacy = self.legacy.add(record, &record.legacy, owner);
+        let minute = self.minutes.entry(record.start_ns / MINUTE_NS).or_default();
+        if owner.is_some() {
+            self.judged += 1;
+            minute.0 += 1;
+            minute.1 += u64::from(hb == Judgement::Wrong);
+            minute.2 += u64::from(legacy == Judgement::Wrong);
+        }
+        let same = match (&record.heartbeat, &record.legacy) {
+            (Outcome::Attributed(a), Outcome::Attributed(b)) if a.id == b.id => {
+                self.agreement.same_workload += 1;
+                true
+            }
+            (Outcome::Attributed(_), Outcome::Attributed(_)) => {
+                self.agreement.different_workloads += 1;
+                false
+            }
+            (Outcome::Attributed(_), Outcome::Unattributed(_)) => {
+                self.agreement.heartbeat_only += 1;
+                false
+            }
+            (Outcome::Unattributed(_), Outcome::Attributed(_)) => {
+                self.agreement.legacy_only += 1;
+                false
+            }
+            (Outcome::Unattributed(_), Outcome::Unattributed(_)) => {
+                self.agreement.neither += 1;
+                true
+            }
+        };
+        // Keep disagreements where truth decides between the methods first.
+        if !same && (self.examples.len() < EXAMPLES || owner.is_some()) {
+            let example = Disagreement::of(record, owner);
+            if self.examples.len() < EXAMPLES {
+                self.examples.push(example);
+            } else if let Some(slot) = self.examples.iter_mut().find(|e| e.truth.is_none()) {
+                *slot = example;
+            }
+        }
+    }
+
+    /// The report; `focus` names the service whose edges are counted apart
+    /// (the gateway); edges are judged with `truth`'s dependencies where it
+    /// has them, else by the flows that made them.
+    pub fn report(&self, focus: Option<&str>, truth: &dyn Truth) -> Report {
+        let timeline = self
+            .minutes
+            .iter()
+            .map(|(&minute, &(judged, hb, legacy))| TimeBucket {
+                start_ns: minute * MINUTE_NS,
+                judged,
+                heartbeat_wrong: hb,
+                legacy_wrong: legacy,
+            })
+            .collect();
+        Report {
+            legacy_plugin: self.legacy_plugin.clone(),
+            focus: focus.map(str::to_owned),
+            flows: self.flows,
+            judged: self.judged,
+            heartbeat: self.heartbeat.report(self.flows, focus, truth),
+            legacy: self.legacy.report(self.flows, focus, truth),
+            agreement: self.agreement,
+            disagreements: self.examples.clone(),
+            timeline: TimeBucket::coarsen(timeline, 60),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! A/B comparison inside the collector: the first `shadow` resolver (the
+//! legacy attributor) answers every flow this collector attributes, beside
+//! the heartbeat method, and both answers go to a [`Comparison`]. Shadow
+//! answers never change a flow.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    path::Path,
+    sync::Arc,
+};
+
+use flowattr_ab::{Compared, Outcome};
+use flowattr_model::{AttributedFlow, ResolveQuery, UnattributedReason, Workload};
+
+use crate::remote::ResolverSource;
+
+/// Where compared flows go: a records file, or the simulator's tally.
+pub trait Comparison: Send {
+    fn record(&mut self, compared: Vec<Compared>);
+}
+
+/// What `shadow` answers for each flow's remote address at the flow's start,
+/// asked at `now_ns`. A failed call answers `plugin-failed` for all of them.
+pub fn shadow_outcomes<R: ResolverSource>(
+    flows: &[AttributedFlow],
+    shadow: &R,
+    now_ns: u64,
+) -> Vec<Outcome> {
+    let queries: Vec<ResolveQuery> = flows
+        .iter()
+        .map(|f| ResolveQuery {
+            address: f.flow.remote.ip(),
+            time_ns: f.flow.start_ns,
+            asked_at_ns: now_ns,
+        })
+        .collect();
+    let answers = match shadow
+        .resolve(&queries)
+        .and_then(|a| a.check_shape(queries.len()).map(|()| a))
+    {
+        Ok(answers) => answers,
+        Err(error) => {
+            tracing::warn!(plugin = shadow.name(), %error, "shadow resolver call failed");
+            return vec![Outcome::Unattributed(UnattributedReason::PluginFailed); flows.len()];
+        }
+    };
+    let shared: Vec<Arc<Workload>> = answers.workloads.iter().cloned().map(Arc::new).collect();
+    (0..flows.len())
+        .map(|q| match answers.answers[q] {
+            flowattr_model::Answer::Attributed { workload, .. } => {
+                Outcome::Attributed(shared[workload as usize].clone())
+            }
+            flowattr_model::Answer::Unattributed(reason) => Outcome::Unattributed(reason),
+        })
+        .collect()
+}
+
+/// Pairs each flow's remote side with the shadow's answer.
+pub fn compare(flows: &[AttributedFlow], shadow: Vec<Outcome>) -> Vec<Compared> {
+    flows
+        .iter()
+        .zip(shadow)
+        .map(|(f, legacy)| Compared {
+            start_ns: f.flow.start_ns,
+            local: match &f.local {
+                flowattr_model::Side::Attributed(a) => Some(a.workload.clone()),
+                _ => None,
+            },
+            remote: f.flow.remote,
+            heartbeat: Outcome::of(&f.remote),
+            legacy,
+        })
+        .collect()
+}
+
+/// Compared flows as JSON lines in a file (`[ab] records`), for
+/// `flowattr ab`.
+pub struct RecordsFile {
+    out: BufWriter<File>,
+}
+
+impl RecordsFile {
+    /// Appends to `path`, creating it.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = File::options().create(true).append(true).open(path)?;
+        Ok(Self {
+            out: BufWriter::new(file),
+        })
+    }
+}
+
+impl Comparison for RecordsFile {
+    fn record(&mut self, compared: Vec<Compared>) {
+        let result = compared.iter().try_for_each(|c| {
+            serde_json::to_writer(&mut self.out, c)?;
+            self.out.write_all(b"\n").map_err(serde_json::Error::io)
+        });
+        if let Err(error) = result.and_then(|()| self.out.flush().map_err(serde_json::Error::io)) {
+            tracing::error!(%error, "writing A/B records failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowattr_model::{Answers, AnswersBuilder, Flow, TimeRange};
+
+    struct Fixed(Result<Answers, String>);
+
+    impl ResolverSource for Fixed {
+        fn name(&self) -> &str {
+            "legacy"
+        }
+        fn fail_closed(&self) -> bool {
+            false
+        }
+        fn resolve(&self, _: &[ResolveQuery]) -> Result<Answers, String> {
+            self.0.clone()
+        }
+    }
+
+    fn flows() -> Vec<AttributedFlow> {
+        ["10.0.0.1:80", "10.0.0.2:80"]
+            .iter()
+            .map(|r| {
+                AttributedFlow::new(Flow::tcp(
+                    "10.1.0.1:5000".parse().unwrap(),
+                    r.parse().unwrap(),
+                    7,
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shadow_answers_are_paired_with_each_flow() {
+        let mut b = AnswersBuilder::with_capacity(2);
+        b.attributed(&Workload::with_id("old-owner"), TimeRange::new(0, 10));
+        b.unattributed(UnattributedReason::NotFound);
+        let out = shadow_outcomes(&flows(), &Fixed(Ok(b.finish())), 10);
+        assert_eq!(out[0].workload().unwrap().id, "old-owner");
+        assert_eq!(out[1], Outcome::Unattributed(UnattributedReason::NotFound));
+        let compared = compare(&flows(), out);
+        assert_eq!(compared[1].remote, "10.0.0.2:80".parse().unwrap());
+        assert_eq!(
+            compared[0].heartbeat,
+            Outcome::Unattributed(UnattributedReason::NotFound)
+        );
+        assert_eq!(compared[0].start_ns, 7);
+    }
+
+    #[test]
+    fn a_failed_or_misshapen_shadow_call_answers_plugin_failed() {
+        let failed = shadow_outcomes(&flows(), &Fixed(Err("trap".into())), 10);
+        let short = shadow_outcomes(
+            &flows(),
+            &Fixed(Ok(AnswersBuilder::with_capacity(0).finish())),
+            10,
+        );
+        for out in [failed, short] {
+            assert_eq!(
+                out,
+                vec![Outcome::Unattributed(UnattributedReason::PluginFailed); 2]
+            );
+        }
+    }
+}
