@@ -19,6 +19,7 @@
 //!     start_ns: 0,
 //!     local: Some(app("gw-1", "gateway")),
 //!     remote: "10.0.0.7:443".parse().unwrap(),
+//!     initiator: flowattr_model::Initiator::Local,
 //!     heartbeat: Outcome::Attributed(app("api-1", "api")),
 //!     legacy: Outcome::Attributed(app("db-3", "db")),
 //! }, &truth);

@@ -3,7 +3,7 @@
 
 use std::{io::BufRead, net::SocketAddr, sync::Arc};
 
-use flowattr_model::{Side, UnattributedReason, Workload};
+use flowattr_model::{Initiator, Side, UnattributedReason, Workload};
 use serde::{Deserialize, Serialize};
 
 /// What one method answered for a flow's remote side.
@@ -45,6 +45,10 @@ pub struct Compared {
     pub local: Option<Arc<Workload>>,
     /// The remote endpoint.
     pub remote: SocketAddr,
+    /// Who opened the connection: the dependency edge runs from the
+    /// initiator to the other side.
+    #[serde(default)]
+    pub initiator: Initiator,
     pub heartbeat: Outcome,
     pub legacy: Outcome,
 }
@@ -90,6 +94,7 @@ mod tests {
             start_ns: 5,
             local: Some(Arc::new(Workload::with_id("gw-1"))),
             remote: "[2001:db8::7]:443".parse().unwrap(),
+            initiator: Initiator::Local,
             heartbeat: Outcome::Attributed(Arc::new(Workload::with_id("api-1"))),
             legacy: Outcome::Unattributed(UnattributedReason::NotFound),
         };

@@ -63,7 +63,11 @@ impl MethodTally {
             self.misattributed += 1;
         }
         if let Some(local) = &record.local {
-            let (src, dst) = (service(local), service(workload));
+            // The edge runs from the side that opened the connection.
+            let (src, dst) = match record.initiator {
+                flowattr_model::Initiator::Remote => (service(workload), service(local)),
+                _ => (service(local), service(workload)),
+            };
             let by_dst = match self.edges.get_mut(src) {
                 Some(m) => m,
                 None => self.edges.entry(src.to_owned()).or_default(),

@@ -163,6 +163,13 @@ pub struct Dependencies {
 }
 
 impl Dependencies {
+    /// Each service with the services it depends on.
+    pub fn new(services: impl IntoIterator<Item = (String, Vec<String>)>) -> Self {
+        Self {
+            services: services.into_iter().collect(),
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Self, TruthError> {
         Ok(toml::from_str(text)?)
     }
@@ -193,6 +200,7 @@ mod tests {
             start_ns: t,
             local: None,
             remote: format!("{ip}:80").parse().unwrap(),
+            initiator: Default::default(),
             heartbeat: Outcome::Unattributed(UnattributedReason::NotFound),
             legacy: Outcome::Unattributed(UnattributedReason::NotFound),
         }

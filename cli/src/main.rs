@@ -1,6 +1,7 @@
 //! `flowattr`: the one command users run. Subcommands are thin: parsing and
 //! printing here, the work in the library crates.
 
+mod ab;
 mod agent;
 mod certs;
 mod collector;
@@ -8,6 +9,7 @@ mod ipman;
 mod plugin;
 mod show;
 mod signal;
+mod sim;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Report an A/B comparison from a collector's records file.
+    Ab(ab::AbArgs),
     /// Capture TCP flows with eBPF and attribute their local side (root).
     Agent(agent::AgentArgs),
     /// Write a development CA and certificates for collectors and agents.
@@ -35,6 +39,8 @@ enum Command {
     Plugin(plugin::PluginCommand),
     /// Print flow batches (JSON lines, as the agent writes them) as a table.
     Show(show::ShowArgs),
+    /// Simulate a fleet with ground truth and compare heartbeat attribution with the legacy method.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,12 +53,14 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Ab(args) => ab::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Collector(args) => collector::run(args),
         Command::Ipman(cmd) => ipman::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Show(args) => show::run(args),
+        Command::Sim(args) => sim::run(args),
     };
     match result {
         Ok(code) => code,

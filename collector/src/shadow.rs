@@ -68,6 +68,7 @@ pub fn compare(flows: &[AttributedFlow], shadow: Vec<Outcome>) -> Vec<Compared> 
                 _ => None,
             },
             remote: f.flow.remote,
+            initiator: f.flow.initiator,
             heartbeat: Outcome::of(&f.remote),
             legacy,
         })

@@ -84,6 +84,16 @@ impl Prefix {
         self.len
     }
 
+    /// The `i`-th address of the prefix (0 is the network itself), or
+    /// `None` past its end.
+    pub fn nth(&self, i: u128) -> Option<IpAddr> {
+        let size_bits = 128 - u32::from(self.len);
+        if size_bits < 128 && i >> size_bits != 0 {
+            return None;
+        }
+        Some(address(self.network | i))
+    }
+
     pub(super) fn contains_key(&self, key: u128) -> bool {
         (key ^ self.network) & mask(self.len) == 0
     }
@@ -145,6 +155,17 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn nth_counts_addresses_inside_the_prefix_only() {
+        let v4: Prefix = "10.1.0.0/30".parse().unwrap();
+        assert_eq!(v4.nth(3), Some(ip("10.1.0.3")));
+        assert_eq!(v4.nth(4), None);
+        let v6: Prefix = "fd00:1::/64".parse().unwrap();
+        assert_eq!(v6.nth(0x1_0001), Some(ip("fd00:1::1:1")));
+        assert_eq!(v6.nth(1 << 64), None);
+        assert_eq!(Prefix::host(ip("10.0.0.1")).nth(0), Some(ip("10.0.0.1")));
     }
 
     #[test]
