@@ -30,6 +30,8 @@ pub struct CollectorMetrics {
     pub remote: Family<Labels, Counter>,
     /// Flows removed before output, by reason (policy, …).
     pub dropped: Family<Labels, Counter>,
+    /// Legacy address events read from the event file, by outcome.
+    pub legacy_events: Family<Labels, Counter>,
     /// Heartbeats and shared updates taken by the table, by outcome.
     pub ownership: Family<Labels, Counter>,
     pub table_ranges: Gauge,
@@ -70,6 +72,7 @@ impl CollectorMetrics {
             flows_out: Counter::default(),
             remote: Family::default(),
             dropped: Family::default(),
+            legacy_events: Family::default(),
             ownership: Family::default(),
             table_ranges: Gauge::default(),
             table_addresses: Gauge::default(),
@@ -107,6 +110,11 @@ impl CollectorMetrics {
             "dropped",
             "Flows removed before output, by reason",
             m.dropped.clone(),
+        );
+        r.register(
+            "legacy_events",
+            "Legacy address events read from the event file, by outcome (taken, malformed)",
+            m.legacy_events.clone(),
         );
         r.register(
             "ownership",

@@ -353,7 +353,12 @@ fn follow_legacy_events(
                         for (line, error) in &polled.malformed {
                             tracing::warn!(path = %path.display(), line, error, "malformed legacy event skipped");
                         }
-                        metrics.count_drop("legacy_event_malformed", polled.malformed.len() as u64);
+                        for (outcome, n) in [("taken", polled.events.len()), ("malformed", polled.malformed.len())] {
+                            metrics
+                                .legacy_events
+                                .get_or_create(&vec![("outcome", outcome.to_owned())])
+                                .inc_by(n as u64);
+                        }
                         if !polled.events.is_empty()
                             && inputs.send(Input::IpEvents(polled.events)).is_err()
                         {

@@ -469,6 +469,104 @@ async fn the_legacy_resolver_answers_only_for_addresses_the_table_does_not_know(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_legacy_resolver_is_recorded_beside_each_flow_and_changes_nothing() {
+    use flowattr_collector::config::{AbSection, LegacySection};
+    let fleet = Fleet::new();
+    fleet.add_plugin("sonar-legacy");
+    fleet.add_shadow_plugin("sonar-legacy", "legacy-shadow");
+    let t = now_ns() - 300 * S;
+    // The legacy stream still names the address's previous owner, and has a
+    // line that is not an event.
+    let events = fleet.out_dir("events.jsonl");
+    let stale = flowattr_model::IpEvent {
+        address: "10.2.0.7".parse().unwrap(),
+        change: flowattr_model::IpChange::Assigned(flowattr_model::Workload::with_id("old-db")),
+        event_time_ns: t - 600 * S,
+        arrival_time_ns: t - 600 * S,
+    };
+    std::fs::create_dir_all(events.parent().unwrap()).unwrap();
+    std::fs::write(
+        &events,
+        format!("{}\nnot an event\n", serde_json::to_string(&stale).unwrap()),
+    )
+    .unwrap();
+    let records = fleet.out_dir("ab.jsonl");
+    let mut config = fleet.collector_config("collector-1");
+    config.legacy = Some(LegacySection { events });
+    config.ab = Some(AbSection {
+        records: records.clone(),
+    });
+    let collector = Collector::start(config).await.unwrap();
+    let addr = collector.local_addr();
+    // Let the follower read the events before any flow is released.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let b = fleet.agent("agent-b", &[addr]);
+    ship_all(
+        &b,
+        &[batch(
+            "agent-b",
+            0,
+            vec![flow("10.2.0.7:5432", &workload("db-2"), "10.1.0.5:1", t)],
+        )],
+    )
+    .await;
+    let a = fleet.agent("agent-a", &[addr]);
+    ship_all(
+        &a,
+        &[batch(
+            "agent-a",
+            0,
+            vec![flow(
+                "10.1.0.5:1101",
+                &workload("api-1"),
+                "10.2.0.7:5432",
+                t,
+            )],
+        )],
+    )
+    .await;
+    let lines = fleet.wait_written("collector-1", 2, WAIT);
+    assert_eq!(
+        outcomes(&lines)[&1101].1,
+        "db-2",
+        "the shadow's answer changes nothing"
+    );
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let compared = loop {
+        let text = std::fs::read_to_string(&records).unwrap_or_default();
+        let compared = flowattr_ab::read_records(text.as_bytes()).unwrap();
+        if compared.len() >= 2 || std::time::Instant::now() > deadline {
+            break compared;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(compared.len(), 2, "one record per flow: {compared:?}");
+    let to_db = compared.iter().find(|c| c.remote.port() == 5432).unwrap();
+    assert_eq!(to_db.heartbeat.workload().unwrap().id, "db-2");
+    assert_eq!(
+        to_db.legacy.workload().unwrap().id,
+        "old-db",
+        "the legacy method's stale answer, recorded"
+    );
+    assert_eq!(to_db.local.as_ref().unwrap().id, "api-1");
+    let malformed = flowattr_daemon::metrics::metric_sum(
+        &collector.metrics().render(),
+        "flowattr_collector_legacy_events",
+        &[("outcome", "malformed")],
+    );
+    assert_eq!(malformed, 1.0, "the line that is not an event is counted");
+    let taken = flowattr_daemon::metrics::metric_sum(
+        &collector.metrics().render(),
+        "flowattr_collector_legacy_events",
+        &[("outcome", "taken")],
+    );
+    assert_eq!(taken, 1.0);
+    collector.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_output_that_is_down_queues_reports_and_catches_up() {
     use flowattr_collector::config::OutputSection;
     let fleet = Fleet::new();

@@ -44,19 +44,49 @@ fn run_seed(mut scenario: Scenario, seed: u64) -> RunOutcome {
 fn assert_heartbeats_never_wrong(o: &RunOutcome, seed: u64) {
     let r = &o.report;
     let hb = &r.heartbeat;
-    assert_eq!((o.lost, o.unknown), (0, 0), "seed {seed}: every record comes out compared, once");
-    assert!(r.flows > 10_000, "seed {seed}: a busy fleet ({} flows)", r.flows);
-    assert_eq!(r.judged + o.collisions, r.flows, "seed {seed}: ground truth for every flow");
-    assert_eq!(hb.misattributed, 0, "seed {seed}: heartbeat misattributed\n{}", r.table());
-    assert_eq!(hb.edges.wrong, 0, "seed {seed}: heartbeat wrong edges\n{}", r.table());
+    assert_eq!(
+        (o.lost, o.unknown),
+        (0, 0),
+        "seed {seed}: every record comes out compared, once"
+    );
+    assert!(
+        r.flows > 10_000,
+        "seed {seed}: a busy fleet ({} flows)",
+        r.flows
+    );
+    assert_eq!(
+        r.judged + o.collisions,
+        r.flows,
+        "seed {seed}: ground truth for every flow"
+    );
+    assert_eq!(
+        hb.misattributed,
+        0,
+        "seed {seed}: heartbeat misattributed\n{}",
+        r.table()
+    );
+    assert_eq!(
+        hb.edges.wrong,
+        0,
+        "seed {seed}: heartbeat wrong edges\n{}",
+        r.table()
+    );
     assert!(
         hb.unattributed_unambiguous_pct <= 1.0,
         "seed {seed}: {:.2}% unattributed outside ambiguity\n{}",
         hb.unattributed_unambiguous_pct,
         r.table()
     );
-    assert!(hb.attributed as f64 >= 0.9 * r.flows as f64, "seed {seed}: most flows attributed\n{}", r.table());
-    assert!(r.legacy.misattributed > 0, "seed {seed}: the legacy method errs\n{}", r.table());
+    assert!(
+        hb.attributed as f64 >= 0.9 * r.flows as f64,
+        "seed {seed}: most flows attributed\n{}",
+        r.table()
+    );
+    assert!(
+        r.legacy.misattributed > 0,
+        "seed {seed}: the legacy method errs\n{}",
+        r.table()
+    );
 }
 
 #[test]
@@ -101,9 +131,18 @@ fn the_same_seed_gives_the_same_report() {
 #[test]
 fn legacy_misattribution_grows_with_its_delay_and_heartbeats_stay_right() {
     let dir = tempfile::tempdir().unwrap();
-    let points = sweep::sweep(&default_scenario(20), Parameter::LegacyDelay, &options(&dir)).unwrap();
+    let points = sweep::sweep(
+        &default_scenario(20),
+        Parameter::LegacyDelay,
+        &options(&dir),
+    )
+    .unwrap();
     println!("{}", sweep::table(Parameter::LegacyDelay, &points));
-    assert!(points.iter().all(|p| p.heartbeat_misattributed_pct == 0.0 && p.heartbeat_wrong_edges == 0));
+    assert!(
+        points
+            .iter()
+            .all(|p| p.heartbeat_misattributed_pct == 0.0 && p.heartbeat_wrong_edges == 0)
+    );
     let (first, last) = (points.first().unwrap(), points.last().unwrap());
     assert!(
         last.legacy_misattributed_pct > 2.0 * first.legacy_misattributed_pct,

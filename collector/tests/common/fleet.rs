@@ -54,7 +54,7 @@ impl Fleet {
         certs::generate_dev_pki(&dir.path().join("pki"), &COLLECTORS, &AGENTS).unwrap();
         let plugins = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
-        install(&plugins, "jsonl-sink");
+        install(&plugins, "jsonl-sink", "jsonl-sink", None);
         Fleet { dir }
     }
 
@@ -68,7 +68,13 @@ impl Fleet {
 
     /// Adds a bundled plugin (by crate name) to the plugin directory.
     pub fn add_plugin(&self, krate: &str) {
-        install(&self.plugins(), krate);
+        install(&self.plugins(), krate, krate, None);
+    }
+
+    /// Adds a bundled plugin under another name, in `shadow` mode.
+    pub fn add_shadow_plugin(&self, krate: &str, name: &str) {
+        use flowattr_plugin_runtime::manifest::Mode;
+        install(&self.plugins(), krate, name, Some(Mode::Shadow));
     }
 
     /// Where collector `name` writes its flows.
@@ -160,7 +166,12 @@ impl Fleet {
     }
 }
 
-fn install(dir: &Path, krate: &str) {
+fn install(
+    dir: &Path,
+    krate: &str,
+    name: &str,
+    mode: Option<flowattr_plugin_runtime::manifest::Mode>,
+) {
     use flowattr_plugin_runtime::{install_plugin, manifest::Manifest};
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -172,7 +183,10 @@ fn install(dir: &Path, krate: &str) {
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build first)", wasm_path.display()));
     let template = workspace().join(format!("plugins/{krate}/{krate}.toml"));
     let mut manifest = Manifest::parse(&std::fs::read_to_string(template).unwrap()).unwrap();
-    install_plugin(dir, krate, &wasm, &mut manifest, "").unwrap();
+    if let Some(mode) = mode {
+        manifest.mode = mode;
+    }
+    install_plugin(dir, name, &wasm, &mut manifest, "").unwrap();
 }
 
 /// Unix-epoch nanoseconds now.
