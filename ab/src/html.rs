@@ -81,7 +81,7 @@ fn timeline_chart(buckets: &[TimeBucket], legacy: &str) -> String {
 
 /// Right and wrong edges per method, as stacked bars.
 fn edges_chart(methods: &[(&str, &str, &MethodReport)], focus: Option<&str>) -> String {
-    let (w, row, pad) = (720.0, 34.0, 190.0);
+    let (w, row, pad) = (760.0, 34.0, 250.0);
     let rows: Vec<(String, &str, crate::EdgeCounts)> = methods
         .iter()
         .flat_map(|(name, colour, m)| {
@@ -104,7 +104,7 @@ fn edges_chart(methods: &[(&str, &str, &MethodReport)], focus: Option<&str>) -> 
     );
     for (i, (label, colour, e)) in rows.iter().enumerate() {
         let top = 6.0 + row * i as f64;
-        let scale = (w - pad - 80.0) / max;
+        let scale = (w - pad - 170.0) / max;
         let right = e.right as f64 * scale;
         let wrong = e.wrong as f64 * scale;
         let _ = write!(

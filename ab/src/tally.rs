@@ -165,7 +165,9 @@ pub struct Tally {
     heartbeat: MethodTally,
     legacy: MethodTally,
     agreement: Agreement,
-    examples: Vec<Disagreement>,
+    /// Disagreements where truth shows a method wrong, then the others.
+    examples_wrong: Vec<Disagreement>,
+    examples_other: Vec<Disagreement>,
     /// minute → (judged flows, heartbeat wrong, legacy wrong).
     minutes: BTreeMap<u64, (u64, u64, u64)>,
 }
@@ -180,7 +182,8 @@ impl Tally {
             heartbeat: MethodTally::default(),
             legacy: MethodTally::default(),
             agreement: Agreement::default(),
-            examples: Vec::new(),
+            examples_wrong: Vec::new(),
+            examples_other: Vec::new(),
             minutes: BTreeMap::new(),
         }
     }
@@ -220,13 +223,14 @@ impl Tally {
                 true
             }
         };
-        // Keep disagreements where truth decides between the methods first.
-        if !same && (self.examples.len() < EXAMPLES || owner.is_some()) {
-            let example = Disagreement::of(record, owner);
-            if self.examples.len() < EXAMPLES {
-                self.examples.push(example);
-            } else if let Some(slot) = self.examples.iter_mut().find(|e| e.truth.is_none()) {
-                *slot = example;
+        if !same {
+            let list = if hb == Judgement::Wrong || legacy == Judgement::Wrong {
+                &mut self.examples_wrong
+            } else {
+                &mut self.examples_other
+            };
+            if list.len() < EXAMPLES {
+                list.push(Disagreement::of(record, owner));
             }
         }
     }
@@ -253,8 +257,113 @@ impl Tally {
             heartbeat: self.heartbeat.report(self.flows, focus, truth),
             legacy: self.legacy.report(self.flows, focus, truth),
             agreement: self.agreement,
-            disagreements: self.examples.clone(),
+            disagreements: self
+                .examples_wrong
+                .iter()
+                .chain(&self.examples_other)
+                .take(EXAMPLES)
+                .cloned()
+                .collect(),
             timeline: TimeBucket::coarsen(timeline, 60),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use flowattr_model::{Initiator, UnattributedReason, Workload};
+
+    use super::*;
+    use crate::{Dependencies, NoTruth};
+
+    fn w(id: &str, app: &str) -> Arc<Workload> {
+        Arc::new(Workload {
+            app: Some(app.into()),
+            ..Workload::with_id(id)
+        })
+    }
+
+    struct Owner(&'static str);
+
+    impl Truth for Owner {
+        fn owner(&self, _: &Compared) -> Option<&str> {
+            Some(self.0)
+        }
+        fn depends(&self, _: &str, _: &str) -> Option<bool> {
+            None
+        }
+    }
+
+    fn compared(initiator: Initiator, hb: Outcome, legacy: Outcome) -> Compared {
+        Compared {
+            start_ns: 61_000_000_000,
+            local: Some(w("db-1", "db")),
+            remote: "10.0.0.9:40000".parse().unwrap(),
+            initiator,
+            heartbeat: hb,
+            legacy,
+        }
+    }
+
+    #[test]
+    fn an_inbound_flow_makes_an_edge_from_the_remote_side() {
+        let mut t = Tally::new("legacy");
+        let api = Outcome::Attributed(w("api-1", "api"));
+        t.add(
+            &compared(Initiator::Remote, api.clone(), api),
+            &Owner("api-1"),
+        );
+        let deps = Dependencies::parse("[services]\napi = [\"db\"]\n").unwrap();
+        let r = t.report(Some("api"), &deps);
+        assert_eq!(
+            r.heartbeat.focus_edges.unwrap().right,
+            1,
+            "api -> db, not db -> api"
+        );
+        assert_eq!(r.agreement.same_workload, 1);
+    }
+
+    #[test]
+    fn misattribution_unattributed_reasons_and_examples_are_counted() {
+        let mut t = Tally::new("legacy");
+        let right = Outcome::Attributed(w("api-1", "api"));
+        let wrong = Outcome::Attributed(w("batch-7", "batch"));
+        let skew = Outcome::Unattributed(UnattributedReason::ClockSkew);
+        let gap = Outcome::Unattributed(UnattributedReason::Gap);
+        for _ in 0..20 {
+            t.add(
+                &compared(Initiator::Local, skew.clone(), right.clone()),
+                &Owner("api-1"),
+            );
+        }
+        t.add(
+            &compared(Initiator::Local, right.clone(), wrong.clone()),
+            &Owner("api-1"),
+        );
+        t.add(&compared(Initiator::Local, gap, wrong), &NoTruth);
+        let r = t.report(None, &NoTruth);
+        assert_eq!(r.flows, 22);
+        assert_eq!(r.judged, 21);
+        assert_eq!((r.heartbeat.misattributed, r.legacy.misattributed), (0, 1));
+        assert_eq!(r.heartbeat.unattributed_by_reason["clock-skew"], 20);
+        assert_eq!(
+            r.heartbeat.unattributed_unambiguous, 1,
+            "gap is not ambiguous"
+        );
+        assert_eq!(
+            r.legacy.edges.wrong, 1,
+            "db -> batch made only by a wrong flow"
+        );
+        assert_eq!(
+            r.agreement.heartbeat_only + r.agreement.legacy_only + r.agreement.different_workloads,
+            22
+        );
+        assert_eq!(r.disagreements.len(), EXAMPLES);
+        assert_eq!(
+            r.disagreements[0].legacy, "batch-7",
+            "a wrong answer is shown first"
+        );
     }
 }

@@ -32,6 +32,8 @@ pub struct SimArgs {
     sweep: Option<SweepArg>,
     #[command(flatten)]
     out: ReportFiles,
+    #[command(flatten)]
+    cache: crate::plugin::CacheArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -42,10 +44,6 @@ enum SweepArg {
     ReuseTime,
     /// The legacy attributor without and with its hold.
     LegacyHold,
-}
-
-fn cache_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/flowattr/components"))
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
@@ -66,7 +64,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             .work_dir
             .clone()
             .unwrap_or_else(|| scratch.path().to_owned()),
-        cache_dir: cache_dir(),
+        cache_dir: args.cache.dir(),
         progress: true,
     };
     if let Some(which) = args.sweep {

@@ -75,14 +75,18 @@ pub struct CacheArgs {
 }
 
 impl CacheArgs {
-    fn runtime(&self, clock: Option<Arc<dyn Clock>>) -> anyhow::Result<Runtime> {
-        let cache_dir = if self.no_cache {
+    /// The cache directory, unless caching is off.
+    pub fn dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
             None
         } else {
             self.cache_dir.clone().or_else(default_cache_dir)
-        };
+        }
+    }
+
+    fn runtime(&self, clock: Option<Arc<dyn Clock>>) -> anyhow::Result<Runtime> {
         let mut config = RuntimeConfig {
-            cache_dir,
+            cache_dir: self.dir(),
             ..RuntimeConfig::default()
         };
         if let Some(clock) = clock {
