@@ -13,6 +13,7 @@ pub mod batcher;
 pub mod capture;
 pub mod config;
 pub mod metrics;
+pub mod netns;
 pub mod output;
 
 /// The policy chain, shared with the collector.

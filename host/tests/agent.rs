@@ -7,6 +7,8 @@
 
 mod common;
 
+use flowattr_host::netns::{Netns, link};
+
 use std::{
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
@@ -14,10 +16,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use common::{
-    install, install_bundled,
-    netns::{Netns, link},
-};
+use common::{install, install_bundled};
 use flowattr_host::config::AgentConfig;
 use flowattr_model::{AttributedFlow, FlowBatch, Side};
 use ipman::admin::{RawWorkload, StateFile};
@@ -134,7 +133,7 @@ fn config(tmp: &Path, plugins: &Path) -> AgentConfig {
 
 /// A server in `ns` on `addr` answering every connection with 3 bytes.
 fn serve(ns: &Netns, addr: SocketAddr) {
-    let listener = ns.run(move || TcpListener::bind(addr).unwrap());
+    let listener = ns.run(move || TcpListener::bind(addr).unwrap()).unwrap();
     ns.spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { return };
@@ -142,7 +141,8 @@ fn serve(ns: &Netns, addr: SocketAddr) {
             let _ = s.read(&mut buf);
             let _ = s.write_all(b"ok\n");
         }
-    });
+    })
+    .unwrap();
 }
 
 /// A client in `ns`, bound to `local` (port 0 for any), sending 5 bytes to
@@ -163,7 +163,8 @@ fn exchange(ns: &Netns, local: SocketAddr, to: SocketAddr) {
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).unwrap();
         assert_eq!(buf, b"ok\n");
-    });
+    })
+    .unwrap();
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -186,16 +187,17 @@ fn local_sides_carry_the_workload_that_owned_the_address_at_flow_start() {
     // container host's IPv4 address, shared by IPv6-only containers through
     // port ranges; outside the pool it is the host's own (the instance in
     // the identity document). "peer": the remote end.
-    let c1 = Netns::new("c1");
-    let shared = Netns::new("shr");
-    let peer = Netns::new("peer");
+    let c1 = Netns::new("c1").unwrap();
+    let shared = Netns::new("shr").unwrap();
+    let peer = Netns::new("peer").unwrap();
     link(
         &c1,
         &["10.81.0.2/24", "fd00:81::2/64"],
         &peer,
         &["10.81.0.9/24", "fd00:81::9/64"],
-    );
-    link(&shared, &["10.82.0.2/24"], &peer, &["10.82.0.9/24"]);
+    )
+    .unwrap();
+    link(&shared, &["10.82.0.2/24"], &peer, &["10.82.0.9/24"]).unwrap();
     std::fs::write(
         ec2_state.join("instance-identity.json"),
         r#"{"instanceId": "i-0host", "accountId": "123456789012", "region": "us-east-1",
@@ -322,9 +324,9 @@ fn policy_plugins_drop_and_redact_before_batching_and_drops_are_counted() {
         "kind = \"policy\"\nwit = \"0.1.0\"\n[config]\ndrop_ports = [7101]\nredact_process = true\n",
         None,
     );
-    let client = Netns::new("pcli");
-    let server = Netns::new("psrv");
-    link(&client, &["10.83.0.1/24"], &server, &["10.83.0.2/24"]);
+    let client = Netns::new("pcli").unwrap();
+    let server = Netns::new("psrv").unwrap();
+    link(&client, &["10.83.0.1/24"], &server, &["10.83.0.2/24"]).unwrap();
     let mut config = config(tmp.path(), &plugins);
     config.metrics.listen = "127.0.0.1:19477".parse().unwrap();
     let agent = RunningAgent::start(config);
@@ -362,9 +364,9 @@ fn flows_closed_just_before_shutdown_are_still_written() {
     let tmp = tempfile::tempdir().unwrap();
     let plugins = tmp.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    let client = Netns::new("scli");
-    let server = Netns::new("ssrv");
-    link(&client, &["10.84.0.1/24"], &server, &["10.84.0.2/24"]);
+    let client = Netns::new("scli").unwrap();
+    let server = Netns::new("ssrv").unwrap();
+    link(&client, &["10.84.0.1/24"], &server, &["10.84.0.2/24"]).unwrap();
     let mut config = config(tmp.path(), &plugins);
     config.metrics.enabled = false;
     // Nothing is read or flushed on its own before the stop below.

@@ -6,6 +6,8 @@
 
 mod common;
 
+use flowattr_host::netns::{Netns, link};
+
 use std::{
     io::{Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
@@ -13,10 +15,7 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    Recorder,
-    netns::{Netns, link},
-};
+use common::Recorder;
 use flowattr_host::capture::CaptureSettings;
 use flowattr_model::{Flow, FlowEnd, Initiator};
 
@@ -26,8 +25,8 @@ struct Pair {
 }
 
 fn pair(v4_net: u8) -> Pair {
-    let client = Netns::new("cli");
-    let server = Netns::new("srv");
+    let client = Netns::new("cli").unwrap();
+    let server = Netns::new("srv").unwrap();
     link(
         &client,
         &[
@@ -39,7 +38,8 @@ fn pair(v4_net: u8) -> Pair {
             &format!("10.{v4_net}.0.2/24"),
             &format!("fd00:{v4_net}::2/64"),
         ],
-    );
+    )
+    .unwrap();
     Pair { client, server }
 }
 
@@ -52,23 +52,31 @@ impl Pair {
 /// Echo-style exchange: the client sends `up` bytes and half-closes, the
 /// server reads them all and answers `down` bytes, both close.
 fn exchange(pair: &Pair, server: SocketAddr, up: usize, down: usize) {
-    let listener = pair.server.run(move || TcpListener::bind(server).unwrap());
-    let served = pair.server.spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        assert_eq!(got.len(), up);
-        s.write_all(&vec![7u8; down]).unwrap();
-    });
-    pair.client.run(move || {
-        let mut c = TcpStream::connect(server).unwrap();
-        c.write_all(&vec![1u8; up]).unwrap();
-        c.shutdown(Shutdown::Write).unwrap();
-        let mut got = Vec::new();
-        c.read_to_end(&mut got).unwrap();
-        assert_eq!(got.len(), down);
-    });
-    served.join().unwrap();
+    let listener = pair
+        .server
+        .run(move || TcpListener::bind(server).unwrap())
+        .unwrap();
+    let served = pair
+        .server
+        .spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            assert_eq!(got.len(), up);
+            s.write_all(&vec![7u8; down]).unwrap();
+        })
+        .unwrap();
+    pair.client
+        .run(move || {
+            let mut c = TcpStream::connect(server).unwrap();
+            c.write_all(&vec![1u8; up]).unwrap();
+            c.shutdown(Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).unwrap();
+            assert_eq!(got.len(), down);
+        })
+        .unwrap();
+    served.join().unwrap().unwrap();
 }
 
 fn final_flows(flows: &[Flow]) -> Vec<&Flow> {
@@ -148,40 +156,47 @@ fn refused_and_reset_connections_say_so() {
     // Nothing listens on 9999: the server's kernel answers with a reset.
     let refused = pair
         .client
-        .run(|| TcpStream::connect("10.73.0.2:9999").unwrap_err().kind());
+        .run(|| TcpStream::connect("10.73.0.2:9999").unwrap_err().kind())
+        .unwrap();
     assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
 
     // The client aborts an established connection (SO_LINGER 0 sends RST).
     let listener = pair
         .server
-        .run(|| TcpListener::bind("10.73.0.2:9000").unwrap());
-    let served = pair.server.spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 16];
-        let _ = s.read(&mut buf); // 5 bytes
-        let _ = s.read(&mut buf); // then the reset
-    });
-    pair.client.run(|| {
-        let mut c = TcpStream::connect("10.73.0.2:9000").unwrap();
-        c.write_all(b"hello").unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt with a valid fd and a linger struct.
-        let rc = unsafe {
-            libc::setsockopt(
-                c.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                size_of::<libc::linger>() as u32,
-            )
-        };
-        assert_eq!(rc, 0);
-    });
-    served.join().unwrap();
+        .run(|| TcpListener::bind("10.73.0.2:9000").unwrap())
+        .unwrap();
+    let served = pair
+        .server
+        .spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 16];
+            let _ = s.read(&mut buf); // 5 bytes
+            let _ = s.read(&mut buf); // then the reset
+        })
+        .unwrap();
+    pair.client
+        .run(|| {
+            let mut c = TcpStream::connect("10.73.0.2:9000").unwrap();
+            c.write_all(b"hello").unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: setsockopt with a valid fd and a linger struct.
+            let rc = unsafe {
+                libc::setsockopt(
+                    c.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    size_of::<libc::linger>() as u32,
+                )
+            };
+            assert_eq!(rc, 0);
+        })
+        .unwrap();
+    served.join().unwrap().unwrap();
 
     let flows = recorder.wait_for(&pair.ids(), |f| f.len() >= 3);
     assert_eq!(flows.len(), 3, "{flows:#?}");
@@ -223,23 +238,29 @@ fn long_connection_is_reported_in_intervals_that_sum_to_its_totals() {
     });
     let listener = pair
         .server
-        .run(|| TcpListener::bind("10.74.0.2:9000").unwrap());
-    let served = pair.server.spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        got.len()
-    });
+        .run(|| TcpListener::bind("10.74.0.2:9000").unwrap())
+        .unwrap();
+    let served = pair
+        .server
+        .spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got.len()
+        })
+        .unwrap();
     let chunks = [1000usize, 2000, 4000, 8000];
-    pair.client.run(move || {
-        let mut c = TcpStream::connect("10.74.0.2:9000").unwrap();
-        for chunk in chunks {
-            c.write_all(&vec![0u8; chunk]).unwrap();
-            std::thread::sleep(Duration::from_millis(450));
-        }
-    });
+    pair.client
+        .run(move || {
+            let mut c = TcpStream::connect("10.74.0.2:9000").unwrap();
+            for chunk in chunks {
+                c.write_all(&vec![0u8; chunk]).unwrap();
+                std::thread::sleep(Duration::from_millis(450));
+            }
+        })
+        .unwrap();
     let total: usize = chunks.iter().sum();
-    assert_eq!(served.join().unwrap(), total);
+    assert_eq!(served.join().unwrap().unwrap(), total);
 
     let flows = recorder.wait_for(&pair.ids(), |f| final_flows(f).len() >= 2);
     let client: Vec<&Flow> = flows

@@ -1,8 +1,6 @@
 //! Shared helpers of the agent's root integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
-pub mod netns;
-
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
