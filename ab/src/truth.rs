@@ -135,10 +135,11 @@ impl OwnershipIntervals {
     }
 }
 
-impl Truth for OwnershipIntervals {
-    fn owner(&self, record: &Compared) -> Option<&str> {
-        let list = self.by_address.get(&record.remote.ip().to_canonical())?;
-        let t = record.start_ns;
+impl OwnershipIntervals {
+    /// Who owned `ip` at `t` (ns), unless that is too close to a change of
+    /// owner to say.
+    pub fn owner_at(&self, ip: IpAddr, t: u64) -> Option<&str> {
+        let list = self.by_address.get(&ip.to_canonical())?;
         let tol = self.tolerance_ns;
         let (_, _, owner) = list.iter().find(|(from, to, _)| *from <= t && t < *to)?;
         // Too close to another owner's interval to say.
@@ -146,6 +147,12 @@ impl Truth for OwnershipIntervals {
             w.id != owner.id && from.saturating_sub(tol) <= t && t < to.saturating_add(tol)
         });
         (!contested).then_some(owner.id.as_str())
+    }
+}
+
+impl Truth for OwnershipIntervals {
+    fn owner(&self, record: &Compared) -> Option<&str> {
+        self.owner_at(record.remote.ip(), record.start_ns)
     }
 
     fn depends(&self, _: &str, _: &str) -> Option<bool> {

@@ -5,6 +5,7 @@ mod ab;
 mod agent;
 mod certs;
 mod collector;
+mod demo;
 mod ipman;
 mod plugin;
 mod show;
@@ -31,6 +32,8 @@ enum Command {
     Certs(certs::CertsArgs),
     /// Receive agents' batches over QUIC, attribute remote sides, write flows out.
     Collector(collector::CollectorArgs),
+    /// The whole product on this machine (root): namespaces, churn, agent, collector, A/B.
+    Demo(demo::DemoArgs),
     /// Play IPMan: assign and release container addresses in its state file.
     #[command(subcommand)]
     Ipman(ipman::IpmanCommand),
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => agent::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Collector(args) => collector::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Ipman(cmd) => ipman::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Show(args) => show::run(args),
