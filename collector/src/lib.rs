@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod core;
+pub mod counterpart;
 pub mod dedupe;
 pub mod hold;
 pub mod journal;

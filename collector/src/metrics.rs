@@ -39,6 +39,8 @@ pub struct CollectorMetrics {
     pub table_memory_bytes: Gauge,
     pub hold_flows: Gauge,
     pub hold_batches: Gauge,
+    /// Held flows indexed for matching with their other end.
+    pub counterpart_index: Gauge,
     /// Times a batch had to wait because the hold queue or the outputs were
     /// full.
     pub backpressure: Counter,
@@ -78,6 +80,7 @@ impl CollectorMetrics {
             table_addresses: Gauge::default(),
             table_memory_bytes: Gauge::default(),
             hold_flows: Gauge::default(),
+            counterpart_index: Gauge::default(),
             hold_batches: Gauge::default(),
             backpressure: Counter::default(),
             output_queued_bytes: Family::default(),
@@ -142,6 +145,11 @@ impl CollectorMetrics {
             m.hold_flows.clone(),
         );
         r.register(
+            "counterpart_index",
+            "Held flows indexed for matching with their other end's report",
+            m.counterpart_index.clone(),
+        );
+        r.register(
             "hold_batches",
             "Batches waiting in the hold queue",
             m.hold_batches.clone(),
@@ -190,6 +198,9 @@ impl CollectorMetrics {
         let inc = |labels: Labels, n: u64| self.remote.get_or_create(&labels).inc_by(n);
         if counts.heartbeat > 0 {
             inc(vec![("outcome", "heartbeat".into())], counts.heartbeat);
+        }
+        if counts.counterpart > 0 {
+            inc(vec![("outcome", "counterpart".into())], counts.counterpart);
         }
         for (plugin, n) in &counts.resolver {
             inc(
@@ -300,6 +311,7 @@ mod tests {
         let m = CollectorMetrics::new();
         let counts = RemoteCounts {
             heartbeat: 5,
+            counterpart: 4,
             resolver: vec![("sonar-legacy".into(), 2)],
             unattributed: vec![(UnattributedReason::Conflict, 3)],
             forwarded: vec![(0, 1)],
@@ -319,6 +331,10 @@ mod tests {
             m.value("flowattr_collector_remote", &[("region", "eu")]),
             2.0
         );
-        assert_eq!(m.value("flowattr_collector_remote", &[]), 22.0);
+        assert_eq!(
+            m.value("flowattr_collector_remote", &[("outcome", "counterpart")]),
+            8.0
+        );
+        assert_eq!(m.value("flowattr_collector_remote", &[]), 30.0);
     }
 }

@@ -3,7 +3,10 @@
 //! flow's **start**. Pure: the table, the region map and the resolver chain
 //! come in, the flows' remote sides and what to forward come out.
 //!
-//! Order of sources, for an address the table cannot attribute:
+//! Where the table cannot answer but the other end of the same connection
+//! reported it ([`crate::counterpart`]), that report answers; where the
+//! table names one workload and the other end another, the flow is a
+//! conflict. Otherwise, in order, for an address the table cannot attribute:
 //!
 //! 1. An address in another region's prefixes goes to that region's
 //!    collectors (which hold that region's heartbeats) — unless the flow was
@@ -27,7 +30,10 @@ use flowattr_model::{
 };
 use flowattr_plugin_runtime::Plugin;
 
-use crate::ownership::{OwnershipTable, Prefix};
+use crate::{
+    counterpart::Counterpart,
+    ownership::{OwnershipTable, Prefix},
+};
 
 /// Which prefixes belong to other regions.
 #[derive(Debug, Clone, Default)]
@@ -103,6 +109,9 @@ impl ResolverSource for Arc<Plugin> {
 pub struct RemoteCounts {
     /// Attributed by an ownership range.
     pub heartbeat: u64,
+    /// Attributed by the other end's report of the same connection, where
+    /// no range could answer.
+    pub counterpart: u64,
     /// Attributed by a resolver plugin: (plugin, flows).
     pub resolver: Vec<(String, u64)>,
     /// Left unattributed, by reason.
@@ -136,9 +145,12 @@ pub struct RemotePass {
 }
 
 /// Attributes the remote side of every flow still `pending`, at `now_ns`.
-/// `forwardable` is false for flows another region forwarded here.
+/// `counterparts[i]` is what the other end of flow `i` reported (see
+/// [`crate::counterpart`]). `forwardable` is false for flows another region
+/// forwarded here.
 pub fn attribute_remote<R: ResolverSource>(
     flows: &mut [AttributedFlow],
+    counterparts: &[Counterpart],
     forwardable: bool,
     table: &OwnershipTable,
     regions: &Regions,
@@ -159,8 +171,32 @@ pub fn attribute_remote<R: ResolverSource>(
     // Flows the table knows nothing of, for the resolver chain.
     let mut unknown = Vec::new();
     for (&i, answer) in pending.iter().zip(answers) {
-        match answer {
-            Ok((workload, valid)) => {
+        let other = counterparts.get(i).unwrap_or(&Counterpart::None);
+        match (answer, other) {
+            // The range and the other end disagree: neither is taken.
+            (Ok((workload, _)), Counterpart::Found(w, _)) if w.id != workload.id => {
+                pass.counts.unattributed(UnattributedReason::Conflict);
+                flows[i].remote = Side::Unattributed(UnattributedReason::Conflict);
+            }
+            (Ok(_), Counterpart::Conflict) => {
+                pass.counts.unattributed(UnattributedReason::Conflict);
+                flows[i].remote = Side::Unattributed(UnattributedReason::Conflict);
+            }
+            // No range answers; the other end of this very connection does.
+            (Err(_), Counterpart::Found(w, valid)) => {
+                pass.counts.counterpart += 1;
+                flows[i].remote = Side::Attributed(Attribution {
+                    workload: w.clone(),
+                    source: AttributionSource::Heartbeat,
+                    plugin: String::new(),
+                    valid: *valid,
+                });
+            }
+            (Err(_), Counterpart::Conflict) => {
+                pass.counts.unattributed(UnattributedReason::Conflict);
+                flows[i].remote = Side::Unattributed(UnattributedReason::Conflict);
+            }
+            (Ok((workload, valid)), _) => {
                 pass.counts.heartbeat += 1;
                 flows[i].remote = Side::Attributed(Attribution {
                     workload: workload.clone(),
@@ -169,7 +205,7 @@ pub fn attribute_remote<R: ResolverSource>(
                     valid,
                 });
             }
-            Err(UnattributedReason::NotFound) => {
+            (Err(UnattributedReason::NotFound), Counterpart::None) => {
                 let ip = flows[i].flow.remote.ip();
                 match regions.region_of(ip).filter(|_| forwardable) {
                     Some(region) => {
@@ -183,7 +219,7 @@ pub fn attribute_remote<R: ResolverSource>(
                     None => unknown.push(i),
                 }
             }
-            Err(reason) => {
+            (Err(reason), Counterpart::None) => {
                 pass.counts.unattributed(reason);
                 flows[i].remote = Side::Unattributed(reason);
             }
@@ -369,7 +405,7 @@ mod tests {
             flow("10.0.9.9", 120), // only the legacy stream knows it
             flow("10.0.7.7", 120), // nobody knows it
         ];
-        let pass = attribute_remote(&mut flows, true, &table, &eu(), &[lb], 300 * S);
+        let pass = attribute_remote(&mut flows, &[], true, &table, &eu(), &[lb], 300 * S);
         assert_eq!(
             remote(&flows[0]),
             Ok(("db-1", AttributionSource::Heartbeat))
@@ -381,6 +417,55 @@ mod tests {
         assert_eq!(remote(&flows[4]), Err(UnattributedReason::NotFound));
         assert_eq!(pass.counts.heartbeat, 1);
         assert_eq!(pass.counts.resolver, vec![("sonar-legacy".to_string(), 1)]);
+    }
+
+    #[test]
+    fn the_other_end_answers_only_where_no_range_does_and_never_against_one() {
+        let table = table();
+        let found =
+            |id: &str| Counterpart::Found(Arc::new(Workload::with_id(id)), TimeRange::new(0, 1));
+        let mut flows = vec![
+            flow("10.0.1.5", 99),  // just before db-1's first range
+            flow("10.0.1.5", 120), // inside db-1's range, the other end agrees
+            flow("10.0.1.5", 121), // inside db-1's range, the other end says otherwise
+            flow("10.9.0.3", 120), // another region's, but its other end reported here
+            flow("10.0.1.5", 170), // contested range, one answer from the other end
+            flow("10.0.7.7", 120), // the other end's reports disagree
+        ];
+        let others = vec![
+            found("db-1"),
+            found("db-1"),
+            found("db-9"),
+            found("eu-api"),
+            found("db-2"),
+            Counterpart::Conflict,
+        ];
+        let pass =
+            attribute_remote::<Fixed>(&mut flows, &others, true, &table, &eu(), &[], 300 * S);
+        assert_eq!(
+            remote(&flows[0]),
+            Ok(("db-1", AttributionSource::Heartbeat))
+        );
+        assert_eq!(
+            remote(&flows[1]),
+            Ok(("db-1", AttributionSource::Heartbeat))
+        );
+        assert_eq!(
+            remote(&flows[2]),
+            Err(UnattributedReason::Conflict),
+            "never against a range"
+        );
+        assert_eq!(
+            remote(&flows[3]),
+            Ok(("eu-api", AttributionSource::Heartbeat))
+        );
+        assert!(pass.forward.is_empty(), "answered here: nothing to forward");
+        assert_eq!(
+            remote(&flows[4]),
+            Ok(("db-2", AttributionSource::Heartbeat))
+        );
+        assert_eq!(remote(&flows[5]), Err(UnattributedReason::Conflict));
+        assert_eq!((pass.counts.heartbeat, pass.counts.counterpart), (1, 3));
     }
 
     #[test]
@@ -396,6 +481,7 @@ mod tests {
         let mut flows = vec![flow("10.0.1.5", 170), flow("10.0.1.5", 300)];
         let pass = attribute_remote(
             &mut flows,
+            &[],
             true,
             &table,
             &Regions::default(),
@@ -411,7 +497,7 @@ mod tests {
     fn forwarded_flows_are_not_forwarded_again() {
         let table = table();
         let mut flows = vec![flow("10.9.0.3", 120)];
-        let pass = attribute_remote::<Fixed>(&mut flows, false, &table, &eu(), &[], 300 * S);
+        let pass = attribute_remote::<Fixed>(&mut flows, &[], false, &table, &eu(), &[], 300 * S);
         assert!(pass.forward.is_empty());
         assert_eq!(remote(&flows[0]), Err(UnattributedReason::NotFound));
     }
@@ -432,6 +518,7 @@ mod tests {
         let mut flows = vec![flow("10.0.9.9", 120)];
         let pass = attribute_remote(
             &mut flows,
+            &[],
             true,
             &table,
             &Regions::default(),
@@ -452,6 +539,7 @@ mod tests {
         let mut flows = vec![flow("10.0.9.9", 120)];
         attribute_remote(
             &mut flows,
+            &[],
             true,
             &table,
             &Regions::default(),
@@ -466,8 +554,15 @@ mod tests {
         let table = table();
         let mut flows = vec![flow("10.0.1.5", 120)];
         flows[0].remote = Side::Unattributed(UnattributedReason::SourceUnavailable);
-        let pass =
-            attribute_remote::<Fixed>(&mut flows, true, &table, &Regions::default(), &[], 300 * S);
+        let pass = attribute_remote::<Fixed>(
+            &mut flows,
+            &[],
+            true,
+            &table,
+            &Regions::default(),
+            &[],
+            300 * S,
+        );
         assert_eq!(
             remote(&flows[0]),
             Err(UnattributedReason::SourceUnavailable)

@@ -119,6 +119,40 @@ fn the_default_seed_shows_the_headline() {
 }
 
 #[test]
+fn every_shipped_scenario_runs_and_heartbeats_stay_right() {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(workspace().join("scenarios")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut s = Scenario::parse(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        s.duration = Duration::from_secs(20 * 60);
+        let seed = s.seed;
+        let o = run_seed(s.clone(), seed);
+        let hb = &o.report.heartbeat;
+        assert_eq!((o.lost, o.unknown), (0, 0), "{}", s.name);
+        assert_eq!(
+            (hb.misattributed, hb.edges.wrong),
+            (0, 0),
+            "{}\n{}",
+            s.name,
+            o.report.table()
+        );
+        assert!(
+            hb.unattributed_unambiguous_pct <= 1.0,
+            "{}\n{}",
+            s.name,
+            o.report.table()
+        );
+        names.push(s.name);
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        ["default", "ipv6-containers", "slow-legacy", "steady"]
+    );
+}
+
+#[test]
 fn the_same_seed_gives_the_same_report() {
     let a = run_seed(default_scenario(15), 42);
     let b = run_seed(default_scenario(15), 42);

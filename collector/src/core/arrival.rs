@@ -118,6 +118,12 @@ impl Core {
             let counts = self.table.heartbeats(peer, beats, now);
             self.metrics.count_ownership(&counts);
         }
+        // A forwarded batch's flows seek their other end here but answer for
+        // no one (their capturing agent is not this region's).
+        let claims = self.table.claims();
+        self.counterparts.arrive(&batch.flows, |f| {
+            !forwarded && claims.permits(peer, f.flow.local.ip())
+        });
         self.hold.push(batch, forwarded, now);
     }
 }

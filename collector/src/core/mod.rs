@@ -35,6 +35,7 @@ use flowattr_model::{AttributedFlow, BatchId, FlowBatch, IpEvent};
 use flowattr_plugin_runtime::PluginDirectory;
 
 use crate::{
+    counterpart::Counterparts,
     dedupe::RecentBatches,
     hold::HoldQueue,
     journal::Journal,
@@ -120,6 +121,8 @@ pub struct Core {
     settings: CoreSettings,
     pub table: OwnershipTable,
     hold: HoldQueue,
+    /// Held flows by endpoints, to match each with its other end's report.
+    counterparts: Counterparts,
     recent: RecentBatches,
     journal: Journal,
     outputs: Outputs,
@@ -167,6 +170,7 @@ impl Core {
         let hold_ns = settings.hold.as_nanos().min(u64::MAX as u128) as u64;
         Self {
             hold: HoldQueue::new(hold_ns, settings.max_held_flows),
+            counterparts: Counterparts::new(parts.table.config().max_skew_ns),
             recent: RecentBatches::new(settings.remember_batches),
             settings,
             table: parts.table,
@@ -308,6 +312,7 @@ impl Core {
         m.table_addresses.set(self.table.len_ips() as i64);
         m.table_memory_bytes.set(self.table.memory_bytes() as i64);
         m.hold_flows.set(self.hold.flows() as i64);
+        m.counterpart_index.set(self.counterparts.len() as i64);
         m.hold_batches.set(self.hold.batches() as i64);
         m.journal_batches.set(self.journaled as i64);
         if let Some(sharing) = &self.sharing {

@@ -20,8 +20,10 @@ impl Core {
         } in released
         {
             ids.push(batch.id());
+            let counterparts = self.counterparts.release(&batch.flows);
             let pass = attribute_remote(
                 &mut batch.flows,
+                &counterparts,
                 !forwarded,
                 &self.table,
                 &self.regions,
