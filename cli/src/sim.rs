@@ -30,6 +30,22 @@ pub struct SimArgs {
     /// Sweep one parameter instead of a single run.
     #[arg(long, value_enum)]
     sweep: Option<SweepArg>,
+    /// Ship to running collectors over QUIC, in real time, instead of
+    /// simulating them in process: REGION=NAME@ADDRESS:PORT (repeat for
+    /// failover or for each region). NAME is the collector's certificate name.
+    #[arg(long, value_name = "REGION=NAME@ADDR:PORT")]
+    connect: Vec<String>,
+    /// With --connect: the PKI directory whose CA the collectors trust
+    /// (`flowattr certs` output); each region's agent certificate,
+    /// `sim-REGION`, is made there.
+    #[arg(long, default_value = "pki")]
+    pki: PathBuf,
+    /// With --connect: the legacy event file the collectors follow (`[legacy] events`).
+    #[arg(long)]
+    legacy_events: Option<PathBuf>,
+    /// With --connect: where to write the ground truth for `flowattr ab --truth`.
+    #[arg(long, default_value = "sim-truth.jsonl")]
+    truth: PathBuf,
     #[command(flatten)]
     out: ReportFiles,
     #[command(flatten)]
@@ -67,6 +83,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         cache_dir: args.cache.dir(),
         progress: true,
     };
+    if !args.connect.is_empty() {
+        return connected(&scenario, &args, &options);
+    }
     if let Some(which) = args.sweep {
         let parameter = match which {
             SweepArg::LegacyDelay => sweep::Parameter::LegacyDelay,
@@ -139,4 +158,77 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         extra,
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--connect`: ships the scenario to running collectors in real time.
+fn connected(
+    scenario: &Scenario,
+    args: &SimArgs,
+    options: &RunOptions,
+) -> anyhow::Result<ExitCode> {
+    let mut collectors: Vec<(String, Vec<flowattr_transport::CollectorAddr>)> = Vec::new();
+    for c in &args.connect {
+        let (region, target) = c
+            .split_once('=')
+            .with_context(|| format!("--connect {c}: expected REGION=NAME@ADDRESS:PORT"))?;
+        let (name, addr) = target
+            .split_once('@')
+            .with_context(|| format!("--connect {c}: expected REGION=NAME@ADDRESS:PORT"))?;
+        let addr = addr
+            .parse()
+            .with_context(|| format!("--connect {c}: {addr} is not ADDRESS:PORT"))?;
+        anyhow::ensure!(
+            scenario.region(region).is_some(),
+            "--connect {c}: the scenario has no region {region}"
+        );
+        let addr = flowattr_transport::CollectorAddr::new(addr, name);
+        match collectors.iter_mut().find(|(r, _)| r == region) {
+            Some((_, list)) => list.push(addr),
+            None => collectors.push((region.to_owned(), vec![addr])),
+        }
+    }
+    let legacy_events = args
+        .legacy_events
+        .clone()
+        .context("--connect needs --legacy-events FILE (the collectors' [legacy] events)")?;
+    eprintln!(
+        "shipping {:?} (seed {}) to the collectors in real time for {}; agents ship as {}",
+        scenario.name,
+        scenario.seed,
+        humantime::format_duration(scenario.duration),
+        scenario
+            .regions
+            .iter()
+            .map(|r| flowattr_sim::connect::agent_identity(&r.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let outcome = flowattr_sim::connect(
+        scenario,
+        &flowattr_sim::ConnectOptions {
+            collectors,
+            pki: args.pki.clone(),
+            legacy_events,
+            truth: args.truth.clone(),
+            work_dir: options.work_dir.clone(),
+            progress: true,
+        },
+    )?;
+    println!(
+        "shipped {} flow records in {} batches ({} still open at the end, {} left unacknowledged); ground truth in {}",
+        outcome.flows_shipped,
+        outcome.batches,
+        outcome.unshipped,
+        outcome.left_in_spools,
+        args.truth.display()
+    );
+    println!(
+        "once the collectors' hold has passed: flowattr ab --records COLLECTOR_AB_RECORDS --truth {}",
+        args.truth.display()
+    );
+    Ok(if outcome.left_in_spools == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

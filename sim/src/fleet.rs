@@ -82,6 +82,7 @@ struct Instance {
     node: Option<usize>,
     agent: usize,
     skew_ns: i64,
+    start_ns: u64,
     end_ns: u64,
     /// Where it sits in its service's live list, while live.
     live_at: Option<usize>,
@@ -127,6 +128,20 @@ pub struct Fleet {
     deps: Vec<Vec<usize>>,
     serial: u64,
     pub stats: FleetStats,
+    /// When the simulation starts.
+    start_ns: u64,
+    /// Instances' ownership that has ended.
+    ended: Vec<Ownership>,
+}
+
+/// A workload held an address over `[from_ns, to_ns)`: the ground truth
+/// `flowattr ab --truth` reads.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ownership {
+    pub address: IpAddr,
+    pub from_ns: u64,
+    pub to_ns: u64,
+    pub workload: Arc<Workload>,
 }
 
 /// A log-normal draw with the given median and shape.
@@ -143,10 +158,15 @@ fn exponential(rng: &mut Pcg64Mcg, mean: f64) -> f64 {
 }
 
 impl Fleet {
-    /// The fleet at [`EPOCH_NS`]: every service's instances started, nodes
-    /// and load balancers in place, and their legacy events (already
-    /// arrived) in `events`.
-    pub fn new(scenario: Scenario, events: &mut Vec<LegacyEvent>) -> anyhow::Result<Self> {
+    /// The fleet at `start_ns` ([`EPOCH_NS`] in process, now when shipping to
+    /// running collectors): every service's instances started, nodes and
+    /// load balancers in place, and their legacy events (already arrived) in
+    /// `events`.
+    pub fn new(
+        scenario: Scenario,
+        start_ns: u64,
+        events: &mut Vec<LegacyEvent>,
+    ) -> anyhow::Result<Self> {
         let rng = Pcg64Mcg::seed_from_u64(scenario.seed);
         let per_region = scenario.agents.per_region;
         let agents = scenario
@@ -188,17 +208,49 @@ impl Fleet {
             deps,
             serial: 0,
             stats: FleetStats::default(),
+            start_ns,
+            ended: Vec::new(),
             scenario,
         };
-        let before = EPOCH_NS - 3600 * SECOND_NS;
+        let before = start_ns - 3600 * SECOND_NS;
         fleet.place_nodes(before, events)?;
         fleet.place_load_balancers(before, events)?;
         for service in 0..fleet.scenario.services.len() {
             for slot in 0..fleet.scenario.services[service].instances {
-                fleet.start(service, slot, EPOCH_NS, events)?;
+                fleet.start(service, slot, start_ns, events)?;
             }
         }
         Ok(fleet)
+    }
+
+    /// Who owned which address when, up to `until_ns`: instances (ended and
+    /// live) and load balancers. Nodes' shared addresses are left out: their
+    /// flows belong to containers told apart by port, which address-level
+    /// truth cannot judge.
+    pub fn ownership(&self, until_ns: u64) -> Vec<Ownership> {
+        let before = self.start_ns - 3600 * SECOND_NS;
+        let mut out = self.ended.clone();
+        for i in &self.instances {
+            if i.live_at.is_some() {
+                out.push(Ownership {
+                    address: i.address,
+                    from_ns: i.start_ns,
+                    to_ns: until_ns,
+                    workload: i.workload.clone(),
+                });
+            }
+        }
+        for lb in self.lbs.iter().flatten() {
+            for address in [lb.v4, lb.v6] {
+                out.push(Ownership {
+                    address,
+                    from_ns: before,
+                    to_ns: until_ns,
+                    workload: lb.workload.clone(),
+                });
+            }
+        }
+        out
     }
 
     /// The agents, in the order records name them.
@@ -388,9 +440,13 @@ impl Fleet {
         let id = self.instances.len();
         let live_at = Some(self.live[service].len());
         self.live[service].push(id);
-        if at <= EPOCH_NS {
+        if at <= self.start_ns {
             // Running before the simulation began: the legacy system knows it.
-            events.push(Self::known(address, &workload, EPOCH_NS - 3600 * SECOND_NS));
+            events.push(Self::known(
+                address,
+                &workload,
+                self.start_ns - 3600 * SECOND_NS,
+            ));
         } else {
             self.legacy(address, IpChange::Assigned((*workload).clone()), at, events);
         }
@@ -402,6 +458,7 @@ impl Fleet {
             node,
             agent,
             skew_ns,
+            start_ns: at,
             end_ns,
             live_at,
         });
@@ -435,6 +492,12 @@ impl Fleet {
             None => self.pools[region].0.release(address, at),
         }
         self.legacy(address, IpChange::Released, at, events);
+        self.ended.push(Ownership {
+            address,
+            from_ns: self.instances[id].start_ns,
+            to_ns: at,
+            workload: self.instances[id].workload.clone(),
+        });
         self.changes.push(Reverse((
             at + START_DELAY_NS,
             Change::Start { service, slot },

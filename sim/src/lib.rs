@@ -11,6 +11,8 @@
 //! counts both methods' answers against the truth. [`sweep`] reruns a
 //! scenario across a parameter.
 
+pub mod connect;
+mod drive;
 pub mod fleet;
 mod judge;
 mod pool;
@@ -18,6 +20,7 @@ pub mod run;
 pub mod scenario;
 pub mod sweep;
 
+pub use connect::{ConnectOptions, ConnectOutcome, connect};
 pub use judge::dependencies;
-pub use run::{RunOptions, RunOutcome, run};
+pub use run::{RunOptions, RunOutcome, install_collector_plugins, run};
 pub use scenario::{Scenario, ScenarioError};

@@ -6,8 +6,7 @@
 //! clock, one simulated second per step.
 
 use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashSet},
+    collections::HashSet,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
@@ -26,7 +25,7 @@ use flowattr_collector::{
     ownership::{OwnershipConfig, OwnershipTable},
     remote::Regions,
 };
-use flowattr_model::{AttributedFlow, FlowBatch};
+use flowattr_model::{FlowBatch, IpEvent};
 use flowattr_plugin_runtime::{
     PluginDirectory, Runtime, RuntimeConfig,
     clock::ManualClock,
@@ -35,12 +34,12 @@ use flowattr_plugin_runtime::{
 };
 
 use crate::{
-    fleet::{EPOCH_NS, Fleet, FleetStats, LegacyEvent, Record},
+    drive::{Collectors, SECOND_NS, drive},
+    fleet::{Agent, EPOCH_NS, Fleet, FleetStats, Record},
     judge::{Judge, SharedJudge, dependencies},
     scenario::Scenario,
 };
 
-const SECOND_NS: u64 = 1_000_000_000;
 /// The legacy resolver's name as the fallback, and as the A/B's shadow.
 pub const LEGACY_FALLBACK: &str = "sonar-legacy";
 pub const LEGACY_SHADOW: &str = "sonar-legacy-shadow";
@@ -90,8 +89,15 @@ fn collector_name(region: &str) -> String {
     format!("collector-{region}")
 }
 
-/// Installs the fallback, the shadow and the sink into `dir`.
-fn install_plugins(scenario: &Scenario, from: &Path, dir: &Path) -> anyhow::Result<()> {
+/// Installs the collector plugins a simulation needs into `dir`, from the
+/// bundle in `from`: `sonar-legacy` as the active fallback and again as the
+/// `shadow` for the A/B (with the scenario's legacy hold), and the
+/// scenario's sink.
+pub fn install_collector_plugins(
+    scenario: &Scenario,
+    from: &Path,
+    dir: &Path,
+) -> anyhow::Result<()> {
     let read = |name: &str| -> anyhow::Result<(Vec<u8>, Manifest)> {
         let wasm = std::fs::read(from.join(format!("{name}.wasm")))
             .with_context(|| format!("{name}.wasm in {} (run scripts/build)", from.display()))?;
@@ -246,11 +252,65 @@ fn deliver(
     Ok(())
 }
 
+/// The in-process collectors on simulated time.
+struct InProcess {
+    regions: Vec<RegionCollector>,
+    clock: Arc<AtomicU64>,
+    plugin_clock: Arc<ManualClock>,
+    judge: Arc<Mutex<Judge>>,
+    refused: Arc<AtomicU64>,
+    forwarded: u64,
+}
+
+impl Collectors for InProcess {
+    fn advance_to(&mut self, t_ns: u64) -> anyhow::Result<()> {
+        self.clock.store(t_ns, Ordering::Relaxed);
+        self.plugin_clock.set(t_ns);
+        Ok(())
+    }
+
+    fn legacy_events(&mut self, events: Vec<IpEvent>) -> anyhow::Result<()> {
+        for c in &mut self.regions {
+            c.core.handle(Input::IpEvents(events.clone()));
+        }
+        Ok(())
+    }
+
+    fn shipping(&mut self, record: &Record) {
+        self.judge.lock().expect("judge").expect(
+            record.flow.flow.remote,
+            record.flow.flow.start_ns,
+            record.owner.clone(),
+        );
+    }
+
+    fn ship(&mut self, agent: &Agent, batch: FlowBatch) -> anyhow::Result<()> {
+        deliver(
+            &mut self.regions[agent.region].core,
+            agent.name.clone(),
+            batch,
+            &self.refused,
+        )
+    }
+
+    fn step_done(&mut self, _: u64) -> anyhow::Result<()> {
+        for c in &mut self.regions {
+            let inbox = std::mem::take(&mut *c.inbox.lock().expect("inbox"));
+            for (from, batch) in inbox {
+                self.forwarded += 1;
+                deliver(&mut c.core, from, batch, &self.refused)?;
+            }
+            c.core.tick();
+        }
+        Ok(())
+    }
+}
+
 /// Runs `scenario` to its end and past it, until every flow is written out.
 pub fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
     let plugin_dir = options.work_dir.join("plugins");
-    install_plugins(scenario, &options.plugins, &plugin_dir)?;
+    install_collector_plugins(scenario, &options.plugins, &plugin_dir)?;
     let plugin_clock = Arc::new(ManualClock::new(EPOCH_NS));
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: options.cache_dir.clone(),
@@ -260,8 +320,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<RunOutco
     let judge = Arc::new(Mutex::new(Judge::new(LEGACY_SHADOW)));
 
     let mut events = Vec::new();
-    let mut fleet = Fleet::new(scenario.clone(), &mut events)?;
-    let mut collectors = build_collectors(
+    let mut fleet = Fleet::new(scenario.clone(), EPOCH_NS, &mut events)?;
+    let regions = build_collectors(
         scenario,
         &fleet,
         &runtime,
@@ -270,111 +330,32 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<RunOutco
         &clock,
         &judge,
     )?;
-    let agents = fleet.agents().to_vec();
-    let mut outboxes: Vec<Vec<AttributedFlow>> = vec![Vec::new(); agents.len()];
-    let mut seqs = vec![0u64; agents.len()];
-    let mut in_flight: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
-    let mut records_by_key: rustc_hash::FxHashMap<u64, Record> = Default::default();
-    let mut serial = 0u64;
-    let mut pending_events: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
-    let mut events_by_key: rustc_hash::FxHashMap<u64, LegacyEvent> = Default::default();
-    let refused = Arc::new(AtomicU64::new(0));
-    let (mut batches, mut forwarded) = (0u64, 0u64);
-
+    let mut collectors = InProcess {
+        regions,
+        clock,
+        plugin_clock,
+        judge: judge.clone(),
+        refused: Arc::new(AtomicU64::new(0)),
+        forwarded: 0,
+    };
     let interval = scenario.agents.batch_interval.as_secs().max(1);
-    let end_ns = EPOCH_NS + scenario.duration.as_nanos() as u64;
     // Past the end: the last flows finish, ship, wait out the hold, and are
     // forwarded and held again.
-    let drain_ns =
-        end_ns + 2 * (scenario.collector.hold.as_nanos() as u64 + (interval + 130) * SECOND_NS);
-    let mut new_records = Vec::new();
-    let mut t = EPOCH_NS;
-    while t <= drain_ns {
-        clock.store(t, Ordering::Relaxed);
-        plugin_clock.set(t);
-        if t < end_ns {
-            fleet.advance(t + SECOND_NS, &mut new_records, &mut events)?;
-            for record in new_records.drain(..) {
-                serial += 1;
-                in_flight.push(Reverse((record.end_ns, serial)));
-                records_by_key.insert(serial, record);
-            }
-        }
-        for event in events.drain(..) {
-            serial += 1;
-            pending_events.push(Reverse((event.arrival_ns, serial)));
-            events_by_key.insert(serial, event);
-        }
-        // Legacy events that have arrived, to every collector.
-        let mut arrived = Vec::new();
-        while let Some(&Reverse((at, key))) = pending_events.peek()
-            && at <= t
-        {
-            pending_events.pop();
-            arrived.push(events_by_key.remove(&key).expect("event").event);
-        }
-        if !arrived.is_empty() {
-            for c in &mut collectors {
-                c.core.handle(Input::IpEvents(arrived.clone()));
-            }
-        }
-        // Finished flows wait in their agent's outbox.
-        while let Some(&Reverse((end, key))) = in_flight.peek()
-            && end <= t
-        {
-            in_flight.pop();
-            let record = records_by_key.remove(&key).expect("record");
-            judge.lock().expect("judge").expect(
-                record.flow.flow.remote,
-                record.flow.flow.start_ns,
-                record.owner,
-            );
-            outboxes[record.agent].push(record.flow);
-        }
-        // Each agent ships on its own phase of the interval.
-        let second = (t - EPOCH_NS) / SECOND_NS;
-        for (a, agent) in agents.iter().enumerate() {
-            if second % interval == a as u64 % interval && !outboxes[a].is_empty() {
-                let batch = FlowBatch {
-                    agent: agent.name.clone(),
-                    incarnation: EPOCH_NS,
-                    seq: seqs[a],
-                    created_ns: t,
-                    flows: std::mem::take(&mut outboxes[a]),
-                };
-                seqs[a] += 1;
-                batches += 1;
-                deliver(
-                    &mut collectors[agent.region].core,
-                    agent.name.clone(),
-                    batch,
-                    &refused,
-                )?;
-            }
-        }
-        for c in &mut collectors {
-            let inbox = std::mem::take(&mut *c.inbox.lock().expect("inbox"));
-            for (from, batch) in inbox {
-                forwarded += 1;
-                deliver(&mut c.core, from, batch, &refused)?;
-            }
-            c.core.tick();
-        }
-        if options.progress && second > 0 && second.is_multiple_of(3600) {
-            tracing::info!(
-                hour = second / 3600,
-                records = fleet.stats.records,
-                batches,
-                "simulated"
-            );
-        }
-        t += SECOND_NS;
-    }
-    anyhow::ensure!(
-        refused.load(Ordering::Relaxed) == 0,
-        "the collectors refused {} batches",
-        refused.load(Ordering::Relaxed)
-    );
+    let drain_ns = EPOCH_NS
+        + scenario.duration.as_nanos() as u64
+        + 2 * (scenario.collector.hold.as_nanos() as u64 + (interval + 130) * SECOND_NS);
+    let driven = drive(
+        scenario,
+        &mut fleet,
+        EPOCH_NS,
+        drain_ns,
+        events,
+        &mut collectors,
+        options.progress,
+    )?;
+    let refused = collectors.refused.load(Ordering::Relaxed);
+    anyhow::ensure!(refused == 0, "the collectors refused {refused} batches");
+    let forwarded_batches = collectors.forwarded;
     drop(collectors);
     let judge = judge.lock().expect("judge");
     let report = judge
@@ -383,9 +364,9 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<RunOutco
     Ok(RunOutcome {
         report,
         fleet: fleet.stats,
-        batches,
-        forwarded_batches: forwarded,
-        lost: judge.outstanding() + outboxes.iter().map(Vec::len).sum::<usize>() + in_flight.len(),
+        batches: driven.batches,
+        forwarded_batches,
+        lost: judge.outstanding() + driven.unshipped,
         unknown: judge.unknown,
         collisions: judge.collisions,
         simulated: scenario.duration,

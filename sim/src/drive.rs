@@ -1,0 +1,127 @@
+//! The simulation loop, one simulated second per step, shared by the
+//! in-process run and the run against live collectors: the fleet moves,
+//! finished flows wait in their agent's outbox, each agent ships a batch on
+//! its own phase of the batch interval, and legacy events are delivered when
+//! they arrive.
+
+use std::{cmp::Reverse, collections::BinaryHeap};
+
+use flowattr_model::{AttributedFlow, FlowBatch, IpEvent};
+use rustc_hash::FxHashMap;
+
+use crate::{
+    Scenario,
+    fleet::{Agent, Fleet, Record},
+};
+
+pub(crate) const SECOND_NS: u64 = 1_000_000_000;
+
+/// Where the simulated agents' batches and the legacy stream go.
+pub(crate) trait Collectors {
+    /// Simulated time is now `t_ns`.
+    fn advance_to(&mut self, t_ns: u64) -> anyhow::Result<()>;
+    /// Legacy events that have just arrived.
+    fn legacy_events(&mut self, events: Vec<IpEvent>) -> anyhow::Result<()>;
+    /// A record is about to be shipped (ground truth can note it).
+    fn shipping(&mut self, record: &Record);
+    /// An agent's batch.
+    fn ship(&mut self, agent: &Agent, batch: FlowBatch) -> anyhow::Result<()>;
+    /// Everything of this second has been handed over.
+    fn step_done(&mut self, t_ns: u64) -> anyhow::Result<()>;
+}
+
+/// What the loop did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Driven {
+    pub batches: u64,
+    /// Records still in flight or in an outbox at the end (0 after a drain).
+    pub unshipped: usize,
+}
+
+/// Runs `fleet` from `start_ns` for the scenario's duration, then on until
+/// `drain_ns` (flows finish, ship and are released by the collectors).
+pub(crate) fn drive(
+    scenario: &Scenario,
+    fleet: &mut Fleet,
+    start_ns: u64,
+    drain_ns: u64,
+    mut events: Vec<crate::fleet::LegacyEvent>,
+    collectors: &mut dyn Collectors,
+    progress: bool,
+) -> anyhow::Result<Driven> {
+    let agents = fleet.agents().to_vec();
+    let mut outboxes: Vec<Vec<AttributedFlow>> = vec![Vec::new(); agents.len()];
+    let mut seqs = vec![0u64; agents.len()];
+    let mut serial = 0u64;
+    let mut in_flight: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+    let mut records: FxHashMap<u64, Record> = FxHashMap::default();
+    let mut pending: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+    let mut pending_events: FxHashMap<u64, IpEvent> = FxHashMap::default();
+    let mut driven = Driven::default();
+
+    let interval = scenario.agents.batch_interval.as_secs().max(1);
+    let end_ns = start_ns + scenario.duration.as_nanos() as u64;
+    let mut new_records = Vec::new();
+    let mut t = start_ns;
+    while t <= drain_ns {
+        collectors.advance_to(t)?;
+        if t < end_ns {
+            fleet.advance(t + SECOND_NS, &mut new_records, &mut events)?;
+            for record in new_records.drain(..) {
+                serial += 1;
+                in_flight.push(Reverse((record.end_ns, serial)));
+                records.insert(serial, record);
+            }
+        }
+        for event in events.drain(..) {
+            serial += 1;
+            pending.push(Reverse((event.arrival_ns, serial)));
+            pending_events.insert(serial, event.event);
+        }
+        let mut arrived = Vec::new();
+        while let Some(&Reverse((at, key))) = pending.peek()
+            && at <= t
+        {
+            pending.pop();
+            arrived.push(pending_events.remove(&key).expect("event"));
+        }
+        if !arrived.is_empty() {
+            collectors.legacy_events(arrived)?;
+        }
+        while let Some(&Reverse((end, key))) = in_flight.peek()
+            && end <= t
+        {
+            in_flight.pop();
+            let record = records.remove(&key).expect("record");
+            collectors.shipping(&record);
+            outboxes[record.agent].push(record.flow);
+        }
+        let second = (t - start_ns) / SECOND_NS;
+        for (a, agent) in agents.iter().enumerate() {
+            if second % interval == a as u64 % interval && !outboxes[a].is_empty() {
+                let batch = FlowBatch {
+                    agent: agent.name.clone(),
+                    incarnation: start_ns,
+                    seq: seqs[a],
+                    created_ns: t,
+                    flows: std::mem::take(&mut outboxes[a]),
+                };
+                seqs[a] += 1;
+                driven.batches += 1;
+                collectors.ship(agent, batch)?;
+            }
+        }
+        collectors.step_done(t)?;
+        if progress && second > 0 && second.is_multiple_of(3600) {
+            tracing::info!(
+                hour = second / 3600,
+                records = fleet.stats.records,
+                batches = driven.batches,
+                "simulated"
+            );
+        }
+        t += SECOND_NS;
+    }
+    driven.unshipped = outboxes.iter().map(Vec::len).sum::<usize>() + in_flight.len();
+    Ok(driven)
+}
