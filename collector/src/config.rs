@@ -66,6 +66,10 @@ pub struct AbSection {
     /// The JSON-lines file compared flows are appended to (`flowattr ab`
     /// reads it).
     pub records: PathBuf,
+    /// The legacy method's own hold: the shadow resolver is asked this long
+    /// after a flow's start (or at release, if later). Default 0.
+    #[serde(default, with = "flowattr_daemon::config::duration")]
+    pub shadow_hold: Duration,
 }
 
 impl Default for CollectorConfig {

@@ -162,6 +162,10 @@ impl Collector {
             sink: config.plugins.sink.clone(),
             sink_batch: config.plugins.sink_batch,
             forward_peers: config.forward_peers.iter().cloned().collect::<HashSet<_>>(),
+            shadow_hold: config
+                .ab
+                .as_ref()
+                .map_or(Duration::ZERO, |ab| ab.shadow_hold),
         };
         let mut core = Core::new(
             settings,

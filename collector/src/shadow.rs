@@ -1,7 +1,9 @@
 //! A/B comparison inside the collector: the first `shadow` resolver (the
 //! legacy attributor) answers every flow this collector attributes, beside
 //! the heartbeat method, and both answers go to a [`Comparison`]. Shadow
-//! answers never change a flow.
+//! answers never change a flow. The shadow is asked once the legacy
+//! method's own hold has passed since the flow's start (`[ab]
+//! shadow_hold`), or at release if that is sooner.
 
 use std::{
     fs::File,
@@ -23,15 +25,15 @@ pub trait Comparison: Send {
 /// What `shadow` answers for each flow's remote address at the flow's start,
 /// asked at `now_ns`. A failed call answers `plugin-failed` for all of them.
 pub fn shadow_outcomes<R: ResolverSource>(
-    flows: &[AttributedFlow],
+    flows: &[Compared],
     shadow: &R,
     now_ns: u64,
 ) -> Vec<Outcome> {
     let queries: Vec<ResolveQuery> = flows
         .iter()
         .map(|f| ResolveQuery {
-            address: f.flow.remote.ip(),
-            time_ns: f.flow.start_ns,
+            address: f.remote.ip(),
+            time_ns: f.start_ns,
             asked_at_ns: now_ns,
         })
         .collect();
@@ -56,12 +58,13 @@ pub fn shadow_outcomes<R: ResolverSource>(
         .collect()
 }
 
-/// Pairs each flow's remote side with the shadow's answer.
-pub fn compare(flows: &[AttributedFlow], shadow: Vec<Outcome>) -> Vec<Compared> {
+/// Each flow's remote side as the heartbeat method answered it, waiting
+/// for the shadow's answer (`legacy` is `not-found` until
+/// [`with_shadow`] fills it).
+pub fn compared(flows: &[AttributedFlow]) -> Vec<Compared> {
     flows
         .iter()
-        .zip(shadow)
-        .map(|(f, legacy)| Compared {
+        .map(|f| Compared {
             start_ns: f.flow.start_ns,
             local: match &f.local {
                 flowattr_model::Side::Attributed(a) => Some(a.workload.clone()),
@@ -70,9 +73,17 @@ pub fn compare(flows: &[AttributedFlow], shadow: Vec<Outcome>) -> Vec<Compared> 
             remote: f.flow.remote,
             initiator: f.flow.initiator,
             heartbeat: Outcome::of(&f.remote),
-            legacy,
+            legacy: Outcome::Unattributed(UnattributedReason::NotFound),
         })
         .collect()
+}
+
+/// Fills in the shadow's answers, in order.
+pub fn with_shadow(mut compared: Vec<Compared>, shadow: Vec<Outcome>) -> Vec<Compared> {
+    for (c, legacy) in compared.iter_mut().zip(shadow) {
+        c.legacy = legacy;
+    }
+    compared
 }
 
 /// Compared flows as JSON lines in a file (`[ab] records`), for
@@ -140,10 +151,12 @@ mod tests {
         let mut b = AnswersBuilder::with_capacity(2);
         b.attributed(&Workload::with_id("old-owner"), TimeRange::new(0, 10));
         b.unattributed(UnattributedReason::NotFound);
-        let out = shadow_outcomes(&flows(), &Fixed(Ok(b.finish())), 10);
+        let pending = compared(&flows());
+        let out = shadow_outcomes(&pending, &Fixed(Ok(b.finish())), 10);
         assert_eq!(out[0].workload().unwrap().id, "old-owner");
         assert_eq!(out[1], Outcome::Unattributed(UnattributedReason::NotFound));
-        let compared = compare(&flows(), out);
+        let compared = with_shadow(pending, out);
+        assert_eq!(compared[0].legacy.workload().unwrap().id, "old-owner");
         assert_eq!(compared[1].remote, "10.0.0.2:80".parse().unwrap());
         assert_eq!(
             compared[0].heartbeat,
@@ -154,9 +167,9 @@ mod tests {
 
     #[test]
     fn a_failed_or_misshapen_shadow_call_answers_plugin_failed() {
-        let failed = shadow_outcomes(&flows(), &Fixed(Err("trap".into())), 10);
+        let failed = shadow_outcomes(&compared(&flows()), &Fixed(Err("trap".into())), 10);
         let short = shadow_outcomes(
-            &flows(),
+            &compared(&flows()),
             &Fixed(Ok(AnswersBuilder::with_capacity(0).finish())),
             10,
         );

@@ -495,6 +495,7 @@ async fn a_shadow_legacy_resolver_is_recorded_beside_each_flow_and_changes_nothi
     config.legacy = Some(LegacySection { events });
     config.ab = Some(AbSection {
         records: records.clone(),
+        shadow_hold: Duration::ZERO,
     });
     let collector = Collector::start(config).await.unwrap();
     let addr = collector.local_addr();

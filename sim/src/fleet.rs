@@ -301,7 +301,7 @@ impl Fleet {
                 .map(|s| s.instances.div_ceil(s.per_node))
                 .sum();
             for n in 0..containers {
-                let address = self.pools[region].0.take(at, 0).ok_or_else(|| {
+                let address = self.pools[region].0.take(at, 0, |_| 0).ok_or_else(|| {
                     anyhow::anyhow!(
                         "region {}: ipv4 prefix used up",
                         self.scenario.regions[region].name
@@ -419,13 +419,16 @@ impl Fleet {
             }
             Kind::Vm | Kind::Container => (&mut self.pools[region].0, None),
         };
-        let address = pool.take(at, reuse).ok_or_else(|| {
-            anyhow::anyhow!(
-                "region {}: the {} prefix is used up",
-                self.scenario.regions[region].name,
-                pool.prefix()
-            )
-        })?;
+        let rng = &mut self.rng;
+        let address = pool
+            .take(at, reuse, |n| rng.random_range(0..n))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "region {}: the {} prefix is used up",
+                    self.scenario.regions[region].name,
+                    pool.prefix()
+                )
+            })?;
         self.serial += 1;
         let workload = Arc::new(Workload {
             app: Some(name.clone()),

@@ -28,14 +28,21 @@ impl Pool {
         }
     }
 
-    /// An address for a workload starting at `now_ns`: the longest-released
-    /// one if it was released at least `reuse_after_ns` ago, else a fresh
-    /// one. `None` when the prefix is used up.
-    pub fn take(&mut self, now_ns: u64, reuse_after_ns: u64) -> Option<IpAddr> {
-        if let Some(&(released, ip)) = self.free.front()
-            && released.saturating_add(reuse_after_ns) <= now_ns
-        {
-            self.free.pop_front();
+    /// An address for a workload starting at `now_ns`: one of those released
+    /// at least `reuse_after_ns` ago, picked by `pick(n)` (an index below
+    /// `n`; the simulator picks at random, as cloud address managers do),
+    /// else a fresh one. `None` when the prefix is used up.
+    pub fn take(
+        &mut self,
+        now_ns: u64,
+        reuse_after_ns: u64,
+        pick: impl FnOnce(usize) -> usize,
+    ) -> Option<IpAddr> {
+        let eligible = self
+            .free
+            .partition_point(|&(released, _)| released.saturating_add(reuse_after_ns) <= now_ns);
+        if eligible > 0 {
+            let (_, ip) = self.free.remove(pick(eligible).min(eligible - 1))?;
             self.reused += 1;
             return Some(ip);
         }
@@ -62,15 +69,41 @@ mod tests {
 
     #[test]
     fn a_released_address_is_reused_only_after_the_wait() {
-        let mut pool = Pool::new("10.0.0.0/30".parse().unwrap());
-        let a = pool.take(0, 30 * S).unwrap();
+        let first = |_| 0;
+        let mut pool = Pool::new("10.0.0.0/29".parse().unwrap());
+        let a = pool.take(0, 30 * S, first).unwrap();
         assert_eq!(a, "10.0.0.1".parse::<IpAddr>().unwrap());
         pool.release(a, 10 * S);
-        let b = pool.take(20 * S, 30 * S).unwrap();
+        let b = pool.take(20 * S, 30 * S, first).unwrap();
         assert_ne!(a, b, "too soon: a fresh address");
-        assert_eq!(pool.take(40 * S, 30 * S), Some(a));
+        assert_eq!(pool.take(40 * S, 30 * S, first), Some(a));
         assert_eq!(pool.reused, 1);
-        assert_eq!(pool.take(40 * S, 30 * S), Some("10.0.0.3".parse().unwrap()));
-        assert_eq!(pool.take(40 * S, 30 * S), None, "used up");
+        // Several eligible: the picker chooses among them only.
+        let (c, d) = (
+            pool.take(40 * S, 30 * S, first).unwrap(),
+            pool.take(40 * S, 30 * S, first).unwrap(),
+        );
+        pool.release(c, 50 * S);
+        pool.release(d, 51 * S);
+        pool.release(b, 70 * S);
+        assert_eq!(
+            pool.take(90 * S, 30 * S, |n| {
+                assert_eq!(n, 2);
+                1
+            }),
+            Some(d)
+        );
+        assert_eq!(
+            pool.take(90 * S, 30 * S, |n| {
+                assert_eq!(n, 1);
+                0
+            }),
+            Some(c)
+        );
+        assert_eq!(pool.take(100 * S, 30 * S, first), Some(b));
+        for _ in 0..3 {
+            pool.take(100 * S, 30 * S, first).unwrap();
+        }
+        assert_eq!(pool.take(100 * S, 30 * S, first), None, "used up");
     }
 }

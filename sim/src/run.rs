@@ -206,6 +206,7 @@ fn build_collectors(
                     .iter()
                     .map(|&o| collector_name(&scenario.regions[o].name))
                     .collect::<HashSet<_>>(),
+                shadow_hold: scenario.legacy.hold,
             },
             CoreParts {
                 table,
@@ -343,7 +344,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<RunOutco
     // forwarded and held again.
     let drain_ns = EPOCH_NS
         + scenario.duration.as_nanos() as u64
-        + 2 * (scenario.collector.hold.as_nanos() as u64 + (interval + 130) * SECOND_NS);
+        + 2 * (scenario.collector.hold.as_nanos() as u64 + (interval + 130) * SECOND_NS)
+        + scenario.legacy.hold.as_nanos() as u64;
     let driven = drive(
         scenario,
         &mut fleet,

@@ -102,6 +102,7 @@ fn a_scenario_shipped_to_a_running_collector_is_attributed_and_compared() {
     });
     config.ab = Some(AbSection {
         records: records.clone(),
+        shadow_hold: Duration::ZERO,
     });
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let collector = runtime.block_on(Collector::start(config)).unwrap();

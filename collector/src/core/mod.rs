@@ -114,6 +114,9 @@ pub struct CoreSettings {
     pub sink_batch: usize,
     /// Certificate names allowed to forward flows here.
     pub forward_peers: HashSet<String>,
+    /// The A/B's shadow resolver is asked this long after a flow's start (the
+    /// legacy method's own hold), or at release if that is later.
+    pub shadow_hold: Duration,
 }
 
 /// The core and everything it owns.
@@ -133,6 +136,8 @@ pub struct Core {
     metrics: Arc<CollectorMetrics>,
     clock: Box<dyn Fn() -> u64 + Send>,
     comparison: Option<Box<dyn Comparison>>,
+    /// Flows compared once the shadow's hold has passed: (due, flows).
+    shadow_waiting: VecDeque<(u64, Vec<flowattr_ab::Compared>)>,
     /// Arrivals waiting for room.
     waiting: VecDeque<Arrival>,
     /// Attributed flows whose sink call failed, with their batches: formatted
@@ -183,6 +188,7 @@ impl Core {
             metrics: parts.metrics,
             clock: parts.clock,
             comparison: parts.comparison,
+            shadow_waiting: VecDeque::new(),
             waiting: VecDeque::new(),
             unformatted: VecDeque::new(),
             journaled: 0,
@@ -254,6 +260,7 @@ impl Core {
             }
         }
         self.finish_written();
+        self.ask_shadow(now);
         while !self.is_full()
             && let Some(arrival) = self.waiting.pop_front()
         {

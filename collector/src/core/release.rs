@@ -174,8 +174,22 @@ impl Core {
         self.metrics.set_outputs(&self.outputs.status());
     }
 
-    /// Records the first shadow resolver's answers beside the flows' own.
+    /// Queues the flows' own answers for the A/B, to be compared with the
+    /// first shadow resolver's once its hold has passed.
     fn compare(&mut self, flows: &[AttributedFlow], now: u64) {
+        if self.comparison.is_none() || flows.is_empty() {
+            return;
+        }
+        let latest = flows.iter().map(|f| f.flow.start_ns).max().unwrap_or(now);
+        let hold = self.settings.shadow_hold.as_nanos().min(u64::MAX as u128) as u64;
+        self.shadow_waiting
+            .push_back((latest.saturating_add(hold), crate::shadow::compared(flows)));
+        self.ask_shadow(now);
+    }
+
+    /// Asks the shadow resolver about the queued flows whose hold has passed
+    /// and records both answers.
+    pub(super) fn ask_shadow(&mut self, now: u64) {
         let Some(comparison) = &mut self.comparison else {
             return;
         };
@@ -184,11 +198,14 @@ impl Core {
             .chain(flowattr_plugin_runtime::manifest::PluginKind::Resolver)
             .into_iter()
             .find(|p| p.manifest().mode == Mode::Shadow);
-        if let Some(shadow) = shadow
-            && !flows.is_empty()
+        while let Some((due, _)) = self.shadow_waiting.front()
+            && *due <= now
         {
-            let outcomes = crate::shadow::shadow_outcomes(flows, &shadow, now);
-            comparison.record(crate::shadow::compare(flows, outcomes));
+            let (_, pending) = self.shadow_waiting.pop_front().expect("peeked");
+            if let Some(shadow) = &shadow {
+                let outcomes = crate::shadow::shadow_outcomes(&pending, shadow, now);
+                comparison.record(crate::shadow::with_shadow(pending, outcomes));
+            }
         }
     }
 

@@ -309,14 +309,18 @@ impl Drop for KafkaOutput {
 mod tests {
     use super::*;
 
-    /// A port nothing listens on: the producer queues and never delivers.
-    fn unreachable(queue_messages: usize) -> KafkaOutput {
-        KafkaOutput::new(KafkaOutputConfig {
+    /// A "broker" on loopback that takes connections and never answers: the
+    /// producer queues and never delivers, and (unlike a refused connection)
+    /// reports no outage that would close the gate while a test runs.
+    fn silent(queue_messages: usize) -> (std::net::TcpListener, KafkaOutput) {
+        let broker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let out = KafkaOutput::new(KafkaOutputConfig {
             queue_messages,
             flush_timeout: Duration::from_millis(200),
-            ..KafkaOutputConfig::new("127.0.0.1:1", "flows")
+            ..KafkaOutputConfig::new(&broker.local_addr().unwrap().to_string(), "flows")
         })
-        .unwrap()
+        .unwrap();
+        (broker, out)
     }
 
     /// As if the broker had confirmed the topic (and the keeper, which
@@ -329,7 +333,7 @@ mod tests {
 
     #[test]
     fn writes_wait_until_the_broker_confirms_the_topic() {
-        let mut out = unreachable(10);
+        let (_broker, mut out) = silent(10);
         assert_eq!(out.name(), "kafka:flows");
         let err = out.write(b"one").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
@@ -338,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_refuses_with_would_block_and_counts() {
-        let mut out = unreachable(2);
+        let (_broker, mut out) = silent(2);
         open_gate(&mut out);
         out.write(b"one").unwrap();
         out.write(b"two").unwrap();
@@ -350,7 +354,7 @@ mod tests {
 
     #[test]
     fn flush_times_out_while_the_broker_is_away() {
-        let mut out = unreachable(10);
+        let (_broker, mut out) = silent(10);
         open_gate(&mut out);
         out.write(b"one").unwrap();
         let started = Instant::now();
