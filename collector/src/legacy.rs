@@ -94,7 +94,7 @@ mod tests {
         assert_eq!(polled.events.len(), 1);
         assert_eq!(polled.malformed.len(), 1);
         assert_eq!(polled.malformed[0].0, "not json");
-        assert_eq!(buf, EVENT[..20].as_bytes());
+        assert_eq!(buf, &EVENT.as_bytes()[..20]);
         buf.extend_from_slice(format!("{}\n", &EVENT[20..]).as_bytes());
         assert_eq!(take_lines(&mut buf).events.len(), 1);
         assert!(buf.is_empty());

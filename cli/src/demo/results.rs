@@ -109,8 +109,8 @@ pub fn report(dir: &Path, out: &ReportFiles) -> anyhow::Result<ExitCode> {
 
     println!("\nA sample of attributed flows (the collector's output):");
     println!(
-        "{:<22} {:<22} {:<26} {:<22} {}",
-        "local", "local workload", "remote", "remote workload", "remote by"
+        "{:<22} {:<22} {:<26} {:<22} remote by",
+        "local", "local workload", "remote", "remote workload"
     );
     // The new owners of reused addresses first.
     let mut sample: Vec<&serde_json::Value> = Vec::new();

@@ -317,7 +317,7 @@ mod tests {
         let out = KafkaOutput::new(KafkaOutputConfig {
             queue_messages,
             flush_timeout: Duration::from_millis(200),
-            ..KafkaOutputConfig::new(&broker.local_addr().unwrap().to_string(), "flows")
+            ..KafkaOutputConfig::new(broker.local_addr().unwrap().to_string(), "flows")
         })
         .unwrap();
         (broker, out)
