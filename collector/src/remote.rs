@@ -229,6 +229,19 @@ pub fn attribute_remote<R: ResolverSource>(
     pass
 }
 
+/// Calls `resolver` and checks the answers fit `queries`; the workloads it
+/// listed come back as one `Arc` each, for the flows to share.
+pub(crate) fn call_resolver<R: ResolverSource>(
+    resolver: &R,
+    queries: &[ResolveQuery],
+) -> Result<(Answers, Vec<Arc<Workload>>), String> {
+    let answers = resolver
+        .resolve(queries)
+        .and_then(|a| a.check_shape(queries.len()).map(|()| a))?;
+    let shared = answers.workloads.iter().cloned().map(Arc::new).collect();
+    Ok((answers, shared))
+}
+
 /// Runs the resolver chain over the flows at `indexes`.
 fn resolve_unknown<R: ResolverSource>(
     flows: &mut [AttributedFlow],
@@ -249,11 +262,8 @@ fn resolve_unknown<R: ResolverSource>(
                 asked_at_ns: now_ns,
             })
             .collect();
-        let answers = match resolver
-            .resolve(&queries)
-            .and_then(|a| a.check_shape(queries.len()).map(|()| a))
-        {
-            Ok(answers) => answers,
+        let (answers, shared) = match call_resolver(resolver, &queries) {
+            Ok(answered) => answered,
             Err(error) => {
                 tracing::warn!(plugin = resolver.name(), %error, "resolver plugin call failed");
                 bump(&mut counts.resolver_failures, resolver.name().to_owned(), 1);
@@ -267,8 +277,6 @@ fn resolve_unknown<R: ResolverSource>(
                 continue;
             }
         };
-        // One Arc per workload the plugin listed, shared by its flows.
-        let shared: Vec<Arc<Workload>> = answers.workloads.iter().cloned().map(Arc::new).collect();
         let mut still_unknown = Vec::new();
         for (q, &i) in indexes.iter().enumerate() {
             match answers.resolve(q) {

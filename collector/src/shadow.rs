@@ -9,13 +9,12 @@ use std::{
     fs::File,
     io::{BufWriter, Write},
     path::Path,
-    sync::Arc,
 };
 
 use flowattr_ab::{Compared, Outcome};
-use flowattr_model::{AttributedFlow, ResolveQuery, UnattributedReason, Workload};
+use flowattr_model::{AttributedFlow, ResolveQuery, UnattributedReason};
 
-use crate::remote::ResolverSource;
+use crate::remote::{ResolverSource, call_resolver};
 
 /// Where compared flows go: a records file, or the simulator's tally.
 pub trait Comparison: Send {
@@ -37,17 +36,13 @@ pub fn shadow_outcomes<R: ResolverSource>(
             asked_at_ns: now_ns,
         })
         .collect();
-    let answers = match shadow
-        .resolve(&queries)
-        .and_then(|a| a.check_shape(queries.len()).map(|()| a))
-    {
-        Ok(answers) => answers,
+    let (answers, shared) = match call_resolver(shadow, &queries) {
+        Ok(answered) => answered,
         Err(error) => {
             tracing::warn!(plugin = shadow.name(), %error, "shadow resolver call failed");
             return vec![Outcome::Unattributed(UnattributedReason::PluginFailed); flows.len()];
         }
     };
-    let shared: Vec<Arc<Workload>> = answers.workloads.iter().cloned().map(Arc::new).collect();
     (0..flows.len())
         .map(|q| match answers.answers[q] {
             flowattr_model::Answer::Attributed { workload, .. } => {
@@ -117,7 +112,7 @@ impl Comparison for RecordsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowattr_model::{Answers, AnswersBuilder, Flow, TimeRange};
+    use flowattr_model::{Answers, AnswersBuilder, Flow, TimeRange, Workload};
 
     struct Fixed(Result<Answers, String>);
 
