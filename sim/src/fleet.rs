@@ -28,8 +28,10 @@ use crate::{
 /// Simulated time starts here: 2026-01-01T00:00:00Z, Unix-epoch ns.
 pub const EPOCH_NS: u64 = 1_767_225_600_000_000_000;
 const SECOND_NS: u64 = 1_000_000_000;
-/// A stopped instance's replacement starts this much later.
-const START_DELAY_NS: u64 = 5 * SECOND_NS;
+/// A stopped instance's replacement starts between 2 and 30 s later (so a
+/// released address goes to whichever workload starts next, not back to
+/// its own slot).
+const START_DELAY_SECS: std::ops::Range<u64> = 2..30;
 /// Mean flow duration.
 const MEAN_FLOW_NS: f64 = 2.0 * SECOND_NS as f64;
 const MAX_FLOW_NS: u64 = 120 * SECOND_NS;
@@ -502,7 +504,7 @@ impl Fleet {
             workload: self.instances[id].workload.clone(),
         });
         self.changes.push(Reverse((
-            at + START_DELAY_NS,
+            at + self.rng.random_range(START_DELAY_SECS) * SECOND_NS,
             Change::Start { service, slot },
         )));
     }
