@@ -19,6 +19,20 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// How long `buckets` span, as `2h 30m` or `45m` or `30s`.
+fn span_label(buckets: &[TimeBucket]) -> String {
+    let secs = match (buckets.first(), buckets.last()) {
+        (Some(a), Some(b)) => (b.start_ns - a.start_ns) / 1_000_000_000,
+        _ => 0,
+    };
+    match (secs / 3600, secs % 3600 / 60) {
+        (0, 0) => format!("{secs}s"),
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h {m}m"),
+    }
+}
+
 /// Misattribution (percent of judged flows) over time, one line per method.
 fn timeline_chart(buckets: &[TimeBucket], legacy: &str) -> String {
     let (w, h, pad) = (720.0, 260.0, 40.0);
@@ -42,10 +56,13 @@ fn timeline_chart(buckets: &[TimeBucket], legacy: &str) -> String {
     let y = |v: f64| h - pad - (h - 2.0 * pad) * v / max;
     let _ = write!(
         svg,
-        r##"<line x1="{pad}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#444"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{y0}" stroke="#444"/><text x="4" y="{pad}" font-size="11">{max:.0}%</text><text x="4" y="{y0}" font-size="11">0%</text><text x="{pad}" y="{yl}" font-size="11">time →</text>"##,
+        r##"<line x1="{pad}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#444"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{y0}" stroke="#444"/><text x="4" y="{pad}" font-size="11">{max:.0}%</text><text x="4" y="{y0}" font-size="11">0%</text><text x="{pad}" y="{yl}" font-size="11">0</text><text x="{xm}" y="{yl}" font-size="11">time since the first flow →</text><text x="{xe}" y="{yl}" font-size="11">{span}</text>"##,
         y0 = h - pad,
         x1 = w - pad,
-        yl = h - 10.0,
+        yl = h - 20.0,
+        xm = w / 2.0 - 70.0,
+        xe = w - pad - 40.0,
+        span = span_label(buckets),
     );
     for (colour, label, pick) in [
         (
@@ -191,6 +208,20 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_axis_names_the_span() {
+        let at = |m: u64| TimeBucket {
+            start_ns: m * 60_000_000_000,
+            judged: 1,
+            heartbeat_wrong: 0,
+            legacy_wrong: 0,
+        };
+        assert_eq!(span_label(&[at(0), at(150)]), "2h 30m");
+        assert_eq!(span_label(&[at(10), at(55)]), "45m");
+        assert_eq!(span_label(&[at(10)]), "0s");
+        assert_eq!(span_label(&[]), "0s");
+    }
 
     #[test]
     fn text_is_escaped() {
