@@ -59,6 +59,8 @@ pub struct Point {
     /// The focus service's wrong edges, by the legacy method.
     pub legacy_focus_wrong_edges_pct: Option<f64>,
     pub heartbeat_unattributed_unambiguous_pct: f64,
+    /// Flows the legacy method left unattributed, in percent.
+    pub legacy_unattributed_pct: f64,
 }
 
 /// Runs `scenario` at every value of `parameter`.
@@ -84,6 +86,11 @@ pub fn sweep(
             legacy_wrong_edges_pct: r.legacy.edges.wrong_pct(),
             legacy_focus_wrong_edges_pct: r.legacy.focus_edges.map(|e| e.wrong_pct()),
             heartbeat_unattributed_unambiguous_pct: r.heartbeat.unattributed_unambiguous_pct,
+            legacy_unattributed_pct: if r.flows == 0 {
+                0.0
+            } else {
+                100.0 * r.legacy.unattributed as f64 / r.flows as f64
+            },
         });
         let _ = std::fs::remove_dir_all(&o.work_dir);
     }
@@ -95,34 +102,37 @@ pub fn table(parameter: Parameter, points: &[Point]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:>10} {:>13} {:>13} {:>12} {:>13} {:>13} {:>12}",
+        "{:<22} {:>8} | {:>10} {:>11} {:>10} | {:>10} {:>12} {:>11} {:>11}",
         parameter.name(),
         "flows",
         "hb misattr",
-        "legacy misattr",
-        "hb wrong edges",
-        "legacy wrong edges",
-        "legacy focus wrong",
-        "hb unattr*"
+        "wrong edges",
+        "hb unattr*",
+        "legacy mis",
+        "legacy unattr",
+        "wrong edges",
+        "focus wrong",
     );
     for p in points {
         let _ = writeln!(
             out,
-            "{:<24} {:>10} {:>12.2}% {:>13.2}% {:>14} {:>17.1}% {:>17} {:>11.2}%",
+            "{:<22} {:>8} | {:>9.2}% {:>11} {:>9.2}% | {:>9.2}% {:>12.2}% {:>10.1}% {:>11}",
             humantime::format_duration(Duration::from_secs(p.value_secs)).to_string(),
             p.flows,
             p.heartbeat_misattributed_pct,
-            p.legacy_misattributed_pct,
             p.heartbeat_wrong_edges,
+            p.heartbeat_unattributed_unambiguous_pct,
+            p.legacy_misattributed_pct,
+            p.legacy_unattributed_pct,
             p.legacy_wrong_edges_pct,
             p.legacy_focus_wrong_edges_pct
                 .map_or("-".into(), |v| format!("{v:.1}%")),
-            p.heartbeat_unattributed_unambiguous_pct,
         );
     }
     let _ = writeln!(
         out,
-        "* unattributed outside genuine ambiguity (conflict, clock skew), % of flows"
+        "hb: heartbeat (its wrong edges as a count); legacy: sonar-legacy in shadow (wrong edges as a share).\n\
+         * unattributed outside genuine ambiguity (conflict, clock skew), % of flows. focus wrong: the focus service's edges, legacy."
     );
     out
 }
