@@ -44,10 +44,40 @@ struct Entry {
     other: Counterpart,
 }
 
-/// Held flows by `(local, remote)` endpoints.
+/// A flow's `(local, remote)` endpoints, packed for cheap hashing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Ends {
+    local: u128,
+    remote: u128,
+    ports: u32,
+}
+
+fn ip_key(addr: &SocketAddr) -> u128 {
+    match addr.ip() {
+        std::net::IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        std::net::IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+impl Ends {
+    fn of(local: &SocketAddr, remote: &SocketAddr) -> Self {
+        Self {
+            local: ip_key(local),
+            remote: ip_key(remote),
+            ports: u32::from(local.port()) << 16 | u32::from(remote.port()),
+        }
+    }
+}
+
+/// Held flows by `(local, remote)` endpoints. Nearly every pair of endpoints
+/// belongs to one flow; the rare further ones (a long connection's interval
+/// records, a reused port) wait in `more`, so the common case allocates
+/// nothing.
 #[derive(Debug)]
 pub struct Counterparts {
-    held: FxHashMap<(SocketAddr, SocketAddr), Vec<Entry>>,
+    held: FxHashMap<Ends, Entry>,
+    more: FxHashMap<Ends, Vec<Entry>>,
+    len: usize,
     tolerance_ns: u64,
 }
 
@@ -65,6 +95,8 @@ impl Counterparts {
     pub fn new(tolerance_ns: u64) -> Self {
         Self {
             held: FxHashMap::default(),
+            more: FxHashMap::default(),
+            len: 0,
             tolerance_ns,
         }
     }
@@ -87,59 +119,90 @@ impl Counterparts {
             };
             let start = f.flow.start_ns;
             let mut mine = Counterpart::None;
-            if let Some(mirrors) = self.held.get_mut(&(f.flow.remote, f.flow.local)) {
-                for m in mirrors
-                    .iter_mut()
-                    .filter(|m| m.start_ns.abs_diff(start) <= tol)
-                {
-                    if let Some(own) = &own {
-                        merge(&mut m.other, own);
-                    }
-                    if let Some(theirs) = &m.own {
-                        merge(&mut mine, theirs);
-                    }
+            let mirror = Ends::of(&f.flow.remote, &f.flow.local);
+            let first = self.held.get_mut(&mirror).into_iter();
+            let rest = self.more.get_mut(&mirror).into_iter().flatten();
+            for m in first
+                .chain(rest)
+                .filter(|m| m.start_ns.abs_diff(start) <= tol)
+            {
+                if let Some(own) = &own {
+                    merge(&mut m.other, own);
+                }
+                if let Some(theirs) = &m.own {
+                    merge(&mut mine, theirs);
                 }
             }
-            self.held
-                .entry((f.flow.local, f.flow.remote))
-                .or_default()
-                .push(Entry {
-                    start_ns: start,
-                    own,
-                    other: mine,
-                });
+            let entry = Entry {
+                start_ns: start,
+                own,
+                other: mine,
+            };
+            let ends = Ends::of(&f.flow.local, &f.flow.remote);
+            match self.held.entry(ends) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(entry);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    self.more.entry(ends).or_default().push(entry);
+                }
+            }
+            self.len += 1;
         }
     }
 
     /// Takes released flows out, with what their other ends answered, in
     /// order.
     pub fn release(&mut self, flows: &[AttributedFlow]) -> Vec<Counterpart> {
-        flows
-            .iter()
-            .map(|f| {
-                let key = (f.flow.local, f.flow.remote);
-                let Some(list) = self.held.get_mut(&key) else {
-                    return Counterpart::None;
-                };
-                let Some(i) = list.iter().position(|e| e.start_ns == f.flow.start_ns) else {
-                    return Counterpart::None;
-                };
-                let entry = list.swap_remove(i);
-                if list.is_empty() {
-                    self.held.remove(&key);
+        flows.iter().map(|f| self.take(f)).collect()
+    }
+
+    fn take(&mut self, f: &AttributedFlow) -> Counterpart {
+        let key = Ends::of(&f.flow.local, &f.flow.remote);
+        let start = f.flow.start_ns;
+        let taken = match self.held.get(&key) {
+            Some(e) if e.start_ns == start => {
+                let entry = self.held.remove(&key);
+                // A further flow with these endpoints moves up.
+                if let Some(list) = self.more.get_mut(&key)
+                    && let Some(next) = list.pop()
+                {
+                    self.held.insert(key, next);
+                    if list.is_empty() {
+                        self.more.remove(&key);
+                    }
                 }
+                entry
+            }
+            Some(_) => {
+                let list = self.more.get_mut(&key);
+                let found = list.and_then(|l| {
+                    let i = l.iter().position(|e| e.start_ns == start)?;
+                    Some(l.swap_remove(i))
+                });
+                if self.more.get(&key).is_some_and(Vec::is_empty) {
+                    self.more.remove(&key);
+                }
+                found
+            }
+            None => None,
+        };
+        match taken {
+            Some(entry) => {
+                self.len -= 1;
                 entry.other
-            })
-            .collect()
+            }
+            None => Counterpart::None,
+        }
     }
 
     /// Flows held in the index.
     pub fn len(&self) -> usize {
-        self.held.values().map(Vec::len).sum()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
+        self.len == 0
     }
 }
 
@@ -228,6 +291,35 @@ mod tests {
         c.arrive(&[unattributed.clone(), peer.clone()], |_| true);
         assert_eq!(c.release(&[peer])[0], Counterpart::None);
         assert_eq!(id(&c.release(&[unattributed])[0]), "web-1");
+    }
+
+    #[test]
+    fn several_flows_with_the_same_endpoints_each_keep_their_own_answer() {
+        let mut c = Counterparts::new(2 * S);
+        let early = flow("10.0.0.1:40000", "10.0.0.2:80", 100 * S, Some("web-1"));
+        let late = flow("10.0.0.1:40000", "10.0.0.2:80", 200 * S, Some("web-1"));
+        c.arrive(&[early.clone(), late.clone()], |_| true);
+        c.arrive(
+            &[flow(
+                "10.0.0.2:80",
+                "10.0.0.1:40000",
+                200 * S,
+                Some("api-2"),
+            )],
+            |_| true,
+        );
+        assert_eq!(c.len(), 3);
+        assert_eq!(
+            c.release(std::slice::from_ref(&early))[0],
+            Counterpart::None
+        );
+        assert_eq!(id(&c.release(std::slice::from_ref(&late))[0]), "api-2");
+        assert_eq!(
+            c.release(std::slice::from_ref(&late))[0],
+            Counterpart::None,
+            "taken once"
+        );
+        assert_eq!(c.len(), 1);
     }
 
     #[test]
