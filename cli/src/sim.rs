@@ -5,7 +5,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use flowattr_sim::{RunOptions, Scenario, sweep};
+use flowattr_sim::{Progress, RunOptions, Scenario, sweep};
 
 use crate::ab::ReportFiles;
 
@@ -62,6 +62,25 @@ enum SweepArg {
     LegacyHold,
 }
 
+/// A progress bar on stderr (hidden when stderr is not a terminal), and
+/// the callback that moves it.
+fn progress_bar() -> (indicatif::ProgressBar, Progress) {
+    let bar = indicatif::ProgressBar::new(1).with_style(
+        indicatif::ProgressStyle::with_template(
+            "simulated {msg:>8} [{bar:40}] {percent:>3}% ({elapsed})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let moved = bar.clone();
+    let progress: Progress = std::sync::Arc::new(move |done, total| {
+        moved.set_length(total.as_secs().max(1));
+        moved.set_position(done.as_secs());
+        moved.set_message(humantime::format_duration(done).to_string());
+    });
+    (bar, progress)
+}
+
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.scenario)
         .with_context(|| format!("cannot read {}", args.scenario.display()))?;
@@ -74,6 +93,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         scenario.duration = d;
     }
     let scratch = tempfile::tempdir()?;
+    let (bar, progress) = progress_bar();
     let options = RunOptions {
         plugins: args.plugins.clone(),
         work_dir: args
@@ -81,7 +101,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| scratch.path().to_owned()),
         cache_dir: args.cache.dir(),
-        progress: true,
+        progress: Some(progress),
     };
     if !args.connect.is_empty() {
         return connected(&scenario, &args, &options);
@@ -100,6 +120,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             humantime::format_duration(scenario.duration)
         );
         let points = sweep::sweep(&scenario, parameter, &options)?;
+        bar.finish_and_clear();
         print!("{}", sweep::table(parameter, &points));
         if let Some(path) = &args.out.json {
             std::fs::write(path, serde_json::to_vec_pretty(&points)?)?;
@@ -113,6 +134,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         humantime::format_duration(scenario.duration)
     );
     let outcome = flowattr_sim::run(&scenario, &options)?;
+    bar.finish_and_clear();
     let f = &outcome.fleet;
     println!(
         "simulated {} in {:.1} s: {} instances started, {} addresses reused, {} calls, {} flow records in {} batches ({} forwarded across regions), {} legacy events ({} lost)",
@@ -211,7 +233,7 @@ fn connected(
             legacy_events,
             truth: args.truth.clone(),
             work_dir: options.work_dir.clone(),
-            progress: true,
+            progress: options.progress.clone(),
         },
     )?;
     println!(

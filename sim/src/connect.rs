@@ -20,12 +20,12 @@ use flowattr_transport::{CollectorAddr, Shipper, ShipperConfig, tls::TlsFiles};
 
 use crate::{
     Scenario,
-    drive::{Collectors, SECOND_NS, drive},
+    drive::{Collectors, Progress, SECOND_NS, drive},
     fleet::{Agent, Fleet, FleetStats, Record},
 };
 
 /// Where the live collectors are and what to write.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// Per region (by name): its collectors, in failover order.
     pub collectors: Vec<(String, Vec<CollectorAddr>)>,
@@ -37,7 +37,8 @@ pub struct ConnectOptions {
     pub truth: PathBuf,
     /// Scratch space (the shippers' spools).
     pub work_dir: PathBuf,
-    pub progress: bool,
+    /// Told how far the run has got, every simulated minute.
+    pub progress: Option<Progress>,
 }
 
 /// What a connected run did.
@@ -163,7 +164,7 @@ pub fn connect(scenario: &Scenario, options: &ConnectOptions) -> anyhow::Result<
         end_ns + 2 * interval * SECOND_NS,
         initial,
         &mut live,
-        options.progress,
+        options.progress.as_ref(),
     )?;
 
     let mut left = 0;

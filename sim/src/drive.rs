@@ -16,6 +16,9 @@ use crate::{
 
 pub(crate) const SECOND_NS: u64 = 1_000_000_000;
 
+/// Told how far a run has got: (simulated so far, simulated in all).
+pub type Progress = std::sync::Arc<dyn Fn(std::time::Duration, std::time::Duration) + Send + Sync>;
+
 /// Where the simulated agents' batches and the legacy stream go.
 pub(crate) trait Collectors {
     /// Simulated time is now `t_ns`.
@@ -47,7 +50,7 @@ pub(crate) fn drive(
     drain_ns: u64,
     mut events: Vec<crate::fleet::LegacyEvent>,
     collectors: &mut dyn Collectors,
-    progress: bool,
+    progress: Option<&Progress>,
 ) -> anyhow::Result<Driven> {
     let agents = fleet.agents().to_vec();
     let mut outboxes: Vec<Vec<AttributedFlow>> = vec![Vec::new(); agents.len()];
@@ -112,12 +115,12 @@ pub(crate) fn drive(
             }
         }
         collectors.step_done(t)?;
-        if progress && second > 0 && second.is_multiple_of(3600) {
-            tracing::info!(
-                hour = second / 3600,
-                records = fleet.stats.records,
-                batches = driven.batches,
-                "simulated"
+        if let Some(report) = progress
+            && second.is_multiple_of(60)
+        {
+            report(
+                std::time::Duration::from_secs(second),
+                std::time::Duration::from_nanos(drain_ns - start_ns),
             );
         }
         t += SECOND_NS;

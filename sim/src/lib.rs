@@ -13,6 +13,7 @@
 
 pub mod connect;
 mod drive;
+pub use drive::Progress;
 pub mod fleet;
 mod judge;
 mod pool;

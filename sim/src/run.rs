@@ -34,7 +34,7 @@ use flowattr_plugin_runtime::{
 };
 
 use crate::{
-    drive::{Collectors, SECOND_NS, drive},
+    drive::{Collectors, Progress, SECOND_NS, drive},
     fleet::{Agent, EPOCH_NS, Fleet, FleetStats, Record},
     judge::{Judge, SharedJudge, dependencies},
     scenario::Scenario,
@@ -45,7 +45,7 @@ pub const LEGACY_FALLBACK: &str = "sonar-legacy";
 pub const LEGACY_SHADOW: &str = "sonar-legacy-shadow";
 
 /// Where the run finds plugins and keeps its files.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// A directory holding `sonar-legacy.wasm`/`.toml` and the sink's (the
     /// installed bundle, `plugins/`).
@@ -54,8 +54,8 @@ pub struct RunOptions {
     pub work_dir: PathBuf,
     /// Compiled-component cache (shared across runs saves compiling).
     pub cache_dir: Option<PathBuf>,
-    /// Log a line per simulated hour.
-    pub progress: bool,
+    /// Told how far the run has got, every simulated minute.
+    pub progress: Option<Progress>,
 }
 
 /// What a run found and did.
@@ -353,7 +353,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<RunOutco
         drain_ns,
         events,
         &mut collectors,
-        options.progress,
+        options.progress.as_ref(),
     )?;
     let refused = collectors.refused.load(Ordering::Relaxed);
     anyhow::ensure!(refused == 0, "the collectors refused {refused} batches");

@@ -118,7 +118,7 @@ fn a_scenario_shipped_to_a_running_collector_is_attributed_and_compared() {
             legacy_events: events,
             truth: truth.clone(),
             work_dir: tmp.path().to_owned(),
-            progress: false,
+            progress: None,
         },
     )
     .unwrap();

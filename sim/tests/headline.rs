@@ -30,7 +30,7 @@ fn options(dir: &tempfile::TempDir) -> RunOptions {
         plugins: workspace().join("plugins"),
         work_dir: dir.path().to_owned(),
         cache_dir: Some(workspace().join("target/flowattr-test-cache")),
-        progress: false,
+        progress: None,
     }
 }
 
