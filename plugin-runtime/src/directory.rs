@@ -420,6 +420,27 @@ pub fn install_plugin(
     write_by_rename(&dir.join(format!("{name}.toml")), text.as_bytes())
 }
 
+/// Copies plugin `name` from the drop-in directory `from` into `to` as
+/// `as_name`, after `edit` has changed its manifest (mode, config, grants).
+pub fn copy_plugin(
+    from: &Path,
+    name: &str,
+    to: &Path,
+    as_name: &str,
+    header: &str,
+    edit: impl FnOnce(&mut Manifest) -> Result<(), crate::manifest::FieldError>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let wasm = std::fs::read(from.join(format!("{name}.wasm")))
+        .with_context(|| format!("{name}.wasm in {}", from.display()))?;
+    let text = std::fs::read_to_string(from.join(format!("{name}.toml")))
+        .with_context(|| format!("{name}.toml in {}", from.display()))?;
+    let mut manifest = Manifest::parse(&text).with_context(|| format!("{name}.toml"))?;
+    edit(&mut manifest).with_context(|| format!("{name}.toml"))?;
+    install_plugin(to, as_name, &wasm, &mut manifest, header)
+        .with_context(|| format!("installing {as_name} into {}", to.display()))
+}
+
 fn write_by_rename(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("part");
     std::fs::write(&tmp, bytes)?;

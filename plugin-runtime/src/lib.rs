@@ -46,7 +46,9 @@ mod sandbox;
 mod watch;
 
 pub use counters::CounterSnapshot;
-pub use directory::{PluginDirectory, Refusal, ReloadReport, install_plugin, load_plugin_files};
+pub use directory::{
+    PluginDirectory, Refusal, ReloadReport, copy_plugin, install_plugin, load_plugin_files,
+};
 pub use engine::{CacheOutcome, Runtime, RuntimeConfig};
 pub use plugin::{CallError, Failure, LoadError, Plugin, sha256_hex};
 pub use watch::DirectoryWatcher;

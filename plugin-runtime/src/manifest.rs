@@ -241,6 +241,20 @@ impl Manifest {
         serde_json::to_string(&self.config).expect("a TOML table always serialises to JSON")
     }
 
+    /// Points the granted directory the plugin sees as `guest` at `host`.
+    pub fn grant(&mut self, guest: &str, host: impl Into<PathBuf>) -> Result<(), FieldError> {
+        let dir = self
+            .capabilities
+            .read_dirs
+            .iter_mut()
+            .find(|d| d.guest == guest)
+            .ok_or_else(|| {
+                FieldError::new("capabilities.read_dirs", format!("grants no {guest}"))
+            })?;
+        dir.host = host.into();
+        Ok(())
+    }
+
     /// Host directories granted read-only, resolved against `manifest_dir`.
     pub fn resolved_read_dirs(&self, manifest_dir: &Path) -> Vec<(PathBuf, String)> {
         self.capabilities
@@ -343,6 +357,19 @@ mod tests {
         state = "/state/s.json"
         nested = { a = 1 }
     "#;
+
+    #[test]
+    fn a_grant_points_a_guest_directory_elsewhere_or_names_the_missing_one() {
+        let mut m = Manifest::parse(GOOD).unwrap();
+        m.grant("/state", "/run/state").unwrap();
+        assert_eq!(
+            m.capabilities.read_dirs[0].host,
+            PathBuf::from("/run/state")
+        );
+        let err = m.grant("/other", "/x").unwrap_err();
+        assert_eq!(err.field, "capabilities.read_dirs");
+        assert_eq!(m.capabilities.read_dirs.len(), 1, "nothing else changed");
+    }
 
     #[test]
     fn parses_a_full_manifest() {

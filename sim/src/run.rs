@@ -15,7 +15,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use flowattr_ab::Report;
 use flowattr_collector::{
     core::{Arrival, Core, CoreParts, CoreSettings, Decision, Forwarder, Input},
@@ -29,7 +28,7 @@ use flowattr_model::{FlowBatch, IpEvent};
 use flowattr_plugin_runtime::{
     PluginDirectory, Runtime, RuntimeConfig,
     clock::ManualClock,
-    install_plugin,
+    copy_plugin,
     manifest::{Manifest, Mode},
 };
 
@@ -98,45 +97,39 @@ pub fn install_collector_plugins(
     from: &Path,
     dir: &Path,
 ) -> anyhow::Result<()> {
-    let read = |name: &str| -> anyhow::Result<(Vec<u8>, Manifest)> {
-        let wasm = std::fs::read(from.join(format!("{name}.wasm")))
-            .with_context(|| format!("{name}.wasm in {} (run scripts/build)", from.display()))?;
-        let text = std::fs::read_to_string(from.join(format!("{name}.toml")))
-            .with_context(|| format!("{name}.toml in {}", from.display()))?;
-        let manifest = Manifest::parse(&text).with_context(|| format!("{name}.toml"))?;
-        Ok((wasm, manifest))
+    let legacy = |mode: Mode| {
+        move |m: &mut Manifest| {
+            m.mode = mode;
+            let settings = [
+                ("hold_secs", scenario.legacy.hold.as_secs() as i64),
+                ("retention_secs", 2 * 86_400),
+                ("max_events", 10_000_000),
+            ];
+            for (key, value) in settings {
+                m.config.insert(key.into(), toml::Value::Integer(value));
+            }
+            Ok(())
+        }
     };
-    let (legacy, mut manifest) = read("sonar-legacy")?;
-    manifest.config.insert(
-        "hold_secs".into(),
-        toml::Value::Integer(scenario.legacy.hold.as_secs() as i64),
-    );
-    manifest
-        .config
-        .insert("retention_secs".into(), toml::Value::Integer(2 * 86_400));
-    manifest
-        .config
-        .insert("max_events".into(), toml::Value::Integer(10_000_000));
-    manifest.mode = Mode::Active;
-    install_plugin(
+    let header = "# Installed by the simulator.\n";
+    copy_plugin(
+        from,
+        "sonar-legacy",
         dir,
         LEGACY_FALLBACK,
-        &legacy,
-        &mut manifest,
-        "# The simulator's legacy fallback.\n",
+        header,
+        legacy(Mode::Active),
     )?;
-    manifest.mode = Mode::Shadow;
-    install_plugin(
+    copy_plugin(
+        from,
+        "sonar-legacy",
         dir,
         LEGACY_SHADOW,
-        &legacy,
-        &mut manifest,
-        "# The simulator's A/B shadow.\n",
+        header,
+        legacy(Mode::Shadow),
     )?;
     let sink = &scenario.collector.sink;
-    let (wasm, mut manifest) = read(sink)?;
-    install_plugin(dir, sink, &wasm, &mut manifest, "# The simulator's sink.\n")?;
-    Ok(())
+    copy_plugin(from, sink, dir, sink, header, |_| Ok(()))
 }
 
 /// One region's collector.

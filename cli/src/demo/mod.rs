@@ -26,12 +26,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use flowattr_model::Workload as Identity;
-use flowattr_plugin_runtime::{
-    install_plugin,
-    manifest::{Manifest, Mode},
-};
+use flowattr_plugin_runtime::{copy_plugin, manifest::Mode};
 
 use self::{
     children::Child,
@@ -95,30 +91,19 @@ fn install(
     mode: Mode,
     grants: &[(&str, &Path)],
 ) -> anyhow::Result<()> {
-    let wasm = std::fs::read(bundle.join(format!("{name}.wasm")))
-        .with_context(|| format!("{name}.wasm in {} (run scripts/build)", bundle.display()))?;
-    let mut manifest = Manifest::parse(&std::fs::read_to_string(
-        bundle.join(format!("{name}.toml")),
-    )?)
-    .with_context(|| format!("{name}.toml"))?;
-    manifest.mode = mode;
-    for (guest, host) in grants {
-        let d = manifest
-            .capabilities
-            .read_dirs
-            .iter_mut()
-            .find(|d| d.guest == *guest)
-            .with_context(|| format!("{name} grants no {guest}"))?;
-        d.host = host.to_path_buf();
-    }
-    install_plugin(
+    copy_plugin(
+        bundle,
+        name,
         dir,
         as_name,
-        &wasm,
-        &mut manifest,
         "# Installed by flowattr demo.\n",
-    )?;
-    Ok(())
+        |m| {
+            m.mode = mode;
+            grants
+                .iter()
+                .try_for_each(|(guest, host)| m.grant(guest, *host))
+        },
+    )
 }
 
 /// Sleeps `d` unless interrupted; false when interrupted.

@@ -4,7 +4,7 @@
 //! half-written plugin: until the manifest lands, the hash does not match and
 //! the previous version keeps running.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
@@ -36,15 +36,9 @@ pub fn install(
         let Some((guest, host)) = grant.split_once('=') else {
             bail!("--grant {grant}: expected /guest=host/path");
         };
-        let Some(dir) = manifest
-            .capabilities
-            .read_dirs
-            .iter_mut()
-            .find(|d| d.guest == guest)
-        else {
-            bail!("--grant {grant}: the manifest grants no {guest}");
-        };
-        dir.host = PathBuf::from(host);
+        manifest
+            .grant(guest, host)
+            .with_context(|| format!("--grant {grant}"))?;
     }
     for (host, guest) in manifest.resolved_read_dirs(dir) {
         if !host.is_dir() {
