@@ -319,24 +319,21 @@ fn generate(rate: u64, duration: Duration) -> HashSet<(u16, u16)> {
 /// Final records the agent recovered at socket destruction because the
 /// kernel skipped its program at the close.
 fn recovered() -> u64 {
-    metric_sum("flowattr_agent_kernel_events_total{event=\"close_recovered\"}")
+    agent_metric(
+        "flowattr_agent_kernel_events",
+        &[("event", "close_recovered")],
+    )
 }
 
 /// Records the agent counted as lost or possibly lost, for every reason
 /// (ring buffer full, socket map full, skipped program runs, ...).
 fn counted_drops() -> u64 {
-    metric_sum("flowattr_agent_dropped_total{")
+    agent_metric("flowattr_agent_dropped", &[])
 }
 
-/// The sum of the agent's metric samples whose line starts with `prefix`.
-fn metric_sum(prefix: &str) -> u64 {
-    let mut s = TcpStream::connect(METRICS).expect("agent metrics endpoint");
-    use std::io::Write;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {METRICS}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+/// The sum of the agent's samples of metric `name` with `labels`.
+fn agent_metric(name: &str, labels: &[(&str, &str)]) -> u64 {
+    let text = flowattr_daemon::metrics::scrape(METRICS.parse().expect("an address"))
+        .expect("agent metrics endpoint");
+    flowattr_daemon::metrics::metric_sum(&text, name, labels) as u64
 }

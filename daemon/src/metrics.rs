@@ -27,6 +27,17 @@ pub async fn serve(
     axum::serve(listener, app).await
 }
 
+/// Fetches `GET /metrics` from `addr` over plain HTTP/1.0: the whole
+/// response, headers included (they never parse as samples).
+pub fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Sums the samples of `name` (with or without `_total`) in Prometheus text
 /// whose labels include every `labels` pair.
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

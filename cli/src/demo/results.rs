@@ -3,7 +3,7 @@
 //! print a sample of flows and the A/B table.
 
 use std::{
-    io::{BufReader, Read, Write},
+    io::BufReader,
     net::IpAddr,
     path::Path,
     process::ExitCode,
@@ -18,14 +18,6 @@ use crate::ab::ReportFiles;
 /// Flows starting this close to a change of owner are not judged.
 const TOLERANCE: Duration = Duration::from_secs(1);
 
-fn scrape(port: u16) -> anyhow::Result<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    Ok(text)
-}
-
 /// Waits until the collector holds nothing and its output count has
 /// settled.
 pub fn wait_written(port: u16, hold: Duration, within: Duration) -> anyhow::Result<()> {
@@ -33,7 +25,8 @@ pub fn wait_written(port: u16, hold: Duration, within: Duration) -> anyhow::Resu
     std::thread::sleep(hold + Duration::from_secs(1));
     let mut last = -1.0;
     loop {
-        let text = scrape(port).context("collector metrics")?;
+        let text = flowattr_daemon::metrics::scrape(([127, 0, 0, 1], port).into())
+            .context("collector metrics")?;
         let out = flowattr_daemon::metrics::metric_sum(&text, "flowattr_collector_flows_out", &[]);
         let held =
             flowattr_daemon::metrics::metric_sum(&text, "flowattr_collector_hold_flows", &[]);

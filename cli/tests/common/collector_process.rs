@@ -114,11 +114,8 @@ impl CollectorProcess {
 
     /// Flows this run of the process has written.
     pub fn flows_out(&self) -> u64 {
-        use std::io::{Read, Write};
-        let mut s = TcpStream::connect(self.metrics).expect("collector metrics endpoint");
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.metrics).unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
+        let text =
+            flowattr_daemon::metrics::scrape(self.metrics).expect("collector metrics endpoint");
         flowattr_daemon::metrics::metric_sum(&text, "flowattr_collector_flows_out", &[]) as u64
     }
 
