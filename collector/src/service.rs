@@ -254,15 +254,6 @@ impl Collector {
         &self.metrics
     }
 
-    /// Hands the resolver plugins address events (the legacy stream).
-    pub fn ip_events(&self, events: Vec<flowattr_model::IpEvent>) -> anyhow::Result<()> {
-        self.inputs
-            .as_ref()
-            .context("collector stopped")?
-            .send(Input::IpEvents(events))
-            .map_err(|_| anyhow::anyhow!("collector core stopped"))
-    }
-
     /// Stops taking batches, and stops the core. What is held stays in the
     /// journal for the next start.
     pub async fn shutdown(mut self) {

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use common::{
     broker::Broker,
-    fleet::{Fleet, S, batch, flow, local_of, now_ns, remote_of, ship_all, workload},
+    fleet::{Fleet, S, assigned, batch, flow, local_of, now_ns, remote_of, ship_all, workload},
 };
 use flowattr_collector::{
     config::{KafkaSection, RegionSection},
@@ -410,28 +410,22 @@ async fn a_flow_to_another_region_is_forwarded_and_attributed_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_legacy_resolver_answers_only_for_addresses_the_table_does_not_know() {
-    use flowattr_model::{IpChange, IpEvent, Workload};
+    use flowattr_collector::config::LegacySection;
     let fleet = Fleet::new();
     fleet.add_plugin("sonar-legacy");
-    let collector = Collector::start(fleet.collector_config("collector-1"))
-        .await
-        .unwrap();
-    let addr = collector.local_addr();
     let t = now_ns() - 300 * S;
     // The legacy stream knows a load balancer, and (stale) names an owner
     // for an address the heartbeats know better.
-    let event = |ip: &str, owner: &str| IpEvent {
-        address: ip.parse().unwrap(),
-        change: IpChange::Assigned(Workload::with_id(owner)),
-        event_time_ns: t - 600 * S,
-        arrival_time_ns: t - 600 * S,
-    };
-    collector
-        .ip_events(vec![
-            event("10.5.0.1", "lb-frontend"),
-            event("10.2.0.7", "stale-owner"),
-        ])
-        .unwrap();
+    let events = fleet.legacy_events(&[
+        assigned("10.5.0.1", "lb-frontend", t - 600 * S),
+        assigned("10.2.0.7", "stale-owner", t - 600 * S),
+    ]);
+    let mut config = fleet.collector_config("collector-1");
+    config.legacy = Some(LegacySection { events });
+    let collector = Collector::start(config).await.unwrap();
+    let addr = collector.local_addr();
+    // Let the follower read the events before any flow is released.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let b = fleet.agent("agent-b", &[addr]);
     ship_all(
         &b,
@@ -477,19 +471,10 @@ async fn a_shadow_legacy_resolver_is_recorded_beside_each_flow_and_changes_nothi
     let t = now_ns() - 300 * S;
     // The legacy stream still names the address's previous owner, and has a
     // line that is not an event.
-    let events = fleet.out_dir("events.jsonl");
-    let stale = flowattr_model::IpEvent {
-        address: "10.2.0.7".parse().unwrap(),
-        change: flowattr_model::IpChange::Assigned(flowattr_model::Workload::with_id("old-db")),
-        event_time_ns: t - 600 * S,
-        arrival_time_ns: t - 600 * S,
-    };
-    std::fs::create_dir_all(events.parent().unwrap()).unwrap();
-    std::fs::write(
-        &events,
-        format!("{}\nnot an event\n", serde_json::to_string(&stale).unwrap()),
-    )
-    .unwrap();
+    let events = fleet.legacy_events(&[
+        assigned("10.2.0.7", "old-db", t - 600 * S),
+        "not an event".to_owned(),
+    ]);
     let records = fleet.out_dir("ab.jsonl");
     let mut config = fleet.collector_config("collector-1");
     config.legacy = Some(LegacySection { events });

@@ -77,6 +77,17 @@ impl Fleet {
         install(&self.plugins(), krate, name, Some(Mode::Shadow));
     }
 
+    /// Writes the legacy event file (one line each) for `[legacy] events`.
+    pub fn legacy_events(&self, lines: &[String]) -> PathBuf {
+        let path = self.dir.path().join("legacy-events.jsonl");
+        std::fs::write(
+            &path,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
+        path
+    }
+
     /// Where collector `name` writes its flows.
     pub fn out_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join("out").join(name)
@@ -187,6 +198,18 @@ fn install(
         manifest.mode = mode;
     }
     install_plugin(dir, name, &wasm, &mut manifest, "").unwrap();
+}
+
+/// A legacy event line: `owner` was assigned `ip` at `at_ns` (and it
+/// arrived then).
+pub fn assigned(ip: &str, owner: &str, at_ns: u64) -> String {
+    serde_json::to_string(&flowattr_model::IpEvent {
+        address: ip.parse().unwrap(),
+        change: flowattr_model::IpChange::Assigned(flowattr_model::Workload::with_id(owner)),
+        event_time_ns: at_ns,
+        arrival_time_ns: at_ns,
+    })
+    .unwrap()
 }
 
 /// Unix-epoch nanoseconds now.
