@@ -11,7 +11,7 @@ use crate::{hold::Released, remote::attribute_remote};
 
 impl Core {
     pub(super) fn write_out(&mut self, released: Vec<Released>, now: u64) {
-        let resolvers = self.resolvers();
+        let resolvers = self.resolvers(Mode::Active);
         let mut kept = Vec::new();
         let mut ids = Vec::new();
         for Released {
@@ -177,7 +177,8 @@ impl Core {
     /// Queues the flows' own answers for the A/B, to be compared with the
     /// first shadow resolver's once its hold has passed.
     fn compare(&mut self, flows: &[AttributedFlow], now: u64) {
-        if self.comparison.is_none() || flows.is_empty() {
+        if self.comparison.is_none() || flows.is_empty() || self.resolvers(Mode::Shadow).is_empty()
+        {
             return;
         }
         let latest = flows.iter().map(|f| f.flow.start_ns).max().unwrap_or(now);
@@ -190,14 +191,18 @@ impl Core {
     /// Asks the shadow resolver about the queued flows whose hold has passed
     /// and records both answers.
     pub(super) fn ask_shadow(&mut self, now: u64) {
+        if self
+            .shadow_waiting
+            .front()
+            .is_none_or(|(due, _)| *due > now)
+        {
+            return;
+        }
+        // The shadow can be removed while flows wait; they are then dropped.
+        let shadow = self.resolvers(Mode::Shadow).into_iter().next();
         let Some(comparison) = &mut self.comparison else {
             return;
         };
-        let shadow = self
-            .plugins
-            .chain(flowattr_plugin_runtime::manifest::PluginKind::Resolver)
-            .into_iter()
-            .find(|p| p.manifest().mode == Mode::Shadow);
         while let Some((due, _)) = self.shadow_waiting.front()
             && *due <= now
         {
@@ -209,11 +214,12 @@ impl Core {
         }
     }
 
-    pub(super) fn resolvers(&self) -> Vec<Arc<Plugin>> {
+    /// The resolver plugins in `mode`, in chain order.
+    pub(super) fn resolvers(&self, mode: Mode) -> Vec<Arc<Plugin>> {
         self.plugins
             .chain(flowattr_plugin_runtime::manifest::PluginKind::Resolver)
             .into_iter()
-            .filter(|p| p.manifest().mode == Mode::Active)
+            .filter(|p| p.manifest().mode == mode)
             .collect()
     }
 }
