@@ -10,7 +10,7 @@
 use std::{collections::HashMap, io::BufRead, net::IpAddr, sync::Arc};
 
 use flowattr_model::Workload;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Compared;
 
@@ -79,14 +79,16 @@ pub enum TruthError {
     MalformedDependencies(#[from] toml::de::Error),
 }
 
-/// One recorded assignment: `workload` owned `address` over `[from_ns, to_ns)`.
-#[derive(Debug, Clone, Deserialize)]
+/// One recorded assignment: `workload` owned `address` over `[from_ns,
+/// to_ns)`. A line of the ownership file [`OwnershipIntervals`] reads (the
+/// simulator and the demo write them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Interval {
-    address: IpAddr,
-    from_ns: u64,
-    to_ns: u64,
-    workload: Arc<Workload>,
+pub struct Ownership {
+    pub address: IpAddr,
+    pub from_ns: u64,
+    pub to_ns: u64,
+    pub workload: Arc<Workload>,
 }
 
 /// Recorded address assignments (JSON lines of `{address, from_ns, to_ns,
@@ -111,7 +113,7 @@ impl OwnershipIntervals {
             if line.trim().is_empty() {
                 continue;
             }
-            let iv: Interval =
+            let iv: Ownership =
                 serde_json::from_str(&line).map_err(|source| TruthError::MalformedLine {
                     line: i + 1,
                     source,

@@ -13,6 +13,7 @@ use std::{
     sync::Arc,
 };
 
+use flowattr_ab::Ownership;
 use flowattr_model::{
     AttributedFlow, Attribution, AttributionSource, Flow, Initiator, IpChange, IpEvent, Side,
     TimeRange, Workload,
@@ -134,16 +135,6 @@ pub struct Fleet {
     start_ns: u64,
     /// Instances' ownership that has ended.
     ended: Vec<Ownership>,
-}
-
-/// A workload held an address over `[from_ns, to_ns)`: the ground truth
-/// `flowattr ab --truth` reads.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Ownership {
-    pub address: IpAddr,
-    pub from_ns: u64,
-    pub to_ns: u64,
-    pub workload: Arc<Workload>,
 }
 
 /// A log-normal draw with the given median and shape.

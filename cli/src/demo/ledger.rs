@@ -17,6 +17,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use flowattr_ab::Ownership;
 use flowattr_model::{IpChange, IpEvent, Workload};
 use ipman::admin::{RawWorkload, StateFile};
 
@@ -29,7 +30,8 @@ pub struct Ledger {
     ipman: StateFile,
     /// Open intervals: address → (workload, since).
     open: HashMap<IpAddr, (Workload, u64)>,
-    truth: Vec<serde_json::Value>,
+    /// Closed intervals: the ground truth so far.
+    truth: Vec<Ownership>,
     delay: Duration,
     queue: Queue,
     stop: Arc<AtomicBool>,
@@ -129,9 +131,7 @@ impl Ledger {
             self.ipman.save()?;
         }
         if let Some((w, since)) = self.open.remove(&ip) {
-            self.truth.push(
-                serde_json::json!({"address": ip, "from_ns": since, "to_ns": at, "workload": w}),
-            );
+            self.truth.push(owned(ip, w, since, at));
         }
         self.event(ip, IpChange::Released, at, false);
         Ok(())
@@ -140,31 +140,39 @@ impl Ledger {
     /// Stops the event writer (events not yet due stay undelivered, as they
     /// would still be on their way) and writes the ground truth to `path`.
     pub fn finish(mut self, path: &Path) -> anyhow::Result<()> {
+        self.stop_writer();
+        let at = now_ns();
+        let open = self
+            .open
+            .drain()
+            .map(|(ip, (w, since))| owned(ip, w, since, at));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for o in self.truth.drain(..).chain(open) {
+            writeln!(out, "{}", serde_json::to_string(&o)?)?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    fn stop_writer(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
-        let at = now_ns();
-        let mut out = std::fs::File::create(path)?;
-        for line in self.truth.drain(..) {
-            writeln!(out, "{line}")?;
-        }
-        for (ip, (w, since)) in self.open.drain() {
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({"address": ip, "from_ns": since, "to_ns": at, "workload": w})
-            )?;
-        }
-        Ok(())
+    }
+}
+
+fn owned(address: IpAddr, workload: Workload, from_ns: u64, to_ns: u64) -> Ownership {
+    Ownership {
+        address,
+        from_ns,
+        to_ns,
+        workload: Arc::new(workload),
     }
 }
 
 impl Drop for Ledger {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
+        self.stop_writer();
     }
 }
