@@ -7,7 +7,6 @@
 use std::{cmp::Reverse, collections::BinaryHeap};
 
 use flowattr_model::{AttributedFlow, FlowBatch, IpEvent};
-use rustc_hash::FxHashMap;
 
 use crate::{
     Scenario,
@@ -55,11 +54,8 @@ pub(crate) fn drive(
     let agents = fleet.agents().to_vec();
     let mut outboxes: Vec<Vec<AttributedFlow>> = vec![Vec::new(); agents.len()];
     let mut seqs = vec![0u64; agents.len()];
-    let mut serial = 0u64;
-    let mut in_flight: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
-    let mut records: FxHashMap<u64, Record> = FxHashMap::default();
-    let mut pending: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
-    let mut pending_events: FxHashMap<u64, IpEvent> = FxHashMap::default();
+    let mut in_flight = Schedule::default();
+    let mut pending = Schedule::default();
     let mut driven = Driven::default();
 
     let interval = scenario.agents.batch_interval.as_secs().max(1);
@@ -71,31 +67,17 @@ pub(crate) fn drive(
         if t < end_ns {
             fleet.advance(t + SECOND_NS, &mut new_records, &mut events)?;
             for record in new_records.drain(..) {
-                serial += 1;
-                in_flight.push(Reverse((record.end_ns, serial)));
-                records.insert(serial, record);
+                in_flight.push(record.end_ns, record);
             }
         }
         for event in events.drain(..) {
-            serial += 1;
-            pending.push(Reverse((event.arrival_ns, serial)));
-            pending_events.insert(serial, event.event);
+            pending.push(event.arrival_ns, event.event);
         }
-        let mut arrived = Vec::new();
-        while let Some(&Reverse((at, key))) = pending.peek()
-            && at <= t
-        {
-            pending.pop();
-            arrived.push(pending_events.remove(&key).expect("event"));
-        }
+        let arrived = pending.due(t);
         if !arrived.is_empty() {
             collectors.legacy_events(arrived)?;
         }
-        while let Some(&Reverse((end, key))) = in_flight.peek()
-            && end <= t
-        {
-            in_flight.pop();
-            let record = records.remove(&key).expect("record");
+        for record in in_flight.due(t) {
             collectors.shipping(&record);
             outboxes[record.agent].push(record.flow);
         }
@@ -125,6 +107,62 @@ pub(crate) fn drive(
         }
         t += SECOND_NS;
     }
-    driven.unshipped = outboxes.iter().map(Vec::len).sum::<usize>() + in_flight.len();
+    driven.unshipped = outboxes.iter().map(Vec::len).sum::<usize>() + in_flight.0.len();
     Ok(driven)
+}
+
+/// Items waiting for their time; equal times keep their order of arrival.
+struct Schedule<T>(BinaryHeap<Reverse<Due<T>>>, u64);
+
+impl<T> Default for Schedule<T> {
+    fn default() -> Self {
+        Self(BinaryHeap::new(), 0)
+    }
+}
+
+impl<T> Schedule<T> {
+    fn push(&mut self, at: u64, item: T) {
+        self.1 += 1;
+        self.0.push(Reverse(Due {
+            at,
+            seq: self.1,
+            item,
+        }));
+    }
+
+    /// Everything due by `t`, in time order.
+    fn due(&mut self, t: u64) -> Vec<T> {
+        let mut out = Vec::new();
+        while self.0.peek().is_some_and(|Reverse(d)| d.at <= t) {
+            out.push(self.0.pop().expect("peeked").0.item);
+        }
+        out
+    }
+}
+
+/// An item due at `at`, ordered by `(at, seq)` alone.
+struct Due<T> {
+    at: u64,
+    seq: u64,
+    item: T,
+}
+
+impl<T> PartialEq for Due<T> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl<T> Eq for Due<T> {}
+
+impl<T> PartialOrd for Due<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T> Ord for Due<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
 }
