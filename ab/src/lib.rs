@@ -38,9 +38,8 @@ mod truth;
 pub use record::{Compared, Outcome, ReadError, read_records};
 pub use report::{Disagreement, EdgeCounts, MethodReport, Report, TimeBucket};
 pub use tally::Tally;
-pub use truth::{
-    Dependencies, Judgement, NoTruth, Ownership, OwnershipIntervals, Truth, TruthError,
-};
+use truth::Judgement;
+pub use truth::{Dependencies, Ownership, OwnershipIntervals, Truth, TruthError};
 
 use flowattr_model::UnattributedReason;
 

@@ -276,7 +276,7 @@ mod tests {
     use flowattr_model::{Initiator, UnattributedReason, Workload};
 
     use super::*;
-    use crate::{Dependencies, NoTruth};
+    use crate::Dependencies;
 
     fn w(id: &str, app: &str) -> Arc<Workload> {
         Arc::new(Workload {
@@ -342,8 +342,9 @@ mod tests {
             &compared(Initiator::Local, right.clone(), wrong.clone()),
             &Owner("api-1"),
         );
-        t.add(&compared(Initiator::Local, gap, wrong), &NoTruth);
-        let r = t.report(None, &NoTruth);
+        let none = Dependencies::default();
+        t.add(&compared(Initiator::Local, gap, wrong), &none);
+        let r = t.report(None, &none);
         assert_eq!(r.flows, 22);
         assert_eq!(r.judged, 21);
         assert_eq!((r.heartbeat.misattributed, r.legacy.misattributed), (0, 1));

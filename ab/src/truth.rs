@@ -16,7 +16,7 @@ use crate::Compared;
 
 /// What ground truth says about one method's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Judgement {
+pub(crate) enum Judgement {
     Correct,
     Wrong,
     /// No truth for this flow (or the method left it unattributed).
@@ -41,20 +41,6 @@ impl<A: Truth, B: Truth> Truth for (A, B) {
         self.0
             .depends(src, dst)
             .or_else(|| self.1.depends(src, dst))
-    }
-}
-
-/// No ground truth: only agreement between the methods is reported.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoTruth;
-
-impl Truth for NoTruth {
-    fn owner(&self, _: &Compared) -> Option<&str> {
-        None
-    }
-
-    fn depends(&self, _: &str, _: &str) -> Option<bool> {
-        None
     }
 }
 

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use flowattr_ab::{Dependencies, NoTruth, OwnershipIntervals, Report, Tally, Truth, read_records};
+use flowattr_ab::{Dependencies, OwnershipIntervals, Report, Tally, Truth, read_records};
 
 /// Arguments of `flowattr ab`.
 #[derive(clap::Args)]
@@ -100,7 +100,7 @@ pub fn run(args: AbArgs) -> anyhow::Result<ExitCode> {
             "no --truth or --deps: reporting agreement only, nothing is judged right or wrong"
         );
     }
-    let truth: (OwnershipIntervals, (Dependencies, NoTruth)) = (intervals, (deps, NoTruth));
+    let truth = (intervals, deps);
     let mut tally = Tally::new(&args.legacy_name);
     for r in &records {
         tally.add(r, &truth as &dyn Truth);
