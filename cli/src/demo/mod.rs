@@ -333,30 +333,46 @@ listen = "127.0.0.1:{agent_metrics}"
         "traffic: gateway -> api (10.77.0.21, .22) -> db; the legacy stream reports changes {} late",
         humantime::format_duration(args.legacy_delay)
     ));
-    let reuse = Duration::from_secs(3);
+    // Stops `old`, releases its address and, 3 s later, gives it to a new
+    // workload that serves the same port (and calls the db, if `calls_db`).
+    let hand_over = |old: Workload,
+                     (tag, id, app): (&str, &str, &str),
+                     calls_db: bool,
+                     ledger: &mut Ledger|
+     -> anyhow::Result<Option<Workload>> {
+        let last = old.ip.octets()[3];
+        drop(old);
+        ledger.release(IpAddr::V4(ip(last)), true)?;
+        if !pause(Duration::from_secs(3), interrupted) {
+            return Ok(None);
+        }
+        let mut new = spawn(tag, id, app, last, false, ledger)?;
+        new.serve(APP_PORT)?;
+        if calls_db {
+            new.call(db_target.clone(), Duration::from_millis(300))?;
+        }
+        Ok(Some(new))
+    };
     let mut late = Vec::new();
     if pause(Duration::from_secs(8), interrupted) {
         step(
             "churn: c-api-2 stops; 3 s later c-batch-7 gets 10.77.0.22 and serves on the same port",
         );
-        drop(api2);
-        ledger.release(IpAddr::V4(ip(22)), true)?;
-        if pause(reuse, interrupted) {
-            let mut batch = spawn("batch7", "c-batch-7", "batch", 22, false, &mut ledger)?;
-            batch.serve(APP_PORT)?;
-            batch.call(db_target.clone(), Duration::from_millis(300))?;
-            late.push(batch);
-        }
+        late.extend(hand_over(
+            api2,
+            ("batch7", "c-batch-7", "batch"),
+            true,
+            &mut ledger,
+        )?);
     }
     if pause(Duration::from_secs(6), interrupted) {
         step("churn: c-api-1 stops; 3 s later c-cache-4 gets 10.77.0.21");
-        drop(api1);
-        ledger.release(IpAddr::V4(ip(21)), true)?;
-        if pause(reuse, interrupted) {
-            let mut cache = spawn("cache4", "c-cache-4", "cache", 21, false, &mut ledger)?;
-            cache.serve(APP_PORT)?;
-            late.push(cache);
-        }
+        late.extend(hand_over(
+            api1,
+            ("cache4", "c-cache-4", "cache"),
+            false,
+            &mut ledger,
+        )?);
     }
     pause(Duration::from_secs(10), interrupted);
     gateway.stop();
