@@ -13,6 +13,25 @@ pub enum Protocol {
     Udp,
 }
 
+impl Protocol {
+    /// The IANA protocol number (6 for TCP, 17 for UDP).
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+        }
+    }
+
+    /// The protocol with IANA number `n`, if it is one flowattr captures.
+    pub const fn from_number(n: u8) -> Option<Self> {
+        match n {
+            6 => Some(Self::Tcp),
+            17 => Some(Self::Udp),
+            _ => None,
+        }
+    }
+}
+
 /// Which side opened the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -56,6 +56,18 @@ pub enum UnattributedReason {
 }
 
 impl UnattributedReason {
+    /// Every reason, in declaration order (the order of the WIT
+    /// `unattributed-reason` enum, which the plugin answer codes follow).
+    pub const ALL: [Self; 7] = [
+        Self::NotFound,
+        Self::SourceUnavailable,
+        Self::Conflict,
+        Self::Gap,
+        Self::Expired,
+        Self::ClockSkew,
+        Self::PluginFailed,
+    ];
+
     /// The reason's stable kebab-case name.
     pub const fn as_str(self) -> &'static str {
         match self {

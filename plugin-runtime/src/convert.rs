@@ -44,10 +44,9 @@ fn protocol(p: Protocol) -> wit::Protocol {
 pub fn local_queries(rows: &[LocalQuery]) -> wit_identity::LocalQueries {
     let c = LocalQueryColumns::from_rows(rows);
     wit_identity::LocalQueries {
-        address_hi: c.address_hi,
-        address_lo: c.address_lo,
+        address_octets: c.address_octets,
         port: c.port,
-        protocol: c.protocol.into_iter().map(protocol).collect(),
+        protocol: c.protocol,
         time_ns: c.time_ns,
         cgroup_id: c.cgroup_id,
         netns_id: c.netns_id,
@@ -58,8 +57,7 @@ pub fn local_queries(rows: &[LocalQuery]) -> wit_identity::LocalQueries {
 pub fn resolve_queries(rows: &[ResolveQuery]) -> wit_resolver::ResolveQueries {
     let c = ResolveQueryColumns::from_rows(rows);
     wit_resolver::ResolveQueries {
-        address_hi: c.address_hi,
-        address_lo: c.address_lo,
+        address_octets: c.address_octets,
         time_ns: c.time_ns,
         asked_at_ns: c.asked_at_ns,
     }
@@ -113,20 +111,6 @@ fn reason(r: UnattributedReason) -> wit::UnattributedReason {
     }
 }
 
-fn from_status(s: wit::AnswerStatus) -> Option<UnattributedReason> {
-    use wit::AnswerStatus as S;
-    match s {
-        S::Attributed => None,
-        S::NotFound => Some(UnattributedReason::NotFound),
-        S::SourceUnavailable => Some(UnattributedReason::SourceUnavailable),
-        S::Conflict => Some(UnattributedReason::Conflict),
-        S::Gap => Some(UnattributedReason::Gap),
-        S::Expired => Some(UnattributedReason::Expired),
-        S::ClockSkew => Some(UnattributedReason::ClockSkew),
-        S::PluginFailed => Some(UnattributedReason::PluginFailed),
-    }
-}
-
 fn from_workload(w: wit::Workload) -> Workload {
     Workload {
         id: w.id,
@@ -143,7 +127,7 @@ fn from_workload(w: wit::Workload) -> Workload {
 pub fn from_answers(a: wit::Answers) -> Result<Answers, String> {
     AnswerColumns {
         workloads: a.workloads.into_iter().map(from_workload).collect(),
-        status: a.status.into_iter().map(from_status).collect(),
+        status: a.status,
         workload: a.workload,
         valid_start_ns: a.valid_start_ns,
         valid_end_ns: a.valid_end_ns,
@@ -283,7 +267,7 @@ mod tests {
     fn ragged_answer_columns_are_a_plugin_error() {
         let answers = wit::Answers {
             workloads: vec![],
-            status: vec![wit::AnswerStatus::NotFound, wit::AnswerStatus::Gap],
+            status: vec![1, 4],
             workload: vec![0],
             valid_start_ns: vec![0, 0],
             valid_end_ns: vec![0, 0],

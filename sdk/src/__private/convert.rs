@@ -4,7 +4,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::bindings::identity::flowattr::plugin::types as wit;
 use super::{WitIpEvent, WitLocalQueries, WitResolveQueries, WitVerdict};
-use crate::__private::bindings::identity::flowattr::plugin::types::AnswerStatus;
 use crate::__private::bindings::policy::exports::flowattr::plugin::policy::Redactions as WitRedactions;
 use crate::__private::bindings::resolver::exports::flowattr::plugin::resolver::IpChange as WitIpChange;
 use flowattr_model::columns::{AnswerColumns, LocalQueryColumns, ResolveQueryColumns};
@@ -39,10 +38,9 @@ fn protocol(p: wit::Protocol) -> Protocol {
 /// and trapping makes the host count and rebuild.
 pub fn local_queries(q: WitLocalQueries) -> Vec<LocalQuery> {
     LocalQueryColumns {
-        address_hi: q.address_hi,
-        address_lo: q.address_lo,
+        address_octets: q.address_octets,
         port: q.port,
-        protocol: q.protocol.into_iter().map(protocol).collect(),
+        protocol: q.protocol,
         time_ns: q.time_ns,
         cgroup_id: q.cgroup_id,
         netns_id: q.netns_id,
@@ -54,8 +52,7 @@ pub fn local_queries(q: WitLocalQueries) -> Vec<LocalQuery> {
 
 pub fn resolve_queries(q: WitResolveQueries) -> Vec<ResolveQuery> {
     ResolveQueryColumns {
-        address_hi: q.address_hi,
-        address_lo: q.address_lo,
+        address_octets: q.address_octets,
         time_ns: q.time_ns,
         asked_at_ns: q.asked_at_ns,
     }
@@ -107,19 +104,6 @@ fn reason(r: wit::UnattributedReason) -> UnattributedReason {
     }
 }
 
-fn wit_status(r: Option<UnattributedReason>) -> AnswerStatus {
-    match r {
-        None => AnswerStatus::Attributed,
-        Some(UnattributedReason::NotFound) => AnswerStatus::NotFound,
-        Some(UnattributedReason::SourceUnavailable) => AnswerStatus::SourceUnavailable,
-        Some(UnattributedReason::Conflict) => AnswerStatus::Conflict,
-        Some(UnattributedReason::Gap) => AnswerStatus::Gap,
-        Some(UnattributedReason::Expired) => AnswerStatus::Expired,
-        Some(UnattributedReason::ClockSkew) => AnswerStatus::ClockSkew,
-        Some(UnattributedReason::PluginFailed) => AnswerStatus::PluginFailed,
-    }
-}
-
 fn wit_workload(w: Workload) -> wit::Workload {
     wit::Workload {
         id: w.id,
@@ -136,7 +120,7 @@ pub fn wit_answers(a: Answers) -> wit::Answers {
     let c = AnswerColumns::from(a);
     wit::Answers {
         workloads: c.workloads.into_iter().map(wit_workload).collect(),
-        status: c.status.into_iter().map(wit_status).collect(),
+        status: c.status,
         workload: c.workload,
         valid_start_ns: c.valid_start_ns,
         valid_end_ns: c.valid_end_ns,
