@@ -4,7 +4,8 @@
 //!
 //! Run with `cargo bench -p flowattr-plugin-runtime --bench ipman_wasm_vs_native`
 //! after `scripts/build`. Criterion reports each case; the table printed at the
-//! end gives nanoseconds per record and the Wasm/native ratio per batch size.
+//! end gives the median nanoseconds per record and the Wasm/native ratio per
+//! batch size.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -162,12 +163,14 @@ fn main() {
 }
 
 /// Reads criterion's estimates back and prints ns/record and Wasm/native.
+/// The median, not the mean: on a shared machine a few slow samples (another
+/// process on the core) would otherwise decide the figure.
 fn print_ratios() {
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
         .join("criterion/ipman_identify");
-    let mean_ns = |side: &str, n: usize| -> Option<f64> {
+    let median_ns = |side: &str, n: usize| -> Option<f64> {
         let text = std::fs::read_to_string(
             dir.join(side)
                 .join(n.to_string())
@@ -175,11 +178,11 @@ fn print_ratios() {
         )
         .ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        v["mean"]["point_estimate"].as_f64()
+        v["median"]["point_estimate"].as_f64()
     };
-    println!("\nipman identify, per record      native      wasm   wasm/native");
+    println!("\nipman identify, median per record   native      wasm   wasm/native");
     for n in BATCHES {
-        match (mean_ns("native", n), mean_ns("wasm", n)) {
+        match (median_ns("native", n), median_ns("wasm", n)) {
             (Some(native), Some(wasm)) => {
                 let (native, wasm) = (native / n as f64, wasm / n as f64);
                 println!(
