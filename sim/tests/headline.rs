@@ -183,3 +183,46 @@ fn legacy_misattribution_grows_with_its_delay_and_heartbeats_stay_right() {
         "{first:?} vs {last:?}"
     );
 }
+
+#[test]
+fn legacy_misattribution_grows_as_addresses_are_reused_sooner_and_as_it_holds_longer() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |parameter| {
+        let points = sweep::sweep(&default_scenario(20), parameter, &options(&dir)).unwrap();
+        println!("{}", sweep::table(parameter, &points));
+        assert!(
+            points
+                .iter()
+                .all(|p| p.heartbeat_misattributed_pct == 0.0 && p.heartbeat_wrong_edges == 0),
+            "{parameter:?}: heartbeats never wrong: {points:?}"
+        );
+        points
+    };
+
+    // From 30 min down to 5 s: less time for an address's events to arrive
+    // before its next owner uses it.
+    let reuse = run(Parameter::ReuseTime);
+    let (slow, fast) = (reuse.first().unwrap(), reuse.last().unwrap());
+    assert!(
+        fast.legacy_misattributed_pct > 1.5 * slow.legacy_misattributed_pct
+            && fast.legacy_wrong_edges_pct > slow.legacy_wrong_edges_pct + 20.0,
+        "{slow:?} vs {fast:?}"
+    );
+
+    // The legacy method names an address's owner as of when it is asked, so
+    // a longer hold lets later hand-overs in. The collector asks at release,
+    // about 70 s after most flows start, so a 1 min hold barely differs from
+    // none.
+    let hold = run(Parameter::LegacyHold);
+    let (no_hold, one_minute) = (&hold[0], &hold[1]);
+    assert!(
+        (one_minute.legacy_misattributed_pct - no_hold.legacy_misattributed_pct).abs()
+            < 0.05 * no_hold.legacy_misattributed_pct,
+        "{no_hold:?} vs {one_minute:?}"
+    );
+    let (none, longest) = (hold.first().unwrap(), hold.last().unwrap());
+    assert!(
+        longest.legacy_misattributed_pct > 3.0 * none.legacy_misattributed_pct,
+        "{none:?} vs {longest:?}"
+    );
+}
