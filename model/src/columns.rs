@@ -102,28 +102,20 @@ impl LocalQueryColumns {
         ];
         same_lengths(n, &lens, "local queries")?;
         address_count(&self.address_octets, n, "local queries")?;
-        if let Some(i) = self
-            .protocol
-            .iter()
-            .position(|&p| Protocol::from_number(p).is_none())
-        {
-            return Err(format!("local query {i}: protocol {}", self.protocol[i]));
+        let mut rows = Vec::with_capacity(n);
+        for (i, address) in addresses(&self.address_octets).enumerate() {
+            let protocol = Protocol::from_number(self.protocol[i])
+                .ok_or_else(|| format!("local query {i}: protocol {}", self.protocol[i]))?;
+            rows.push(LocalQuery {
+                local: SocketAddr::new(address, self.port[i]),
+                protocol,
+                time_ns: self.time_ns[i],
+                cgroup_id: self.cgroup_id[i],
+                netns_id: self.netns_id[i],
+                pid: self.pid[i],
+            });
         }
-        // Slices of exactly `n` let the compiler drop the bounds checks.
-        let (port, protocol, time_ns) = (&self.port[..n], &self.protocol[..n], &self.time_ns[..n]);
-        let (cgroup_id, netns_id, pid) =
-            (&self.cgroup_id[..n], &self.netns_id[..n], &self.pid[..n]);
-        Ok(addresses(&self.address_octets)
-            .enumerate()
-            .map(|(i, address)| LocalQuery {
-                local: SocketAddr::new(address, port[i]),
-                protocol: Protocol::from_number(protocol[i]).unwrap_or_default(), // checked above
-                time_ns: time_ns[i],
-                cgroup_id: cgroup_id[i],
-                netns_id: netns_id[i],
-                pid: pid[i],
-            })
-            .collect())
+        Ok(rows)
     }
 }
 
