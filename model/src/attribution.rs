@@ -18,6 +18,13 @@ pub enum AttributionSource {
     Resolver,
 }
 
+impl AttributionSource {
+    /// Every case, in declaration order (the order of the WIT
+    /// `attribution-source` enum, whose positions are the codes in a
+    /// `flow-batch`).
+    pub const ALL: [Self; 3] = [Self::Capture, Self::Heartbeat, Self::Resolver];
+}
+
 /// A workload, where the answer came from and for which time it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Attribution {

@@ -45,6 +45,12 @@ pub enum Initiator {
     Unknown,
 }
 
+impl Initiator {
+    /// Every case, in declaration order (the order of the WIT `initiator`
+    /// enum, whose positions are the codes in a `flow-batch`).
+    pub const ALL: [Self; 3] = [Self::Local, Self::Remote, Self::Unknown];
+}
+
 /// How a connection ended, or that it is still open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,6 +62,18 @@ pub enum FlowEnd {
     Refused,
     Reset,
     Failed,
+}
+
+impl FlowEnd {
+    /// Every case, in declaration order (the order of the WIT `flow-end`
+    /// enum, whose positions are the codes in a `flow-batch`).
+    pub const ALL: [Self; 5] = [
+        Self::Closed,
+        Self::Ongoing,
+        Self::Refused,
+        Self::Reset,
+        Self::Failed,
+    ];
 }
 
 /// One captured flow, local side first. Times are Unix-epoch nanoseconds.

@@ -1,15 +1,13 @@
 //! Conversions between the domain model and the generated WIT types.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-};
+use std::net::IpAddr;
 
-use flowattr_model::columns::{AnswerColumns, LocalQueryColumns, ResolveQueryColumns};
+use flowattr_model::columns::{
+    AnswerColumns, FlowBatchColumns, LocalQueryColumns, ResolveQueryColumns, SideColumns,
+};
 use flowattr_model::{
-    Answers, AttributedFlow, Attribution, AttributionSource, Flow, FlowEnd, Initiator, IpChange,
-    IpEvent, LocalQuery, Protocol, Redactions, ResolveQuery, Side, TimeRange, UnattributedReason,
-    Verdict, Workload,
+    Answers, AttributedFlow, IpChange, IpEvent, LocalQuery, Redactions, ResolveQuery, Verdict,
+    Workload,
 };
 
 use crate::bindings::identity::exports::flowattr::plugin::identity as wit_identity;
@@ -24,20 +22,6 @@ fn ip(a: IpAddr) -> wit::IpAddress {
             let n = u128::from(v6);
             wit::IpAddress::V6(((n >> 64) as u64, n as u64))
         }
-    }
-}
-
-fn endpoint(e: SocketAddr) -> wit::Endpoint {
-    wit::Endpoint {
-        address: ip(e.ip()),
-        port: e.port(),
-    }
-}
-
-fn protocol(p: Protocol) -> wit::Protocol {
-    match p {
-        Protocol::Tcp => wit::Protocol::Tcp,
-        Protocol::Udp => wit::Protocol::Udp,
     }
 }
 
@@ -91,26 +75,6 @@ pub fn ip_event(e: &IpEvent) -> wit_resolver::IpEvent {
     }
 }
 
-fn range(r: TimeRange) -> wit::TimeRange {
-    wit::TimeRange {
-        start_ns: r.start_ns,
-        end_ns: r.end_ns,
-    }
-}
-
-fn reason(r: UnattributedReason) -> wit::UnattributedReason {
-    use wit::UnattributedReason as W;
-    match r {
-        UnattributedReason::NotFound => W::NotFound,
-        UnattributedReason::SourceUnavailable => W::SourceUnavailable,
-        UnattributedReason::Conflict => W::Conflict,
-        UnattributedReason::Gap => W::Gap,
-        UnattributedReason::Expired => W::Expired,
-        UnattributedReason::ClockSkew => W::ClockSkew,
-        UnattributedReason::PluginFailed => W::PluginFailed,
-    }
-}
-
 fn from_workload(w: wit::Workload) -> Workload {
     Workload {
         id: w.id,
@@ -135,100 +99,46 @@ pub fn from_answers(a: wit::Answers) -> Result<Answers, String> {
     .into_answers()
 }
 
-fn flow(f: &Flow) -> wit::Flow {
-    wit::Flow {
-        protocol: protocol(f.protocol),
-        local: endpoint(f.local),
-        remote: endpoint(f.remote),
-        initiator: match f.initiator {
-            Initiator::Local => wit::Initiator::Local,
-            Initiator::Remote => wit::Initiator::Remote,
-            Initiator::Unknown => wit::Initiator::Unknown,
-        },
-        end_state: match f.end_state {
-            FlowEnd::Closed => wit::FlowEnd::Closed,
-            FlowEnd::Ongoing => wit::FlowEnd::Ongoing,
-            FlowEnd::Refused => wit::FlowEnd::Refused,
-            FlowEnd::Reset => wit::FlowEnd::Reset,
-            FlowEnd::Failed => wit::FlowEnd::Failed,
-        },
-        start_ns: f.start_ns,
-        end_ns: f.end_ns,
-        bytes_sent: f.bytes_sent,
-        bytes_received: f.bytes_received,
-        packets_sent: f.packets_sent,
-        packets_received: f.packets_received,
-        retransmits: f.retransmits,
-        srtt_us: f.srtt_us,
-        cgroup_id: f.cgroup_id,
-        netns_id: f.netns_id,
-        pid: f.pid,
+fn side_columns(c: SideColumns) -> wit::SideColumns {
+    wit::SideColumns {
+        status: c.status,
+        workload: c.workload,
+        source: c.source,
+        plugin: c.plugin,
+        valid_start_ns: c.valid_start_ns,
+        valid_end_ns: c.valid_end_ns,
     }
 }
 
-/// Lists each distinct workload (by `Arc`) and plugin name of a batch once.
-#[derive(Default)]
-struct Dictionary {
-    workloads: Vec<wit::Workload>,
-    by_pointer: std::collections::HashMap<*const Workload, u32, rustc_hash::FxBuildHasher>,
-    plugins: Vec<String>,
-}
-
-impl Dictionary {
-    fn attribution(&mut self, a: &Attribution) -> wit::Attribution {
-        let next = self.workloads.len() as u32;
-        let workload = *self
-            .by_pointer
-            .entry(Arc::as_ptr(&a.workload))
-            .or_insert(next);
-        if workload == next {
-            self.workloads.push(workload_record(&a.workload));
-        }
-        let plugin = match self.plugins.iter().position(|p| *p == a.plugin) {
-            Some(i) => i as u32,
-            None => {
-                self.plugins.push(a.plugin.clone());
-                self.plugins.len() as u32 - 1
-            }
-        };
-        wit::Attribution {
-            workload,
-            source: match a.source {
-                AttributionSource::Capture => wit::AttributionSource::Capture,
-                AttributionSource::Heartbeat => wit::AttributionSource::Heartbeat,
-                AttributionSource::Resolver => wit::AttributionSource::Resolver,
-            },
-            plugin,
-            valid: range(a.valid),
-        }
-    }
-
-    fn side(&mut self, s: &Side) -> wit::Side {
-        match s {
-            Side::Attributed(a) => wit::Side::Attributed(self.attribution(a)),
-            Side::Unattributed(r) => wit::Side::Unattributed(reason(*r)),
-            Side::Pending => wit::Side::Pending,
-        }
-    }
-}
-
-/// Attributed flows as one `flow-batch`: workloads and plugin names listed
-/// once, referred to by index.
+/// Attributed flows as one columnar `flow-batch`: workloads and plugin
+/// names listed once, referred to by index.
 pub fn flow_batch(flows: &[AttributedFlow]) -> wit::FlowBatch {
-    let mut dict = Dictionary::default();
-    let flows = flows
-        .iter()
-        .map(|f| wit::AttributedFlow {
-            flow: flow(&f.flow),
-            local: dict.side(&f.local),
-            remote: dict.side(&f.remote),
-            weight: f.weight,
-        })
-        .collect();
+    let c = FlowBatchColumns::from_rows(flows);
     wit::FlowBatch {
-        workloads: dict.workloads,
-        plugins: dict.plugins,
-        flows,
+        workloads: c.workloads.iter().map(|w| workload_record(w)).collect(),
+        plugins: c.plugins,
+        protocol: c.protocol,
+        ipv4: c.ipv4,
+        local_address_octets: c.local_address_octets,
+        local_port: c.local_port,
+        remote_address_octets: c.remote_address_octets,
+        remote_port: c.remote_port,
+        initiator: c.initiator,
+        end_state: c.end_state,
+        start_ns: c.start_ns,
+        end_ns: c.end_ns,
+        bytes_sent: c.bytes_sent,
+        bytes_received: c.bytes_received,
+        packets_sent: c.packets_sent,
+        packets_received: c.packets_received,
+        retransmits: c.retransmits,
+        srtt_us: c.srtt_us,
+        cgroup_id: c.cgroup_id,
+        netns_id: c.netns_id,
+        pid: c.pid,
+        weight: c.weight,
+        local: side_columns(c.local),
+        remote: side_columns(c.remote),
     }
 }
 
@@ -261,6 +171,62 @@ mod tests {
             ip("2001:db8::1".parse().unwrap()),
             wit::IpAddress::V6((0x2001_0db8_0000_0000, 1))
         ));
+    }
+
+    /// The model puts each case's position in the columns; the WIT enums
+    /// must list the same-named cases in the same order.
+    #[test]
+    fn column_codes_are_the_wit_enum_positions() {
+        use flowattr_model::{AttributionSource, FlowEnd, Initiator, UnattributedReason};
+        let initiator = [
+            (Initiator::Local, wit::Initiator::Local),
+            (Initiator::Remote, wit::Initiator::Remote),
+            (Initiator::Unknown, wit::Initiator::Unknown),
+        ];
+        let end = [
+            (FlowEnd::Closed, wit::FlowEnd::Closed),
+            (FlowEnd::Ongoing, wit::FlowEnd::Ongoing),
+            (FlowEnd::Refused, wit::FlowEnd::Refused),
+            (FlowEnd::Reset, wit::FlowEnd::Reset),
+            (FlowEnd::Failed, wit::FlowEnd::Failed),
+        ];
+        let source = [
+            (AttributionSource::Capture, wit::AttributionSource::Capture),
+            (
+                AttributionSource::Heartbeat,
+                wit::AttributionSource::Heartbeat,
+            ),
+            (
+                AttributionSource::Resolver,
+                wit::AttributionSource::Resolver,
+            ),
+        ];
+        use wit::UnattributedReason as R;
+        let reason = [
+            (UnattributedReason::NotFound, R::NotFound),
+            (UnattributedReason::SourceUnavailable, R::SourceUnavailable),
+            (UnattributedReason::Conflict, R::Conflict),
+            (UnattributedReason::Gap, R::Gap),
+            (UnattributedReason::Expired, R::Expired),
+            (UnattributedReason::ClockSkew, R::ClockSkew),
+            (UnattributedReason::PluginFailed, R::PluginFailed),
+        ];
+        assert_eq!(initiator.len(), Initiator::ALL.len());
+        assert_eq!(end.len(), FlowEnd::ALL.len());
+        assert_eq!(source.len(), AttributionSource::ALL.len());
+        assert_eq!(reason.len(), UnattributedReason::ALL.len());
+        for (m, w) in initiator {
+            assert_eq!(m as u8, w as u8, "{m:?}");
+        }
+        for (m, w) in end {
+            assert_eq!(m as u8, w as u8, "{m:?}");
+        }
+        for (m, w) in source {
+            assert_eq!(m as u8, w as u8, "{m:?}");
+        }
+        for (m, w) in reason {
+            assert_eq!(m as u8, w as u8, "{m:?}");
+        }
     }
 
     #[test]

@@ -1,17 +1,17 @@
 //! Conversions between the generated WIT types and the SDK's domain types.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::bindings::identity::flowattr::plugin::types as wit;
 use super::{WitIpEvent, WitLocalQueries, WitResolveQueries, WitVerdict};
 use crate::__private::bindings::policy::exports::flowattr::plugin::policy::Redactions as WitRedactions;
 use crate::__private::bindings::resolver::exports::flowattr::plugin::resolver::IpChange as WitIpChange;
-use flowattr_model::columns::{AnswerColumns, LocalQueryColumns, ResolveQueryColumns};
+use flowattr_model::columns::{
+    AnswerColumns, FlowBatchColumns, LocalQueryColumns, ResolveQueryColumns, SideColumns,
+};
 
 use crate::{
-    Answers, AttributedFlow, Attribution, AttributionSource, Flow, FlowEnd, Initiator, IpChange,
-    IpEvent, LocalQuery, Protocol, ResolveQuery, Side, TimeRange, UnattributedReason, Verdict,
-    Workload,
+    Answers, AttributedFlow, IpChange, IpEvent, LocalQuery, ResolveQuery, Verdict, Workload,
 };
 
 pub fn ip(a: wit::IpAddress) -> IpAddr {
@@ -20,17 +20,6 @@ pub fn ip(a: wit::IpAddress) -> IpAddr {
         wit::IpAddress::V6((hi, lo)) => {
             IpAddr::V6(Ipv6Addr::from(((hi as u128) << 64) | lo as u128))
         }
-    }
-}
-
-fn endpoint(e: wit::Endpoint) -> SocketAddr {
-    SocketAddr::new(ip(e.address), e.port)
-}
-
-fn protocol(p: wit::Protocol) -> Protocol {
-    match p {
-        wit::Protocol::Tcp => Protocol::Tcp,
-        wit::Protocol::Udp => Protocol::Udp,
     }
 }
 
@@ -84,26 +73,6 @@ pub fn ip_event(e: WitIpEvent) -> IpEvent {
     }
 }
 
-fn range(r: wit::TimeRange) -> TimeRange {
-    TimeRange {
-        start_ns: r.start_ns,
-        end_ns: r.end_ns,
-    }
-}
-
-fn reason(r: wit::UnattributedReason) -> UnattributedReason {
-    use wit::UnattributedReason as W;
-    match r {
-        W::NotFound => UnattributedReason::NotFound,
-        W::SourceUnavailable => UnattributedReason::SourceUnavailable,
-        W::Conflict => UnattributedReason::Conflict,
-        W::Gap => UnattributedReason::Gap,
-        W::Expired => UnattributedReason::Expired,
-        W::ClockSkew => UnattributedReason::ClockSkew,
-        W::PluginFailed => UnattributedReason::PluginFailed,
-    }
-}
-
 fn wit_workload(w: Workload) -> wit::Workload {
     wit::Workload {
         id: w.id,
@@ -127,77 +96,53 @@ pub fn wit_answers(a: Answers) -> wit::Answers {
     }
 }
 
-fn flow(f: wit::Flow) -> Flow {
-    Flow {
-        protocol: protocol(f.protocol),
-        local: endpoint(f.local),
-        remote: endpoint(f.remote),
-        initiator: match f.initiator {
-            wit::Initiator::Local => Initiator::Local,
-            wit::Initiator::Remote => Initiator::Remote,
-            wit::Initiator::Unknown => Initiator::Unknown,
-        },
-        end_state: match f.end_state {
-            wit::FlowEnd::Closed => FlowEnd::Closed,
-            wit::FlowEnd::Ongoing => FlowEnd::Ongoing,
-            wit::FlowEnd::Refused => FlowEnd::Refused,
-            wit::FlowEnd::Reset => FlowEnd::Reset,
-            wit::FlowEnd::Failed => FlowEnd::Failed,
-        },
-        start_ns: f.start_ns,
-        end_ns: f.end_ns,
-        bytes_sent: f.bytes_sent,
-        bytes_received: f.bytes_received,
-        packets_sent: f.packets_sent,
-        packets_received: f.packets_received,
-        retransmits: f.retransmits,
-        srtt_us: f.srtt_us,
-        cgroup_id: f.cgroup_id,
-        netns_id: f.netns_id,
-        pid: f.pid,
+fn side_columns(c: wit::SideColumns) -> SideColumns {
+    SideColumns {
+        status: c.status,
+        workload: c.workload,
+        source: c.source,
+        plugin: c.plugin,
+        valid_start_ns: c.valid_start_ns,
+        valid_end_ns: c.valid_end_ns,
     }
 }
 
 /// The flows of a `flow-batch`, each side's workload shared by `Arc` as
-/// the batch lists it once. The host builds the batch, so an index outside
-/// its lists is a host bug: the call traps with a message saying so.
-pub fn attributed_flows(batch: wit::FlowBatch) -> Vec<AttributedFlow> {
-    let workloads: Vec<std::sync::Arc<Workload>> = batch
-        .workloads
-        .into_iter()
-        .map(|w| std::sync::Arc::new(workload(w)))
-        .collect();
-    let plugins = batch.plugins;
-    let side = |s: wit::Side| match s {
-        wit::Side::Attributed(a) => Side::Attributed(Attribution {
-            workload: workloads
-                .get(a.workload as usize)
-                .expect("flow-batch: workload index outside the batch's list")
-                .clone(),
-            source: match a.source {
-                wit::AttributionSource::Capture => AttributionSource::Capture,
-                wit::AttributionSource::Heartbeat => AttributionSource::Heartbeat,
-                wit::AttributionSource::Resolver => AttributionSource::Resolver,
-            },
-            plugin: plugins
-                .get(a.plugin as usize)
-                .expect("flow-batch: plugin index outside the batch's list")
-                .clone(),
-            valid: range(a.valid),
-        }),
-        wit::Side::Unattributed(r) => Side::Unattributed(reason(r)),
-        wit::Side::Pending => Side::Pending,
-    };
-    batch
-        .flows
-        .into_iter()
-        .map(|f| AttributedFlow {
-            flow: flow(f.flow),
-            local: side(f.local),
-            remote: side(f.remote),
-            weight: f.weight,
-        })
-        .collect()
+/// the batch lists it once. The host builds the batch, so a malformed one
+/// is a host bug: the call traps with a message saying what is wrong.
+pub fn attributed_flows(b: wit::FlowBatch) -> Vec<AttributedFlow> {
+    FlowBatchColumns {
+        workloads: b
+            .workloads
+            .into_iter()
+            .map(|w| std::sync::Arc::new(workload(w)))
+            .collect(),
+        plugins: b.plugins,
+        protocol: b.protocol,
+        ipv4: b.ipv4,
+        local_address_octets: b.local_address_octets,
+        local_port: b.local_port,
+        remote_address_octets: b.remote_address_octets,
+        remote_port: b.remote_port,
+        initiator: b.initiator,
+        end_state: b.end_state,
+        start_ns: b.start_ns,
+        end_ns: b.end_ns,
+        bytes_sent: b.bytes_sent,
+        bytes_received: b.bytes_received,
+        packets_sent: b.packets_sent,
+        packets_received: b.packets_received,
+        retransmits: b.retransmits,
+        srtt_us: b.srtt_us,
+        cgroup_id: b.cgroup_id,
+        netns_id: b.netns_id,
+        pid: b.pid,
+        weight: b.weight,
+        local: side_columns(b.local),
+        remote: side_columns(b.remote),
+    }
+    .into_rows()
+    .unwrap_or_else(|e| panic!("the host sent a malformed flow batch: {e}"))
 }
 
 pub fn wit_verdict(v: Verdict) -> WitVerdict {

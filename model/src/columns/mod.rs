@@ -1,16 +1,21 @@
 //! Batches as columns: the shape the hot-path batches take across the Wasm
-//! boundary (`local-queries`, `resolve-queries`, `answers` in the WIT).
+//! boundary (`local-queries`, `resolve-queries`, `answers` and `flow-batch`
+//! in the WIT).
 //!
 //! Columns of numbers are copied across the component boundary as arrays
 //! instead of record by record, which is most of the cost of a call. These
 //! types convert between rows (what plugin code and callers use) and columns;
 //! the SDK and the runtime only move the lists in and out of generated types.
 
+mod flows;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::{
     Answer, Answers, LocalQuery, Protocol, ResolveQuery, TimeRange, UnattributedReason, Workload,
 };
+
+pub use flows::{FlowBatchColumns, LOCAL_IPV4, PENDING, REMOTE_IPV4, SideColumns};
 
 /// An address's 16 octets in network order: its IPv6 form, IPv4 mapped.
 #[inline]
