@@ -243,8 +243,8 @@ impl FlowBatchColumns {
             protocol: flows().map(|f| f.protocol.number()).collect(),
             ipv4: flows()
                 .map(|f| {
-                    u8::from(f.local.is_ipv4()) * LOCAL_IPV4
-                        | u8::from(f.remote.is_ipv4()) * REMOTE_IPV4
+                    let bit = |ipv4: bool, bit: u8| if ipv4 { bit } else { 0 };
+                    bit(f.local.is_ipv4(), LOCAL_IPV4) | bit(f.remote.is_ipv4(), REMOTE_IPV4)
                 })
                 .collect(),
             local_address_octets: octets(|f| f.local),
