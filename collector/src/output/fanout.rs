@@ -13,7 +13,9 @@ use super::Output;
 
 struct Slot {
     output: Box<dyn Output>,
-    queue: VecDeque<(u64, Arc<[u8]>)>,
+    /// Shared by every output's queue: a chunk is megabytes, so it is
+    /// never copied (`Arc<[u8]>` from a `Vec` would copy it).
+    queue: VecDeque<(u64, Arc<Vec<u8>>)>,
     queued_bytes: usize,
     failures: u64,
     last_error: Option<String>,
@@ -64,7 +66,7 @@ impl Outputs {
     pub fn push(&mut self, chunk: Vec<u8>, batches: Vec<BatchId>) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let chunk: Arc<[u8]> = chunk.into();
+        let chunk = Arc::new(chunk);
         for slot in &mut self.slots {
             slot.queued_bytes += chunk.len();
             slot.queue.push_back((seq, chunk.clone()));
