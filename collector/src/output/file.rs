@@ -1,6 +1,7 @@
 //! Rotating files: chunks are appended to `DIR/PREFIX-<start>.<ext>`, and a
 //! new file is started when the current one reaches its size or age bound.
-//! Only the newest `keep_files` are kept.
+//! Only the newest `keep_files` are kept. Each chunk is in the kernel when
+//! its write returns, mostly written around the page cache ([`AppendFile`]).
 
 use std::{
     fs,
@@ -10,6 +11,7 @@ use std::{
 };
 
 use super::Output;
+use super::append::AppendFile;
 
 /// Where and how files rotate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +35,7 @@ pub struct FileOutput {
 }
 
 struct Current {
-    file: io::BufWriter<fs::File>,
+    file: AppendFile,
     bytes: u64,
     opened: Instant,
 }
@@ -53,17 +55,17 @@ impl FileOutput {
         let due = self.current.as_ref().is_some_and(|c| {
             c.bytes >= self.config.rotate_bytes || c.opened.elapsed() >= self.config.rotate_after
         });
-        if due && let Some(mut c) = self.current.take() {
-            c.file.flush()?;
+        if due {
+            self.current = None;
         }
         if self.current.is_none() {
             let path = self.next_path();
-            let file = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
+            let file = AppendFile::create(&path)?;
+            if !file.is_direct() {
+                tracing::info!(path = %path.display(), "The filesystem refuses direct writes; writing through the page cache.");
+            }
             self.current = Some(Current {
-                file: io::BufWriter::with_capacity(1 << 20, file),
+                file,
                 bytes: 0,
                 opened: Instant::now(),
             });
@@ -127,16 +129,14 @@ impl Output for FileOutput {
     fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
         self.rotate_if_due()?;
         let current = self.current.as_mut().expect("opened above");
-        current.file.write_all(chunk)?;
+        current.file.append(chunk)?;
         current.bytes += chunk.len() as u64;
         Ok(())
     }
 
+    /// Nothing to do: every chunk is in the kernel once `write` returns.
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.current {
-            Some(c) => c.file.flush(),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! output that is down makes the collector buffer within a bound and report
 //! it, never drop silently.
 
+mod append;
 mod fanout;
 mod file;
 pub mod kafka;
