@@ -6,7 +6,8 @@
 //! Prints flows per second of wall time and per CPU-second of the collector
 //! process (its own threads, from /proc), beside the target (250,000 per
 //! collector core) and the reference design (about 21,000 per vCPU), as
-//! ratios.
+//! ratios; and the collector's minor page faults per thousand flows: each is
+//! a page touched for the first time, the cost this VM makes most variable.
 //!
 //! `cargo bench -p flowattr --bench collector_rates` (after `scripts/build`).
 //! Under `cargo test` it runs once, small, to show it works.
@@ -52,14 +53,15 @@ fn main() {
         AGENTS.len()
     );
     println!(
-        "{:<14} {:>10} {:>14} {:>16} {:>10} {:>12} {:>14}",
+        "{:<14} {:>10} {:>14} {:>16} {:>10} {:>12} {:>14} {:>17}",
         "sink",
         "wall s",
         "flows/s wall",
         "flows/CPU-second",
         "vs target",
         "vs reference",
-        "output B/flow"
+        "output B/flow",
+        "faults/1000 flows"
     );
     for sink in ["jsonl-sink", "columnar-sink"] {
         let tmp = tempfile::tempdir().unwrap();
@@ -70,15 +72,17 @@ fn main() {
         collector.wait_flows(warm, Duration::from_secs(60));
 
         let cpu_before = collector.cpu_seconds();
+        let faults_before = collector.minor_faults();
         let started = Instant::now();
         let sent = runtime.block_on(load(tmp.path(), collector.addr, batches_per_agent, 1));
         collector.wait_flows(warm + sent, Duration::from_secs(600));
         let wall = started.elapsed().as_secs_f64();
         let cpu = collector.cpu_seconds() - cpu_before;
+        let faults = (collector.minor_faults() - faults_before) as f64 * 1000.0 / sent as f64;
         let per_core = sent as f64 / cpu;
         let bytes = collector.output_bytes() as f64 / (warm + sent) as f64;
         println!(
-            "{sink:<14} {wall:>10.2} {:>14.0} {per_core:>16.0} {:>9.2}× {:>11.1}× {bytes:>14.0}",
+            "{sink:<14} {wall:>10.2} {:>14.0} {per_core:>16.0} {:>9.2}× {:>11.1}× {bytes:>14.0} {faults:>17.0}",
             sent as f64 / wall,
             per_core / TARGET_PER_CORE,
             per_core / REFERENCE_PER_VCPU,

@@ -112,6 +112,16 @@ impl CollectorProcess {
         ns as f64 / 1e9
     }
 
+    /// Minor page faults the process has taken so far: each is a page of
+    /// memory touched for the first time (freshly zeroed or newly mapped).
+    pub fn minor_faults(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which is in parentheses): state is
+        // field 3, minflt field 10.
+        let after_name = &stat[stat.rfind(')').expect("stat has a name") + 2..];
+        after_name.split(' ').nth(7).unwrap().parse().unwrap()
+    }
+
     /// Flows this run of the process has written.
     pub fn flows_out(&self) -> u64 {
         let text =
