@@ -6,15 +6,17 @@
 //! runtime would otherwise store one at a time. Each distinct workload (by
 //! `Arc`) and plugin name is listed once and referred to by index.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::{address_count, address_octets_of, same_lengths};
+use super::{
+    address_count, address_octets_of, ipv6, mapped_ipv4, reason_code, reason_of_code, same_lengths,
+};
 use crate::{
     AttributedFlow, Attribution, AttributionSource, Flow, FlowEnd, Initiator, Protocol, Side,
-    TimeRange, UnattributedReason, Workload,
+    TimeRange, Workload,
 };
 
 /// Bit of [`FlowBatchColumns::ipv4`] set when the local address is IPv4.
@@ -30,7 +32,7 @@ pub const PENDING: u8 = 255;
 /// attributed, its `workload`, `source`, `plugin` and validity are 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SideColumns {
-    /// 0 attributed, 1 + [`UnattributedReason`] position, or [`PENDING`].
+    /// 0 attributed, 1 + [`crate::UnattributedReason`] position, or [`PENDING`].
     pub status: Vec<u8>,
     /// Index into [`FlowBatchColumns::workloads`].
     pub workload: Vec<u32>,
@@ -133,7 +135,7 @@ impl SideColumns {
                 dictionary.plugin(&a.plugin),
                 a.valid,
             ),
-            Side::Unattributed(r) => (*r as u8 + 1, 0, 0, 0, TimeRange::new(0, 0)),
+            Side::Unattributed(r) => (reason_code(*r), 0, 0, 0, TimeRange::new(0, 0)),
             Side::Pending => (PENDING, 0, 0, 0, TimeRange::new(0, 0)),
         };
         self.status.push(status);
@@ -190,9 +192,8 @@ impl SideColumns {
         match self.status[i] {
             0 => attribution().map(Side::Attributed),
             PENDING => Ok(Side::Pending),
-            code => UnattributedReason::ALL
-                .get(usize::from(code) - 1)
-                .map(|&r| Side::Unattributed(r))
+            code => reason_of_code(code)
+                .map(Side::Unattributed)
                 .ok_or_else(|| format!("flow {i}: {what} status {code}")),
         }
     }
@@ -201,13 +202,11 @@ impl SideColumns {
 /// The address in `octets` (16), IPv4 when `ipv4` (the octets must then be
 /// IPv4-mapped), otherwise IPv6 exactly as spelled.
 fn address(octets: &[u8], ipv4: bool) -> Option<IpAddr> {
-    let octets: [u8; 16] = octets.try_into().ok()?;
-    if !ipv4 {
-        return Some(IpAddr::V6(Ipv6Addr::from(octets)));
+    if ipv4 {
+        mapped_ipv4(octets).map(IpAddr::V4)
+    } else {
+        Some(IpAddr::V6(ipv6(octets)))
     }
-    const MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
-    let (prefix, v4) = octets.split_at(12);
-    (prefix == MAPPED).then(|| IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(v4).expect("4"))))
 }
 
 /// Position `i` of a code table, or an error naming the column.
@@ -351,6 +350,7 @@ impl FlowBatchColumns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::UnattributedReason;
 
     fn attributed(workload: &Arc<Workload>, source: AttributionSource, plugin: &str) -> Side {
         Side::Attributed(Attribution {

@@ -26,21 +26,30 @@ pub fn address_octets_of(address: IpAddr) -> [u8; 16] {
     }
 }
 
+/// The IPv4 address whose IPv4-mapped form is `octets` (16), if it is one.
+///
+/// What `Ipv6Addr::to_ipv4_mapped` does, as two word compares: in Wasm that
+/// compiles to loads instead of a byte-by-byte rebuild.
+#[inline]
+fn mapped_ipv4(octets: &[u8]) -> Option<Ipv4Addr> {
+    const MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    let (prefix, v4) = octets.split_at(12);
+    (prefix == MAPPED).then(|| Ipv4Addr::from(<[u8; 4]>::try_from(v4).expect("4 octets")))
+}
+
+/// The IPv6 address spelled by `octets` (16).
+#[inline]
+fn ipv6(octets: &[u8]) -> Ipv6Addr {
+    Ipv6Addr::from(<[u8; 16]>::try_from(octets).expect("16 octets"))
+}
+
 /// The addresses in a column of octets, 16 each; IPv4-mapped addresses come
 /// back as IPv4.
 #[inline]
 fn addresses(octets: &[u8]) -> impl Iterator<Item = IpAddr> + '_ {
-    octets.chunks_exact(16).map(|o| {
-        // What `Ipv6Addr::to_canonical` does, as two word compares: in Wasm
-        // that compiles to loads instead of a byte-by-byte rebuild.
-        const MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
-        let (prefix, v4) = o.split_at(12);
-        if prefix == MAPPED {
-            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(v4).expect("4 octets")))
-        } else {
-            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(o).expect("16 octets")))
-        }
-    })
+    octets
+        .chunks_exact(16)
+        .map(|o| mapped_ipv4(o).map_or_else(|| IpAddr::V6(ipv6(o)), IpAddr::V4))
 }
 
 /// Checks a column of 16-octet addresses holds `n` of them.
@@ -167,13 +176,28 @@ impl ResolveQueryColumns {
     }
 }
 
+/// The status code of an unattributed answer or side: 1 + the reason's
+/// position in [`UnattributedReason::ALL`] (0 is attributed).
+#[inline]
+fn reason_code(reason: UnattributedReason) -> u8 {
+    reason as u8 + 1
+}
+
+/// The reason a nonzero status code stands for, if any.
+#[inline]
+fn reason_of_code(code: u8) -> Option<UnattributedReason> {
+    UnattributedReason::ALL
+        .get(usize::from(code).checked_sub(1)?)
+        .copied()
+}
+
 /// The status code of an answer: 0 when attributed, else 1 + the reason's
 /// position in [`UnattributedReason::ALL`].
 #[inline]
 pub fn status_code(answer: &Answer) -> u8 {
     match answer {
         Answer::Attributed { .. } => 0,
-        Answer::Unattributed(r) => *r as u8 + 1,
+        Answer::Unattributed(r) => reason_code(*r),
     }
 }
 
@@ -235,8 +259,8 @@ impl AnswerColumns {
                     workload: self.workload[i],
                     valid: TimeRange::new(self.valid_start_ns[i], self.valid_end_ns[i]),
                 },
-                _ => match UnattributedReason::ALL.get(usize::from(code) - 1) {
-                    Some(&r) => Answer::Unattributed(r),
+                _ => match reason_of_code(code) {
+                    Some(r) => Answer::Unattributed(r),
                     None => {
                         return Err(format!("answer {i} has status {code}, which is no status"));
                     }
