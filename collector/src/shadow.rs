@@ -143,8 +143,9 @@ mod tests {
 
     #[test]
     fn shadow_answers_are_paired_with_each_flow() {
+        let old_owner = Workload::with_id("old-owner");
         let mut b = AnswersBuilder::with_capacity(2);
-        b.attributed(&Workload::with_id("old-owner"), TimeRange::new(0, 10));
+        b.attributed(&old_owner, TimeRange::new(0, 10));
         b.unattributed(UnattributedReason::NotFound);
         let pending = compared(&flows());
         let out = shadow_outcomes(&pending, &Fixed(Ok(b.finish())), 10);

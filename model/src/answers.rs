@@ -72,59 +72,46 @@ type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// Builds [`Answers`], listing each distinct workload id once.
 ///
-/// Plugins usually answer from workloads they keep, so the same `&Workload`
-/// comes back many times in a batch: the builder first looks the reference's
-/// address up (an integer hash), then confirms by comparing ids, and only
-/// hashes the id string for a workload it has not seen at that address. The
-/// id comparison keeps this correct when an address is reused for another
-/// workload.
+/// Plugins answer from workloads they keep, so the same `&Workload` comes
+/// back many times in a batch. The builder borrows each workload for its own
+/// lifetime, so no two live workloads share an address: a reference seen
+/// before is found by its address alone (an integer hash, no string compare),
+/// and only a workload not seen yet is looked up by id. Workloads are cloned
+/// once each, in [`finish`](Self::finish).
 #[derive(Debug, Default)]
-pub struct AnswersBuilder {
-    answers: Answers,
-    by_id: FastMap<String, u32>,
+pub struct AnswersBuilder<'a> {
+    answers: Vec<Answer>,
+    workloads: Vec<&'a Workload>,
+    by_id: FastMap<&'a str, u32>,
     by_address: FastMap<usize, u32>,
 }
 
-impl AnswersBuilder {
+impl<'a> AnswersBuilder<'a> {
     /// A builder with room for `n` answers.
     pub fn with_capacity(n: usize) -> Self {
         Self {
-            answers: Answers {
-                workloads: Vec::new(),
-                answers: Vec::with_capacity(n),
-            },
-            by_id: FastMap::default(),
-            by_address: FastMap::default(),
+            answers: Vec::with_capacity(n),
+            ..Self::default()
         }
     }
 
     /// Appends an attributed answer. Workloads are told apart by id: answers
     /// naming the same id share the first one's attributes.
     #[inline]
-    pub fn attributed(&mut self, workload: &Workload, valid: TimeRange) {
+    pub fn attributed(&mut self, workload: &'a Workload, valid: TimeRange) {
         let address = workload as *const Workload as usize;
-        let hinted = self
-            .by_address
-            .get(&address)
-            .copied()
-            .filter(|&i| self.answers.workloads[i as usize].id == workload.id);
-        let idx = match hinted {
-            Some(i) => i,
+        let idx = match self.by_address.get(&address) {
+            Some(&i) => i,
             None => {
-                let i = match self.by_id.get(workload.id.as_str()) {
-                    Some(&i) => i,
-                    None => {
-                        let i = self.answers.workloads.len() as u32;
-                        self.answers.workloads.push(workload.clone());
-                        self.by_id.insert(workload.id.clone(), i);
-                        i
-                    }
-                };
+                let i = *self.by_id.entry(workload.id.as_str()).or_insert_with(|| {
+                    self.workloads.push(workload);
+                    self.workloads.len() as u32 - 1
+                });
                 self.by_address.insert(address, i);
                 i
             }
         };
-        self.answers.answers.push(Answer::Attributed {
+        self.answers.push(Answer::Attributed {
             workload: idx,
             valid,
         });
@@ -133,12 +120,15 @@ impl AnswersBuilder {
     /// Appends an unattributed answer.
     #[inline]
     pub fn unattributed(&mut self, reason: UnattributedReason) {
-        self.answers.answers.push(Answer::Unattributed(reason));
+        self.answers.push(Answer::Unattributed(reason));
     }
 
     /// The finished answers.
     pub fn finish(self) -> Answers {
-        self.answers
+        Answers {
+            workloads: self.workloads.into_iter().cloned().collect(),
+            answers: self.answers,
+        }
     }
 }
 
@@ -164,18 +154,18 @@ mod tests {
     }
 
     #[test]
-    fn a_reused_address_never_returns_the_previous_workload() {
+    fn distinct_workloads_with_one_id_share_the_first() {
+        let first = Workload {
+            app: Some("api".into()),
+            ..Workload::with_id("a")
+        };
+        let again = Workload::with_id("a");
         let mut builder = AnswersBuilder::default();
-        for id in ["a", "b", "c"] {
-            // Each temporary may live at the same address as the last one.
-            let w = Workload::with_id(id);
-            builder.attributed(&w, TimeRange::since(0));
-        }
+        builder.attributed(&first, TimeRange::since(0));
+        builder.attributed(&again, TimeRange::since(1));
         let answers = builder.finish();
-        let ids: Vec<_> = (0..3)
-            .map(|i| answers.resolve(i).unwrap().0.id.clone())
-            .collect();
-        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(answers.workloads, vec![first.clone()]);
+        assert_eq!(answers.resolve(1).unwrap().0, &first);
     }
 
     #[test]

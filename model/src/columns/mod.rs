@@ -29,12 +29,13 @@ pub fn address_octets_of(address: IpAddr) -> [u8; 16] {
 /// The IPv4 address whose IPv4-mapped form is `octets` (16), if it is one.
 ///
 /// What `Ipv6Addr::to_ipv4_mapped` does, as two word compares: in Wasm that
-/// compiles to loads instead of a byte-by-byte rebuild.
+/// compiles to two loads instead of a call to a byte-by-byte `memcmp`.
 #[inline]
 fn mapped_ipv4(octets: &[u8]) -> Option<Ipv4Addr> {
-    const MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
-    let (prefix, v4) = octets.split_at(12);
-    (prefix == MAPPED).then(|| Ipv4Addr::from(<[u8; 4]>::try_from(v4).expect("4 octets")))
+    const MAPPED_HIGH: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+    let word = |at: usize| <[u8; 4]>::try_from(&octets[at..at + 4]).expect("4 octets");
+    let zero = u64::from_ne_bytes(octets[..8].try_into().expect("8 octets")) == 0;
+    (zero && u32::from_ne_bytes(word(8)) == MAPPED_HIGH).then(|| Ipv4Addr::from(word(12)))
 }
 
 /// The IPv6 address spelled by `octets` (16).
@@ -116,17 +117,26 @@ impl LocalQueryColumns {
         ];
         same_lengths(n, &lens, "local queries")?;
         address_count(&self.address_octets, n, "local queries")?;
+        let columns = addresses(&self.address_octets)
+            .zip(&self.port)
+            .zip(&self.protocol)
+            .zip(&self.time_ns)
+            .zip(&self.cgroup_id)
+            .zip(&self.netns_id)
+            .zip(&self.pid);
         let mut rows = Vec::with_capacity(n);
-        for (i, address) in addresses(&self.address_octets).enumerate() {
-            let protocol = Protocol::from_number(self.protocol[i])
-                .ok_or_else(|| format!("local query {i}: protocol {}", self.protocol[i]))?;
+        for (i, ((((((address, &port), &protocol), &time_ns), &cgroup_id), &netns_id), &pid)) in
+            columns.enumerate()
+        {
+            let protocol = Protocol::from_number(protocol)
+                .ok_or_else(|| format!("local query {i}: protocol {protocol}"))?;
             rows.push(LocalQuery {
-                local: SocketAddr::new(address, self.port[i]),
+                local: SocketAddr::new(address, port),
                 protocol,
-                time_ns: self.time_ns[i],
-                cgroup_id: self.cgroup_id[i],
-                netns_id: self.netns_id[i],
-                pid: self.pid[i],
+                time_ns,
+                cgroup_id,
+                netns_id,
+                pid,
             });
         }
         Ok(rows)
