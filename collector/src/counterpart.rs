@@ -18,10 +18,11 @@
 //! overrides a range: where the table names another workload, the flow is
 //! a conflict.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{hash::BuildHasher, net::SocketAddr, sync::Arc};
 
 use flowattr_model::{AttributedFlow, Side, TimeRange, Workload};
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 /// What the other end said about a flow's remote side.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -35,10 +36,11 @@ pub enum Counterpart {
     Conflict,
 }
 
-/// One held flow: when it started, what its own end answers for others,
-/// and what its other end answered for it.
+/// One held flow: its endpoints, when it started, what its own end answers
+/// for others, and what its other end answered for it.
 #[derive(Debug)]
-struct Entry {
+struct Held {
+    ends: Ends,
     start_ns: u64,
     own: Option<(Arc<Workload>, TimeRange)>,
     other: Counterpart,
@@ -67,17 +69,24 @@ impl Ends {
             ports: u32::from(local.port()) << 16 | u32::from(remote.port()),
         }
     }
+
+    fn hash(&self) -> u64 {
+        FxBuildHasher.hash_one(self)
+    }
 }
 
-/// Held flows by `(local, remote)` endpoints. Nearly every pair of endpoints
-/// belongs to one flow; the rare further ones (a long connection's interval
-/// records, a reused port) wait in `more`, so the common case allocates
-/// nothing.
+/// Held flows, findable by their `(local, remote)` endpoints.
+///
+/// The flows live in a slab of slots; the hash index holds only slot
+/// numbers (4 bytes each), so it stays in the CPU's cache while tens of
+/// thousands of flows are held, and a lookup that finds nothing touches no
+/// flow. Several flows may share endpoints (a long connection's interval
+/// records, a reused port): each has its own slot and index entry.
 #[derive(Debug)]
 pub struct Counterparts {
-    held: FxHashMap<Ends, Entry>,
-    more: FxHashMap<Ends, Vec<Entry>>,
-    len: usize,
+    slots: Vec<Option<Held>>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
     tolerance_ns: u64,
 }
 
@@ -89,14 +98,21 @@ fn merge(into: &mut Counterpart, found: &(Arc<Workload>, TimeRange)) {
     };
 }
 
+/// The held flow in `slot`; the index only names occupied slots.
+fn held(slots: &[Option<Held>], slot: u32) -> &Held {
+    slots[slot as usize]
+        .as_ref()
+        .expect("the index names occupied slots")
+}
+
 impl Counterparts {
     /// Reports match when their starts are at most `tolerance_ns` apart
     /// (the clock-skew tolerance).
     pub fn new(tolerance_ns: u64) -> Self {
         Self {
-            held: FxHashMap::default(),
-            more: FxHashMap::default(),
-            len: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
             tolerance_ns,
         }
     }
@@ -120,12 +136,13 @@ impl Counterparts {
             let start = f.flow.start_ns;
             let mut mine = Counterpart::None;
             let mirror = Ends::of(&f.flow.remote, &f.flow.local);
-            let first = self.held.get_mut(&mirror).into_iter();
-            let rest = self.more.get_mut(&mirror).into_iter().flatten();
-            for m in first
-                .chain(rest)
-                .filter(|m| m.start_ns.abs_diff(start) <= tol)
-            {
+            for &slot in self.index.iter_hash(mirror.hash()) {
+                let Some(m) = self.slots[slot as usize]
+                    .as_mut()
+                    .filter(|m| m.ends == mirror && m.start_ns.abs_diff(start) <= tol)
+                else {
+                    continue;
+                };
                 if let Some(own) = &own {
                     merge(&mut m.other, own);
                 }
@@ -133,21 +150,26 @@ impl Counterparts {
                     merge(&mut mine, theirs);
                 }
             }
-            let entry = Entry {
+            let ends = Ends::of(&f.flow.local, &f.flow.remote);
+            let flow = Held {
+                ends,
                 start_ns: start,
                 own,
                 other: mine,
             };
-            let ends = Ends::of(&f.flow.local, &f.flow.remote);
-            match self.held.entry(ends) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(entry);
+            let slot = match self.free.pop() {
+                Some(slot) => {
+                    self.slots[slot as usize] = Some(flow);
+                    slot
                 }
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    self.more.entry(ends).or_default().push(entry);
+                None => {
+                    self.slots.push(Some(flow));
+                    u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 held flows")
                 }
-            }
-            self.len += 1;
+            };
+            let slots = &self.slots;
+            self.index
+                .insert_unique(ends.hash(), slot, |&s| held(slots, s).ends.hash());
         }
     }
 
@@ -158,51 +180,30 @@ impl Counterparts {
     }
 
     fn take(&mut self, f: &AttributedFlow) -> Counterpart {
-        let key = Ends::of(&f.flow.local, &f.flow.remote);
+        let ends = Ends::of(&f.flow.local, &f.flow.remote);
         let start = f.flow.start_ns;
-        let taken = match self.held.get(&key) {
-            Some(e) if e.start_ns == start => {
-                let entry = self.held.remove(&key);
-                // A further flow with these endpoints moves up.
-                if let Some(list) = self.more.get_mut(&key)
-                    && let Some(next) = list.pop()
-                {
-                    self.held.insert(key, next);
-                    if list.is_empty() {
-                        self.more.remove(&key);
-                    }
-                }
-                entry
-            }
-            Some(_) => {
-                let list = self.more.get_mut(&key);
-                let found = list.and_then(|l| {
-                    let i = l.iter().position(|e| e.start_ns == start)?;
-                    Some(l.swap_remove(i))
-                });
-                if self.more.get(&key).is_some_and(Vec::is_empty) {
-                    self.more.remove(&key);
-                }
-                found
-            }
-            None => None,
+        let slots = &self.slots;
+        let Ok(entry) = self.index.find_entry(ends.hash(), |&s| {
+            let h = held(slots, s);
+            h.ends == ends && h.start_ns == start
+        }) else {
+            return Counterpart::None;
         };
-        match taken {
-            Some(entry) => {
-                self.len -= 1;
-                entry.other
-            }
-            None => Counterpart::None,
-        }
+        let (slot, _) = entry.remove();
+        self.free.push(slot);
+        self.slots[slot as usize]
+            .take()
+            .expect("the index names occupied slots")
+            .other
     }
 
     /// Flows held in the index.
     pub fn len(&self) -> usize {
-        self.len
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.index.is_empty()
     }
 }
 
@@ -320,6 +321,27 @@ mod tests {
             "taken once"
         );
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn released_slots_are_reused_so_the_index_stays_as_large_as_what_is_held() {
+        let mut c = Counterparts::new(2 * S);
+        for round in 0..3 {
+            let flows: Vec<_> = (0..1000)
+                .map(|i| {
+                    let local = format!("10.0.{}.{}:40000", i / 250, i % 250);
+                    flow(&local, "10.9.0.1:80", (100 + round) * S, Some("web-1"))
+                })
+                .collect();
+            c.arrive(&flows, |_| true);
+            assert_eq!(c.len(), 1000);
+            // Released out of arrival order.
+            for f in flows.iter().rev() {
+                assert_eq!(c.release(std::slice::from_ref(f)), [Counterpart::None]);
+            }
+            assert!(c.is_empty());
+            assert_eq!(c.slots.len(), 1000, "round {round} reused the slots");
+        }
     }
 
     #[test]
