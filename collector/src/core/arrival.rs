@@ -120,10 +120,9 @@ impl Core {
         }
         // A forwarded batch's flows seek their other end here but answer for
         // no one (their capturing agent is not this region's).
-        let claims = self.table.claims();
-        self.counterparts.arrive(&batch.flows, |f| {
-            !forwarded && claims.permits(peer, f.flow.local.ip())
-        });
+        let permits = self.table.claims().permits(peer);
+        self.counterparts
+            .arrive(&batch.flows, |f| !forwarded && permits(f.flow.local.ip()));
         self.hold.push(batch, forwarded, now);
     }
 }

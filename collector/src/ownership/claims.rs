@@ -73,9 +73,12 @@ impl ClaimPolicy {
         }
     }
 
-    /// Whether `claimant` may claim `ip`.
-    pub fn permits(&self, claimant: &str, ip: IpAddr) -> bool {
-        self.check(claimant, prefix::key(ip)).is_ok()
+    /// Whether `claimant` may claim each address it is asked about. The
+    /// claimant is looked up once, so a batch's flows pay only the prefix
+    /// check.
+    pub fn permits<'a>(&'a self, claimant: &str) -> impl Fn(IpAddr) -> bool + use<'a> {
+        let number = self.resolve(claimant).ok();
+        move |ip| number.is_some_and(|i| self.check_number(i, prefix::key(ip)).is_ok())
     }
 
     /// The claimant's number if it may claim the address `key`.
@@ -163,7 +166,12 @@ mod tests {
             Err(Refusal::OutsideAllowed)
         );
         policy.allow("agent-a", ["fd00::/64".parse().unwrap()]);
-        assert!(policy.permits("agent-a", "fd00::9".parse().unwrap()));
+        {
+            let permits = policy.permits("agent-a");
+            assert!(permits("fd00::9".parse().unwrap()));
+            assert!(!permits("fd00:1::9".parse().unwrap()));
+            assert!(!policy.permits("agent-b")("fd00::9".parse().unwrap()));
+        }
 
         policy.allow_any("trusted");
         assert_eq!(policy.check("trusted", key("203.0.113.9")), Ok(1));
