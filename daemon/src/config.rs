@@ -86,7 +86,8 @@ mod tests {
 
     #[test]
     fn load_names_the_file() {
-        let dir = tempfile_dir();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let missing = dir.join("missing.toml");
         let e = load(&missing, parse::<Example>).unwrap_err();
         assert!(e.to_string().contains("missing.toml"), "{e}");
@@ -98,11 +99,5 @@ mod tests {
                 .starts_with(&format!("{}: at `wait`", bad.display())),
             "{e}"
         );
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("flowattr-daemon-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 }
