@@ -115,6 +115,9 @@ impl Runtime {
         wit_host::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("cannot link the host interface")?;
+        crate::sink_output::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link the sink output interface")?;
 
         let ticker = Arc::new(Ticker::default());
         spawn_ticker(engine.clone(), ticker.clone())?;

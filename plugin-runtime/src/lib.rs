@@ -43,6 +43,7 @@ mod plugin;
 pub mod policy;
 mod ratelimit;
 mod sandbox;
+mod sink_output;
 mod watch;
 
 pub use counters::CounterSnapshot;

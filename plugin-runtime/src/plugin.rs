@@ -319,14 +319,27 @@ impl Plugin {
         Ok(verdicts.into_iter().map(convert::from_verdict).collect())
     }
 
-    /// Formats flows into output bytes (sink plugins).
-    pub fn format(&self, flows: &[AttributedFlow]) -> Result<Vec<u8>, CallError> {
+    /// Formats flows into output bytes appended to `out` (sink plugins).
+    /// On an error `out` is as it was. Pass a buffer that is reused from
+    /// batch to batch: the bytes are copied into it straight from the
+    /// plugin's memory.
+    pub fn format(&self, flows: &[AttributedFlow], out: &mut Vec<u8>) -> Result<(), CallError> {
         self.expect_kind(PluginKind::Sink)?;
         let input = convert::flow_batch(flows);
-        self.call(flows.len(), |store, exports| match exports {
-            Exports::Sink(b) => b.flowattr_plugin_sink().call_format(store, &input),
+        let kept = out.len();
+        let result = self.call(flows.len(), |store, exports| match exports {
+            Exports::Sink(b) => {
+                store.data_mut().sink_output().begin(std::mem::take(out));
+                let result = b.flowattr_plugin_sink().call_format(&mut *store, &input);
+                *out = store.data_mut().sink_output().end();
+                result
+            }
             _ => unreachable!("kind checked above"),
-        })
+        });
+        if result.is_err() {
+            out.truncate(kept);
+        }
+        result
     }
 
     /// The media type a sink produces.

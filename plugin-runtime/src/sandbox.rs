@@ -1,6 +1,6 @@
 //! What one plugin instance's store holds: its WASI context (read-only
 //! preopens and nothing else), its memory cap, and the host imports it may
-//! call (log, clock).
+//! call (log, clock, and a sink's output).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use crate::bindings::wit_host;
 use crate::clock::Clock;
 use crate::counters::Counters;
 use crate::ratelimit::{Admit, LOG_BURST, LOG_PER_SECOND, RateLimiter};
+use crate::sink_output::SinkOutput;
 
 /// Raised inside a call when the plugin asks for more memory than its cap.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,7 @@ pub struct PluginState {
     memory: MemoryCap,
     log: PluginLog,
     clock: Arc<dyn Clock>,
+    sink_output: SinkOutput,
 }
 
 /// Everything needed to build a [`PluginState`].
@@ -66,7 +68,13 @@ impl PluginState {
                 counters: spec.counters.clone(),
             },
             clock: spec.clock.clone(),
+            sink_output: SinkOutput::new(spec.memory_cap_bytes),
         })
+    }
+
+    /// The chunk a sink's `format` call writes through `output.write`.
+    pub fn sink_output(&mut self) -> &mut SinkOutput {
+        &mut self.sink_output
     }
 
     /// Bytes of linear memory the instance holds now, and at most so far.

@@ -150,3 +150,96 @@ fn calling_the_wrong_kind_is_refused_without_touching_the_instance() {
     assert_eq!(plugin.counters().calls, 0);
     assert!(plugin.identify(&[query(80, 1)]).is_ok());
 }
+
+/// The flood-sink fixture's manifest in `mode`.
+fn flood_manifest(mode: &str) -> String {
+    format!(
+        "kind = \"sink\"\nwit = \"0.1.0\"\n[limits]\nmemory_mib = 16\ncall_timeout_ms = 1000\n[config]\nmode = \"{mode}\"\n"
+    )
+}
+
+fn flows(n: usize) -> Vec<flowattr_model::AttributedFlow> {
+    (0..n)
+        .map(|i| {
+            flowattr_model::AttributedFlow::new(flowattr_model::Flow::tcp(
+                "10.0.0.1:40000".parse().unwrap(),
+                "10.0.0.2:443".parse().unwrap(),
+                i as u64,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn a_sink_writing_past_its_limit_is_stopped_and_its_output_discarded() {
+    let fx = Fixture::new();
+    install(
+        &fx.plugins(),
+        "flood",
+        &component("flood-sink"),
+        &flood_manifest("flood"),
+    );
+    let plugin = fx.open().get("flood").unwrap();
+    let mut out = b"earlier chunk".to_vec();
+    let err = plugin.format(&flows(3), &mut out).unwrap_err();
+    let Failure::Trap(message) = &err.failure else {
+        panic!("{err}");
+    };
+    assert!(
+        message.contains("past the plugin's limit of 16777216"),
+        "{message}"
+    );
+    assert_eq!(out, b"earlier chunk", "nothing of the failed call is kept");
+    assert_eq!(plugin.counters().traps, 1);
+}
+
+#[test]
+fn a_sink_that_fails_after_writing_leaves_the_buffer_as_it_was() {
+    let fx = Fixture::new();
+    install(
+        &fx.plugins(),
+        "fail",
+        &component("flood-sink"),
+        &flood_manifest("then-fail"),
+    );
+    let plugin = fx.open().get("fail").unwrap();
+    let mut out = b"earlier chunk".to_vec();
+    let err = plugin.format(&flows(2), &mut out).unwrap_err();
+    assert_eq!(err.failure, Failure::Plugin("asked to fail".into()));
+    assert_eq!(out, b"earlier chunk");
+}
+
+#[test]
+fn a_sink_writing_outside_format_is_refused_at_load_and_a_sound_one_appends() {
+    let fx = Fixture::new();
+    install(
+        &fx.plugins(),
+        "early",
+        &component("flood-sink"),
+        &flood_manifest("in-init"),
+    );
+    install(
+        &fx.plugins(),
+        "count",
+        &component("flood-sink"),
+        &flood_manifest("count"),
+    );
+    let (dir, report) =
+        flowattr_plugin_runtime::PluginDirectory::open(&fx.runtime, fx.plugins()).unwrap();
+    let refused = report
+        .refused
+        .iter()
+        .find(|r| r.to_string().contains("early"))
+        .unwrap_or_else(|| panic!("{:?}", report.refused));
+    assert!(
+        refused
+            .to_string()
+            .contains("output.write called outside a format call"),
+        "{refused}"
+    );
+    let count = dir.get("count").unwrap();
+    let mut out = b"kept\n".to_vec();
+    count.format(&flows(4), &mut out).unwrap();
+    count.format(&flows(2), &mut out).unwrap();
+    assert_eq!(out, b"kept\n4 flows\n2 flows\n");
+}

@@ -107,7 +107,7 @@ macro_rules! export_plugin {
             fn content_type() -> String {
                 $crate::__private::content_type(&PLUGIN)
             }
-            fn format(batch: $crate::__private::WitFlowBatch) -> Result<Vec<u8>, String> {
+            fn format(batch: $crate::__private::WitFlowBatch) -> Result<(), String> {
                 $crate::__private::format(&PLUGIN, batch)
             }
         });

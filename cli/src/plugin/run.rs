@@ -93,7 +93,8 @@ pub fn run(
         PluginKind::Sink => {
             let mut bytes = Vec::new();
             for _ in 0..repeat {
-                bytes = plugin.format(&fixture.flows)?;
+                bytes.clear();
+                plugin.format(&fixture.flows, &mut bytes)?;
             }
             // Text formats print as text; binary ones (columnar) as hex.
             let output = match String::from_utf8(bytes) {

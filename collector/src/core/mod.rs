@@ -143,6 +143,8 @@ pub struct Core {
     /// Attributed flows whose sink call failed, with their batches: formatted
     /// again before anything else is released.
     unformatted: VecDeque<Unformatted>,
+    /// The emptied vector of the last formatted release, for the next one.
+    spare_flows: Vec<AttributedFlow>,
     /// Batches journaled and not yet written out.
     journaled: usize,
     forward_seq: u64,
@@ -191,6 +193,7 @@ impl Core {
             shadow_waiting: VecDeque::new(),
             waiting: VecDeque::new(),
             unformatted: VecDeque::new(),
+            spare_flows: Vec::new(),
             journaled: 0,
             forward_seq: 0,
             last_expire_ns: 0,

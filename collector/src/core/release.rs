@@ -12,7 +12,9 @@ use crate::{hold::Released, remote::attribute_remote};
 impl Core {
     pub(super) fn write_out(&mut self, released: Vec<Released>, now: u64) {
         let resolvers = self.resolvers(Mode::Active);
-        let mut kept = Vec::new();
+        // Reused from the last release: tens of thousands of flows a tick
+        // would otherwise land in freshly mapped pages each time.
+        let mut kept = std::mem::take(&mut self.spare_flows);
         let mut ids = Vec::new();
         for Released {
             mut batch,
@@ -114,12 +116,15 @@ impl Core {
         }
     }
 
-    /// Formats `flows` with the sink plugin into chunks for the outputs;
-    /// gives them back when the sink is missing or fails.
+    /// Formats `flows` with the sink plugin, a chunk of `sink_batch` flows at
+    /// a time, and hands each chunk to the outputs at once, so its buffer is
+    /// free again for the next one. When the sink is missing or fails, gives
+    /// back the flows not yet formatted; `ids` go with the last chunk, so the
+    /// batches count as written out only once all of their flows are.
     pub(super) fn format(
         &mut self,
-        flows: Vec<AttributedFlow>,
-        ids: Vec<BatchId>,
+        mut flows: Vec<AttributedFlow>,
+        mut ids: Vec<BatchId>,
     ) -> Result<(), Unformatted> {
         if flows.is_empty() {
             self.outputs.push_empty(ids);
@@ -129,28 +134,28 @@ impl Core {
             tracing::error!(sink = %self.settings.sink, "sink plugin not loaded; holding flows");
             return Err((flows, ids));
         };
-        let mut chunks = Vec::new();
-        for part in flows.chunks(self.settings.sink_batch.max(1)) {
-            match sink.format(part) {
-                Ok(bytes) => chunks.push((bytes, part.len())),
-                Err(error) => {
-                    tracing::error!(sink = %self.settings.sink, %error, "sink plugin failed; retrying next tick");
-                    return Err((flows, ids));
-                }
+        let step = self.settings.sink_batch.max(1);
+        let mut done = 0;
+        while done < flows.len() {
+            let end = (done + step).min(flows.len());
+            let mut bytes = self.outputs.buffer();
+            if let Err(error) = sink.format(&flows[done..end], &mut bytes) {
+                tracing::error!(sink = %self.settings.sink, %error, "sink plugin failed; retrying next tick");
+                flows.drain(..done);
+                return Err((flows, ids));
             }
-        }
-        let last = chunks.len() - 1;
-        let mut ids = Some(ids);
-        for (i, (bytes, n)) in chunks.into_iter().enumerate() {
-            self.metrics.flows_out.inc_by(n as u64);
-            // A batch is written out with the last chunk of its pass.
-            let batches = if i == last {
-                ids.take().unwrap_or_default()
+            self.metrics.flows_out.inc_by((end - done) as u64);
+            let batches = if end == flows.len() {
+                std::mem::take(&mut ids)
             } else {
                 Vec::new()
             };
             self.outputs.push(bytes, batches);
+            self.finish_written();
+            done = end;
         }
+        flows.clear();
+        self.spare_flows = flows;
         Ok(())
     }
 

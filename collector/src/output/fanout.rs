@@ -33,6 +33,12 @@ pub struct OutputStatus {
     pub last_error: Option<String>,
 }
 
+/// How much memory the buffers of written chunks kept for the next chunks
+/// may hold. The core hands each chunk over as soon as it is formatted, so
+/// one or two buffers are in use at a time; an output that is down keeps its
+/// chunks and they are not reused.
+const SPARE_BYTES: usize = 16 << 20;
+
 /// The outputs, with their queues.
 pub struct Outputs {
     slots: Vec<Slot>,
@@ -40,6 +46,12 @@ pub struct Outputs {
     max_queued_bytes: usize,
     /// Chunks not yet taken by every output, with the batches they hold.
     open: VecDeque<(u64, Vec<BatchId>)>,
+    /// Buffers of chunks every output has written, for the next chunks: a
+    /// reused buffer's pages are already mapped, a fresh one's must be
+    /// zeroed by the kernel page by page as the sink fills it.
+    spare: Vec<Vec<u8>>,
+    /// The capacity of the spare buffers together.
+    spare_bytes: usize,
 }
 
 impl Outputs {
@@ -59,7 +71,17 @@ impl Outputs {
             next_seq: 0,
             max_queued_bytes,
             open: VecDeque::new(),
+            spare: Vec::new(),
+            spare_bytes: 0,
         }
+    }
+
+    /// An empty buffer to format the next chunk into: a written chunk's, when
+    /// one is free.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        let buffer = self.spare.pop().unwrap_or_default();
+        self.spare_bytes -= buffer.capacity();
+        buffer
     }
 
     /// Queues `chunk`, which holds flows of `batches`, for every output.
@@ -91,7 +113,15 @@ impl Outputs {
                 match slot.output.write(chunk) {
                     Ok(()) => {
                         slot.queued_bytes -= chunk.len();
-                        slot.queue.pop_front();
+                        let (_, chunk) = slot.queue.pop_front().expect("front exists");
+                        // The last output to write a chunk frees its buffer.
+                        if let Ok(mut buffer) = Arc::try_unwrap(chunk)
+                            && self.spare_bytes + buffer.capacity() <= SPARE_BYTES
+                        {
+                            buffer.clear();
+                            self.spare_bytes += buffer.capacity();
+                            self.spare.push(buffer);
+                        }
                         wrote = true;
                     }
                     Err(e) => {

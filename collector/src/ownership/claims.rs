@@ -81,13 +81,6 @@ impl ClaimPolicy {
         move |ip| number.is_some_and(|i| self.check_number(i, prefix::key(ip)).is_ok())
     }
 
-    /// The claimant's number if it may claim the address `key`.
-    pub(super) fn check(&self, claimant: &str, key: u128) -> Result<u32, Refusal> {
-        let i = self.resolve(claimant)?;
-        self.check_number(i, key)?;
-        Ok(i)
-    }
-
     /// The claimant's number, if it is known.
     pub(super) fn resolve(&self, claimant: &str) -> Result<u32, Refusal> {
         self.by_name
@@ -148,6 +141,13 @@ impl ClaimPolicy {
 mod tests {
     use super::*;
 
+    /// The claimant's number if it may claim the address `key`.
+    fn check(policy: &ClaimPolicy, claimant: &str, key: u128) -> Result<u32, Refusal> {
+        let i = policy.resolve(claimant)?;
+        policy.check_number(i, key)?;
+        Ok(i)
+    }
+
     fn key(s: &str) -> u128 {
         prefix::key(s.parse().unwrap())
     }
@@ -156,13 +156,13 @@ mod tests {
     fn unknown_claimants_are_refused_and_listed_ones_limited() {
         let mut policy = ClaimPolicy::new();
         assert_eq!(
-            policy.check("agent-a", key("10.0.0.1")),
+            check(&policy, "agent-a", key("10.0.0.1")),
             Err(Refusal::UnknownClaimant)
         );
         policy.allow("agent-a", ["10.0.0.0/24".parse().unwrap()]);
-        assert_eq!(policy.check("agent-a", key("10.0.0.1")), Ok(0));
+        assert_eq!(check(&policy, "agent-a", key("10.0.0.1")), Ok(0));
         assert_eq!(
-            policy.check("agent-a", key("10.0.1.1")),
+            check(&policy, "agent-a", key("10.0.1.1")),
             Err(Refusal::OutsideAllowed)
         );
         policy.allow("agent-a", ["fd00::/64".parse().unwrap()]);
@@ -174,11 +174,11 @@ mod tests {
         }
 
         policy.allow_any("trusted");
-        assert_eq!(policy.check("trusted", key("203.0.113.9")), Ok(1));
+        assert_eq!(check(&policy, "trusted", key("203.0.113.9")), Ok(1));
 
         policy.revoke("agent-a");
         assert_eq!(
-            policy.check("agent-a", key("10.0.0.1")),
+            check(&policy, "agent-a", key("10.0.0.1")),
             Err(Refusal::OutsideAllowed)
         );
         assert_eq!(&**policy.name(0), "agent-a");

@@ -25,6 +25,13 @@ fn component() -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build first", path.display()))
 }
 
+/// One chunk, formatted into a fresh buffer.
+fn format(plugin: &Plugin, flows: &[flowattr_sdk::AttributedFlow]) -> Vec<u8> {
+    let mut chunk = Vec::new();
+    plugin.format(flows, &mut chunk).unwrap();
+    chunk
+}
+
 /// Installs the component with `manifest` into a temp directory and loads it.
 fn load(manifest: &str) -> (tempfile::TempDir, Result<Plugin, Refusal>) {
     let tmp = tempfile::tempdir().unwrap();
@@ -54,15 +61,20 @@ fn the_component_writes_what_the_native_plugin_writes_and_it_reads_back() {
     let mut rng = Rng::new(42);
     let pool = workloads(&mut rng, 50);
     let input = flows(&mut rng, 2_000, &pool);
-    let bytes = plugin.format(&input).unwrap();
+    let bytes = format(&plugin, &input);
     assert_eq!(read_output(&bytes, Shape::DEFAULT), input);
     let native = Harness::<JsonlSink>::new("{}")
         .unwrap()
         .format(&input)
         .unwrap();
     assert!(bytes == native, "Wasm and native output differ");
-    assert!(plugin.format(&[]).unwrap().is_empty());
-    assert_eq!(plugin.counters().records, 2_000);
+    assert!(format(&plugin, &[]).is_empty());
+    // A reused buffer: the chunk is appended to what it holds.
+    let mut reused = b"kept".to_vec();
+    plugin.format(&input[..10], &mut reused).unwrap();
+    assert!(reused.starts_with(b"kept{") && reused.ends_with(b"}\n"));
+    assert_eq!(&reused[4..], format(&plugin, &input[..10]).as_slice());
+    assert_eq!(plugin.counters().records, 2_020);
 }
 
 #[test]
@@ -78,7 +90,7 @@ fn the_config_reaches_the_component() {
         rfc3339: true,
         include_process: false,
     };
-    let bytes = plugin.format(&input).unwrap();
+    let bytes = format(&plugin, &input);
     assert_eq!(read_output(&bytes, shape), common::without_process(&input));
 }
 

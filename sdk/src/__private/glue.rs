@@ -64,10 +64,11 @@ pub fn content_type<P: SinkPlugin>(slot: &'static Slot<P>) -> String {
     with_plugin(slot, |p| p.content_type())
 }
 
-pub fn format<P: SinkPlugin>(
-    slot: &'static Slot<P>,
-    batch: WitFlowBatch,
-) -> Result<Vec<u8>, String> {
+/// Formats the batch and hands the bytes to the host in one `output.write`
+/// (the host copies them out of this instance's memory).
+pub fn format<P: SinkPlugin>(slot: &'static Slot<P>, batch: WitFlowBatch) -> Result<(), String> {
     let flows = convert::attributed_flows(batch);
-    with_plugin(slot, |p| p.format(&flows))
+    let bytes = with_plugin(slot, |p| p.format(&flows))?;
+    super::bindings::sink::flowattr::plugin::output::write(&bytes);
+    Ok(())
 }
