@@ -209,7 +209,8 @@ pub struct PluginsSection {
     pub watch: bool,
     /// The sink plugin that formats flows for the outputs.
     pub sink: String,
-    /// Flows per sink call.
+    /// Flows per sink call (one output chunk). A call carries its flows'
+    /// distinct workloads once, so larger calls repeat them less.
     pub sink_batch: usize,
 }
 
@@ -220,7 +221,7 @@ impl Default for PluginsSection {
             cache_dir: None,
             watch: true,
             sink: "jsonl-sink".into(),
-            sink_batch: 4096,
+            sink_batch: 16384,
         }
     }
 }

@@ -203,6 +203,44 @@ async fn duplicate_batches_are_acknowledged_and_taken_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_larger_than_one_sink_call_is_written_chunk_by_chunk_every_flow_once() {
+    let fleet = Fleet::new();
+    let mut config = fleet.collector_config("collector-1");
+    config.plugins.sink_batch = 3;
+    let collector = Collector::start(config).await.unwrap();
+    let addr = collector.local_addr();
+    let t = now_ns() - 100 * S;
+    let api = workload("api-1");
+    let batches: Vec<_> = (0..2)
+        .map(|b| {
+            let flows = (0..5)
+                .map(|i| {
+                    flow(
+                        &format!("10.1.0.5:{}", 3000 + 10 * b + i),
+                        &api,
+                        "10.2.0.7:1",
+                        t,
+                    )
+                })
+                .collect();
+            batch("agent-a", b as u64, flows)
+        })
+        .collect();
+    ship_all(&fleet.agent("agent-a", &[addr]), &batches).await;
+    let written = fleet.wait_written("collector-1", 10, WAIT);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fleet.written("collector-1").len(), 10, "no flow twice");
+    let ports: std::collections::BTreeSet<_> = outcomes(&written).into_keys().collect();
+    let expected: std::collections::BTreeSet<u64> = (0..2)
+        .flat_map(|b| (0..5).map(move |i| 3000 + 10 * b + i))
+        .collect();
+    assert_eq!(ports, expected);
+    let m = collector.metrics();
+    assert_eq!(m.value("flowattr_collector_flows_out", &[]), 10.0);
+    collector.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_collectors_share_ownership_through_kafka_and_a_late_third_warms_up() {
     let broker = Broker::start();
     let fleet = Fleet::new();
