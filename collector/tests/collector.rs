@@ -241,6 +241,52 @@ async fn a_release_larger_than_one_sink_call_is_written_chunk_by_chunk_every_flo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_failing_partway_through_a_release_loses_and_repeats_no_flow() {
+    let fleet = Fleet::new();
+    fleet.add_fixture_plugin(
+        "flood-sink",
+        "flaky",
+        "kind = \"sink\"\nwit = \"0.1.0\"\n[config]\nmode = \"flaky\"\n",
+    );
+    let mut config = fleet.collector_config("collector-1");
+    config.plugins.sink = "flaky".into();
+    config.plugins.sink_batch = 3;
+    let collector = Collector::start(config).await.unwrap();
+    let t = now_ns() - 100 * S;
+    let api = workload("api-1");
+    let flows = (0..7)
+        .map(|i| flow(&format!("10.1.0.5:{}", 3000 + i), &api, "10.2.0.7:1", t))
+        .collect();
+    let agent = fleet.agent("agent-a", &[collector.local_addr()]);
+    ship_all(&agent, &[batch("agent-a", 0, flows)]).await;
+    // The sink writes 3 flows, fails, and the 4 left are formatted again on
+    // the next ticks (3, a failure, then 1).
+    let out = fleet.out_dir("collector-1");
+    let written = || -> Vec<u16> {
+        flowattr_collector::output::files_of(&out, "flows", "bin")
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(f).unwrap();
+                text.lines().map(|l| l.parse().unwrap()).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while written().len() < 7 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut ports = written();
+    ports.sort_unstable();
+    assert_eq!(ports, (3000..3007).collect::<Vec<u16>>());
+    let m = collector.metrics();
+    assert_eq!(m.value("flowattr_collector_flows_out", &[]), 7.0);
+    assert_eq!(m.value("flowattr_collector_sink_failures", &[]), 2.0);
+    collector.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_collectors_share_ownership_through_kafka_and_a_late_third_warms_up() {
     let broker = Broker::start();
     let fleet = Fleet::new();

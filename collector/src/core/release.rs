@@ -74,7 +74,6 @@ impl Core {
             metrics.count_drop(&reason, n);
         });
         if let Err(back) = self.format(kept, ids) {
-            self.metrics.sink_failures.inc();
             self.unformatted.push_back(back);
         }
     }
@@ -132,6 +131,7 @@ impl Core {
         }
         let Some(sink) = self.plugins.get(&self.settings.sink) else {
             tracing::error!(sink = %self.settings.sink, "sink plugin not loaded; holding flows");
+            self.metrics.sink_failures.inc();
             return Err((flows, ids));
         };
         let step = self.settings.sink_batch.max(1);
@@ -141,6 +141,7 @@ impl Core {
             let mut bytes = self.outputs.buffer();
             if let Err(error) = sink.format(&flows[done..end], &mut bytes) {
                 tracing::error!(sink = %self.settings.sink, %error, "sink plugin failed; retrying next tick");
+                self.metrics.sink_failures.inc();
                 flows.drain(..done);
                 return Err((flows, ids));
             }

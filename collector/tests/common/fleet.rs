@@ -71,6 +71,13 @@ impl Fleet {
         install(&self.plugins(), krate, krate, None);
     }
 
+    /// Adds a test fixture plugin (by crate name) as `name`, with `manifest`.
+    pub fn add_fixture_plugin(&self, krate: &str, name: &str, manifest: &str) {
+        use flowattr_plugin_runtime::{install_plugin, manifest::Manifest};
+        let mut manifest = Manifest::parse(manifest).unwrap();
+        install_plugin(&self.plugins(), name, &component(krate), &mut manifest, "").unwrap();
+    }
+
     /// Adds a bundled plugin under another name, in `shadow` mode.
     pub fn add_shadow_plugin(&self, krate: &str, name: &str) {
         use flowattr_plugin_runtime::manifest::Mode;
@@ -184,20 +191,25 @@ fn install(
     mode: Option<flowattr_plugin_runtime::manifest::Mode>,
 ) {
     use flowattr_plugin_runtime::{install_plugin, manifest::Manifest};
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    let wasm_path = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", krate.replace('-', "_")));
-    let wasm = std::fs::read(&wasm_path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build first)", wasm_path.display()));
+    let wasm = component(krate);
     let template = workspace().join(format!("plugins/{krate}/{krate}.toml"));
     let mut manifest = Manifest::parse(&std::fs::read_to_string(template).unwrap()).unwrap();
     if let Some(mode) = mode {
         manifest.mode = mode;
     }
     install_plugin(dir, name, &wasm, &mut manifest, "").unwrap();
+}
+
+/// The built component of crate `krate`.
+fn component(krate: &str) -> Vec<u8> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let wasm_path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", krate.replace('-', "_")));
+    std::fs::read(&wasm_path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build first)", wasm_path.display()))
 }
 
 /// A legacy event line: `owner` was assigned `ip` at `at_ns` (and it
