@@ -23,6 +23,7 @@ use std::{hash::BuildHasher, net::SocketAddr, sync::Arc};
 use flowattr_model::{AttributedFlow, Side, TimeRange, Workload};
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
+use slab::Slab;
 
 /// What the other end said about a flow's remote side.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -84,8 +85,7 @@ impl Ends {
 /// records, a reused port): each has its own slot and index entry.
 #[derive(Debug)]
 pub struct Counterparts {
-    slots: Vec<Option<Held>>,
-    free: Vec<u32>,
+    slots: Slab<Held>,
     index: HashTable<u32>,
     tolerance_ns: u64,
 }
@@ -98,20 +98,12 @@ fn merge(into: &mut Counterpart, found: &(Arc<Workload>, TimeRange)) {
     };
 }
 
-/// The held flow in `slot`; the index only names occupied slots.
-fn held(slots: &[Option<Held>], slot: u32) -> &Held {
-    slots[slot as usize]
-        .as_ref()
-        .expect("the index names occupied slots")
-}
-
 impl Counterparts {
     /// Reports match when their starts are at most `tolerance_ns` apart
     /// (the clock-skew tolerance).
     pub fn new(tolerance_ns: u64) -> Self {
         Self {
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: Slab::new(),
             index: HashTable::new(),
             tolerance_ns,
         }
@@ -137,12 +129,10 @@ impl Counterparts {
             let mut mine = Counterpart::None;
             let mirror = Ends::of(&f.flow.remote, &f.flow.local);
             for &slot in self.index.iter_hash(mirror.hash()) {
-                let Some(m) = self.slots[slot as usize]
-                    .as_mut()
-                    .filter(|m| m.ends == mirror && m.start_ns.abs_diff(start) <= tol)
-                else {
+                let m = &mut self.slots[slot as usize];
+                if m.ends != mirror || m.start_ns.abs_diff(start) > tol {
                     continue;
-                };
+                }
                 if let Some(own) = &own {
                     merge(&mut m.other, own);
                 }
@@ -157,19 +147,10 @@ impl Counterparts {
                 own,
                 other: mine,
             };
-            let slot = match self.free.pop() {
-                Some(slot) => {
-                    self.slots[slot as usize] = Some(flow);
-                    slot
-                }
-                None => {
-                    self.slots.push(Some(flow));
-                    u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 held flows")
-                }
-            };
+            let slot = u32::try_from(self.slots.insert(flow)).expect("fewer than 2^32 held flows");
             let slots = &self.slots;
             self.index
-                .insert_unique(ends.hash(), slot, |&s| held(slots, s).ends.hash());
+                .insert_unique(ends.hash(), slot, |&s| slots[s as usize].ends.hash());
         }
     }
 
@@ -184,17 +165,13 @@ impl Counterparts {
         let start = f.flow.start_ns;
         let slots = &self.slots;
         let Ok(entry) = self.index.find_entry(ends.hash(), |&s| {
-            let h = held(slots, s);
+            let h = &slots[s as usize];
             h.ends == ends && h.start_ns == start
         }) else {
             return Counterpart::None;
         };
         let (slot, _) = entry.remove();
-        self.free.push(slot);
-        self.slots[slot as usize]
-            .take()
-            .expect("the index names occupied slots")
-            .other
+        self.slots.remove(slot as usize).other
     }
 
     /// Flows held in the index.
@@ -326,6 +303,7 @@ mod tests {
     #[test]
     fn released_slots_are_reused_so_the_index_stays_as_large_as_what_is_held() {
         let mut c = Counterparts::new(2 * S);
+        let mut first_capacity = None;
         for round in 0..3 {
             let flows: Vec<_> = (0..1000)
                 .map(|i| {
@@ -340,7 +318,13 @@ mod tests {
                 assert_eq!(c.release(std::slice::from_ref(f)), [Counterpart::None]);
             }
             assert!(c.is_empty());
-            assert_eq!(c.slots.len(), 1000, "round {round} reused the slots");
+            let capacity = c.slots.capacity();
+            assert!(capacity < 2000, "{capacity} slots for 1000 flows");
+            assert_eq!(
+                *first_capacity.get_or_insert(capacity),
+                capacity,
+                "round {round} reused the slots"
+            );
         }
     }
 

@@ -50,8 +50,6 @@ pub struct Outputs {
     /// reused buffer's pages are already mapped, a fresh one's must be
     /// zeroed by the kernel page by page as the sink fills it.
     spare: Vec<Vec<u8>>,
-    /// The capacity of the spare buffers together.
-    spare_bytes: usize,
 }
 
 impl Outputs {
@@ -72,16 +70,13 @@ impl Outputs {
             max_queued_bytes,
             open: VecDeque::new(),
             spare: Vec::new(),
-            spare_bytes: 0,
         }
     }
 
     /// An empty buffer to format the next chunk into: a written chunk's, when
     /// one is free.
     pub fn buffer(&mut self) -> Vec<u8> {
-        let buffer = self.spare.pop().unwrap_or_default();
-        self.spare_bytes -= buffer.capacity();
-        buffer
+        self.spare.pop().unwrap_or_default()
     }
 
     /// Queues `chunk`, which holds flows of `batches`, for every output.
@@ -115,12 +110,12 @@ impl Outputs {
                         slot.queued_bytes -= chunk.len();
                         let (_, chunk) = slot.queue.pop_front().expect("front exists");
                         // The last output to write a chunk frees its buffer.
-                        if let Ok(mut buffer) = Arc::try_unwrap(chunk)
-                            && self.spare_bytes + buffer.capacity() <= SPARE_BYTES
-                        {
-                            buffer.clear();
-                            self.spare_bytes += buffer.capacity();
-                            self.spare.push(buffer);
+                        if let Ok(mut buffer) = Arc::try_unwrap(chunk) {
+                            let kept: usize = self.spare.iter().map(Vec::capacity).sum();
+                            if kept + buffer.capacity() <= SPARE_BYTES {
+                                buffer.clear();
+                                self.spare.push(buffer);
+                            }
                         }
                         wrote = true;
                     }
@@ -223,6 +218,30 @@ mod tests {
             incarnation: 1,
             seq,
         }
+    }
+
+    #[test]
+    fn a_written_chunks_buffer_is_handed_out_again_and_a_queued_one_is_not() {
+        let down = Arc::new(AtomicBool::new(false));
+        let output = Flaky {
+            down: down.clone(),
+            taken: Arc::default(),
+        };
+        let mut outs = Outputs::new(vec![Box::new(output)], 1 << 20);
+        let mut chunk = outs.buffer();
+        chunk.reserve(4096);
+        chunk.extend_from_slice(b"abc");
+        let capacity = chunk.capacity();
+        outs.push(chunk, vec![id(0)]);
+        outs.pump();
+        let reused = outs.buffer();
+        assert!(reused.is_empty());
+        assert_eq!(reused.capacity(), capacity, "the written chunk's buffer");
+
+        down.store(true, Ordering::Relaxed);
+        outs.push(reused, vec![id(1)]);
+        outs.pump();
+        assert_eq!(outs.buffer().capacity(), 0, "still queued: a fresh buffer");
     }
 
     #[test]
