@@ -25,8 +25,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use flowattr_model::{
-    Answers, AttributedFlow, Attribution, AttributionSource, ResolveQuery, Side,
-    UnattributedReason, Workload,
+    Answers, AttributedFlow, Attribution, AttributionSource, ResolveQuery, Side, UnattributedReason,
 };
 use flowattr_plugin_runtime::Plugin;
 
@@ -229,17 +228,14 @@ pub fn attribute_remote<R: ResolverSource>(
     pass
 }
 
-/// Calls `resolver` and checks the answers fit `queries`; the workloads it
-/// listed come back as one `Arc` each, for the flows to share.
+/// Calls `resolver` and checks the answers fit `queries`.
 pub(crate) fn call_resolver<R: ResolverSource>(
     resolver: &R,
     queries: &[ResolveQuery],
-) -> Result<(Answers, Vec<Arc<Workload>>), String> {
-    let answers = resolver
+) -> Result<Answers, String> {
+    resolver
         .resolve(queries)
-        .and_then(|a| a.check_shape(queries.len()).map(|()| a))?;
-    let shared = answers.workloads.iter().cloned().map(Arc::new).collect();
-    Ok((answers, shared))
+        .and_then(|a| a.check_shape(queries.len()).map(|()| a))
 }
 
 /// Runs the resolver chain over the flows at `indexes`.
@@ -262,7 +258,7 @@ fn resolve_unknown<R: ResolverSource>(
                 asked_at_ns: now_ns,
             })
             .collect();
-        let (answers, shared) = match call_resolver(resolver, &queries) {
+        let answers = match call_resolver(resolver, &queries) {
             Ok(answered) => answered,
             Err(error) => {
                 tracing::warn!(plugin = resolver.name(), %error, "resolver plugin call failed");
@@ -283,7 +279,7 @@ fn resolve_unknown<R: ResolverSource>(
                 Ok((_, valid)) => {
                     let workload = match answers.answers[q] {
                         flowattr_model::Answer::Attributed { workload, .. } => {
-                            shared[workload as usize].clone()
+                            answers.workloads[workload as usize].clone()
                         }
                         flowattr_model::Answer::Unattributed(_) => unreachable!("resolved"),
                     };
@@ -312,7 +308,7 @@ fn resolve_unknown<R: ResolverSource>(
 
 #[cfg(test)]
 mod tests {
-    use flowattr_model::{Answer, Flow, TimeRange};
+    use flowattr_model::{Answer, Flow, TimeRange, Workload};
 
     use super::*;
     use crate::ownership::OwnershipConfig;
@@ -338,7 +334,7 @@ mod tests {
                 match (self.answer)(q) {
                     None => return Err("boom".into()),
                     Some(Ok(id)) => {
-                        out.workloads.push(Workload::with_id(id));
+                        out.workloads.push(Arc::new(Workload::with_id(id)));
                         out.answers.push(Answer::Attributed {
                             workload: out.workloads.len() as u32 - 1,
                             valid: TimeRange::new(0, 1),

@@ -36,7 +36,7 @@ pub fn shadow_outcomes<R: ResolverSource>(
             asked_at_ns: now_ns,
         })
         .collect();
-    let (answers, shared) = match call_resolver(shadow, &queries) {
+    let answers = match call_resolver(shadow, &queries) {
         Ok(answered) => answered,
         Err(error) => {
             tracing::warn!(plugin = shadow.name(), %error, "shadow resolver call failed");
@@ -46,7 +46,7 @@ pub fn shadow_outcomes<R: ResolverSource>(
     (0..flows.len())
         .map(|q| match answers.answers[q] {
             flowattr_model::Answer::Attributed { workload, .. } => {
-                Outcome::Attributed(shared[workload as usize].clone())
+                Outcome::Attributed(answers.workloads[workload as usize].clone())
             }
             flowattr_model::Answer::Unattributed(reason) => Outcome::Unattributed(reason),
         })

@@ -1,6 +1,7 @@
 //! Batch answers: one per query, with workloads listed once per batch.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,10 +21,11 @@ pub enum Answer {
 
 /// Answers to a batch, one per query and in query order. Workloads are listed
 /// once and referred to by index, so the answer to a large batch from a few
-/// workloads stays small.
+/// workloads stays small; they are shared, so callers keep them without
+/// copying.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Answers {
-    pub workloads: Vec<Workload>,
+    pub workloads: Vec<Arc<Workload>>,
     pub answers: Vec<Answer>,
 }
 
@@ -37,7 +39,7 @@ impl Answers {
             Some(Answer::Attributed { workload, valid }) => self
                 .workloads
                 .get(*workload as usize)
-                .map(|w| (w, *valid))
+                .map(|w| (&**w, *valid))
                 .ok_or(UnattributedReason::PluginFailed),
             Some(Answer::Unattributed(reason)) => Err(*reason),
             None => Err(UnattributedReason::PluginFailed),
@@ -76,7 +78,7 @@ type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 /// back many times in a batch. The builder borrows each workload for its own
 /// lifetime, so no two live workloads share an address: a reference seen
 /// before is found by its address alone (an integer hash, no string compare),
-/// and only a workload not seen yet is looked up by id. Workloads are cloned
+/// and only a workload not seen yet is looked up by id. Workloads are copied
 /// once each, in [`finish`](Self::finish).
 #[derive(Debug, Default)]
 pub struct AnswersBuilder<'a> {
@@ -126,7 +128,11 @@ impl<'a> AnswersBuilder<'a> {
     /// The finished answers.
     pub fn finish(self) -> Answers {
         Answers {
-            workloads: self.workloads.into_iter().cloned().collect(),
+            workloads: self
+                .workloads
+                .into_iter()
+                .map(|w| Arc::new(w.clone()))
+                .collect(),
             answers: self.answers,
         }
     }
@@ -146,7 +152,7 @@ mod tests {
         builder.attributed(&b, TimeRange::since(2));
         builder.attributed(&a, TimeRange::since(3));
         let answers = builder.finish();
-        assert_eq!(answers.workloads, vec![a.clone(), b]);
+        assert_eq!(answers.workloads, [a.clone(), b].map(Arc::new));
         assert_eq!(answers.resolve(3).unwrap(), (&a, TimeRange::since(3)));
         assert_eq!(answers.resolve(1), Err(UnattributedReason::NotFound));
         assert!(answers.check_shape(4).is_ok());
@@ -164,14 +170,14 @@ mod tests {
         builder.attributed(&first, TimeRange::since(0));
         builder.attributed(&again, TimeRange::since(1));
         let answers = builder.finish();
-        assert_eq!(answers.workloads, vec![first.clone()]);
+        assert_eq!(answers.workloads, [Arc::new(first.clone())]);
         assert_eq!(answers.resolve(1).unwrap().0, &first);
     }
 
     #[test]
     fn out_of_table_index_is_a_plugin_failure_not_a_workload() {
         let answers = Answers {
-            workloads: vec![Workload::with_id("a")],
+            workloads: vec![Arc::new(Workload::with_id("a"))],
             answers: vec![Answer::Attributed {
                 workload: 7,
                 valid: TimeRange::since(0),

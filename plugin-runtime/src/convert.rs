@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use flowattr_model::columns::{
     AnswerColumns, FlowBatchColumns, LocalQueryColumns, ResolveQueryColumns, SideColumns,
+    TableMismatch, WorkloadTable,
 };
 use flowattr_model::{
     Answers, AttributedFlow, IpChange, IpEvent, LocalQuery, Redactions, ResolveQuery, Verdict,
@@ -87,16 +88,21 @@ fn from_workload(w: wit::Workload) -> Workload {
     }
 }
 
-/// Answers from their columns; ragged columns (a buggy plugin) are an error.
-pub fn from_answers(a: wit::Answers) -> Result<Answers, String> {
-    AnswerColumns {
-        workloads: a.workloads.into_iter().map(from_workload).collect(),
+/// Applies the answers' update to the instance's workload `table` (a
+/// mismatch means the instance must be rebuilt), then reads the answers
+/// against it; answers that do not fit (a buggy plugin) are an error.
+pub fn from_answers(
+    a: wit::Answers,
+    table: &mut WorkloadTable,
+) -> Result<Result<Answers, String>, TableMismatch> {
+    table.apply(a.table_keep, a.new_workloads.into_iter().map(from_workload))?;
+    Ok(table.answers(AnswerColumns {
+        workloads: Vec::new(),
         status: a.status,
         workload: a.workload,
         valid_start_ns: a.valid_start_ns,
         valid_end_ns: a.valid_end_ns,
-    }
-    .into_answers()
+    }))
 }
 
 fn side_columns(c: SideColumns) -> wit::SideColumns {
@@ -230,14 +236,20 @@ mod tests {
     }
 
     #[test]
-    fn ragged_answer_columns_are_a_plugin_error() {
-        let answers = wit::Answers {
-            workloads: vec![],
+    fn ragged_answer_columns_are_a_plugin_error_and_a_table_mismatch_is_not_applied() {
+        let answers = |table_keep| wit::Answers {
+            table_keep,
+            new_workloads: vec![],
             status: vec![1, 4],
             workload: vec![0],
             valid_start_ns: vec![0, 0],
             valid_end_ns: vec![0, 0],
         };
-        assert!(from_answers(answers).is_err());
+        let mut table = WorkloadTable::default();
+        assert!(from_answers(answers(0), &mut table).unwrap().is_err());
+        assert_eq!(
+            from_answers(answers(3), &mut table).unwrap_err().0,
+            "keeps 3 workload table entries, but the table has 0"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flowattr_model::columns::TableMismatch;
 use flowattr_model::{Answers, AttributedFlow, IpEvent, LocalQuery, ResolveQuery, Verdict};
 use sha2::{Digest, Sha256};
 use wasmtime::Store;
@@ -53,6 +54,9 @@ pub enum Failure {
     BackingOff(Duration, u32),
     #[error("could not be rebuilt: {0}")]
     Rebuild(String),
+    /// Its answers' workload table update did not fit the host's copy.
+    #[error("lost track of its workload table: {0}")]
+    TableMismatch(String),
     #[error("is a {actual} plugin, not {expected}")]
     WrongKind {
         expected: PluginKind,
@@ -65,7 +69,7 @@ impl Failure {
     pub fn lost_instance(&self) -> bool {
         matches!(
             self,
-            Self::Timeout(_) | Self::MemoryExceeded(_) | Self::Trap(_)
+            Self::Timeout(_) | Self::MemoryExceeded(_) | Self::Trap(_) | Self::TableMismatch(_)
         )
     }
 }
@@ -270,12 +274,18 @@ impl Plugin {
         self.expect_kind(PluginKind::Identity)?;
         let input = convert::local_queries(queries);
         let answers = self.call(queries.len(), |store, exports| match exports {
-            Exports::Identity(b) => Ok(Ok(b
-                .flowattr_plugin_identity()
-                .call_identify(store, &input)?)),
+            Exports::Identity(b) => {
+                let answers = b
+                    .flowattr_plugin_identity()
+                    .call_identify(&mut *store, &input)?;
+                Ok(Ok(convert::from_answers(
+                    answers,
+                    store.data_mut().workload_table(),
+                )?))
+            }
             _ => unreachable!("kind checked above"),
         })?;
-        self.checked_answers(convert::from_answers(answers), queries.len())
+        self.checked_answers(answers, queries.len())
     }
 
     /// Feeds address events (resolver plugins).
@@ -293,12 +303,18 @@ impl Plugin {
         self.expect_kind(PluginKind::Resolver)?;
         let input = convert::resolve_queries(queries);
         let answers = self.call(queries.len(), |store, exports| match exports {
-            Exports::Resolver(b) => Ok(Ok(b
-                .flowattr_plugin_resolver()
-                .call_resolve(store, &input)?)),
+            Exports::Resolver(b) => {
+                let answers = b
+                    .flowattr_plugin_resolver()
+                    .call_resolve(&mut *store, &input)?;
+                Ok(Ok(convert::from_answers(
+                    answers,
+                    store.data_mut().workload_table(),
+                )?))
+            }
             _ => unreachable!("kind checked above"),
         })?;
-        self.checked_answers(convert::from_answers(answers), queries.len())
+        self.checked_answers(answers, queries.len())
     }
 
     /// One verdict per flow (policy plugins).
@@ -437,7 +453,10 @@ impl Plugin {
             Err(e) => {
                 let memory = live.store.data_mut().take_memory_exceeded()
                     || e.downcast_ref::<MemoryCapExceeded>().is_some();
-                let failure = if memory {
+                let failure = if let Some(m) = e.downcast_ref::<TableMismatch>() {
+                    Counters::add(&self.counters.errors, 1);
+                    Failure::TableMismatch(m.0.clone())
+                } else if memory {
                     Counters::add(&self.counters.memory_exceeded, 1);
                     Failure::MemoryExceeded(self.manifest.limits.memory_mib)
                 } else if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {

@@ -1,11 +1,12 @@
 //! What one plugin instance's store holds: its WASI context (read-only
-//! preopens and nothing else), its memory cap, and the host imports it may
-//! call (log, clock, and a sink's output).
+//! preopens and nothing else), its memory cap, the host imports it may call
+//! (log, clock, and a sink's output) and the workloads it has sent.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use flowattr_model::columns::WorkloadTable;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -31,6 +32,7 @@ pub struct PluginState {
     log: PluginLog,
     clock: Arc<dyn Clock>,
     sink_output: SinkOutput,
+    workload_table: WorkloadTable,
 }
 
 /// Everything needed to build a [`PluginState`].
@@ -69,12 +71,18 @@ impl PluginState {
             },
             clock: spec.clock.clone(),
             sink_output: SinkOutput::new(spec.memory_cap_bytes),
+            workload_table: WorkloadTable::default(),
         })
     }
 
     /// The chunk a sink's `format` call writes through `output.write`.
     pub fn sink_output(&mut self) -> &mut SinkOutput {
         &mut self.sink_output
+    }
+
+    /// The workloads this instance has sent, which its answers refer to.
+    pub fn workload_table(&mut self) -> &mut WorkloadTable {
+        &mut self.workload_table
     }
 
     /// Bytes of linear memory the instance holds now, and at most so far.

@@ -7,7 +7,8 @@ use super::{WitIpEvent, WitLocalQueries, WitResolveQueries, WitVerdict};
 use crate::__private::bindings::policy::exports::flowattr::plugin::policy::Redactions as WitRedactions;
 use crate::__private::bindings::resolver::exports::flowattr::plugin::resolver::IpChange as WitIpChange;
 use flowattr_model::columns::{
-    AnswerColumns, FlowBatchColumns, LocalQueryColumns, ResolveQueryColumns, SideColumns,
+    AnswerColumns, FlowBatchColumns, LocalQueryColumns, ResolveQueryColumns, SentWorkloads,
+    SideColumns,
 };
 
 use crate::{
@@ -73,22 +74,30 @@ pub fn ip_event(e: WitIpEvent) -> IpEvent {
     }
 }
 
-fn wit_workload(w: Workload) -> wit::Workload {
+fn wit_workload(w: &Workload) -> wit::Workload {
     wit::Workload {
-        id: w.id,
-        app: w.app,
-        cluster: w.cluster,
-        stack: w.stack,
-        account: w.account,
-        region: w.region,
-        labels: w.labels.into_iter().collect(),
+        id: w.id.clone(),
+        app: w.app.clone(),
+        cluster: w.cluster.clone(),
+        stack: w.stack.clone(),
+        account: w.account.clone(),
+        region: w.region.clone(),
+        labels: w
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
-pub fn wit_answers(a: Answers) -> wit::Answers {
-    let c = AnswerColumns::from(a);
+/// The answers as columns that index this instance's workload table, with
+/// the workloads not sent before.
+pub fn wit_answers(a: Answers, sent: &mut SentWorkloads) -> wit::Answers {
+    let mut c = AnswerColumns::from(a);
+    let update = sent.send(&mut c);
     wit::Answers {
-        workloads: c.workloads.into_iter().map(wit_workload).collect(),
+        table_keep: update.keep,
+        new_workloads: update.new.iter().map(|w| wit_workload(w)).collect(),
         status: c.status,
         workload: c.workload,
         valid_start_ns: c.valid_start_ns,

@@ -4,6 +4,8 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
+use flowattr_model::columns::SentWorkloads;
+
 use super::convert;
 use super::{WitAnswers, WitFlowBatch, WitIpEvent, WitLocalQueries, WitResolveQueries, WitVerdict};
 use crate::kinds::Plugin;
@@ -11,6 +13,15 @@ use crate::{IdentityPlugin, PolicyPlugin, ResolverPlugin, SinkPlugin};
 
 /// Where the export macro keeps the plugin instance.
 pub type Slot<P> = LocalKey<RefCell<Option<P>>>;
+
+thread_local! {
+    /// The workloads this instance has sent the host (see `answers` in the WIT).
+    static SENT: RefCell<SentWorkloads> = RefCell::default();
+}
+
+fn wit_answers(answers: crate::Answers) -> WitAnswers {
+    SENT.with(|sent| convert::wit_answers(answers, &mut sent.borrow_mut()))
+}
 
 /// Parses the config, builds the plugin and stores it; also routes `log` and
 /// panics to the host.
@@ -33,7 +44,7 @@ fn with_plugin<P, R>(slot: &'static Slot<P>, f: impl FnOnce(&mut P) -> R) -> R {
 
 pub fn identify<P: IdentityPlugin>(slot: &'static Slot<P>, queries: WitLocalQueries) -> WitAnswers {
     let queries = convert::local_queries(queries);
-    convert::wit_answers(with_plugin(slot, |p| p.identify(&queries)))
+    wit_answers(with_plugin(slot, |p| p.identify(&queries)))
 }
 
 pub fn ingest<P: ResolverPlugin>(
@@ -49,7 +60,7 @@ pub fn resolve<P: ResolverPlugin>(
     queries: WitResolveQueries,
 ) -> WitAnswers {
     let queries = convert::resolve_queries(queries);
-    convert::wit_answers(with_plugin(slot, |p| p.resolve(&queries)))
+    wit_answers(with_plugin(slot, |p| p.resolve(&queries)))
 }
 
 pub fn decide<P: PolicyPlugin>(slot: &'static Slot<P>, batch: WitFlowBatch) -> Vec<WitVerdict> {

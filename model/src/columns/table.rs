@@ -1,0 +1,300 @@
+//! The per-instance workload table behind `answers` (see the WIT): a plugin
+//! instance sends each workload once, and its answers refer to the table by
+//! index, so a batch from workloads seen before carries none.
+//!
+//! [`SentWorkloads`] is the plugin's side (which workloads went out, at which
+//! index); [`WorkloadTable`] is the host's copy. Both start empty with a new
+//! instance. The plugin says how many entries to keep before its new ones,
+//! so a host that missed an update sees the mismatch instead of reading a
+//! wrong workload at some index.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::AnswerColumns;
+use crate::{Answers, Workload};
+
+/// The most workloads one instance's table holds.
+pub const WORKLOAD_TABLE_CAPACITY: usize = 65_536;
+
+/// Marks a table entry no answer of the current batch has named yet.
+const UNLISTED: u32 = u32::MAX;
+
+/// What one batch's answers change in the table: keep the first `keep`
+/// entries, then append `new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableUpdate {
+    pub keep: u32,
+    pub new: Vec<Arc<Workload>>,
+}
+
+/// The plugin's side: the workloads this instance has sent, by id.
+#[derive(Debug, Default)]
+pub struct SentWorkloads {
+    sent: Vec<Arc<Workload>>,
+    by_id: HashMap<String, u32, rustc_hash::FxBuildHasher>,
+}
+
+impl SentWorkloads {
+    /// Rewrites `columns` (workload indices into `columns.workloads`) to
+    /// index the table, and returns the update the host must apply first.
+    /// `columns.workloads` is left empty: the new ones move into the update.
+    ///
+    /// A workload is sent again when its attributes changed since it was
+    /// last sent (same id, new entry). When the table would outgrow
+    /// [`WORKLOAD_TABLE_CAPACITY`] it starts over (`keep` 0).
+    pub fn send(&mut self, columns: &mut AnswerColumns) -> TableUpdate {
+        let batch = std::mem::take(&mut columns.workloads);
+        let known: Vec<Option<u32>> = batch.iter().map(|w| self.index_of(w)).collect();
+        let unsent = known.iter().filter(|k| k.is_none()).count();
+        let starts_over = self.sent.len() + unsent > WORKLOAD_TABLE_CAPACITY;
+        if starts_over {
+            self.sent.clear();
+            self.by_id.clear();
+        }
+        let keep = self.sent.len() as u32;
+        let mut new = Vec::new();
+        let table_index: Vec<u32> = batch
+            .into_iter()
+            .zip(known)
+            .map(|(w, known)| match known.filter(|_| !starts_over) {
+                Some(i) => i,
+                None => {
+                    let i = self.sent.len() as u32;
+                    self.by_id.insert(w.id.clone(), i);
+                    self.sent.push(w.clone());
+                    new.push(w);
+                    i
+                }
+            })
+            .collect();
+        for (w, &status) in columns.workload.iter_mut().zip(&columns.status) {
+            if status == 0 {
+                *w = table_index[*w as usize];
+            }
+        }
+        TableUpdate { keep, new }
+    }
+
+    /// The table index of `w` if it was sent with these exact attributes.
+    fn index_of(&self, w: &Arc<Workload>) -> Option<u32> {
+        let &i = self.by_id.get(&w.id)?;
+        let sent = &self.sent[i as usize];
+        (Arc::ptr_eq(sent, w) || **sent == **w).then_some(i)
+    }
+}
+
+/// A table update the host cannot apply: the plugin and the host no longer
+/// agree on the table, so no answer of this instance can be trusted until it
+/// is rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableMismatch(pub String);
+
+impl std::fmt::Display for TableMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TableMismatch {}
+
+/// The host's copy of one instance's table.
+#[derive(Debug, Default)]
+pub struct WorkloadTable {
+    entries: Vec<Arc<Workload>>,
+    /// Scratch for [`answers`](Self::answers): entry → its index in the
+    /// batch's workload list, [`UNLISTED`] between batches.
+    listed_as: Vec<u32>,
+}
+
+impl WorkloadTable {
+    /// Applies a batch's update; on a mismatch the table is left as it was.
+    pub fn apply(
+        &mut self,
+        keep: u32,
+        new: impl ExactSizeIterator<Item = Workload>,
+    ) -> Result<(), TableMismatch> {
+        let keep = keep as usize;
+        if keep > self.entries.len() {
+            return Err(TableMismatch(format!(
+                "keeps {keep} workload table entries, but the table has {}",
+                self.entries.len()
+            )));
+        }
+        if keep + new.len() > WORKLOAD_TABLE_CAPACITY {
+            return Err(TableMismatch(format!(
+                "would grow the workload table to {} entries, past its {WORKLOAD_TABLE_CAPACITY}",
+                keep + new.len()
+            )));
+        }
+        self.entries.truncate(keep);
+        self.entries.extend(new.map(Arc::new));
+        self.listed_as.resize(self.entries.len(), UNLISTED);
+        Ok(())
+    }
+
+    /// Turns columns whose workload indices point into the table into
+    /// [`Answers`] listing the entries they name (`columns.workloads` is
+    /// ignored). An index outside the table, ragged columns or an unknown
+    /// status are an error.
+    pub fn answers(&mut self, mut columns: AnswerColumns) -> Result<Answers, String> {
+        if columns.workload.len() != columns.status.len() {
+            return Err(format!(
+                "answers: columns of {} and {} entries",
+                columns.status.len(),
+                columns.workload.len()
+            ));
+        }
+        let mut listed = Vec::new();
+        let mut failure = None;
+        for (i, (w, &status)) in columns.workload.iter_mut().zip(&columns.status).enumerate() {
+            if status != 0 {
+                continue;
+            }
+            let Some(slot) = self.listed_as.get_mut(*w as usize) else {
+                failure = Some(format!(
+                    "answer {i} refers to workload {w} of a table of {}",
+                    self.entries.len()
+                ));
+                break;
+            };
+            if *slot == UNLISTED {
+                *slot = listed.len() as u32;
+                listed.push(*w);
+            }
+            *w = *slot;
+        }
+        columns.workloads = listed
+            .into_iter()
+            .map(|entry| {
+                self.listed_as[entry as usize] = UNLISTED;
+                self.entries[entry as usize].clone()
+            })
+            .collect();
+        match failure {
+            Some(message) => Err(message),
+            None => columns.into_answers(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Answer, AnswersBuilder, TimeRange, UnattributedReason};
+
+    fn workload(id: &str, app: &str) -> Workload {
+        Workload {
+            app: Some(app.into()),
+            ..Workload::with_id(id)
+        }
+    }
+
+    /// What crosses the boundary for `answers`, and what the host makes of it.
+    fn cross(
+        plugin: &mut SentWorkloads,
+        host: &mut WorkloadTable,
+        answers: Answers,
+    ) -> (TableUpdate, Answers) {
+        let mut columns = AnswerColumns::from(answers);
+        let update = plugin.send(&mut columns);
+        host.apply(update.keep, update.new.iter().map(|w| (**w).clone()))
+            .unwrap();
+        (update, host.answers(columns).unwrap())
+    }
+
+    fn batch(workloads: &[&Workload]) -> Answers {
+        let mut b = AnswersBuilder::with_capacity(workloads.len() + 1);
+        b.unattributed(UnattributedReason::NotFound);
+        for (i, w) in workloads.iter().enumerate() {
+            b.attributed(w, TimeRange::since(i as u64));
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn workloads_cross_once_and_answers_resolve_to_them() {
+        let (a, b) = (workload("a", "web"), workload("b", "db"));
+        let (mut plugin, mut host) = (SentWorkloads::default(), WorkloadTable::default());
+
+        let first = batch(&[&a, &b, &a]);
+        let (update, got) = cross(&mut plugin, &mut host, first.clone());
+        assert_eq!((update.keep, update.new.len()), (0, 2));
+        assert_eq!(got, first);
+
+        // The same workloads again: nothing new crosses, answers still match.
+        let second = batch(&[&b, &b]);
+        let (update, got) = cross(&mut plugin, &mut host, second.clone());
+        assert_eq!((update.keep, update.new.len()), (2, 0));
+        assert_eq!(got, second);
+        assert_eq!(got.workloads, [Arc::new(b.clone())]);
+    }
+
+    #[test]
+    fn changed_attributes_are_sent_again_and_never_read_stale() {
+        let (mut plugin, mut host) = (SentWorkloads::default(), WorkloadTable::default());
+        cross(&mut plugin, &mut host, batch(&[&workload("a", "web")]));
+        let moved = workload("a", "api");
+        let (update, got) = cross(&mut plugin, &mut host, batch(&[&moved]));
+        assert_eq!((update.keep, update.new.len()), (1, 1));
+        assert_eq!(got.resolve(1).unwrap().0, &moved);
+    }
+
+    #[test]
+    fn a_full_table_starts_over() {
+        let (mut plugin, mut host) = (SentWorkloads::default(), WorkloadTable::default());
+        let many: Vec<Workload> = (0..WORKLOAD_TABLE_CAPACITY)
+            .map(|i| Workload::with_id(format!("w{i}")))
+            .collect();
+        cross(
+            &mut plugin,
+            &mut host,
+            batch(&many.iter().collect::<Vec<_>>()),
+        );
+        let (one, known) = (Workload::with_id("one more"), &many[7]);
+        let (update, got) = cross(&mut plugin, &mut host, batch(&[known, &one]));
+        assert_eq!((update.keep, update.new.len()), (0, 2));
+        assert_eq!(got.resolve(1).unwrap().0, known);
+        assert_eq!(got.resolve(2).unwrap().0, &one);
+    }
+
+    #[test]
+    fn a_host_that_missed_an_update_refuses_the_next() {
+        let (mut plugin, mut host) = (SentWorkloads::default(), WorkloadTable::default());
+        let mut lost = AnswerColumns::from(batch(&[&workload("a", "web")]));
+        plugin.send(&mut lost);
+        let mut next = AnswerColumns::from(batch(&[&workload("b", "db")]));
+        let update = plugin.send(&mut next);
+        let err = host
+            .apply(update.keep, update.new.iter().map(|w| (**w).clone()))
+            .unwrap_err();
+        assert_eq!(err.0, "keeps 1 workload table entries, but the table has 0");
+        let too_many = (0..WORKLOAD_TABLE_CAPACITY + 1).map(|i| Workload::with_id(format!("{i}")));
+        assert!(host.apply(0, too_many).unwrap_err().0.contains("past its"));
+    }
+
+    #[test]
+    fn indices_outside_the_table_are_errors_and_leave_it_usable() {
+        let mut host = WorkloadTable::default();
+        host.apply(0, [workload("a", "web")].into_iter()).unwrap();
+        let answer = |workload| AnswerColumns {
+            workloads: Vec::new(),
+            status: vec![0],
+            workload: vec![workload],
+            valid_start_ns: vec![1],
+            valid_end_ns: vec![2],
+        };
+        assert_eq!(
+            host.answers(answer(1)).unwrap_err(),
+            "answer 0 refers to workload 1 of a table of 1"
+        );
+        let ok = host.answers(answer(0)).unwrap();
+        assert_eq!(
+            ok.answers,
+            [Answer::Attributed {
+                workload: 0,
+                valid: TimeRange::new(1, 2)
+            }]
+        );
+    }
+}
