@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn shadow_answers_are_paired_with_each_flow() {
-        let old_owner = Workload::with_id("old-owner");
+        let old_owner = std::sync::Arc::new(Workload::with_id("old-owner"));
         let mut b = AnswersBuilder::with_capacity(2);
         b.attributed(&old_owner, TimeRange::new(0, 10));
         b.unattributed(UnattributedReason::NotFound);

@@ -74,16 +74,16 @@ type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// Builds [`Answers`], listing each distinct workload id once.
 ///
-/// Plugins answer from workloads they keep, so the same `&Workload` comes
-/// back many times in a batch. The builder borrows each workload for its own
-/// lifetime, so no two live workloads share an address: a reference seen
+/// Plugins answer from workloads they keep (as `Arc`s), so the same workload
+/// comes back many times in a batch. The builder borrows each one for its own
+/// lifetime, so no two live workloads share an address: a workload seen
 /// before is found by its address alone (an integer hash, no string compare),
-/// and only a workload not seen yet is looked up by id. Workloads are copied
-/// once each, in [`finish`](Self::finish).
+/// and only a workload not seen yet is looked up by id. The answers share the
+/// plugin's workloads: nothing is copied.
 #[derive(Debug, Default)]
 pub struct AnswersBuilder<'a> {
     answers: Vec<Answer>,
-    workloads: Vec<&'a Workload>,
+    workloads: Vec<&'a Arc<Workload>>,
     by_id: FastMap<&'a str, u32>,
     by_address: FastMap<usize, u32>,
 }
@@ -100,8 +100,8 @@ impl<'a> AnswersBuilder<'a> {
     /// Appends an attributed answer. Workloads are told apart by id: answers
     /// naming the same id share the first one's attributes.
     #[inline]
-    pub fn attributed(&mut self, workload: &'a Workload, valid: TimeRange) {
-        let address = workload as *const Workload as usize;
+    pub fn attributed(&mut self, workload: &'a Arc<Workload>, valid: TimeRange) {
+        let address = Arc::as_ptr(workload) as usize;
         let idx = match self.by_address.get(&address) {
             Some(&i) => i,
             None => {
@@ -128,11 +128,7 @@ impl<'a> AnswersBuilder<'a> {
     /// The finished answers.
     pub fn finish(self) -> Answers {
         Answers {
-            workloads: self
-                .workloads
-                .into_iter()
-                .map(|w| Arc::new(w.clone()))
-                .collect(),
+            workloads: self.workloads.into_iter().cloned().collect(),
             answers: self.answers,
         }
     }
@@ -144,16 +140,16 @@ mod tests {
 
     #[test]
     fn builder_lists_each_workload_once() {
-        let a = Workload::with_id("a");
-        let b = Workload::with_id("b");
+        let a = Arc::new(Workload::with_id("a"));
+        let b = Arc::new(Workload::with_id("b"));
         let mut builder = AnswersBuilder::default();
         builder.attributed(&a, TimeRange::since(1));
         builder.unattributed(UnattributedReason::NotFound);
         builder.attributed(&b, TimeRange::since(2));
         builder.attributed(&a, TimeRange::since(3));
         let answers = builder.finish();
-        assert_eq!(answers.workloads, [a.clone(), b].map(Arc::new));
-        assert_eq!(answers.resolve(3).unwrap(), (&a, TimeRange::since(3)));
+        assert_eq!(answers.workloads, [a.clone(), b]);
+        assert_eq!(answers.resolve(3).unwrap(), (&*a, TimeRange::since(3)));
         assert_eq!(answers.resolve(1), Err(UnattributedReason::NotFound));
         assert!(answers.check_shape(4).is_ok());
         assert!(answers.check_shape(3).is_err());
@@ -161,17 +157,17 @@ mod tests {
 
     #[test]
     fn distinct_workloads_with_one_id_share_the_first() {
-        let first = Workload {
+        let first = Arc::new(Workload {
             app: Some("api".into()),
             ..Workload::with_id("a")
-        };
-        let again = Workload::with_id("a");
+        });
+        let again = Arc::new(Workload::with_id("a"));
         let mut builder = AnswersBuilder::default();
         builder.attributed(&first, TimeRange::since(0));
         builder.attributed(&again, TimeRange::since(1));
         let answers = builder.finish();
-        assert_eq!(answers.workloads, [Arc::new(first.clone())]);
-        assert_eq!(answers.resolve(1).unwrap().0, &first);
+        assert_eq!(answers.workloads, [first.clone()]);
+        assert_eq!(answers.resolve(1).unwrap().0, &*first);
     }
 
     #[test]

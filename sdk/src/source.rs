@@ -18,6 +18,7 @@
 //! Each distinct failure is logged once, not once per batch.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::{Answers, AnswersBuilder, LocalQuery, TimeRange, UnattributedReason, Workload};
@@ -89,7 +90,7 @@ impl<T: Source> WatchedFile<T> {
         F: for<'a> FnMut(
             &'a T,
             &LocalQuery,
-        ) -> Result<(&'a Workload, TimeRange), UnattributedReason>,
+        ) -> Result<(&'a Arc<Workload>, TimeRange), UnattributedReason>,
     {
         let mut out = AnswersBuilder::with_capacity(queries.len());
         if let Some(newest) = queries.iter().map(|q| q.time_ns).max() {
@@ -184,7 +185,7 @@ mod tests {
     use super::*;
 
     /// A file whose whole content is a workload id.
-    struct Id(Workload);
+    struct Id(Arc<Workload>);
 
     impl Source for Id {
         const WHAT: &'static str = "test file";
@@ -196,7 +197,7 @@ mod tests {
             if id.is_empty() {
                 Err("empty".into())
             } else {
-                Ok(Id(Workload::with_id(id)))
+                Ok(Id(Arc::new(Workload::with_id(id))))
             }
         }
 
@@ -219,7 +220,7 @@ mod tests {
     fn lookup<'a>(
         content: &'a Id,
         _: &LocalQuery,
-    ) -> Result<(&'a Workload, TimeRange), UnattributedReason> {
+    ) -> Result<(&'a Arc<Workload>, TimeRange), UnattributedReason> {
         Ok((&content.0, TimeRange::since(0)))
     }
 

@@ -28,12 +28,21 @@ pub struct TableUpdate {
     pub new: Vec<Arc<Workload>>,
 }
 
-/// The plugin's side: the workloads this instance has sent, by id.
+/// The plugin's side: the workloads this instance has sent.
+///
+/// A workload is found by its `Arc`'s address, which is safe across batches
+/// because the table holds that `Arc`: the allocation cannot be freed and
+/// reused for another workload while its address is a key. A different
+/// `Arc` with the same id is compared by content, and takes the old one's
+/// place when equal.
 #[derive(Debug, Default)]
 pub struct SentWorkloads {
     sent: Vec<Arc<Workload>>,
-    by_id: HashMap<String, u32, rustc_hash::FxBuildHasher>,
+    by_address: FastMap<usize, u32>,
+    by_id: FastMap<String, u32>,
 }
+
+type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 impl SentWorkloads {
     /// Rewrites `columns` (workload indices into `columns.workloads`) to
@@ -50,6 +59,7 @@ impl SentWorkloads {
         let starts_over = self.sent.len() + unsent > WORKLOAD_TABLE_CAPACITY;
         if starts_over {
             self.sent.clear();
+            self.by_address.clear();
             self.by_id.clear();
         }
         let keep = self.sent.len() as u32;
@@ -61,6 +71,7 @@ impl SentWorkloads {
                 Some(i) => i,
                 None => {
                     let i = self.sent.len() as u32;
+                    self.by_address.insert(address(&w), i);
                     self.by_id.insert(w.id.clone(), i);
                     self.sent.push(w.clone());
                     new.push(w);
@@ -77,11 +88,25 @@ impl SentWorkloads {
     }
 
     /// The table index of `w` if it was sent with these exact attributes.
-    fn index_of(&self, w: &Arc<Workload>) -> Option<u32> {
+    fn index_of(&mut self, w: &Arc<Workload>) -> Option<u32> {
+        if let Some(&i) = self.by_address.get(&address(w)) {
+            return Some(i);
+        }
         let &i = self.by_id.get(&w.id)?;
-        let sent = &self.sent[i as usize];
-        (Arc::ptr_eq(sent, w) || **sent == **w).then_some(i)
+        let sent = &mut self.sent[i as usize];
+        if **sent != **w {
+            return None;
+        }
+        // The same workload in another allocation: hold this one instead.
+        self.by_address.remove(&address(sent));
+        self.by_address.insert(address(w), i);
+        *sent = w.clone();
+        Some(i)
     }
+}
+
+fn address(w: &Arc<Workload>) -> usize {
+    Arc::as_ptr(w) as usize
 }
 
 /// A table update the host cannot apply: the plugin and the host no longer
@@ -183,11 +208,11 @@ mod tests {
     use super::*;
     use crate::{Answer, AnswersBuilder, TimeRange, UnattributedReason};
 
-    fn workload(id: &str, app: &str) -> Workload {
-        Workload {
+    fn workload(id: &str, app: &str) -> Arc<Workload> {
+        Arc::new(Workload {
             app: Some(app.into()),
             ..Workload::with_id(id)
-        }
+        })
     }
 
     /// What crosses the boundary for `answers`, and what the host makes of it.
@@ -203,7 +228,7 @@ mod tests {
         (update, host.answers(columns).unwrap())
     }
 
-    fn batch(workloads: &[&Workload]) -> Answers {
+    fn batch(workloads: &[&Arc<Workload>]) -> Answers {
         let mut b = AnswersBuilder::with_capacity(workloads.len() + 1);
         b.unattributed(UnattributedReason::NotFound);
         for (i, w) in workloads.iter().enumerate() {
@@ -227,7 +252,7 @@ mod tests {
         let (update, got) = cross(&mut plugin, &mut host, second.clone());
         assert_eq!((update.keep, update.new.len()), (2, 0));
         assert_eq!(got, second);
-        assert_eq!(got.workloads, [Arc::new(b.clone())]);
+        assert_eq!(got.workloads, [b.clone()]);
     }
 
     #[test]
@@ -237,25 +262,35 @@ mod tests {
         let moved = workload("a", "api");
         let (update, got) = cross(&mut plugin, &mut host, batch(&[&moved]));
         assert_eq!((update.keep, update.new.len()), (1, 1));
-        assert_eq!(got.resolve(1).unwrap().0, &moved);
+        assert_eq!(got.resolve(1).unwrap().0, &*moved);
+
+        // An equal copy in a new allocation (a reloaded file) is not sent
+        // again, and the table holds the new allocation from then on.
+        let reloaded = workload("a", "api");
+        let (update, got) = cross(&mut plugin, &mut host, batch(&[&reloaded]));
+        assert_eq!((update.keep, update.new.len()), (2, 0));
+        assert_eq!(got.resolve(1).unwrap().0, &*moved);
+        drop(moved);
+        let (update, _) = cross(&mut plugin, &mut host, batch(&[&reloaded]));
+        assert_eq!((update.keep, update.new.len()), (2, 0));
     }
 
     #[test]
     fn a_full_table_starts_over() {
         let (mut plugin, mut host) = (SentWorkloads::default(), WorkloadTable::default());
-        let many: Vec<Workload> = (0..WORKLOAD_TABLE_CAPACITY)
-            .map(|i| Workload::with_id(format!("w{i}")))
+        let many: Vec<Arc<Workload>> = (0..WORKLOAD_TABLE_CAPACITY)
+            .map(|i| Arc::new(Workload::with_id(format!("w{i}"))))
             .collect();
         cross(
             &mut plugin,
             &mut host,
             batch(&many.iter().collect::<Vec<_>>()),
         );
-        let (one, known) = (Workload::with_id("one more"), &many[7]);
+        let (one, known) = (Arc::new(Workload::with_id("one more")), &many[7]);
         let (update, got) = cross(&mut plugin, &mut host, batch(&[known, &one]));
         assert_eq!((update.keep, update.new.len()), (0, 2));
-        assert_eq!(got.resolve(1).unwrap().0, known);
-        assert_eq!(got.resolve(2).unwrap().0, &one);
+        assert_eq!(got.resolve(1).unwrap().0, &**known);
+        assert_eq!(got.resolve(2).unwrap().0, &*one);
     }
 
     #[test]
@@ -276,7 +311,8 @@ mod tests {
     #[test]
     fn indices_outside_the_table_are_errors_and_leave_it_usable() {
         let mut host = WorkloadTable::default();
-        host.apply(0, [workload("a", "web")].into_iter()).unwrap();
+        host.apply(0, [(*workload("a", "web")).clone()].into_iter())
+            .unwrap();
         let answer = |workload| AnswerColumns {
             workloads: Vec::new(),
             status: vec![0],

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
+use std::sync::Arc;
+
 use flowattr_sdk::Workload;
 use serde::Deserialize;
 
@@ -40,7 +42,7 @@ struct RawDocument {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The instance as a workload (id = instance id).
-    pub workload: Workload,
+    pub workload: Arc<Workload>,
     /// Every address of the instance, canonical (no IPv4-mapped IPv6).
     pub addresses: Vec<IpAddr>,
     /// When the instance was launched (`pendingTime`), in Unix nanoseconds.
@@ -133,7 +135,7 @@ impl TryFrom<RawDocument> for Identity {
             labels,
         };
         Ok(Identity {
-            workload,
+            workload: Arc::new(workload),
             addresses,
             pending_ns,
         })

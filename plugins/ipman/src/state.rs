@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use flowattr_sdk::{TimeRange, Workload};
 
@@ -25,7 +26,7 @@ type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 /// The validated, indexed state.
 #[derive(Debug)]
 pub struct State {
-    workloads: Vec<Workload>,
+    workloads: Vec<Arc<Workload>>,
     /// Address (as [`key`]) → spans sorted by start, never overlapping.
     by_ip: FastMap<u128, Vec<Span>>,
     /// Shared IPv4 address (as a `u32`) → its port allocations.
@@ -37,7 +38,7 @@ pub struct State {
 pub enum Lookup<'a> {
     /// Held by `workload` for `valid` (the whole assignment or allocation).
     Found {
-        workload: &'a Workload,
+        workload: &'a Arc<Workload>,
         valid: TimeRange,
     },
     /// IPMan knows the address (or the pool port) but nobody held it then.
@@ -81,7 +82,7 @@ impl State {
                 return Err("workloads: a workload id is empty".into());
             }
             ids.insert(id.clone(), workloads.len() as u32);
-            workloads.push(Workload {
+            workloads.push(Arc::new(Workload {
                 id,
                 app: w.app,
                 cluster: w.cluster,
@@ -89,7 +90,7 @@ impl State {
                 account: w.account,
                 region: w.region,
                 labels: w.labels,
-            });
+            }));
         }
         let span = |what: &dyn Fn() -> String, workload: &str, since, until: Option<u64>, entry| {
             let &workload = ids

@@ -71,14 +71,14 @@ impl EventLog {
         address: IpAddr,
         cutoff_ns: u64,
         horizon_ns: u64,
-    ) -> Option<(&Workload, u64)> {
+    ) -> Option<(&Arc<Workload>, u64)> {
         let events = self.by_address.get(&address)?;
         let i = events.partition_point(|e| e.arrival_ns <= cutoff_ns);
         let last = events[..i].last()?;
         if i < events.len() && last.arrival_ns < horizon_ns {
             return None;
         }
-        last.owner.as_deref().map(|w| (w, last.event_ns))
+        last.owner.as_ref().map(|w| (w, last.event_ns))
     }
 
     /// Prunes events that arrived before `horizon_ns`, except each address's
