@@ -260,43 +260,6 @@ impl From<Answers> for AnswerColumns {
     }
 }
 
-impl AnswerColumns {
-    /// Joins columns into [`Answers`]; columns of different lengths or an
-    /// unknown status code are an error (workload indices are checked by
-    /// [`Answers::check_shape`]).
-    pub fn into_answers(self) -> Result<Answers, String> {
-        let n = self.status.len();
-        same_lengths(
-            n,
-            &[
-                self.workload.len(),
-                self.valid_start_ns.len(),
-                self.valid_end_ns.len(),
-            ],
-            "answers",
-        )?;
-        let mut answers = Vec::with_capacity(n);
-        for (i, &code) in self.status.iter().enumerate() {
-            answers.push(match code {
-                0 => Answer::Attributed {
-                    workload: self.workload[i],
-                    valid: TimeRange::new(self.valid_start_ns[i], self.valid_end_ns[i]),
-                },
-                _ => match reason_of_code(code) {
-                    Some(r) => Answer::Unattributed(r),
-                    None => {
-                        return Err(format!("answer {i} has status {code}, which is no status"));
-                    }
-                },
-            });
-        }
-        Ok(Answers {
-            workloads: self.workloads,
-            answers,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,33 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn answers_round_trip_and_ragged_columns_are_refused() {
-        let answers = Answers {
-            workloads: vec![Arc::new(Workload::with_id("w"))],
-            answers: vec![
-                Answer::Attributed {
-                    workload: 0,
-                    valid: TimeRange::new(1, 9),
-                },
-                Answer::Unattributed(UnattributedReason::Gap),
-            ],
-        };
-        let mut columns = AnswerColumns::from(answers.clone());
-        assert_eq!(columns.status, [0, 4]);
-        assert_eq!(columns.clone().into_answers().unwrap(), answers);
-        let mut unknown = columns.clone();
-        unknown.status[1] = 8;
-        assert_eq!(
-            unknown.into_answers().unwrap_err(),
-            "answer 1 has status 8, which is no status"
-        );
-        columns.valid_end_ns.pop();
-        assert!(
-            columns
-                .into_answers()
-                .unwrap_err()
-                .contains("columns of 2 and 1")
-        );
+    fn ragged_columns_and_unknown_protocols_are_refused() {
         let mut q = LocalQueryColumns::from_rows(&[]);
         q.pid.push(1);
         assert!(q.into_rows().is_err());

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::AnswerColumns;
-use crate::{Answers, Workload};
+use super::{AnswerColumns, reason_of_code, same_lengths};
+use crate::{Answer, Answers, TimeRange, Workload};
 
 /// The most workloads one instance's table holds.
 pub const WORKLOAD_TABLE_CAPACITY: usize = 65_536;
@@ -160,36 +160,50 @@ impl WorkloadTable {
 
     /// Turns columns whose workload indices point into the table into
     /// [`Answers`] listing the entries they name (`columns.workloads` is
-    /// ignored). An index outside the table, ragged columns or an unknown
-    /// status are an error.
-    pub fn answers(&mut self, mut columns: AnswerColumns) -> Result<Answers, String> {
-        if columns.workload.len() != columns.status.len() {
-            return Err(format!(
-                "answers: columns of {} and {} entries",
-                columns.status.len(),
-                columns.workload.len()
-            ));
-        }
+    /// ignored). Ragged columns, an unknown status or an index outside the
+    /// table are an error.
+    pub fn answers(&mut self, columns: AnswerColumns) -> Result<Answers, String> {
+        let n = columns.status.len();
+        let lens = [
+            columns.workload.len(),
+            columns.valid_start_ns.len(),
+            columns.valid_end_ns.len(),
+        ];
+        same_lengths(n, &lens, "answers")?;
+        let rows = columns
+            .status
+            .iter()
+            .zip(&columns.workload)
+            .zip(columns.valid_start_ns.iter().zip(&columns.valid_end_ns));
+        let mut answers = Vec::with_capacity(n);
         let mut listed = Vec::new();
         let mut failure = None;
-        for (i, (w, &status)) in columns.workload.iter_mut().zip(&columns.status).enumerate() {
-            if status != 0 {
-                continue;
-            }
-            let Some(slot) = self.listed_as.get_mut(*w as usize) else {
-                failure = Some(format!(
-                    "answer {i} refers to workload {w} of a table of {}",
-                    self.entries.len()
-                ));
+        for (i, ((&status, &entry), (&start_ns, &end_ns))) in rows.enumerate() {
+            let answer = if status == 0 {
+                let Some(slot) = self.listed_as.get_mut(entry as usize) else {
+                    failure = Some(format!(
+                        "answer {i} refers to workload {entry} of a table of {}",
+                        self.entries.len()
+                    ));
+                    break;
+                };
+                if *slot == UNLISTED {
+                    *slot = listed.len() as u32;
+                    listed.push(entry);
+                }
+                Answer::Attributed {
+                    workload: *slot,
+                    valid: TimeRange::new(start_ns, end_ns),
+                }
+            } else if let Some(reason) = reason_of_code(status) {
+                Answer::Unattributed(reason)
+            } else {
+                failure = Some(format!("answer {i} has status {status}, which is no status"));
                 break;
             };
-            if *slot == UNLISTED {
-                *slot = listed.len() as u32;
-                listed.push(*w);
-            }
-            *w = *slot;
+            answers.push(answer);
         }
-        columns.workloads = listed
+        let workloads = listed
             .into_iter()
             .map(|entry| {
                 self.listed_as[entry as usize] = UNLISTED;
@@ -198,7 +212,7 @@ impl WorkloadTable {
             .collect();
         match failure {
             Some(message) => Err(message),
-            None => columns.into_answers(),
+            None => Ok(Answers { workloads, answers }),
         }
     }
 }
@@ -206,7 +220,7 @@ impl WorkloadTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Answer, AnswersBuilder, TimeRange, UnattributedReason};
+    use crate::{AnswersBuilder, UnattributedReason};
 
     fn workload(id: &str, app: &str) -> Arc<Workload> {
         Arc::new(Workload {
@@ -309,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn indices_outside_the_table_are_errors_and_leave_it_usable() {
+    fn bad_answers_are_errors_and_leave_the_table_usable() {
         let mut host = WorkloadTable::default();
         host.apply(0, [(*workload("a", "web")).clone()].into_iter())
             .unwrap();
@@ -323,6 +337,19 @@ mod tests {
         assert_eq!(
             host.answers(answer(1)).unwrap_err(),
             "answer 0 refers to workload 1 of a table of 1"
+        );
+        let mut unknown = answer(0);
+        unknown.status[0] = 8;
+        assert_eq!(
+            host.answers(unknown).unwrap_err(),
+            "answer 0 has status 8, which is no status"
+        );
+        let mut ragged = answer(0);
+        ragged.valid_end_ns.push(3);
+        assert!(
+            host.answers(ragged)
+                .unwrap_err()
+                .contains("columns of 1 and 2")
         );
         let ok = host.answers(answer(0)).unwrap();
         assert_eq!(
