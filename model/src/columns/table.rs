@@ -198,7 +198,9 @@ impl WorkloadTable {
             } else if let Some(reason) = reason_of_code(status) {
                 Answer::Unattributed(reason)
             } else {
-                failure = Some(format!("answer {i} has status {status}, which is no status"));
+                failure = Some(format!(
+                    "answer {i} has status {status}, which is no status"
+                ));
                 break;
             };
             answers.push(answer);
