@@ -166,7 +166,7 @@ mod tests {
         builder.attributed(&first, TimeRange::since(0));
         builder.attributed(&again, TimeRange::since(1));
         let answers = builder.finish();
-        assert_eq!(answers.workloads, [first.clone()]);
+        assert_eq!(answers.workloads, std::slice::from_ref(&first));
         assert_eq!(answers.resolve(1).unwrap().0, &*first);
     }
 

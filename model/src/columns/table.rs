@@ -268,7 +268,7 @@ mod tests {
         let (update, got) = cross(&mut plugin, &mut host, second.clone());
         assert_eq!((update.keep, update.new.len()), (2, 0));
         assert_eq!(got, second);
-        assert_eq!(got.workloads, [b.clone()]);
+        assert_eq!(got.workloads, std::slice::from_ref(&b));
     }
 
     #[test]
