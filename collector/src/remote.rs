@@ -276,13 +276,8 @@ fn resolve_unknown<R: ResolverSource>(
         let mut still_unknown = Vec::new();
         for (q, &i) in indexes.iter().enumerate() {
             match answers.resolve(q) {
-                Ok((_, valid)) => {
-                    let workload = match answers.answers[q] {
-                        flowattr_model::Answer::Attributed { workload, .. } => {
-                            answers.workloads[workload as usize].clone()
-                        }
-                        flowattr_model::Answer::Unattributed(_) => unreachable!("resolved"),
-                    };
+                Ok((workload, valid)) => {
+                    let workload = Arc::clone(workload);
                     bump(&mut counts.resolver, resolver.name().to_owned(), 1);
                     flows[i].remote = Side::Attributed(Attribution {
                         workload,

@@ -9,6 +9,7 @@ use std::{
     fs::File,
     io::{BufWriter, Write},
     path::Path,
+    sync::Arc,
 };
 
 use flowattr_ab::{Compared, Outcome};
@@ -44,11 +45,9 @@ pub fn shadow_outcomes<R: ResolverSource>(
         }
     };
     (0..flows.len())
-        .map(|q| match answers.answers[q] {
-            flowattr_model::Answer::Attributed { workload, .. } => {
-                Outcome::Attributed(answers.workloads[workload as usize].clone())
-            }
-            flowattr_model::Answer::Unattributed(reason) => Outcome::Unattributed(reason),
+        .map(|q| match answers.resolve(q) {
+            Ok((workload, _)) => Outcome::Attributed(Arc::clone(workload)),
+            Err(reason) => Outcome::Unattributed(reason),
         })
         .collect()
 }

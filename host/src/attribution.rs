@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 
 /// Per query: the workload and the time range the answer holds for, or why
 /// there is none.
-pub type Identified = Result<(Workload, TimeRange), UnattributedReason>;
+pub type Identified = Result<(Arc<Workload>, TimeRange), UnattributedReason>;
 
 /// One identity source in the chain. [`Plugin`] is the real one; unit tests
 /// use plain functions.
@@ -54,7 +54,7 @@ impl IdentitySource for Arc<Plugin> {
     fn identify(&self, queries: &[LocalQuery]) -> Result<Vec<Identified>, String> {
         let answers = Plugin::identify(self, queries).map_err(|e| e.to_string())?;
         Ok((0..queries.len())
-            .map(|i| answers.resolve(i).map(|(w, valid)| (w.clone(), valid)))
+            .map(|i| answers.resolve(i).map(|(w, valid)| (Arc::clone(w), valid)))
             .collect())
     }
 }
@@ -171,7 +171,7 @@ impl LocalAttributor {
                     Ok((workload, valid)) => {
                         counts[0] += 1;
                         let attribution = Attribution {
-                            workload: Arc::new(workload),
+                            workload,
                             source: AttributionSource::Capture,
                             plugin: source.name().to_owned(),
                             valid,
@@ -288,11 +288,11 @@ mod tests {
         }
     }
 
-    fn workload(id: &str) -> Workload {
-        Workload {
+    fn workload(id: &str) -> Arc<Workload> {
+        Arc::new(Workload {
             id: id.into(),
             ..Workload::default()
-        }
+        })
     }
 
     fn flow(local: &str, start_ns: u64) -> Flow {

@@ -34,12 +34,12 @@ impl Answers {
     ///
     /// An index outside the workload table (a buggy plugin) reads as
     /// [`UnattributedReason::PluginFailed`], never as some other workload.
-    pub fn resolve(&self, i: usize) -> Result<(&Workload, TimeRange), UnattributedReason> {
+    pub fn resolve(&self, i: usize) -> Result<(&Arc<Workload>, TimeRange), UnattributedReason> {
         match self.answers.get(i) {
             Some(Answer::Attributed { workload, valid }) => self
                 .workloads
                 .get(*workload as usize)
-                .map(|w| (&**w, *valid))
+                .map(|w| (w, *valid))
                 .ok_or(UnattributedReason::PluginFailed),
             Some(Answer::Unattributed(reason)) => Err(*reason),
             None => Err(UnattributedReason::PluginFailed),
@@ -149,7 +149,7 @@ mod tests {
         builder.attributed(&a, TimeRange::since(3));
         let answers = builder.finish();
         assert_eq!(answers.workloads, [a.clone(), b]);
-        assert_eq!(answers.resolve(3).unwrap(), (&*a, TimeRange::since(3)));
+        assert_eq!(answers.resolve(3).unwrap(), (&a, TimeRange::since(3)));
         assert_eq!(answers.resolve(1), Err(UnattributedReason::NotFound));
         assert!(answers.check_shape(4).is_ok());
         assert!(answers.check_shape(3).is_err());
@@ -167,7 +167,7 @@ mod tests {
         builder.attributed(&again, TimeRange::since(1));
         let answers = builder.finish();
         assert_eq!(answers.workloads, std::slice::from_ref(&first));
-        assert_eq!(answers.resolve(1).unwrap().0, &*first);
+        assert_eq!(answers.resolve(1).unwrap().0, &first);
     }
 
     #[test]

@@ -235,7 +235,7 @@ mod tests {
         let a = file.answer(&[query(50), query(100), query(500)], lookup);
         assert_eq!(
             a.resolve(0).unwrap(),
-            (&Workload::with_id("web"), TimeRange::new(0, 101))
+            (&Arc::new(Workload::with_id("web")), TimeRange::new(0, 101))
         );
         assert_eq!(a.resolve(1).unwrap().0.id, "web");
         // Newer than the host clock even after a fresh check.

@@ -278,14 +278,14 @@ mod tests {
         let moved = workload("a", "api");
         let (update, got) = cross(&mut plugin, &mut host, batch(&[&moved]));
         assert_eq!((update.keep, update.new.len()), (1, 1));
-        assert_eq!(got.resolve(1).unwrap().0, &*moved);
+        assert_eq!(got.resolve(1).unwrap().0, &moved);
 
         // An equal copy in a new allocation (a reloaded file) is not sent
         // again, and the table holds the new allocation from then on.
         let reloaded = workload("a", "api");
         let (update, got) = cross(&mut plugin, &mut host, batch(&[&reloaded]));
         assert_eq!((update.keep, update.new.len()), (2, 0));
-        assert_eq!(got.resolve(1).unwrap().0, &*moved);
+        assert_eq!(got.resolve(1).unwrap().0, &moved);
         drop(moved);
         let (update, _) = cross(&mut plugin, &mut host, batch(&[&reloaded]));
         assert_eq!((update.keep, update.new.len()), (2, 0));
@@ -305,8 +305,8 @@ mod tests {
         let (one, known) = (Arc::new(Workload::with_id("one more")), &many[7]);
         let (update, got) = cross(&mut plugin, &mut host, batch(&[known, &one]));
         assert_eq!((update.keep, update.new.len()), (0, 2));
-        assert_eq!(got.resolve(1).unwrap().0, &**known);
-        assert_eq!(got.resolve(2).unwrap().0, &*one);
+        assert_eq!(got.resolve(1).unwrap().0, known);
+        assert_eq!(got.resolve(2).unwrap().0, &one);
     }
 
     #[test]
