@@ -259,7 +259,7 @@ fn local_sides_carry_the_workload_that_owned_the_address_at_flow_start() {
     // The peer's sockets are on this machine too, but nothing claims its
     // addresses: unattributed, never someone else's workload.
     let peer_side = agent.flows_from(&[ip("10.81.0.9"), ip("10.82.0.9"), ip("fd00:81::9")], 5);
-    assert_eq!(peer_side.len(), 5);
+    assert_eq!(peer_side.len(), 5, "{peer_side:#?}");
     assert!(
         peer_side
             .iter()
