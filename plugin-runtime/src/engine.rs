@@ -104,7 +104,6 @@ impl Runtime {
         wasm.wasm_component_model(true);
         wasm.epoch_interruption(true);
         wasm.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
         let engine = Engine::new(&wasm)
             .map_err(anyhow::Error::from)
             .context("cannot create the Wasm engine")?;
