@@ -81,7 +81,9 @@ impl SentWorkloads {
             .collect();
         for (w, &status) in columns.workload.iter_mut().zip(&columns.status) {
             if status == 0 {
-                *w = table_index[*w as usize];
+                // An index outside the batch's list (answers built by hand)
+                // stays outside the table, for the host to refuse.
+                *w = table_index.get(*w as usize).copied().unwrap_or(u32::MAX);
             }
         }
         TableUpdate { keep, new }
@@ -322,6 +324,25 @@ mod tests {
         assert_eq!(err.0, "keeps 1 workload table entries, but the table has 0");
         let too_many = (0..WORKLOAD_TABLE_CAPACITY + 1).map(|i| Workload::with_id(format!("{i}")));
         assert!(host.apply(0, too_many).unwrap_err().0.contains("past its"));
+    }
+
+    #[test]
+    fn an_index_outside_the_batch_list_reaches_the_host_as_outside_the_table() {
+        let (mut plugin, mut host) = (SentWorkloads::default(), WorkloadTable::default());
+        let mut bad = batch(&[&workload("a", "web")]);
+        bad.answers[1] = Answer::Attributed {
+            workload: 7,
+            valid: TimeRange::since(0),
+        };
+        let mut columns = AnswerColumns::from(bad);
+        let update = plugin.send(&mut columns);
+        host.apply(update.keep, update.new.iter().map(|w| (**w).clone()))
+            .unwrap();
+        assert!(
+            host.answers(columns)
+                .unwrap_err()
+                .starts_with("answer 1 refers to workload 4294967295")
+        );
     }
 
     #[test]
