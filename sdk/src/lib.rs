@@ -9,17 +9,20 @@
 //! faked, so a plugin's logic is tested without Wasm.
 //!
 //! ```
+//! use std::sync::Arc;
+//!
 //! use flowattr_sdk::{Answers, AnswersBuilder, IdentityPlugin, LocalQuery, Plugin};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Config { workload: String }
 //!
-//! struct Fixed(flowattr_sdk::Workload);
+//! /// Workloads are kept as `Arc`s: answers share them.
+//! struct Fixed(Arc<flowattr_sdk::Workload>);
 //!
 //! impl Plugin for Fixed {
 //!     type Config = Config;
 //!     fn init(config: Config) -> Result<Self, String> {
-//!         Ok(Fixed(flowattr_sdk::Workload::with_id(config.workload)))
+//!         Ok(Fixed(Arc::new(flowattr_sdk::Workload::with_id(config.workload))))
 //!     }
 //! }
 //!
