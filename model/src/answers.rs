@@ -1,11 +1,10 @@
 //! Batch answers: one per query, with workloads listed once per batch.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{TimeRange, UnattributedReason, Workload};
+use crate::{FastMap, TimeRange, UnattributedReason, Workload};
 
 /// The answer to one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -69,8 +68,6 @@ impl Answers {
         Ok(())
     }
 }
-
-type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// Builds [`Answers`], listing each distinct workload id once.
 ///

@@ -6,6 +6,10 @@
 //! The WIT contract in `wit/` mirrors them; the runtime and the SDK convert
 //! between the two at the Wasm boundary, so nothing else sees generated types.
 
+/// Maps keyed by addresses and ids the model builds itself (not by input
+/// from the network): FxHash, which is cheap in Wasm too.
+type FastMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
+
 mod answers;
 mod attribution;
 pub mod columns;

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use crate::bindings::{identity, policy, resolver, sink};
+use crate::bindings::{identity, policy, resolver, sink, wit};
 use crate::convert;
 use crate::counters::{CounterSnapshot, Counters};
 use crate::engine::{CacheOutcome, EPOCH_TICK, Runtime};
@@ -278,10 +278,7 @@ impl Plugin {
                 let answers = b
                     .flowattr_plugin_identity()
                     .call_identify(&mut *store, &input)?;
-                Ok(Ok(convert::from_answers(
-                    answers,
-                    store.data_mut().workload_table(),
-                )?))
+                read_answers(store, answers).map(Ok)
             }
             _ => unreachable!("kind checked above"),
         })?;
@@ -307,10 +304,7 @@ impl Plugin {
                 let answers = b
                     .flowattr_plugin_resolver()
                     .call_resolve(&mut *store, &input)?;
-                Ok(Ok(convert::from_answers(
-                    answers,
-                    store.data_mut().workload_table(),
-                )?))
+                read_answers(store, answers).map(Ok)
             }
             _ => unreachable!("kind checked above"),
         })?;
@@ -529,6 +523,19 @@ impl Plugin {
             Err(e) => Err(failed(e)),
         }
     }
+}
+
+/// Reads a call's answers against the instance's workload table. A table
+/// mismatch is an error of the call (the instance is rebuilt); answers that
+/// do not fit are a plugin error.
+fn read_answers(
+    store: &mut Store<PluginState>,
+    answers: wit::Answers,
+) -> wasmtime::Result<Result<Answers, String>> {
+    Ok(convert::from_answers(
+        answers,
+        store.data_mut().workload_table(),
+    )?)
 }
 
 enum InstantiateError {

@@ -8,11 +8,10 @@
 //! so a host that missed an update sees the mismatch instead of reading a
 //! wrong workload at some index.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{AnswerColumns, reason_of_code, same_lengths};
-use crate::{Answer, Answers, TimeRange, Workload};
+use crate::{Answer, Answers, FastMap, TimeRange, Workload};
 
 /// The most workloads one instance's table holds.
 pub const WORKLOAD_TABLE_CAPACITY: usize = 65_536;
@@ -41,8 +40,6 @@ pub struct SentWorkloads {
     by_address: FastMap<usize, u32>,
     by_id: FastMap<String, u32>,
 }
-
-type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 impl SentWorkloads {
     /// Rewrites `columns` (workload indices into `columns.workloads`) to
@@ -114,16 +111,9 @@ fn address(w: &Arc<Workload>) -> usize {
 /// A table update the host cannot apply: the plugin and the host no longer
 /// agree on the table, so no answer of this instance can be trusted until it
 /// is rebuilt.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct TableMismatch(pub String);
-
-impl std::fmt::Display for TableMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for TableMismatch {}
 
 /// The host's copy of one instance's table.
 #[derive(Debug, Default)]
@@ -172,23 +162,44 @@ impl WorkloadTable {
             columns.valid_end_ns.len(),
         ];
         same_lengths(n, &lens, "answers")?;
+        let mut listed = Vec::new();
+        let answers = self.read(&columns, &mut listed);
+        // The entries named so far, and the scratch clean for the next batch
+        // whether or not every answer was good.
+        let workloads = listed
+            .into_iter()
+            .map(|entry| {
+                self.listed_as[entry as usize] = UNLISTED;
+                self.entries[entry as usize].clone()
+            })
+            .collect();
+        Ok(Answers {
+            workloads,
+            answers: answers?,
+        })
+    }
+
+    /// The answers of `columns` (of one length), each attributed one
+    /// pointing into `listed`, the table entries in the order first named.
+    fn read(
+        &mut self,
+        columns: &AnswerColumns,
+        listed: &mut Vec<u32>,
+    ) -> Result<Vec<Answer>, String> {
         let rows = columns
             .status
             .iter()
             .zip(&columns.workload)
             .zip(columns.valid_start_ns.iter().zip(&columns.valid_end_ns));
-        let mut answers = Vec::with_capacity(n);
-        let mut listed = Vec::new();
-        let mut failure = None;
+        let mut answers = Vec::with_capacity(columns.status.len());
         for (i, ((&status, &entry), (&start_ns, &end_ns))) in rows.enumerate() {
-            let answer = if status == 0 {
-                let Some(slot) = self.listed_as.get_mut(entry as usize) else {
-                    failure = Some(format!(
+            answers.push(if status == 0 {
+                let slot = self.listed_as.get_mut(entry as usize).ok_or_else(|| {
+                    format!(
                         "answer {i} refers to workload {entry} of a table of {}",
                         self.entries.len()
-                    ));
-                    break;
-                };
+                    )
+                })?;
                 if *slot == UNLISTED {
                     *slot = listed.len() as u32;
                     listed.push(entry);
@@ -197,27 +208,15 @@ impl WorkloadTable {
                     workload: *slot,
                     valid: TimeRange::new(start_ns, end_ns),
                 }
-            } else if let Some(reason) = reason_of_code(status) {
-                Answer::Unattributed(reason)
             } else {
-                failure = Some(format!(
-                    "answer {i} has status {status}, which is no status"
-                ));
-                break;
-            };
-            answers.push(answer);
+                Answer::Unattributed(
+                    reason_of_code(status).ok_or_else(|| {
+                        format!("answer {i} has status {status}, which is no status")
+                    })?,
+                )
+            });
         }
-        let workloads = listed
-            .into_iter()
-            .map(|entry| {
-                self.listed_as[entry as usize] = UNLISTED;
-                self.entries[entry as usize].clone()
-            })
-            .collect();
-        match failure {
-            Some(message) => Err(message),
-            None => Ok(Answers { workloads, answers }),
-        }
+        Ok(answers)
     }
 }
 
