@@ -187,7 +187,7 @@ pub fn attribute_remote<R: ResolverSource>(
                 flows[i].remote = Side::Attributed(Attribution {
                     workload: w.clone(),
                     source: AttributionSource::Heartbeat,
-                    plugin: String::new(),
+                    plugin: Arc::default(),
                     valid: *valid,
                 });
             }
@@ -200,7 +200,7 @@ pub fn attribute_remote<R: ResolverSource>(
                 flows[i].remote = Side::Attributed(Attribution {
                     workload: workload.clone(),
                     source: AttributionSource::Heartbeat,
-                    plugin: String::new(),
+                    plugin: Arc::default(),
                     valid,
                 });
             }
@@ -274,15 +274,16 @@ fn resolve_unknown<R: ResolverSource>(
             }
         };
         let mut still_unknown = Vec::new();
+        let plugin: Arc<str> = resolver.name().into();
+        let mut resolved = 0;
         for (q, &i) in indexes.iter().enumerate() {
             match answers.resolve(q) {
                 Ok((workload, valid)) => {
-                    let workload = Arc::clone(workload);
-                    bump(&mut counts.resolver, resolver.name().to_owned(), 1);
+                    resolved += 1;
                     flows[i].remote = Side::Attributed(Attribution {
-                        workload,
+                        workload: Arc::clone(workload),
                         source: AttributionSource::Resolver,
-                        plugin: resolver.name().to_owned(),
+                        plugin: plugin.clone(),
                         valid,
                     });
                 }
@@ -292,6 +293,9 @@ fn resolve_unknown<R: ResolverSource>(
                     flows[i].remote = Side::Unattributed(reason);
                 }
             }
+        }
+        if resolved > 0 {
+            bump(&mut counts.resolver, resolver.name().to_owned(), resolved);
         }
         indexes = still_unknown;
     }

@@ -166,6 +166,7 @@ impl LocalAttributor {
             };
             let mut still = Vec::new();
             let mut counts = [0u64; 3];
+            let plugin: Arc<str> = source.name().into();
             for (&i, result) in pending.iter().zip(results) {
                 match result {
                     Ok((workload, valid)) => {
@@ -173,7 +174,7 @@ impl LocalAttributor {
                         let attribution = Attribution {
                             workload,
                             source: AttributionSource::Capture,
-                            plugin: source.name().to_owned(),
+                            plugin: plugin.clone(),
                             valid,
                         };
                         self.insert(flows[i].local, valid, attribution.clone());

@@ -32,7 +32,8 @@ pub struct Attribution {
     pub workload: Arc<Workload>,
     pub source: AttributionSource,
     /// Name of the plugin that answered; empty for the heartbeat table.
-    pub plugin: String,
+    /// Shared: every flow a plugin answers for names it.
+    pub plugin: Arc<str>,
     pub valid: TimeRange,
 }
 

@@ -122,7 +122,7 @@ pub fn flow_batch(flows: &[AttributedFlow]) -> wit::FlowBatch {
     let c = FlowBatchColumns::from_rows(flows);
     wit::FlowBatch {
         workloads: c.workloads.iter().map(|w| workload_record(w)).collect(),
-        plugins: c.plugins,
+        plugins: c.plugins.iter().map(|p| p.to_string()).collect(),
         protocol: c.protocol,
         ipv4: c.ipv4,
         local_address_octets: c.local_address_octets,

@@ -49,7 +49,7 @@ pub struct SideColumns {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlowBatchColumns {
     pub workloads: Vec<Arc<Workload>>,
-    pub plugins: Vec<String>,
+    pub plugins: Vec<Arc<str>>,
     /// IANA numbers ([`Protocol::number`]).
     pub protocol: Vec<u8>,
     /// Which of each flow's addresses are IPv4: [`LOCAL_IPV4`] and
@@ -89,7 +89,7 @@ pub struct FlowBatchColumns {
 struct Dictionary {
     workloads: Vec<Arc<Workload>>,
     by_pointer: FxHashMap<*const Workload, u32>,
-    plugins: Vec<String>,
+    plugins: Vec<Arc<str>>,
 }
 
 impl Dictionary {
@@ -103,11 +103,11 @@ impl Dictionary {
     }
 
     /// A batch names a handful of plugins, so a scan beats hashing.
-    fn plugin(&mut self, name: &str) -> u32 {
+    fn plugin(&mut self, name: &Arc<str>) -> u32 {
         match self.plugins.iter().position(|p| p == name) {
             Some(i) => i as u32,
             None => {
-                self.plugins.push(name.to_owned());
+                self.plugins.push(name.clone());
                 self.plugins.len() as u32 - 1
             }
         }
@@ -166,7 +166,7 @@ impl SideColumns {
         &self,
         i: usize,
         workloads: &[Arc<Workload>],
-        plugins: &[String],
+        plugins: &[Arc<str>],
         what: &str,
     ) -> Result<Side, String> {
         let attribution = || -> Result<Attribution, String> {
@@ -415,7 +415,8 @@ mod tests {
         let (rows, web, db) = flows();
         let columns = FlowBatchColumns::from_rows(&rows);
         assert_eq!(columns.workloads, [web, db]);
-        assert_eq!(columns.plugins, ["ipman", "", "sonar-legacy"]);
+        let plugins: Vec<&str> = columns.plugins.iter().map(|p| &**p).collect();
+        assert_eq!(plugins, ["ipman", "", "sonar-legacy"]);
         assert_eq!(columns.local.status, [0, 0, PENDING]);
         assert_eq!(columns.remote.status, [0, 7, 0]);
         assert_eq!(columns.protocol, [6, 17, 6]);

@@ -360,7 +360,7 @@ fn read_chunk(
     let n = r.count("plugin dictionary", 1)?;
     let mut plugins = Vec::with_capacity(n);
     for _ in 0..n {
-        plugins.push(r.string("plugin name")?);
+        plugins.push(Arc::<str>::from(r.string("plugin name")?));
     }
     let n = r.count("workload dictionary", 3)?;
     let mut workloads = Vec::with_capacity(n);

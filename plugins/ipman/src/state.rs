@@ -19,8 +19,9 @@ use crate::shared::{Allocation, PortLookup, SharedAddress};
 use crate::spans::{self, Span};
 use flowattr_sdk::source::Source;
 
-/// Address-keyed maps: foldhash is several times faster than SipHash on
-/// addresses, and the keys come from IPMan's own file, not from the network.
+/// Address-keyed maps: FxHash is several times faster than SipHash on
+/// addresses (and, in Wasm, than foldhash, whose 128-bit multiply Wasm lacks),
+/// and the keys come from IPMan's own file, not from the network.
 type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// The validated, indexed state.

@@ -126,7 +126,7 @@ pub fn attributed_flows(b: wit::FlowBatch) -> Vec<AttributedFlow> {
             .into_iter()
             .map(|w| std::sync::Arc::new(workload(w)))
             .collect(),
-        plugins: b.plugins,
+        plugins: b.plugins.into_iter().map(Into::into).collect(),
         protocol: b.protocol,
         ipv4: b.ipv4,
         local_address_octets: b.local_address_octets,

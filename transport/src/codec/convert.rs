@@ -101,9 +101,10 @@ pub(super) fn batch_from_msg(msg: BatchMsg) -> Result<FlowBatch, DecodeError> {
         .into_iter()
         .map(|w| Arc::new(workload_from_msg(w)))
         .collect();
+    let plugins: Vec<Arc<str>> = msg.plugins.into_iter().map(Into::into).collect();
     let tables = Tables {
         workloads: &workloads,
-        plugins: &msg.plugins,
+        plugins: &plugins,
     };
     let flows = msg
         .flows
@@ -184,7 +185,7 @@ fn flow_to_msg<'a>(a: &'a AttributedFlow, dict: &mut Dictionary<'a>) -> FlowMsg 
 /// The dictionaries a batch's sides refer to.
 struct Tables<'a> {
     workloads: &'a [Arc<Workload>],
-    plugins: &'a [String],
+    plugins: &'a [Arc<str>],
 }
 
 fn flow_from_msg(m: FlowMsg, tables: &Tables<'_>) -> Result<AttributedFlow, DecodeError> {

@@ -103,9 +103,7 @@ fn side(rng: &mut Rng, workloads: &[Arc<Workload>]) -> Side {
                     AttributionSource::Heartbeat,
                     AttributionSource::Resolver,
                 ]),
-                plugin: rng
-                    .pick(&["ipman", "ec2-disk", "", "sonar-legacy"])
-                    .to_owned(),
+                plugin: rng.pick(&["ipman", "ec2-disk", "", "sonar-legacy"]).into(),
                 valid: if rng.below(2) == 0 {
                     TimeRange::since(start)
                 } else {

@@ -129,7 +129,7 @@ fn odd_side(rng: &mut Rng, workloads: &[Arc<Workload>]) -> Side {
                     AttributionSource::Heartbeat,
                     AttributionSource::Resolver,
                 ]),
-                plugin: rng.pick(&["ipman", "", "sonar-legacy", "ünï"]).to_string(),
+                plugin: rng.pick(&["ipman", "", "sonar-legacy", "ünï"]).into(),
                 valid: {
                     let ends = [TimeRange::OPEN_END, start_ns.wrapping_add(1), rng.edgy()];
                     TimeRange::new(start_ns, rng.pick(&ends))
@@ -283,7 +283,7 @@ pub fn realistic(seed: u64, n: usize, n_workloads: usize) -> Vec<AttributedFlow>
                     let side = Side::Attributed(Attribution {
                         workload: peer.workload.clone(),
                         source: AttributionSource::Heartbeat,
-                        plugin: String::new(),
+                        plugin: Arc::default(),
                         valid: TimeRange::since(peer.since_ns),
                     });
                     (peer.ip, side)

@@ -147,7 +147,7 @@ fn side(rng: &mut Rng, workloads: &[Arc<Workload>], plugins: &[&str]) -> Side {
                     AttributionSource::Heartbeat,
                     AttributionSource::Resolver,
                 ]),
-                plugin: rng.pick(plugins).to_string(),
+                plugin: (*rng.pick(plugins)).into(),
                 valid: TimeRange::new(start, end),
             })
         }
@@ -316,7 +316,7 @@ fn endpoint_and_side(v: Value, shape: Shape) -> (SocketAddr, Side) {
         Side::Attributed(Attribution {
             workload,
             source,
-            plugin,
+            plugin: plugin.into(),
             valid: TimeRange::new(start, end),
         })
     };
