@@ -1,10 +1,8 @@
 //! The one wasmtime engine a process uses for all its plugins: compiler
 //! settings, the epoch ticker that enforces call deadlines, the linker with
-//! the host imports, and the on-disk compile cache.
+//! the host imports, and its compile cache.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -14,6 +12,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::bindings::wit_host;
+use crate::cache::CompileCache;
 use crate::clock::{Clock, SystemClock};
 use crate::sandbox::PluginState;
 
@@ -23,6 +22,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// How a [`Runtime`] is set up.
 pub struct RuntimeConfig {
     /// Where compiled components are cached; `None` compiles every time.
+    /// Entries unused for [`crate::cache::MAX_UNUSED`] are pruned.
     pub cache_dir: Option<PathBuf>,
     /// The clock plugins read through `host.now-ns`.
     pub clock: Arc<dyn Clock>,
@@ -54,7 +54,7 @@ pub struct Runtime {
 struct RuntimeInner {
     engine: Engine,
     linker: Linker<PluginState>,
-    cache_dir: Option<PathBuf>,
+    cache: Option<CompileCache>,
     clock: Arc<dyn Clock>,
     ticker: Arc<Ticker>,
 }
@@ -121,15 +121,15 @@ impl Runtime {
 
         let ticker = Arc::new(Ticker::default());
         spawn_ticker(engine.clone(), ticker.clone())?;
-        if let Some(dir) = &config.cache_dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create the compile cache {}", dir.display()))?;
-        }
+        let cache = config
+            .cache_dir
+            .map(|dir| CompileCache::open(&dir, &engine))
+            .transpose()?;
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
-                cache_dir: config.cache_dir,
+                cache,
                 clock: config.clock,
                 ticker,
             }),
@@ -149,41 +149,20 @@ impl Runtime {
     }
 
     /// Compiles `bytes` (whose SHA-256 is `sha256`), or loads the compiled
-    /// form from the cache. The cache key is the engine's compatibility hash
-    /// (wasmtime version and settings) plus the content hash.
+    /// form from the cache.
     pub fn compile(&self, bytes: &[u8], sha256: &str) -> anyhow::Result<(Component, CacheOutcome)> {
-        let Some(path) = self.cache_path(sha256) else {
+        let Some(cache) = &self.inner.cache else {
             return Ok((
                 Component::new(self.engine(), bytes)?,
                 CacheOutcome::Disabled,
             ));
         };
-        if path.exists() {
-            // SAFETY: the file was written by `Component::serialize` of an
-            // engine with the same compatibility hash (it is in the path), in
-            // a cache directory this process owns.
-            match unsafe { Component::deserialize_file(self.engine(), &path) } {
-                Ok(c) => return Ok((c, CacheOutcome::Hit)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "Ignoring an unreadable compile-cache entry.")
-                }
-            }
+        if let Some(component) = cache.load(self.engine(), sha256) {
+            return Ok((component, CacheOutcome::Hit));
         }
         let component = Component::new(self.engine(), bytes)?;
-        if let Err(e) = write_atomically(&path, &component.serialize()?) {
-            tracing::warn!(path = %path.display(), error = %e, "Could not write the compile cache; carrying on without it.");
-        }
+        cache.store(sha256, &component);
         Ok((component, CacheOutcome::Miss))
-    }
-
-    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
-        let dir = self.inner.cache_dir.as_ref()?;
-        let mut h = DefaultHasher::new();
-        self.engine().precompile_compatibility_hash().hash(&mut h);
-        Some(
-            dir.join(format!("{:016x}", h.finish()))
-                .join(format!("{sha256}.cwasm")),
-        )
     }
 }
 
@@ -209,16 +188,4 @@ fn spawn_ticker(engine: Engine, ticker: Arc<Ticker>) -> anyhow::Result<()> {
         })
         .context("cannot start the epoch ticker")?;
     Ok(())
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("cache paths have a parent");
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

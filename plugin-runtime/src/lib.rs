@@ -8,8 +8,9 @@
 //!   version, grants and `init` before anything replaces a running version,
 //!   and reloads when the directory changes ([`PluginDirectory::watch`]);
 //! - compiles each component once (on-disk cache keyed by engine and content
-//!   hash) and pre-instantiates it; one live instance per plugin is reused for
-//!   every batch ([`Runtime`]);
+//!   hash, pruned of entries unused for [`cache::MAX_UNUSED`]) and
+//!   pre-instantiates it; one live instance per plugin is reused for every
+//!   batch ([`Runtime`]);
 //! - sandboxes each instance: read-only grants only, a memory cap, a deadline
 //!   per call; a trap, timeout or overrun is contained, counted and logged
 //!   with the plugin's name, and the instance rebuilt with backoff
@@ -33,6 +34,7 @@
 //! ```
 
 mod bindings;
+pub mod cache;
 pub mod clock;
 mod convert;
 mod counters;

@@ -325,6 +325,85 @@ fn a_second_runtime_loads_from_the_compile_cache() {
     assert!(plugin.identify(&[query(80, 1)]).is_ok());
 }
 
+/// Sets a file's modification time to `ago` before now.
+fn age(path: &std::path::Path, ago: Duration) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - ago)
+        .unwrap();
+}
+
+fn modified_ago(path: &std::path::Path) -> Duration {
+    std::fs::metadata(path)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .elapsed()
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_compile_cache_keeps_what_is_used_and_prunes_the_rest() {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let fx = Fixture::new();
+    let wasm = component("misbehave");
+    install(&fx.plugins(), "p", &wasm, &misbehave_manifest(""));
+    assert_eq!(
+        fx.open().get("p").unwrap().cache_outcome(),
+        CacheOutcome::Miss
+    );
+
+    // The entry just written, in this engine's directory.
+    let cache = fx.tmp.path().join("cache");
+    let engine_dir = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|d| d.is_dir())
+        .unwrap();
+    let entry = engine_dir.join(format!("{}.cwasm", sha256_hex(&wasm)));
+    assert!(entry.exists());
+    age(&entry, 13 * DAY);
+
+    // What a fortnight and a crash leave behind, an older wasmtime's
+    // entries, and files that are not the cache's.
+    let unused = engine_dir.join("0000.cwasm");
+    let leftover = engine_dir.join(".0000.cwasm.tmp-4242");
+    let foreign = engine_dir.join("notes.txt");
+    let old_engine = cache.join("00000000deadbeef");
+    let recent_engine = cache.join("00000000feedface");
+    std::fs::create_dir(&old_engine).unwrap();
+    std::fs::create_dir(&recent_engine).unwrap();
+    let old_engine_entry = old_engine.join("1111.cwasm");
+    let recent_engine_entry = recent_engine.join("2222.cwasm");
+    for (file, ago) in [
+        (&unused, 15 * DAY),
+        (&leftover, Duration::from_secs(2 * 3600)),
+        (&foreign, 100 * DAY),
+        (&old_engine_entry, 30 * DAY),
+        (&recent_engine_entry, DAY),
+    ] {
+        std::fs::write(file, b"x").unwrap();
+        age(file, ago);
+    }
+
+    // A new runtime prunes as it opens the cache; loading marks the entry used.
+    let again = runtime(&cache);
+    let (second, _) = PluginDirectory::open(&again, fx.plugins()).unwrap();
+    assert_eq!(second.get("p").unwrap().cache_outcome(), CacheOutcome::Hit);
+    assert!(
+        modified_ago(&entry) < DAY,
+        "a cache hit must mark the entry used"
+    );
+    for gone in [&unused, &leftover, &old_engine_entry, &old_engine] {
+        assert!(!gone.exists(), "{} should be pruned", gone.display());
+    }
+    for kept in [&foreign, &recent_engine_entry] {
+        assert!(kept.exists(), "{} should be kept", kept.display());
+    }
+}
+
 #[test]
 fn chains_are_ordered_by_manifest_order_then_name() {
     let fx = Fixture::new();

@@ -1,0 +1,217 @@
+//! The on-disk compile cache: compiled components under
+//! `DIR/ENGINE/SHA256.cwasm`, where `ENGINE` names the engine's compatibility
+//! hash (wasmtime version and settings) and `SHA256` the component's content.
+//!
+//! Without pruning it would only grow: every plugin version ever loaded, and
+//! every wasmtime version's compilations of them, stay on disk. So an entry
+//! a runtime loads or writes is marked used (its modification time is set to
+//! now), and when a runtime opens the cache or writes a new entry, entries of
+//! any engine unused for [`MAX_UNUSED`] are removed, with write leftovers of
+//! a crashed process and engine directories left empty. Files the cache did
+//! not write are never touched, so the directory may be shared.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// How long an entry may go unused before it is removed: long enough that a
+/// plugin rolled back within a fortnight still loads without compiling.
+pub const MAX_UNUSED: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// How old an unfinished write must be before it counts as a crash's leftover.
+const ABANDONED_WRITE: Duration = Duration::from_secs(3600);
+
+/// One runtime's view of a cache directory.
+pub(crate) struct CompileCache {
+    root: PathBuf,
+    /// `root/ENGINE` for this runtime's engine.
+    dir: PathBuf,
+}
+
+/// What a file in an engine directory is, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    /// `SHA256.cwasm`: a compiled component.
+    Compiled,
+    /// `.SHA256.cwasm.tmp-PID`: a write in progress, or a crash's leftover.
+    Unfinished,
+    /// Anything else: not the cache's, left alone.
+    Foreign,
+}
+
+fn kind_of(name: &str) -> EntryKind {
+    if name.starts_with('.') && name.contains(".cwasm.tmp-") {
+        EntryKind::Unfinished
+    } else if !name.starts_with('.') && name.ends_with(".cwasm") {
+        EntryKind::Compiled
+    } else {
+        EntryKind::Foreign
+    }
+}
+
+/// Whether the file `name`, last modified at `modified`, goes at `now`. A
+/// modification time in the future (a clock that stepped back) counts as
+/// recent.
+fn is_stale(name: &str, modified: SystemTime, now: SystemTime) -> bool {
+    let age = now.duration_since(modified).unwrap_or_default();
+    match kind_of(name) {
+        EntryKind::Compiled => age > MAX_UNUSED,
+        EntryKind::Unfinished => age > ABANDONED_WRITE,
+        EntryKind::Foreign => false,
+    }
+}
+
+impl CompileCache {
+    /// Creates `root` if needed and prunes it.
+    pub fn open(root: &Path, engine: &Engine) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("cannot create the compile cache {}", root.display()))?;
+        let mut h = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let cache = Self {
+            root: root.to_owned(),
+            dir: root.join(format!("{:016x}", h.finish())),
+        };
+        cache.prune(SystemTime::now());
+        Ok(cache)
+    }
+
+    fn path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!("{sha256}.cwasm"))
+    }
+
+    /// The compiled component with content hash `sha256`, if cached; marks
+    /// the entry used. An unreadable entry is logged and treated as missing.
+    pub fn load(&self, engine: &Engine, sha256: &str) -> Option<Component> {
+        let path = self.path(sha256);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `Component::serialize` of an
+        // engine with the same compatibility hash (it is in the path), in a
+        // cache directory this process owns.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => {
+                mark_used(&path);
+                Some(component)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "Ignoring an unreadable compile-cache entry.");
+                None
+            }
+        }
+    }
+
+    /// Stores a newly compiled component, then prunes: the cache only grows
+    /// here. A failure is logged; the caller carries on without the cache.
+    pub fn store(&self, sha256: &str, component: &Component) {
+        let path = self.path(sha256);
+        let written = component
+            .serialize()
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| write_atomically(&path, &bytes).map_err(anyhow::Error::from));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "Could not write the compile cache; carrying on without it.");
+        }
+        self.prune(SystemTime::now());
+    }
+
+    /// Removes what [`is_stale`] says goes, in every engine's directory, and
+    /// engine directories left empty. Errors are logged and skipped: another
+    /// process may be pruning the same directory.
+    fn prune(&self, now: SystemTime) {
+        let Ok(engines) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        let mut removed = 0usize;
+        for engine_dir in engines.flatten() {
+            if !engine_dir.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Ok(files) = std::fs::read_dir(engine_dir.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let stale = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|modified| is_stale(&name.to_string_lossy(), modified, now));
+                if stale {
+                    match std::fs::remove_file(file.path()) {
+                        Ok(()) => removed += 1,
+                        Err(e) => {
+                            tracing::debug!(path = %file.path().display(), error = %e, "Could not prune a compile-cache entry.")
+                        }
+                    }
+                }
+            }
+            if engine_dir.path() != self.dir {
+                // Only succeeds when empty.
+                let _ = std::fs::remove_dir(engine_dir.path());
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                cache = %self.root.display(),
+                removed,
+                "Pruned compile-cache entries unused for {} days.",
+                MAX_UNUSED.as_secs() / 86_400
+            );
+        }
+    }
+}
+
+/// Sets the entry's modification time to now, so pruning keeps it.
+fn mark_used(path: &Path) {
+    let touched = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now()));
+    if let Err(e) = touched {
+        tracing::debug!(path = %path.display(), error = %e, "Could not mark a compile-cache entry used.");
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("cache paths have a parent");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn only_the_caches_own_files_are_judged_and_only_by_age() {
+        let now = SystemTime::UNIX_EPOCH + 1000 * DAY;
+        let ago = |d: Duration| now - d;
+        let entry = "0123abcd.cwasm";
+        assert!(!is_stale(entry, ago(MAX_UNUSED), now));
+        assert!(is_stale(entry, ago(MAX_UNUSED + DAY), now));
+        // A clock that stepped back does not make an entry look old.
+        assert!(!is_stale(entry, now + DAY, now));
+
+        let unfinished = ".0123abcd.cwasm.tmp-4242";
+        assert!(!is_stale(unfinished, ago(ABANDONED_WRITE / 2), now));
+        assert!(is_stale(unfinished, ago(2 * ABANDONED_WRITE), now));
+
+        for foreign in ["notes.txt", ".hidden.cwasm", "0123abcd.cwasm.bak", "README"] {
+            assert_eq!(kind_of(foreign), EntryKind::Foreign, "{foreign}");
+            assert!(!is_stale(foreign, ago(1000 * DAY), now), "{foreign}");
+        }
+    }
+}
