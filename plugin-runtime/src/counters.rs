@@ -22,7 +22,7 @@ pub struct Counters {
     pub(crate) log_suppressed: AtomicU64,
 }
 
-/// A point-in-time copy of [`Counters`].
+/// A point-in-time copy of one plugin's counters ([`crate::Plugin::counters`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CounterSnapshot {
     /// Calls that returned (successfully or with the plugin's own error).
