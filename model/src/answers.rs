@@ -69,6 +69,10 @@ impl Answers {
     }
 }
 
+/// How many distinct workloads [`AnswersBuilder::with_capacity`] makes room
+/// for before its indexes grow.
+const PRESIZED_WORKLOADS: usize = 64;
+
 /// Builds [`Answers`], listing each distinct workload id once.
 ///
 /// Plugins answer from workloads they keep (as `Arc`s), so the same workload
@@ -86,11 +90,15 @@ pub struct AnswersBuilder<'a> {
 }
 
 impl<'a> AnswersBuilder<'a> {
-    /// A builder with room for `n` answers.
+    /// A builder with room for `n` answers and for up to 64 of their
+    /// workloads, so a batch naming a few dozen never grows its indexes.
     pub fn with_capacity(n: usize) -> Self {
+        let workloads = n.min(PRESIZED_WORKLOADS);
         Self {
             answers: Vec::with_capacity(n),
-            ..Self::default()
+            workloads: Vec::with_capacity(workloads),
+            by_id: FastMap::with_capacity_and_hasher(workloads, Default::default()),
+            by_address: FastMap::with_capacity_and_hasher(workloads, Default::default()),
         }
     }
 
