@@ -127,29 +127,12 @@ impl CompileCache {
         let Ok(engines) = std::fs::read_dir(&self.root) else {
             return;
         };
-        let mut removed = 0usize;
+        let mut removed = 0;
         for engine_dir in engines.flatten() {
             if !engine_dir.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
-            let Ok(files) = std::fs::read_dir(engine_dir.path()) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let name = file.file_name();
-                let stale = file
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|modified| is_stale(&name.to_string_lossy(), modified, now));
-                if stale {
-                    match std::fs::remove_file(file.path()) {
-                        Ok(()) => removed += 1,
-                        Err(e) => {
-                            tracing::debug!(path = %file.path().display(), error = %e, "Could not prune a compile-cache entry.")
-                        }
-                    }
-                }
-            }
+            removed += prune_engine_dir(&engine_dir.path(), now);
             if engine_dir.path() != self.dir {
                 // Only succeeds when empty.
                 let _ = std::fs::remove_dir(engine_dir.path());
@@ -164,6 +147,26 @@ impl CompileCache {
             );
         }
     }
+}
+
+/// Removes the stale files of one engine's directory; returns how many.
+fn prune_engine_dir(dir: &Path, now: SystemTime) -> usize {
+    let Ok(files) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    files
+        .flatten()
+        .filter(|file| {
+            file.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| is_stale(&file.file_name().to_string_lossy(), modified, now))
+        })
+        .filter(|file| {
+            std::fs::remove_file(file.path())
+                .inspect_err(|e| tracing::debug!(path = %file.path().display(), error = %e, "Could not prune a compile-cache entry."))
+                .is_ok()
+        })
+        .count()
 }
 
 /// Sets the entry's modification time to now, so pruning keeps it.
