@@ -24,6 +24,7 @@ use flowattr_transport::{
 };
 
 use crate::{
+    clocks::ClockSample,
     config::{Claim, CollectorConfig, OutputSection},
     core::{Arrival, Core, CoreParts, CoreSettings, Decision, Forwarder, Input, Sharing},
     journal::Journal,
@@ -299,6 +300,7 @@ async fn pump_deliveries(
             peer,
             batch,
             body,
+            timing,
             reply,
             ..
         } = delivery;
@@ -306,6 +308,11 @@ async fn pump_deliveries(
             peer: peer.0,
             batch,
             body,
+            clock: timing.sent_ns.map(|sent_ns| ClockSample {
+                sent_ns,
+                received_ns: timing.received_ns,
+                rtt_ns: timing.rtt_ns,
+            }),
             reply: Box::new(move |decision| {
                 let _ = reply.send(match decision {
                     Decision::Accepted | Decision::Duplicate => Reply::Ack,

@@ -5,6 +5,23 @@
 //! ```text
 //! ring buffer ─read task (tokio)─▶ channel ─pipeline thread─▶ identity chain ─▶ policy chain ─▶ batcher ─▶ output
 //! ```
+//!
+//! **Watermark.** Each batch says how far the agent's capture is complete
+//! (`FlowBatch::complete_until_ns`). It is measured, not assumed: every
+//! ring-buffer read notes when its last pass over the ring began, and that
+//! instant travels with the read's flows down the same channel, so it
+//! reaches the batcher exactly when they do. A fixed allowance for what is
+//! in flight (the poll interval plus the pipeline's tick) would hold only
+//! while the pipeline keeps up; under backpressure records wait in the ring
+//! buffer for longer, and the measured watermark waits with them:
+//!
+//! ```text
+//! complete_until_ns = wall(start of the last pass over the ring whose flows are pushed) − COMMIT_MARGIN
+//! ```
+//!
+//! When nothing is captured, a read still passes over the ring every
+//! `poll_interval + IDLE_READ`, and the batcher closes an empty batch every
+//! `max_age`, so the watermark advances on an idle host too.
 
 use std::{
     future::Future,
@@ -40,9 +57,20 @@ const TICK: Duration = Duration::from_millis(100);
 /// Gathered flows are attributed at once when there are this many.
 const ATTRIBUTION_BATCH: usize = 4096;
 
+/// A read waits at most this long for records before passing over the ring
+/// anyway, so the watermark advances while nothing is captured.
+const IDLE_READ: Duration = Duration::from_millis(100);
+
+/// Taken off a read's watermark: a record the kernel was still writing when
+/// the ring was read holds back the records behind it until the next read,
+/// and a BPF program writes its record within microseconds.
+const COMMIT_MARGIN: Duration = Duration::from_millis(1);
+
 /// What the pipeline thread receives.
 enum Input {
-    Flows(Vec<Flow>),
+    /// One read's flows: with those sent before, every flow whose record
+    /// the kernel wrote before `complete_ns` (wall clock).
+    Flows { flows: Vec<Flow>, complete_ns: u64 },
     /// Time passed: close the open batch if it is due.
     Tick,
 }
@@ -108,15 +136,18 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         }
     };
     let (tx, rx) = mpsc::channel(256);
+    let started_ns = unix_now_ns();
     let pipeline = Pipeline {
         directory,
         gathered: Vec::new(),
+        complete_ns: 0,
         attributor: LocalAttributor::new(config.attribution.cache_entries),
         batcher: Batcher::new(
             config.name.clone(),
-            unix_now_ns(),
+            started_ns,
             config.batch.max_flows,
             config.batch.max_age,
+            started_ns,
         ),
         output,
         metrics: metrics.clone(),
@@ -149,22 +180,29 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
                 // Reading at most every poll interval lets records gather in
                 // the ring buffer: one wakeup per burst, not per record.
                 tokio::time::sleep(poll_interval).await;
-                capture.read(&mut events).await
+                capture.read(&mut events, IDLE_READ).await
             } => {
-                read.context("reading the ring buffer")?;
+                let drained_from = read.context("reading the ring buffer")?;
                 clock = clock.refreshed();
+                let input = Input::Flows {
+                    flows: decode_all(&mut events, clock, &metrics),
+                    complete_ns: complete_until(clock, drained_from),
+                };
                 // Waits when the pipeline is behind: the ring buffer then
                 // fills and the kernel counts what it cannot keep.
-                if tx.send(Input::Flows(decode_all(&mut events, clock, &metrics))).await.is_err() {
+                if tx.send(input).await.is_err() {
                     anyhow::bail!("the pipeline thread stopped");
                 }
             }
         }
     }
     // Records of connections that closed just before the shutdown.
-    capture.read_now(&mut events);
-    let last = decode_all(&mut events, clock, &metrics);
-    if tx.send(Input::Flows(last)).await.is_err() {
+    let drained_from = capture.read_now(&mut events);
+    let last = Input::Flows {
+        flows: decode_all(&mut events, clock, &metrics),
+        complete_ns: complete_until(clock, drained_from),
+    };
+    if tx.send(last).await.is_err() {
         anyhow::bail!("the pipeline thread stopped");
     }
     metrics.count_drop("malformed_record", capture.malformed());
@@ -187,6 +225,14 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         }
     }
     Ok(())
+}
+
+/// The watermark of a read whose last pass over the ring began at
+/// `drained_from_ns` (kernel monotonic), on the wall clock the read's flows
+/// were decoded with.
+fn complete_until(clock: WallClock, drained_from_ns: u64) -> u64 {
+    let margin = COMMIT_MARGIN.as_nanos() as u64;
+    clock.to_unix_ns(drained_from_ns).saturating_sub(margin)
 }
 
 /// Decodes (and empties) `events`; an undecodable record is counted and
@@ -219,6 +265,8 @@ struct Pipeline {
     directory: Arc<PluginDirectory>,
     /// Flows waiting for the next attribution pass.
     gathered: Vec<Flow>,
+    /// The watermark of the reads gathered so far.
+    complete_ns: u64,
     attributor: LocalAttributor,
     batcher: Batcher,
     output: Output,
@@ -229,8 +277,9 @@ impl Pipeline {
     fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         while let Some(input) = rx.blocking_recv() {
             match input {
-                Input::Flows(flows) => {
+                Input::Flows { flows, complete_ns } => {
                     self.gathered.extend(flows);
+                    self.complete_ns = complete_ns;
                     if self.gathered.len() >= ATTRIBUTION_BATCH {
                         self.attribute_gathered();
                     }
@@ -249,14 +298,19 @@ impl Pipeline {
         }
     }
 
-    /// Attributes the gathered flows and adds them to the open batch.
+    /// Attributes the gathered flows and adds them to the open batch, with
+    /// their watermark (advanced even when there are none).
     fn attribute_gathered(&mut self) {
-        if self.gathered.is_empty() {
-            return;
-        }
         let flows = std::mem::take(&mut self.gathered);
-        let attributed = self.process(flows);
-        for batch in self.batcher.push(attributed, unix_now_ns()) {
+        let attributed = if flows.is_empty() {
+            Vec::new()
+        } else {
+            self.process(flows)
+        };
+        for batch in self
+            .batcher
+            .push(attributed, self.complete_ns, unix_now_ns())
+        {
             self.write(batch);
         }
     }
@@ -350,4 +404,19 @@ fn unix_now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reads_watermark_is_its_pass_on_the_flows_clock_less_the_margin() {
+        let clock = WallClock::from_offset(1_000_000_000_000);
+        assert_eq!(
+            complete_until(clock, 5_000_000),
+            1_000_000_000_000 + 5_000_000 - 1_000_000
+        );
+        assert_eq!(complete_until(WallClock::from_offset(0), 10), 0);
+    }
 }

@@ -129,7 +129,8 @@ pub struct BatchConfig {
     /// Flows per batch at most.
     pub max_flows: usize,
     /// A batch is closed this long after its first flow at the latest
-    /// (checked every 100 ms).
+    /// (checked every 100 ms); with no flows, an empty batch (carrying the
+    /// watermark) this long after the last batch.
     #[serde(with = "flowattr_daemon::config::duration")]
     pub max_age: Duration,
 }

@@ -3,7 +3,9 @@
 //! IPMan's state (written with the IPMan-side tool) and the instance identity
 //! document; after an address moves to another workload, new flows carry the
 //! new workload and none of the old; flows from a shared IPv4 address are told
-//! apart by port. Needs root (CI runs as root) and `scripts/build`.
+//! apart by port. Every batch carries a watermark that no later flow ended
+//! before, and an idle agent still advances it. Needs root (CI runs as root)
+//! and `scripts/build`.
 
 mod common;
 
@@ -386,4 +388,67 @@ fn flows_closed_just_before_shutdown_are_still_written() {
         .filter(|f| f.flow.local.port() == 7200 || f.flow.remote.port() == 7200)
         .collect();
     assert_eq!(flows.len(), 2, "both sides written at shutdown: {flows:#?}");
+}
+
+#[test]
+fn every_batch_carries_a_watermark_no_later_flow_ended_before_and_idle_agents_still_send_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let client = Netns::new("wcli").unwrap();
+    let server = Netns::new("wsrv").unwrap();
+    link(&client, &["10.86.0.1/24"], &server, &["10.86.0.2/24"]).unwrap();
+    let mut config = config(tmp.path(), &plugins);
+    config.metrics.enabled = false;
+    let agent = RunningAgent::start(config);
+    serve(&server, addr("10.86.0.2:7300"));
+    for _ in 0..6 {
+        exchange(&client, addr("10.86.0.1:0"), addr("10.86.0.2:7300"));
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    let ours = |f: &AttributedFlow| f.flow.local.port() == 7300 || f.flow.remote.port() == 7300;
+    assert_eq!(
+        agent
+            .flows_from(&[ip("10.86.0.1"), ip("10.86.0.2")], 12)
+            .len(),
+        12
+    );
+    let last_end = agent
+        .batches()
+        .iter()
+        .flat_map(|b| &b.flows)
+        .filter(|f| ours(f))
+        .map(|f| f.flow.end_ns)
+        .max()
+        .unwrap();
+    // Nothing of ours for a while: max_age is 200ms in these tests.
+    std::thread::sleep(Duration::from_millis(800));
+    agent.stop();
+
+    let batches: Vec<FlowBatch> = std::fs::read_to_string(tmp.path().join("flows.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut watermark = 0;
+    for b in &batches {
+        assert!(b.complete_until_ns >= watermark, "never goes back");
+        assert!(b.complete_until_ns <= b.created_ns);
+        for f in b.flows.iter().filter(|f| ours(f)) {
+            assert!(
+                f.flow.end_ns >= watermark,
+                "a flow that ended at {} came after a batch complete until {watermark}",
+                f.flow.end_ns
+            );
+        }
+        watermark = b.complete_until_ns;
+    }
+    // Our traffic stopped, yet a batch every max_age (empty, unless the
+    // host had other traffic) carried the watermark well past its end.
+    let after = batches.iter().filter(|b| b.created_ns > last_end).count();
+    assert!(after >= 3, "{after} batches after the traffic");
+    assert!(
+        watermark > last_end + 300_000_000,
+        "{watermark} vs {last_end}"
+    );
 }

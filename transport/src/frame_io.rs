@@ -3,13 +3,27 @@
 use flowattr_model::BatchId;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
-use crate::codec::{self, DecodeError, Frame, LENGTH_PREFIX};
+use crate::{
+    clock::unix_now_ns,
+    codec::{self, DecodeError, Frame, LENGTH_PREFIX},
+};
 
 /// Bytes read from an oversized frame's body to find its batch id.
 const PEEK_BYTES: usize = 4096;
 
 /// Bytes read from the stream at a time.
 const CHUNK_BYTES: usize = 64 << 10;
+
+/// A frame read off a stream, with its timing.
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub frame: Frame,
+    /// The sender's send time ([`codec::stamp_sent`]), when it stamped one.
+    pub sent_ns: Option<u64>,
+    /// When the frame's length prefix had been read: Unix nanoseconds on
+    /// this host's clock.
+    pub received_ns: u64,
+}
 
 /// A frame that could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -48,15 +62,17 @@ async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::Resul
 /// collecting its body in `body` as bytes arrive, so a length prefix alone
 /// reserves no memory and, if the future is dropped (a timeout), `body`
 /// holds what came. An oversized frame's body is not read beyond its first
-/// bytes.
+/// bytes. The receive time is taken as soon as the length prefix is in, so
+/// the frame's own transfer time does not count as delay.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max_frame_bytes: usize,
     body: &mut Vec<u8>,
-) -> Result<Frame, ReadError> {
+) -> Result<Received, ReadError> {
     body.clear();
     let mut prefix = [0u8; LENGTH_PREFIX];
     let got = fill(r, &mut prefix).await?;
+    let received_ns = unix_now_ns();
     if got < LENGTH_PREFIX {
         let error = DecodeError::Truncated {
             expected: LENGTH_PREFIX,
@@ -88,7 +104,14 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
         };
         return Err(decode_error(error, body));
     }
-    codec::decode_body(body).map_err(|error| decode_error(error, body))
+    match codec::decode_body_stamped(body) {
+        Ok((frame, sent_ns)) => Ok(Received {
+            frame,
+            sent_ns,
+            received_ns,
+        }),
+        Err(error) => Err(decode_error(error, body)),
+    }
 }
 
 #[cfg(test)]
@@ -101,6 +124,7 @@ mod tests {
             incarnation: 3,
             seq: 9,
             created_ns: 1,
+            complete_until_ns: 0,
             flows: vec![],
         };
         let mut bytes = Vec::new();
@@ -113,11 +137,26 @@ mod tests {
         let (mut bytes, id) = frame();
         bytes.extend([1, 2, 3]);
         let mut r = bytes.as_slice();
-        let Frame::Batch(b) = read_frame(&mut r, 1024, &mut Vec::new()).await.unwrap() else {
-            panic!()
-        };
+        let before = unix_now_ns();
+        let got = read_frame(&mut r, 1024, &mut Vec::new()).await.unwrap();
+        let Frame::Batch(b) = got.frame else { panic!() };
         assert_eq!(b.id(), id);
+        assert_eq!(got.sent_ns, None, "not stamped");
+        assert!(got.received_ns >= before);
         assert_eq!(r, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_stamped_frame_gives_its_send_time_and_the_same_body() {
+        let (mut bytes, id) = frame();
+        codec::stamp_sent(&mut bytes, 42).unwrap();
+        let mut body = Vec::new();
+        let got = read_frame(&mut bytes.as_slice(), 1024, &mut body)
+            .await
+            .unwrap();
+        assert_eq!(got.sent_ns, Some(42));
+        assert!(matches!(got.frame, Frame::Batch(b) if b.id() == id));
+        assert_eq!(body, bytes[LENGTH_PREFIX..], "the body includes the stamp");
     }
 
     #[tokio::test]

@@ -10,16 +10,19 @@
 //!   until a collector acknowledges it.
 //!
 //! One bidirectional QUIC stream carries one batch: the agent writes a batch
-//! frame and finishes the stream, the collector answers with one ack or
-//! reject frame. The protocol's major version is in the ALPN
+//! frame, stamped with its send time, and finishes the stream; the collector
+//! notes when it read the frame and the connection's round-trip time
+//! ([`FrameTiming`], for measuring the agent's clock) and answers with one
+//! ack or reject frame. The protocol's major version is in the ALPN
 //! ([`codec::ALPN`]) and in every frame.
 
 pub mod certs;
+mod clock;
 pub mod codec;
 mod frame_io;
 pub mod server;
 pub mod shipper;
 pub mod tls;
 
-pub use server::{Delivery, Receiver, ReceiverConfig, Reply};
+pub use server::{Delivery, FrameTiming, Receiver, ReceiverConfig, Reply};
 pub use shipper::{CollectorAddr, Shipper, ShipperConfig};

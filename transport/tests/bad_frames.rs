@@ -86,9 +86,9 @@ async fn bad_frames_are_rejected_and_counted_and_good_ones_still_acked() {
     assert_eq!(counters.snapshot().oversized, 1);
 
     // Another protocol version.
-    let (id, reason) = reject_of(exchange(&conn, &[0, 0, 0, 2, 0x08, 0x02], true).await);
+    let (id, reason) = reject_of(exchange(&conn, &[0, 0, 0, 2, 0x08, 0x03], true).await);
     assert_eq!(id, None);
-    assert!(reason.contains("version 2"), "{reason}");
+    assert!(reason.contains("version 3"), "{reason}");
     assert_eq!(counters.snapshot().version, 1);
 
     // An ack where a batch belongs.

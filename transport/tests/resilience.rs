@@ -68,6 +68,15 @@ async fn a_reply_the_collector_drops_makes_the_agent_send_the_batch_again() {
         [b.id(), b.id()],
         "the same batch id is delivered twice"
     );
+    // Each send (the second from the spool) carries its own send time.
+    let sent: Vec<u64> = seen
+        .delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| d.timing.sent_ns.unwrap())
+        .collect();
+    assert!(sent[0] < sent[1], "{sent:?}");
     assert!(counters.snapshot().retries >= 1);
     assert!(spool_files(spool.path()).is_empty());
 }

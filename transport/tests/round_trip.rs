@@ -3,10 +3,17 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use flowattr_transport::{Reply, Shipper};
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_arrive_intact_and_are_acknowledged() {
@@ -21,9 +28,12 @@ async fn batches_arrive_intact_and_are_acknowledged() {
         spool.path().into(),
     ))
     .unwrap();
-    let sent: Vec<_> = (0..20)
+    let mut sent: Vec<_> = (0..20)
         .map(|seq| batch(1, seq, 1 + seq as usize * 50))
         .collect();
+    // A batch without flows (an agent's watermark keep-alive) goes the same way.
+    sent[0].flows.clear();
+    let before = unix_now_ns();
     for b in &sent {
         shipper.send(b).await.unwrap();
     }
@@ -36,6 +46,14 @@ async fn batches_arrive_intact_and_are_acknowledged() {
     assert_eq!(delivered.len(), 20);
     for d in &delivered {
         assert_eq!(d.peer, AGENT, "the peer is named by its certificate");
+        // One host, one clock: sent, then read.
+        let sent_ns = d.timing.sent_ns.expect("the shipper stamps every send");
+        assert!(
+            before <= sent_ns && sent_ns <= d.timing.received_ns,
+            "{:?}",
+            d.timing
+        );
+        assert!(d.timing.rtt_ns > 0, "{:?}", d.timing);
     }
     let mut got: Vec<_> = delivered.into_iter().map(|d| d.batch).collect();
     got.sort_by_key(|b| b.seq);

@@ -42,6 +42,11 @@ impl WallClock {
     }
 }
 
+/// The kernel's `CLOCK_MONOTONIC` now (the clock its records use).
+pub fn monotonic_now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,

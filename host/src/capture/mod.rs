@@ -17,7 +17,7 @@ use aya::{
 use flowattr_host_ebpf::{CaptureConfig, Counter, FlowEvent, names};
 use tokio::io::unix::AsyncFd;
 
-pub use decode::{DecodeError, WallClock, decode};
+pub use decode::{DecodeError, WallClock, decode, monotonic_now_ns};
 pub use offsets::OffsetError;
 pub use system::SystemError;
 
@@ -187,10 +187,24 @@ impl Capture {
         self.counters.take()
     }
 
-    /// Waits for records and appends every one available to `out`.
-    pub async fn read(&mut self, out: &mut Vec<FlowEvent>) -> std::io::Result<()> {
+    /// Waits up to `within` for records, then appends every one available
+    /// to `out`. Returns when (kernel monotonic ns) its last pass over the
+    /// ring began: every record the kernel had written by then is in `out`
+    /// or was read before, except behind a record still being written then
+    /// (the ring is read in order; a BPF program writes one in microseconds).
+    pub async fn read(
+        &mut self,
+        out: &mut Vec<FlowEvent>,
+        within: Duration,
+    ) -> std::io::Result<u64> {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
-            let mut guard = self.ring.readable_mut().await?;
+            let Ok(ready) = tokio::time::timeout_at(deadline, self.ring.readable_mut()).await
+            else {
+                // Nothing woke us: one pass tells how far the ring is read.
+                return Ok(self.read_now(out));
+            };
+            let mut guard = ready?;
             let before = out.len();
             self.malformed += drain(guard.get_inner_mut(), out);
             guard.clear_ready();
@@ -198,17 +212,21 @@ impl Capture {
             // submitted between the last read and `clear_ready` woke us before
             // we cleared, so look once more, or it would wait for the next
             // wakeup (which might not come while the buffer is not empty).
+            let from = monotonic_now_ns();
             self.malformed += drain(guard.get_inner_mut(), out);
             if out.len() > before {
-                return Ok(());
+                return Ok(from);
             }
         }
     }
 
     /// Appends the records available now to `out`, without waiting (the
-    /// last read at shutdown).
-    pub fn read_now(&mut self, out: &mut Vec<FlowEvent>) {
+    /// last read at shutdown, or a read that found nothing to wait for).
+    /// Returns when the pass began, as [`Capture::read`] does.
+    pub fn read_now(&mut self, out: &mut Vec<FlowEvent>) -> u64 {
+        let from = monotonic_now_ns();
         self.malformed += drain(self.ring.get_mut(), out);
+        from
     }
 
     /// Ring buffer entries dropped for being shorter than a record.

@@ -67,6 +67,7 @@ mod tests {
             incarnation: 1,
             seq: 0,
             created_ns: 1,
+            complete_until_ns: 1,
             flows: vec![],
         };
         // Like the pipeline: a plain thread outside the runtime.

@@ -32,7 +32,11 @@ impl Recorder {
             let mut clock = WallClock::now();
             loop {
                 events.clear();
-                if capture.read(&mut events).await.is_err() {
+                if capture
+                    .read(&mut events, Duration::from_secs(1))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 clock = clock.refreshed();

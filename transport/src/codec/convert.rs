@@ -90,6 +90,7 @@ pub(super) fn batch_to_msg(batch: &FlowBatch) -> BatchMsg {
         workloads: dict.workloads,
         plugins: dict.plugins,
         flows,
+        complete_until_ns: batch.complete_until_ns,
     }
 }
 
@@ -116,6 +117,7 @@ pub(super) fn batch_from_msg(msg: BatchMsg) -> Result<FlowBatch, DecodeError> {
         incarnation: id.incarnation,
         seq: id.seq,
         created_ns: msg.created_ns,
+        complete_until_ns: msg.complete_until_ns,
         flows,
     })
 }
@@ -280,6 +282,7 @@ fn side_to_msg<'a>(side: &'a Side, dict: &mut Dictionary<'a>) -> Option<SideMsg>
                 AttributionSource::Capture => SourceMsg::Capture,
                 AttributionSource::Heartbeat => SourceMsg::Heartbeat,
                 AttributionSource::Resolver => SourceMsg::Resolver,
+                AttributionSource::Counterpart => SourceMsg::Counterpart,
             } as i32,
             plugin: dict.plugin(&a.plugin),
             valid_start_ns: a.valid.start_ns,
@@ -314,6 +317,7 @@ fn side_from_msg(
                 SourceMsg::Capture => AttributionSource::Capture,
                 SourceMsg::Heartbeat => AttributionSource::Heartbeat,
                 SourceMsg::Resolver => AttributionSource::Resolver,
+                SourceMsg::Counterpart => AttributionSource::Counterpart,
             };
             Side::Attributed(Attribution {
                 workload,
@@ -342,6 +346,7 @@ fn reason_to_msg(r: UnattributedReason) -> ReasonMsg {
         UnattributedReason::Expired => ReasonMsg::Expired,
         UnattributedReason::ClockSkew => ReasonMsg::ClockSkew,
         UnattributedReason::PluginFailed => ReasonMsg::PluginFailed,
+        UnattributedReason::Incomplete => ReasonMsg::Incomplete,
     }
 }
 
@@ -354,5 +359,6 @@ fn reason_from_msg(r: ReasonMsg) -> UnattributedReason {
         ReasonMsg::Expired => UnattributedReason::Expired,
         ReasonMsg::ClockSkew => UnattributedReason::ClockSkew,
         ReasonMsg::PluginFailed => UnattributedReason::PluginFailed,
+        ReasonMsg::Incomplete => UnattributedReason::Incomplete,
     }
 }

@@ -2,19 +2,28 @@
 //!
 //! A frame is a `u32` big-endian length followed by that many bytes of one
 //! protobuf message ([`wire`]'s `FrameMsg`): the protocol version and a
-//! batch, an ack or a reject. A batch writes each workload and plugin name
-//! once, in dictionaries its flows refer to by index, so 10,000 flows of a
-//! few containers carry a few workload records, not 10,000.
+//! batch, an ack or a reject, and the time the sender sent it. A batch
+//! writes each workload and plugin name once, in dictionaries its flows
+//! refer to by index, so 10,000 flows of a few containers carry a few
+//! workload records, not 10,000.
+//!
+//! A frame is encoded once (and spooled so); each send stamps its own copy
+//! with the send time ([`stamp_sent`]), which appends a field rather than
+//! encoding the body again.
 //!
 //! ```
 //! use flowattr_model::FlowBatch;
-//! use flowattr_transport::codec::{self, Frame};
+//! use flowattr_transport::codec::{self, Frame, LENGTH_PREFIX};
 //!
-//! let batch = FlowBatch { agent: "a".into(), incarnation: 1, seq: 0, created_ns: 5, flows: vec![] };
+//! let batch = FlowBatch { agent: "a".into(), incarnation: 1, seq: 0, created_ns: 5, complete_until_ns: 4, flows: vec![] };
 //! let mut bytes = Vec::new();
 //! codec::encode_batch(&batch, &mut bytes).unwrap();
 //! let frame = codec::decode_frame(&bytes, codec::DEFAULT_MAX_FRAME_BYTES).unwrap();
-//! assert_eq!(frame, Frame::Batch(batch));
+//! assert_eq!(frame, Frame::Batch(batch.clone()));
+//!
+//! codec::stamp_sent(&mut bytes, 6).unwrap();
+//! let stamped = codec::decode_body_stamped(&bytes[LENGTH_PREFIX..]).unwrap();
+//! assert_eq!(stamped, (Frame::Batch(batch), Some(6)));
 //! ```
 
 mod convert;
@@ -29,15 +38,28 @@ use prost::Message as _;
 pub use peek::peek_batch_id;
 use wire::{AckMsg, Body, FrameMsg, RejectMsg};
 
-/// The protocol's major version, carried in every frame and in the ALPN.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol's major version, carried in every frame and in the ALPN
+/// (the history is in [`wire`]'s documentation).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest version whose frames are still decoded: each version since
+/// only added fields and enum values, so frames spooled or journaled by an
+/// older peer are read after an upgrade. Peers on the network must speak
+/// [`PROTOCOL_VERSION`] ([`ALPN`]).
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// The QUIC application protocol (ALPN) of this major version; a peer that
 /// offers another is refused during the handshake.
-pub const ALPN: &[u8] = b"flowattr/1";
+pub const ALPN: &[u8] = b"flowattr/2";
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
+
+/// Bytes [`stamp_sent`] adds to a frame.
+pub const SENT_STAMP_BYTES: usize = 9;
+
+/// The key of the frame's `sent_ns` field: tag 15, wire type fixed64.
+const SENT_STAMP_KEY: u8 = (15 << 3) | 1;
 
 /// The default largest frame body a receiver accepts (16 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
@@ -90,7 +112,7 @@ pub enum DecodeError {
     /// A required field is absent.
     #[error("missing field {field}")]
     Missing { field: &'static str },
-    /// The frame is of another protocol version.
+    /// The frame is of a protocol version this peer cannot read.
     #[error("frame of protocol version {got}, this peer speaks {expected}")]
     WrongVersion { got: u32, expected: u32 },
     /// The frame carries no body this version knows.
@@ -137,6 +159,18 @@ pub struct FrameTooLarge {
     pub len: usize,
 }
 
+/// A frame that [`stamp_sent`] cannot stamp.
+#[derive(Debug, thiserror::Error)]
+pub enum StampError {
+    /// The bytes are not exactly one frame (a damaged spool file): sent as
+    /// they are, the receiver's decoding says what is wrong.
+    #[error("not one whole frame: its length prefix announces {announced} bytes, {present} follow")]
+    NotOneFrame { announced: usize, present: usize },
+    /// The stamp would not fit the length prefix.
+    #[error(transparent)]
+    TooLarge(#[from] FrameTooLarge),
+}
+
 /// Appends `batch` as one frame to `out`.
 pub fn encode_batch(batch: &FlowBatch, out: &mut Vec<u8>) -> Result<(), FrameTooLarge> {
     encode(Body::Batch(convert::batch_to_msg(batch)), out)
@@ -167,6 +201,7 @@ fn encode(body: Body, out: &mut Vec<u8>) -> Result<(), FrameTooLarge> {
     let msg = FrameMsg {
         version: PROTOCOL_VERSION,
         body: Some(body),
+        sent_ns: None,
     };
     // The length is patched in afterwards: `Message::encode` would size the
     // whole message first, walking every flow once more. `encode_raw` is
@@ -180,6 +215,34 @@ fn encode(body: Body, out: &mut Vec<u8>) -> Result<(), FrameTooLarge> {
         return Err(FrameTooLarge { len });
     };
     out[start..start + LENGTH_PREFIX].copy_from_slice(&prefix.to_be_bytes());
+    Ok(())
+}
+
+/// Stamps `frame` (exactly one frame, length prefix included) with the
+/// time it is sent, Unix nanoseconds on the sender's clock: appends the
+/// frame's `sent_ns` field after the body and lengthens the prefix by
+/// [`SENT_STAMP_BYTES`]. The body is not encoded again: protobuf merges
+/// fields that follow a message's others, and of a field given twice the
+/// last counts, so a stamped frame may be stamped again.
+pub fn stamp_sent(frame: &mut Vec<u8>, sent_ns: u64) -> Result<(), StampError> {
+    let Some((prefix, body)) = frame.split_first_chunk::<LENGTH_PREFIX>() else {
+        return Err(StampError::NotOneFrame {
+            announced: 0,
+            present: frame.len(),
+        });
+    };
+    let announced = u32::from_be_bytes(*prefix) as usize;
+    if announced != body.len() {
+        return Err(StampError::NotOneFrame {
+            announced,
+            present: body.len(),
+        });
+    }
+    let len = announced + SENT_STAMP_BYTES;
+    let prefix = u32::try_from(len).map_err(|_| FrameTooLarge { len })?;
+    frame[..LENGTH_PREFIX].copy_from_slice(&prefix.to_be_bytes());
+    frame.push(SENT_STAMP_KEY);
+    frame.extend_from_slice(&sent_ns.to_le_bytes());
     Ok(())
 }
 
@@ -222,29 +285,41 @@ pub fn decode_frame(bytes: &[u8], max_frame_bytes: usize) -> Result<Frame, Decod
 
 /// Decodes a frame body (the bytes after the length prefix).
 pub fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
+    decode_body_stamped(body).map(|(frame, _)| frame)
+}
+
+/// Decodes a frame body, with the sender's send time when it stamped one
+/// ([`stamp_sent`]; `None` from a sender that does not).
+pub fn decode_body_stamped(body: &[u8]) -> Result<(Frame, Option<u64>), DecodeError> {
     // Checked before decoding: another version's body may not parse at all.
-    if let Some(got) = peek::version(body).filter(|&v| v != PROTOCOL_VERSION) {
-        return Err(DecodeError::WrongVersion {
-            got,
-            expected: PROTOCOL_VERSION,
-        });
+    if let Some(got) = peek::version(body).filter(|&v| !readable(v)) {
+        return Err(wrong_version(got));
     }
     let msg = FrameMsg::decode(body).map_err(DecodeError::Malformed)?;
-    if msg.version != PROTOCOL_VERSION {
-        return Err(DecodeError::WrongVersion {
-            got: msg.version,
-            expected: PROTOCOL_VERSION,
-        });
+    if !readable(msg.version) {
+        return Err(wrong_version(msg.version));
     }
-    match msg.body.ok_or(DecodeError::UnknownKind)? {
-        Body::Batch(batch) => convert::batch_from_msg(batch).map(Frame::Batch),
+    let frame = match msg.body.ok_or(DecodeError::UnknownKind)? {
+        Body::Batch(batch) => Frame::Batch(convert::batch_from_msg(batch)?),
         Body::Ack(ack) => {
             let id = ack.id.ok_or(DecodeError::Missing { field: "ack.id" })?;
-            Ok(Frame::Ack(convert::id_from_msg(id)))
+            Frame::Ack(convert::id_from_msg(id))
         }
-        Body::Reject(reject) => Ok(Frame::Reject {
+        Body::Reject(reject) => Frame::Reject {
             id: reject.id.map(convert::id_from_msg),
             reason: reject.reason,
-        }),
+        },
+    };
+    Ok((frame, msg.sent_ns))
+}
+
+fn readable(version: u32) -> bool {
+    (OLDEST_READABLE_VERSION..=PROTOCOL_VERSION).contains(&version)
+}
+
+fn wrong_version(got: u32) -> DecodeError {
+    DecodeError::WrongVersion {
+        got,
+        expected: PROTOCOL_VERSION,
     }
 }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use flowattr_model::{
     AttributedFlow, Attribution, AttributionSource, BatchId, Flow, FlowBatch, Side, TimeRange,
-    Workload,
+    UnattributedReason, Workload,
 };
+use prost::Message as _;
 
 use super::{wire::*, *};
 
@@ -37,6 +38,7 @@ fn frame_msg(batch: BatchMsg) -> FrameMsg {
     FrameMsg {
         version: PROTOCOL_VERSION,
         body: Some(Body::Batch(batch)),
+        sent_ns: None,
     }
 }
 
@@ -72,6 +74,7 @@ fn ipv4_mapped_ipv6_with_scope_stays_ipv6() {
         incarnation: 1,
         seq: 2,
         created_ns: 3,
+        complete_until_ns: 2,
         flows: vec![AttributedFlow::new(flow)],
     };
     let Frame::Batch(back) = decode_frame(&encoded(&batch), MAX).unwrap() else {
@@ -136,6 +139,7 @@ fn workloads_are_written_once_per_batch() {
         incarnation: 1,
         seq: 1,
         created_ns: 1,
+        complete_until_ns: 0,
         flows,
     };
     let bytes = encoded(&batch);
@@ -176,8 +180,10 @@ mod newer {
         pub plugins: Vec<String>,
         #[prost(message, repeated, tag = "5")]
         pub flows: Vec<FlowMsg>,
+        #[prost(fixed64, tag = "6")]
+        pub complete_until_ns: u64,
         /// A new batch field.
-        #[prost(uint64, tag = "6")]
+        #[prost(uint64, tag = "7")]
         pub dropped_before: u64,
     }
 
@@ -243,6 +249,7 @@ fn a_newer_encoder_with_extra_fields_is_decoded() {
             created_ns: old.created_ns,
             workloads: old.workloads.clone(),
             plugins: old.plugins.clone(),
+            complete_until_ns: old.complete_until_ns,
             dropped_before: 17,
             flows: old
                 .flows
@@ -387,6 +394,7 @@ fn attributed_batch() -> FlowBatch {
         incarnation: 1,
         seq: 4,
         created_ns: 1,
+        complete_until_ns: 1,
         flows: vec![f],
     }
 }
@@ -408,7 +416,7 @@ fn bad_enum_values_are_typed_errors_and_the_id_is_still_read() {
             "flow.end_state",
         ),
         (
-            Box::new(|m: &mut BatchMsg| m.flows[0].local_side.as_mut().unwrap().source = 3),
+            Box::new(|m: &mut BatchMsg| m.flows[0].local_side.as_mut().unwrap().source = 4),
             "side.source",
         ),
         (
@@ -419,7 +427,7 @@ fn bad_enum_values_are_typed_errors_and_the_id_is_still_read() {
             Box::new(|m: &mut BatchMsg| {
                 m.flows[0].remote_side = Some(SideMsg {
                     kind: SideKind::Unattributed as i32,
-                    reason: 7,
+                    reason: 8,
                     ..SideMsg::default()
                 })
             }),
@@ -489,22 +497,22 @@ fn missing_fields_and_bad_ports_are_typed_errors() {
 fn another_protocol_version_is_refused_even_when_its_body_differs() {
     let batch = attributed_batch();
     let mut msg = frame_msg(batch_msg(&batch));
-    msg.version = 2;
+    msg.version = PROTOCOL_VERSION + 1;
     let err = decode_frame(&frame_of(&msg), MAX).unwrap_err();
     assert!(matches!(
         err,
         DecodeError::WrongVersion {
-            got: 2,
-            expected: 1
+            got: 3,
+            expected: 2
         }
     ));
     assert_eq!(err.class(), ErrorClass::Version);
-    // A version 2 whose body this version cannot parse at all.
-    let mut body = vec![0x08, 0x02];
+    // A version 3 whose body this version cannot parse at all.
+    let mut body = vec![0x08, 0x03];
     body.extend([0xff; 10]);
     assert!(matches!(
         decode_body(&body),
-        Err(DecodeError::WrongVersion { got: 2, .. })
+        Err(DecodeError::WrongVersion { got: 3, .. })
     ));
     // No version at all.
     let mut msg = frame_msg(batch_msg(&batch));
@@ -513,4 +521,168 @@ fn another_protocol_version_is_refused_even_when_its_body_differs() {
         decode_frame(&frame_of(&msg), MAX),
         Err(DecodeError::WrongVersion { got: 0, .. })
     ));
+}
+
+/// Version 1's schema: no watermark, no send time, fewer enum values.
+mod v1 {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct FrameMsg {
+        #[prost(uint32, tag = "1")]
+        pub version: u32,
+        #[prost(message, optional, tag = "2")]
+        pub batch: Option<BatchMsg>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct BatchMsg {
+        #[prost(message, optional, tag = "1")]
+        pub id: Option<super::BatchIdMsg>,
+        #[prost(fixed64, tag = "2")]
+        pub created_ns: u64,
+        #[prost(message, repeated, tag = "3")]
+        pub workloads: Vec<super::WorkloadMsg>,
+        #[prost(string, repeated, tag = "4")]
+        pub plugins: Vec<String>,
+        #[prost(message, repeated, tag = "5")]
+        pub flows: Vec<super::FlowMsg>,
+    }
+}
+
+#[test]
+fn version_1_frames_spooled_or_journaled_before_an_upgrade_are_still_read() {
+    let mut batch = generate::batch(11, 2, 300, 3);
+    for f in &mut batch.flows {
+        for side in [&mut f.local, &mut f.remote] {
+            match side {
+                Side::Attributed(a) if a.source == AttributionSource::Counterpart => {
+                    a.source = AttributionSource::Resolver;
+                }
+                Side::Unattributed(r @ UnattributedReason::Incomplete) => {
+                    *r = UnattributedReason::Gap;
+                }
+                _ => {}
+            }
+        }
+    }
+    let msg = batch_msg(&batch);
+    let old = v1::FrameMsg {
+        version: 1,
+        batch: Some(v1::BatchMsg {
+            id: msg.id,
+            created_ns: msg.created_ns,
+            workloads: msg.workloads,
+            plugins: msg.plugins,
+            flows: msg.flows,
+        }),
+    };
+    batch.complete_until_ns = 0;
+    let bytes = frame_of(&old);
+    assert_eq!(decode_frame(&bytes, MAX).unwrap(), Frame::Batch(batch));
+    assert_eq!(
+        decode_body_stamped(&bytes[LENGTH_PREFIX..]).unwrap().1,
+        None
+    );
+}
+
+#[test]
+fn the_new_watermark_and_enum_values_round_trip() {
+    let mut batch = attributed_batch();
+    batch.complete_until_ns = u64::MAX - 1;
+    let mut remote = batch.flows[0].clone();
+    remote.remote = Side::Unattributed(UnattributedReason::Incomplete);
+    if let Side::Attributed(a) = &mut remote.local {
+        a.source = AttributionSource::Counterpart;
+    }
+    batch.flows.push(remote);
+    let bytes = encoded(&batch);
+    assert_eq!(
+        decode_frame(&bytes, MAX).unwrap(),
+        Frame::Batch(batch.clone())
+    );
+    let msg = batch_msg(&batch);
+    assert_eq!(msg.complete_until_ns, u64::MAX - 1);
+    let side = msg.flows[1].local_side.unwrap();
+    assert_eq!(side.source, SourceMsg::Counterpart as i32);
+    let side = msg.flows[1].remote_side.unwrap();
+    assert_eq!(side.reason, ReasonMsg::Incomplete as i32);
+    // Every value of both enums has a wire value and comes back.
+    for reason in UnattributedReason::ALL {
+        let mut b = attributed_batch();
+        b.flows[0].remote = Side::Unattributed(reason);
+        assert_eq!(decode_frame(&encoded(&b), MAX).unwrap(), Frame::Batch(b));
+    }
+    for source in AttributionSource::ALL {
+        let mut b = attributed_batch();
+        if let Side::Attributed(a) = &mut b.flows[0].local {
+            a.source = source;
+        }
+        assert_eq!(decode_frame(&encoded(&b), MAX).unwrap(), Frame::Batch(b));
+    }
+}
+
+#[test]
+fn an_empty_batch_round_trips_with_its_watermark() {
+    let mut batch = attributed_batch();
+    batch.flows.clear();
+    batch.complete_until_ns = 123;
+    let bytes = encoded(&batch);
+    assert_eq!(
+        decode_frame(&bytes, MAX).unwrap(),
+        Frame::Batch(batch.clone())
+    );
+    assert_eq!(peek_batch_id(&bytes[LENGTH_PREFIX..]), Some(batch.id()));
+}
+
+#[test]
+fn stamping_appends_the_send_time_without_touching_the_body() {
+    let batch = generate::batch(3, 1, 40, 2);
+    let plain = encoded(&batch);
+    let mut stamped = plain.clone();
+    stamp_sent(&mut stamped, 1_700_000_000_000_000_000).unwrap();
+    assert_eq!(stamped.len(), plain.len() + SENT_STAMP_BYTES);
+    assert_eq!(
+        stamped[LENGTH_PREFIX..plain.len()],
+        plain[LENGTH_PREFIX..],
+        "the body is as encoded"
+    );
+    let (frame, sent) = decode_body_stamped(&stamped[LENGTH_PREFIX..]).unwrap();
+    assert_eq!(frame, Frame::Batch(batch.clone()));
+    assert_eq!(sent, Some(1_700_000_000_000_000_000));
+    assert_eq!(
+        decode_frame(&stamped, MAX).unwrap(),
+        Frame::Batch(batch.clone())
+    );
+    assert_eq!(peek_batch_id(&stamped[LENGTH_PREFIX..]), Some(batch.id()));
+    // A resend stamps again; the last stamp counts.
+    stamp_sent(&mut stamped, 7).unwrap();
+    let (_, sent) = decode_body_stamped(&stamped[LENGTH_PREFIX..]).unwrap();
+    assert_eq!(sent, Some(7));
+    // What prost itself writes for the field is what the stamp writes.
+    let mut msg = frame_msg(batch_msg(&batch));
+    msg.sent_ns = Some(7);
+    let mut reference = Vec::new();
+    encode(Body::Batch(batch_msg(&batch)), &mut reference).unwrap();
+    stamp_sent(&mut reference, 7).unwrap();
+    assert_eq!(FrameMsg::decode(&reference[LENGTH_PREFIX..]).unwrap(), msg);
+    // Acks and rejects are not stamped.
+    let mut ack = Vec::new();
+    encode_ack(&batch.id(), &mut ack).unwrap();
+    assert_eq!(decode_body_stamped(&ack[LENGTH_PREFIX..]).unwrap().1, None);
+}
+
+#[test]
+fn what_is_not_one_whole_frame_is_not_stamped() {
+    let plain = encoded(&attributed_batch());
+    for bytes in [
+        &plain[..2],
+        &plain[..plain.len() - 1],
+        &[plain.as_slice(), &[0]].concat(),
+    ] {
+        let mut frame = bytes.to_vec();
+        assert!(matches!(
+            stamp_sent(&mut frame, 1),
+            Err(StampError::NotOneFrame { .. })
+        ));
+        assert_eq!(frame, bytes, "left as it was");
+    }
 }

@@ -7,6 +7,14 @@
 //! their default). Enums: `0` is each enum's default. A new enum value is
 //! refused by an older reader ([`super::DecodeError::BadEnum`]), so adding
 //! one needs a protocol version both sides know.
+//!
+//! Versions:
+//! - 1: the first.
+//! - 2: `SourceMsg::Counterpart`, `ReasonMsg::Incomplete` (new enum values);
+//!   `BatchMsg.complete_until_ns` and `FrameMsg.sent_ns` (new fields). A
+//!   version 1 frame is a version 2 frame without them, so frames written
+//!   by version 1 (spools, journals) are still read
+//!   ([`super::OLDEST_READABLE_VERSION`]).
 
 /// The one message a frame carries.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -16,6 +24,12 @@ pub(crate) struct FrameMsg {
     pub version: u32,
     #[prost(oneof = "Body", tags = "2, 3, 4")]
     pub body: Option<Body>,
+    /// When the sender sent this frame, Unix nanoseconds on its clock.
+    /// Appended to an encoded frame at each send (see
+    /// [`super::stamp_sent`]), after the body: a high tag, clear of the
+    /// body kinds to come.
+    #[prost(fixed64, optional, tag = "15")]
+    pub sent_ns: Option<u64>,
 }
 
 /// What a frame is.
@@ -56,6 +70,9 @@ pub(crate) struct BatchMsg {
     pub plugins: Vec<String>,
     #[prost(message, repeated, tag = "5")]
     pub flows: Vec<FlowMsg>,
+    /// The sender's completeness watermark (0: none).
+    #[prost(fixed64, tag = "6")]
+    pub complete_until_ns: u64,
 }
 
 /// "This batch is the collector's responsibility now."
@@ -217,6 +234,7 @@ pub(crate) enum SourceMsg {
     Capture = 0,
     Heartbeat = 1,
     Resolver = 2,
+    Counterpart = 3,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
@@ -229,4 +247,5 @@ pub(crate) enum ReasonMsg {
     Expired = 4,
     ClockSkew = 5,
     PluginFailed = 6,
+    Incomplete = 7,
 }

@@ -85,13 +85,31 @@ pub struct Delivery {
     pub remote_addr: SocketAddr,
     /// The batch, decoded.
     pub batch: FlowBatch,
-    /// The batch's frame body as it arrived (decodes with
-    /// [`codec::decode_body`](crate::codec::decode_body)), so a collector can
-    /// journal it without encoding it again.
+    /// The batch's frame body as it arrived, send-time stamp included
+    /// (decodes with [`codec::decode_body`](crate::codec::decode_body)), so
+    /// a collector can journal it without encoding it again.
     pub body: Vec<u8>,
+    /// When the frame was sent and read, for measuring the sender's clock.
+    pub timing: FrameTiming,
     /// The collector's answer. Dropping it unanswered makes the agent send
     /// the batch again.
     pub reply: oneshot::Sender<Reply>,
+}
+
+/// One frame's timing: the sender's stamp and what the receiver measured.
+/// With `offset = sender clock − receiver clock` and the frame's one-way
+/// delay `d`, `sent_ns − received_ns + d = offset`, and `0 ≤ d`; `rtt_ns`
+/// bounds `d` for a frame that was not held up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameTiming {
+    /// When the sender sent the frame, Unix nanoseconds on the sender's
+    /// clock; `None` when the sender did not stamp it (an older sender).
+    pub sent_ns: Option<u64>,
+    /// When the receiver had read the frame's length prefix, Unix
+    /// nanoseconds on the receiver's clock.
+    pub received_ns: u64,
+    /// The connection's round-trip time estimate then.
+    pub rtt_ns: u64,
 }
 
 /// The collector's answer to a [`Delivery`].
@@ -254,6 +272,7 @@ async fn connection(incoming: quinn::Incoming, shared: Shared) {
     counters.connections.fetch_add(1, Relaxed);
     tracing::info!(%peer, %remote_addr, "agent connected");
     let ctx = Arc::new(StreamContext {
+        conn: conn.clone(),
         peer: peer.clone(),
         remote_addr,
         deliveries: shared.deliveries.clone(),

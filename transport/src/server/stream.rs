@@ -6,10 +6,10 @@ use std::{net::SocketAddr, sync::Arc, sync::atomic::Ordering::Relaxed, time::Dur
 use flowattr_model::BatchId;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Delivery, ReceiverCounters, Reply};
+use super::{Delivery, FrameTiming, ReceiverCounters, Reply};
 use crate::{
     codec::{self, DecodeError, ErrorClass, Frame},
-    frame_io::{ReadError, read_frame},
+    frame_io::{ReadError, Received, read_frame},
     tls::PeerIdentity,
 };
 
@@ -18,6 +18,8 @@ const NO_ANSWER: u32 = 1;
 
 /// What every stream of one connection shares.
 pub(super) struct StreamContext {
+    /// The connection, for its round-trip time.
+    pub conn: quinn::Connection,
     pub peer: PeerIdentity,
     pub remote_addr: SocketAddr,
     pub deliveries: mpsc::Sender<Delivery>,
@@ -39,15 +41,25 @@ pub(super) async fn serve(
     )
     .await;
     let answer = match read {
-        Ok(Ok(Frame::Batch(batch))) => {
+        Ok(Ok(Received {
+            frame: Frame::Batch(batch),
+            sent_ns,
+            received_ns,
+        })) => {
             ctx.counters.batches.fetch_add(1, Relaxed);
             let id = batch.id();
             let (reply, answer) = oneshot::channel();
+            let rtt = ctx.conn.rtt();
             let delivery = Delivery {
                 peer: ctx.peer.clone(),
                 remote_addr: ctx.remote_addr,
                 batch,
                 body: std::mem::take(&mut body),
+                timing: FrameTiming {
+                    sent_ns,
+                    received_ns,
+                    rtt_ns: u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX),
+                },
                 reply,
             };
             // Waits while the collector is behind: this stream stays open,
@@ -74,7 +86,7 @@ pub(super) async fn serve(
                 }
             }
         }
-        Ok(Ok(other)) => {
+        Ok(Ok(Received { frame: other, .. })) => {
             ctx.counters.malformed.fetch_add(1, Relaxed);
             let kind = match other {
                 Frame::Ack(_) => "ack",

@@ -1,5 +1,5 @@
-//! One attempt to deliver one batch: open a stream, write the frame,
-//! finish, wait for the ack or reject.
+//! One attempt to deliver one batch: open a stream, stamp the frame with
+//! the send time, write it, finish, wait for the ack or reject.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -7,7 +7,8 @@ use flowattr_model::BatchId;
 
 use super::counters::ShipperCounters;
 use crate::{
-    codec::Frame,
+    clock::unix_now_ns,
+    codec::{self, Frame},
     frame_io::{ReadError, read_frame},
 };
 
@@ -44,7 +45,7 @@ pub(super) async fn deliver(
     ack_timeout: Duration,
     counters: &Arc<ShipperCounters>,
 ) -> Outcome {
-    let frame = match payload {
+    let mut frame = match payload {
         Payload::Memory(frame) => frame,
         Payload::Disk(path) => {
             match tokio::task::spawn_blocking(move || super::spool::read_file(&path)).await {
@@ -78,6 +79,11 @@ pub(super) async fn deliver(
         }
     };
     ShipperCounters::inc(&counters.sent);
+    // Stamped now, when the stream is open and the collector's stream limit
+    // no longer holds the frame back: the collector measures our clock by it.
+    if let Err(error) = codec::stamp_sent(&mut frame, unix_now_ns()) {
+        tracing::warn!(batch = %id, %error, "sending a batch without its send time");
+    }
     let exchange = async {
         match send.write_all(&frame).await {
             Ok(()) => {
@@ -90,6 +96,7 @@ pub(super) async fn deliver(
         }
         read_frame(&mut recv, MAX_ANSWER_BYTES, &mut Vec::new())
             .await
+            .map(|received| received.frame)
             .map_err(|e| match e {
                 ReadError::Io(e) => format!("reading the answer: {e}"),
                 ReadError::Decode { error, .. } => format!("bad answer: {error}"),

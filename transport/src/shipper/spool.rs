@@ -10,11 +10,12 @@
 
 use std::{
     fs::{self, File},
-    io::{self, Write as _},
+    io::{self, Read as _, Write as _},
     path::{Path, PathBuf},
 };
 
 use super::index::{Entry, Evicted, SpoolIndex, SpoolKey};
+use crate::codec::SENT_STAMP_BYTES;
 
 const SUFFIX: &str = ".batch";
 const TMP_SUFFIX: &str = ".tmp";
@@ -136,9 +137,14 @@ pub(crate) fn write_file(
     Ok(frame.len() as u64)
 }
 
-/// Reads a spooled batch's frame.
+/// Reads a spooled batch's frame, into a buffer with room for its send-time
+/// stamp.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, SpoolError> {
-    fs::read(path).map_err(at(path))
+    let mut file = File::open(path).map_err(at(path))?;
+    let len = file.metadata().map_err(at(path))?.len();
+    let mut frame = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + SENT_STAMP_BYTES);
+    file.read_to_end(&mut frame).map_err(at(path))?;
+    Ok(frame)
 }
 
 fn file_name(key: &SpoolKey, flows: u64) -> String {

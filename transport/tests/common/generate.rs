@@ -85,24 +85,12 @@ fn address(rng: &mut Rng) -> SocketAddr {
 fn side(rng: &mut Rng, workloads: &[Arc<Workload>]) -> Side {
     match rng.below(4) {
         0 => Side::Pending,
-        1 => Side::Unattributed(rng.pick(&[
-            UnattributedReason::NotFound,
-            UnattributedReason::SourceUnavailable,
-            UnattributedReason::Conflict,
-            UnattributedReason::Gap,
-            UnattributedReason::Expired,
-            UnattributedReason::ClockSkew,
-            UnattributedReason::PluginFailed,
-        ])),
+        1 => Side::Unattributed(rng.pick(&UnattributedReason::ALL)),
         _ => {
             let start = rng.number();
             Side::Attributed(Attribution {
                 workload: workloads[rng.below(workloads.len() as u64) as usize].clone(),
-                source: rng.pick(&[
-                    AttributionSource::Capture,
-                    AttributionSource::Heartbeat,
-                    AttributionSource::Resolver,
-                ]),
+                source: rng.pick(&AttributionSource::ALL),
                 plugin: rng.pick(&["ipman", "ec2-disk", "", "sonar-legacy"]).into(),
                 valid: if rng.below(2) == 0 {
                     TimeRange::since(start)
@@ -157,6 +145,7 @@ pub fn batch(seed: u64, seq: u64, flows: usize, n_workloads: usize) -> FlowBatch
         incarnation: rng.next(),
         seq,
         created_ns: rng.number(),
+        complete_until_ns: rng.number(),
         flows: (0..flows).map(|_| flow(&mut rng, &workloads)).collect(),
     }
 }

@@ -15,7 +15,7 @@ use std::{
 
 use flowattr_model::{BatchId, FlowBatch};
 use flowattr_transport::{
-    CollectorAddr, Delivery, Receiver, ReceiverConfig, Reply, ShipperConfig, certs,
+    CollectorAddr, Delivery, FrameTiming, Receiver, ReceiverConfig, Reply, ShipperConfig, certs,
     server::ReceiverError, tls::TlsFiles,
 };
 use tokio::sync::mpsc;
@@ -108,6 +108,7 @@ pub struct Seen {
 pub struct Delivered {
     pub peer: String,
     pub batch: FlowBatch,
+    pub timing: FrameTiming,
     pub acked: bool,
 }
 
@@ -149,6 +150,7 @@ pub fn collector(
             record.delivered.lock().unwrap().push(Delivered {
                 peer: d.peer.0.clone(),
                 batch: d.batch,
+                timing: d.timing,
                 acked,
             });
             if let Some(reply) = reply {
