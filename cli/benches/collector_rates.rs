@@ -160,6 +160,7 @@ fn make_batch(agent: &str, seq: u64, a: usize, workloads: &[Arc<Workload>], now:
         incarnation: 1,
         seq,
         created_ns: now,
+        complete_until_ns: 0,
         flows,
     }
 }

@@ -41,6 +41,7 @@ fn batch(seq: u64, now: u64) -> FlowBatch {
         incarnation: 1,
         seq,
         created_ns: now,
+        complete_until_ns: 0,
         flows,
     }
 }

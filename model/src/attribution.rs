@@ -16,13 +16,21 @@ pub enum AttributionSource {
     Heartbeat,
     /// A resolver plugin (such as the legacy event stream).
     Resolver,
+    /// The other end's report of the same connection, captured by the agent
+    /// that owns the remote address.
+    Counterpart,
 }
 
 impl AttributionSource {
     /// Every case, in declaration order (the order of the WIT
     /// `attribution-source` enum, whose positions are the codes in a
     /// `flow-batch`).
-    pub const ALL: [Self; 3] = [Self::Capture, Self::Heartbeat, Self::Resolver];
+    pub const ALL: [Self; 4] = [
+        Self::Capture,
+        Self::Heartbeat,
+        Self::Resolver,
+        Self::Counterpart,
+    ];
 }
 
 /// A workload, where the answer came from and for which time it holds.
@@ -154,6 +162,14 @@ pub struct FlowBatch {
     pub seq: u64,
     /// When the batch was closed, Unix-epoch nanoseconds.
     pub created_ns: u64,
+    /// The sender's completeness watermark, on its own clock: every flow
+    /// that started before this instant and has ended is in this batch or an
+    /// earlier one of the same incarnation (long-lived connections are
+    /// covered by their interval records). 0 states nothing. Collectors
+    /// attribute a remote side only once every agent that may claim the
+    /// address has reported past the flow's start.
+    #[serde(default)]
+    pub complete_until_ns: u64,
     pub flows: Vec<AttributedFlow>,
 }
 

@@ -53,12 +53,15 @@ pub enum UnattributedReason {
     ClockSkew,
     /// The plugin that should have answered failed.
     PluginFailed,
+    /// Not every source that may know the answer had reported that far in
+    /// time within the maximum wait (an agent late, silent or unreachable).
+    Incomplete,
 }
 
 impl UnattributedReason {
     /// Every reason, in declaration order (the order of the WIT
     /// `unattributed-reason` enum, which the plugin answer codes follow).
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::NotFound,
         Self::SourceUnavailable,
         Self::Conflict,
@@ -66,6 +69,7 @@ impl UnattributedReason {
         Self::Expired,
         Self::ClockSkew,
         Self::PluginFailed,
+        Self::Incomplete,
     ];
 
     /// The reason's stable kebab-case name.
@@ -78,6 +82,7 @@ impl UnattributedReason {
             Self::Expired => "expired",
             Self::ClockSkew => "clock-skew",
             Self::PluginFailed => "plugin-failed",
+            Self::Incomplete => "incomplete",
         }
     }
 }

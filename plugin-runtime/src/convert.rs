@@ -206,6 +206,10 @@ mod tests {
                 AttributionSource::Resolver,
                 wit::AttributionSource::Resolver,
             ),
+            (
+                AttributionSource::Counterpart,
+                wit::AttributionSource::Counterpart,
+            ),
         ];
         use wit::UnattributedReason as R;
         let reason = [
@@ -216,6 +220,7 @@ mod tests {
             (UnattributedReason::Expired, R::Expired),
             (UnattributedReason::ClockSkew, R::ClockSkew),
             (UnattributedReason::PluginFailed, R::PluginFailed),
+            (UnattributedReason::Incomplete, R::Incomplete),
         ];
         assert_eq!(initiator.len(), Initiator::ALL.len());
         assert_eq!(end.len(), FlowEnd::ALL.len());

@@ -61,7 +61,7 @@ fn an_unknown_kind_is_refused() {
     let wasm = component("misbehave");
     let (file, msg) = refusal_for(
         &wasm,
-        &stamped(&wasm, "kind = \"teleporter\"\nwit = \"0.1.0\""),
+        &stamped(&wasm, "kind = \"teleporter\"\nwit = \"0.2.0\""),
     );
     assert_eq!(file, "p.toml");
     assert!(
@@ -75,7 +75,7 @@ fn a_kind_the_component_does_not_implement_is_refused() {
     let wasm = component("misbehave");
     let (file, msg) = refusal_for(
         &wasm,
-        &stamped(&wasm, "kind = \"resolver\"\nwit = \"0.1.0\""),
+        &stamped(&wasm, "kind = \"resolver\"\nwit = \"0.2.0\""),
     );
     assert_eq!(file, "p.toml");
     assert!(

@@ -258,6 +258,7 @@ pub fn batch(agent: &str, seq: u64, flows: Vec<AttributedFlow>) -> FlowBatch {
         incarnation: 1,
         seq,
         created_ns: now_ns(),
+        complete_until_ns: 0,
         flows,
     }
 }

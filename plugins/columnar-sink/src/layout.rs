@@ -7,7 +7,7 @@ use flowattr_sdk::{AttributionSource, FlowEnd, Initiator, Protocol, Unattributed
 /// The first four bytes of every chunk.
 pub const MAGIC: [u8; 4] = *b"FACL";
 /// The format version this crate writes and reads.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Magic (4), version (1), flags (1), row count (u32 LE), body length (u32 LE).
 pub const HEADER_LEN: usize = 14;
 /// Header flag: the `pid`, `cgroup_id` and `netns_id` columns hold values.
@@ -30,9 +30,9 @@ pub const HAS_ALL: u8 = 0b0001_1111;
 pub const LOCAL_V6: u8 = 1 << 0;
 pub const REMOTE_V6: u8 = 1 << 1;
 
-/// Side codes: 0 pending, 1–7 an unattributed reason, 8 + k attribution k.
+/// Side codes: 0 pending, 1–8 an unattributed reason, 9 + k attribution k.
 pub const SIDE_PENDING: u64 = 0;
-pub const SIDE_ATTRIBUTED: u64 = 8;
+pub const SIDE_ATTRIBUTED: u64 = 9;
 
 /// The columns, in the order they follow the dictionaries.
 pub mod col {
@@ -110,11 +110,11 @@ codes!(FlowEnd, end_code, end_from, {
     Closed = 0, Ongoing = 1, Refused = 2, Reset = 3, Failed = 4,
 });
 codes!(AttributionSource, source_code, source_from, {
-    Capture = 0, Heartbeat = 1, Resolver = 2,
+    Capture = 0, Heartbeat = 1, Resolver = 2, Counterpart = 3,
 });
 codes!(UnattributedReason, reason_code, reason_from, {
     NotFound = 1, SourceUnavailable = 2, Conflict = 3, Gap = 4,
-    Expired = 5, ClockSkew = 6, PluginFailed = 7,
+    Expired = 5, ClockSkew = 6, PluginFailed = 7, Incomplete = 8,
 });
 
 #[cfg(test)]
@@ -131,6 +131,7 @@ mod tests {
             UnattributedReason::Expired,
             UnattributedReason::ClockSkew,
             UnattributedReason::PluginFailed,
+            UnattributedReason::Incomplete,
         ];
         let codes: Vec<u64> = all.iter().map(|r| reason_code(*r).into()).collect();
         assert_eq!(

@@ -151,6 +151,7 @@ impl LineWriter {
             AttributionSource::Capture => b",\"source\":\"capture\"",
             AttributionSource::Heartbeat => b",\"source\":\"heartbeat\"",
             AttributionSource::Resolver => b",\"source\":\"resolver\"",
+            AttributionSource::Counterpart => b",\"source\":\"counterpart\"",
         });
         out.extend_from_slice(b",\"plugin\":");
         text::string(out, &a.plugin);
