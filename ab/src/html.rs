@@ -1,5 +1,7 @@
-//! The report as one self-contained HTML page: inline SVG charts, inline
-//! CSS, no scripts and nothing fetched, so it opens anywhere.
+//! The report as one self-contained HTML page: inline SVG charts, the
+//! summary, then per method (the heartbeat method first) tables of its
+//! attribution paths, misattributed flows and wrong and missed edges;
+//! inline CSS, no scripts and nothing fetched, so it opens anywhere.
 
 use std::fmt::Write as _;
 
@@ -149,7 +151,121 @@ fn edges_chart(methods: &[(&str, &str, &MethodReport)], focus: Option<&str>) -> 
     svg
 }
 
+/// A table with `head` and one row of cells per item.
+fn table<T>(head: &[&str], rows: &[T], cells: impl Fn(&T) -> Vec<String>) -> String {
+    let mut out = String::from("<table><tr>");
+    for h in head {
+        let _ = write!(out, "<th>{}</th>", esc(h));
+    }
+    out.push_str("</tr>");
+    for r in rows {
+        out.push_str("<tr>");
+        for c in cells(r) {
+            let _ = write!(out, "<td>{}</td>", esc(&c));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>");
+    out
+}
+
+/// A method's heading, marked with its colour.
+fn heading(what: &str, name: &str, colour: &str) -> String {
+    format!(
+        r#"<h3><span class="key" style="background:{colour}"></span>{}, {}</h3>"#,
+        esc(what),
+        esc(name)
+    )
+}
+
 impl Report {
+    /// Per method, the heartbeat method first: flows by attribution path,
+    /// misattributed flows, wrong and missed edges.
+    fn details_html(&self) -> String {
+        let colours = [HEARTBEAT_COLOUR, LEGACY_COLOUR];
+        let methods = self.methods();
+        let mut body = String::from("<h2>Attribution paths</h2>");
+        for ((name, m), colour) in methods.iter().zip(colours) {
+            body.push_str(&heading("Flows by path", name, colour));
+            body.push_str(&table(
+                &["path", "attributed", "judged", "misattributed"],
+                &m.by_path,
+                |p| {
+                    vec![
+                        p.path.clone(),
+                        p.attributed.to_string(),
+                        p.judged.to_string(),
+                        p.misattributed.to_string(),
+                    ]
+                },
+            ));
+        }
+        body.push_str("<h2>Misattributed flows</h2>");
+        for ((name, m), colour) in methods.iter().zip(colours) {
+            body.push_str(&heading("Misattributed flows", name, colour));
+            if m.misattributed_examples.is_empty() {
+                body.push_str("<p>None.</p>");
+                continue;
+            }
+            let _ = write!(
+                body,
+                "<p>The first {} of {}.</p>",
+                m.misattributed_examples.len(),
+                m.misattributed
+            );
+            body.push_str(&table(
+                &[
+                    "path",
+                    "start (s)",
+                    "local",
+                    "local endpoint",
+                    "remote",
+                    "answer",
+                    "truth",
+                ],
+                &m.misattributed_examples,
+                |e| {
+                    vec![
+                        e.path.clone(),
+                        (e.start_ns / 1_000_000_000).to_string(),
+                        e.local.clone(),
+                        e.local_endpoint.clone().unwrap_or_else(|| "-".to_owned()),
+                        e.remote.clone(),
+                        e.answer.clone(),
+                        e.truth.clone(),
+                    ]
+                },
+            ));
+        }
+        body.push_str("<h2>Wrong and missed edges</h2>");
+        for ((name, m), colour) in methods.iter().zip(colours) {
+            body.push_str(&heading("Wrong edges", name, colour));
+            if m.wrong_edges.is_empty() {
+                body.push_str("<p>None.</p>");
+            } else {
+                body.push_str(&table(
+                    &["source", "destination", "flows"],
+                    &m.wrong_edges,
+                    |e| vec![e.source.clone(), e.destination.clone(), e.flows.to_string()],
+                ));
+            }
+            body.push_str(&heading("Missed edges", name, colour));
+            if m.missed_edges.is_empty() {
+                body.push_str("<p>None.</p>");
+            } else {
+                let _ = write!(
+                    body,
+                    "<p>Real dependencies no flow made: {} in all.</p>",
+                    m.edges.missed
+                );
+                body.push_str(&table(&["source", "destination"], &m.missed_edges, |e| {
+                    vec![e.source.clone(), e.destination.clone()]
+                }));
+            }
+        }
+        body
+    }
+
     /// The report as a self-contained HTML page.
     pub fn html(&self, title: &str) -> String {
         let legacy = self.legacy_plugin.as_str();
@@ -176,30 +292,11 @@ impl Report {
             edges_chart(&methods, self.focus.as_deref())
         );
         body.push_str("<h2>Summary</h2><pre>");
-        body.push_str(&esc(&self.table()));
+        body.push_str(&esc(&self.summary()));
         body.push_str("</pre>");
-        for (name, _, m) in &methods {
-            if m.wrong_edges.is_empty() {
-                continue;
-            }
-            let _ = write!(
-                body,
-                "<h3>Wrong edges, {}</h3><table><tr><th>source</th><th>destination</th><th>flows</th></tr>",
-                esc(name)
-            );
-            for e in &m.wrong_edges {
-                let _ = write!(
-                    body,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(&e.source),
-                    esc(&e.destination),
-                    e.flows
-                );
-            }
-            body.push_str("</table>");
-        }
+        body.push_str(&self.details_html());
         format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;margin:2em;max-width:60em}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}td,th{{padding:2px 10px;text-align:left}}</style></head><body>{body}</body></html>\n",
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;margin:2em;max-width:60em}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}td,th{{padding:2px 10px;text-align:left}}.key{{display:inline-block;width:12px;height:12px;margin-right:8px}}</style></head><body>{body}</body></html>\n",
             esc(title)
         )
     }
@@ -229,5 +326,43 @@ mod tests {
             esc("<a href=\"x\">&</a>"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn the_page_lists_each_methods_wrong_flows_paths_and_missed_edges() {
+        let page = crate::sample::report().html("A/B <test>");
+        let hb = page
+            .find("Misattributed flows, heartbeat</h3>")
+            .expect(&page);
+        let legacy = page
+            .find("Misattributed flows, sonar-legacy</h3>")
+            .expect(&page);
+        assert!(hb < legacy);
+        assert!(
+            page[hb..legacy].contains("<td>heartbeat</td><td>110</td><td>gw-1</td><td>10.1.0.1:5000</td><td>10.0.0.7:443</td><td>batch-7</td><td>api-1</td>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<tr><td>resolver:sonar-legacy</td><td>1</td><td>1</td><td>0</td></tr>")
+        );
+        let missed = page.find("Missed edges, heartbeat</h3>").expect(&page);
+        assert!(page[missed..].starts_with(
+            "Missed edges, heartbeat</h3><p>Real dependencies no flow made: 2 in all.</p><table><tr><th>source</th><th>destination</th></tr><tr><td>gateway</td><td>auth</td></tr>"
+        ), "{page}");
+        assert!(page.contains("<title>A/B &lt;test&gt;</title>"));
+    }
+
+    #[test]
+    fn the_page_stays_self_contained_and_balanced() {
+        let page = crate::sample::report().html("t");
+        for tag in ["table", "tr", "td", "th", "h2", "h3", "p", "svg", "pre"] {
+            let open = page.matches(&format!("<{tag}>")).count()
+                + page.matches(&format!("<{tag} ")).count();
+            let close = page.matches(&format!("</{tag}>")).count();
+            assert_eq!(open, close, "<{tag}>");
+        }
+        for fetched in ["<script", "src=", "href=", "<link", "url("] {
+            assert!(!page.contains(fetched), "{fetched}");
+        }
     }
 }

@@ -1,9 +1,9 @@
-//! One flow as both methods saw it, and the JSON-lines file the collector
-//! writes them to.
+//! One flow as both methods saw it, how the heartbeat method reached its
+//! answer, and the JSON-lines file the collector writes them to.
 
 use std::{io::BufRead, net::SocketAddr, sync::Arc};
 
-use flowattr_model::{Initiator, Side, UnattributedReason, Workload};
+use flowattr_model::{AttributionSource, Initiator, Side, UnattributedReason, Workload};
 use serde::{Deserialize, Serialize};
 
 /// What one method answered for a flow's remote side.
@@ -34,6 +34,55 @@ impl Outcome {
     }
 }
 
+/// How a method reached an attributed answer: the kind of source and the
+/// plugin that answered (empty for the heartbeat table).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributionPath {
+    pub source: AttributionSource,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub plugin: Arc<str>,
+}
+
+fn is_empty(s: &Arc<str>) -> bool {
+    s.is_empty()
+}
+
+impl AttributionPath {
+    /// A path through `plugin` (empty: none).
+    pub fn new(source: AttributionSource, plugin: impl Into<Arc<str>>) -> Self {
+        Self {
+            source,
+            plugin: plugin.into(),
+        }
+    }
+
+    /// The path an attributed side took; `None` for any other side.
+    pub fn of(side: &Side) -> Option<Self> {
+        match side {
+            Side::Attributed(a) => Some(Self::new(a.source, a.plugin.clone())),
+            _ => None,
+        }
+    }
+
+    /// The path as reports show it: the source's kebab-case name
+    /// (`heartbeat`, `counterpart`, `resolver`, `capture`), then `:plugin`
+    /// when a plugin answered (`resolver:sonar-legacy`).
+    pub fn label(&self) -> String {
+        let source = match self.source {
+            AttributionSource::Capture => "capture",
+            AttributionSource::Heartbeat => "heartbeat",
+            AttributionSource::Resolver => "resolver",
+            AttributionSource::Counterpart => "counterpart",
+        };
+        if self.plugin.is_empty() {
+            source.to_owned()
+        } else {
+            format!("{source}:{}", self.plugin)
+        }
+    }
+}
+
 /// A flow's remote side as the heartbeat method and the legacy method
 /// (a shadow resolver) answered it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +92,10 @@ pub struct Compared {
     pub start_ns: u64,
     /// The flow's local workload (attributed at capture), if any.
     pub local: Option<Arc<Workload>>,
+    /// The flow's local endpoint, when recorded (older records files lack
+    /// it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_endpoint: Option<SocketAddr>,
     /// The remote endpoint.
     pub remote: SocketAddr,
     /// Who opened the connection: the dependency edge runs from the
@@ -50,6 +103,11 @@ pub struct Compared {
     #[serde(default)]
     pub initiator: Initiator,
     pub heartbeat: Outcome,
+    /// How the heartbeat method reached an attributed answer (`None` when
+    /// unattributed, or not recorded by an older collector). The legacy
+    /// method's path is always its shadow resolver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_path: Option<AttributionPath>,
     pub legacy: Outcome,
 }
 
@@ -93,9 +151,14 @@ mod tests {
         let record = Compared {
             start_ns: 5,
             local: Some(Arc::new(Workload::with_id("gw-1"))),
+            local_endpoint: Some("[2001:db8::1]:5000".parse().unwrap()),
             remote: "[2001:db8::7]:443".parse().unwrap(),
             initiator: Initiator::Local,
             heartbeat: Outcome::Attributed(Arc::new(Workload::with_id("api-1"))),
+            heartbeat_path: Some(AttributionPath::new(
+                AttributionSource::Resolver,
+                "sonar-legacy",
+            )),
             legacy: Outcome::Unattributed(UnattributedReason::NotFound),
         };
         let text = format!(
@@ -105,6 +168,35 @@ mod tests {
         );
         let read = read_records(text.as_bytes()).unwrap();
         assert_eq!(read, vec![record.clone(), record]);
+    }
+
+    #[test]
+    fn records_without_endpoint_or_path_still_read() {
+        let line = r#"{"start_ns":1,"local":null,"remote":"10.0.0.1:80","heartbeat":{"attributed":{"id":"a"}},"legacy":{"unattributed":"not-found"}}"#;
+        let read = read_records(line.as_bytes()).unwrap();
+        assert_eq!(
+            (read[0].local_endpoint, &read[0].heartbeat_path),
+            (None, &None)
+        );
+        let text = serde_json::to_string(&read[0]).unwrap();
+        assert!(!text.contains("heartbeat_path"), "{text}");
+    }
+
+    #[test]
+    fn a_path_is_labelled_by_source_then_plugin() {
+        let hb = AttributionPath::new(AttributionSource::Heartbeat, "");
+        assert_eq!(hb.label(), "heartbeat");
+        assert_eq!(
+            serde_json::to_string(&hb).unwrap(),
+            r#"{"source":"heartbeat"}"#
+        );
+        let lb = AttributionPath::new(AttributionSource::Resolver, "sonar-legacy");
+        assert_eq!(lb.label(), "resolver:sonar-legacy");
+        assert_eq!(
+            AttributionPath::new(AttributionSource::Counterpart, "").label(),
+            "counterpart"
+        );
+        assert_eq!(AttributionPath::of(&Side::Pending), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! What a comparison found, and its terminal table.
+//! What a comparison found: the report's types, as JSON shows them (the
+//! terminal table is in [`crate::table`], the page in [`crate::html`]).
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -14,6 +15,9 @@ pub struct EdgeCounts {
     pub wrong: u64,
     /// Edges ground truth says nothing about.
     pub unknown: u64,
+    /// Real dependencies (known to ground truth) that no flow of this
+    /// method made; not among `total`.
+    pub missed: u64,
 }
 
 impl EdgeCounts {
@@ -45,11 +49,50 @@ pub struct EdgeExample {
     pub flows: u64,
 }
 
+/// A real dependency that no flow of a method made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MissedEdge {
+    pub source: String,
+    pub destination: String,
+}
+
+/// The flows one attribution path answered, and how many were wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathCount {
+    /// The path's label ([`crate::AttributionPath::label`]: `heartbeat`,
+    /// `counterpart`, `resolver:PLUGIN`), `unrecorded` for flows whose
+    /// records did not say, `other` past the first 32 paths.
+    pub path: String,
+    pub attributed: u64,
+    /// ... of which ground truth could judge.
+    pub judged: u64,
+    pub misattributed: u64,
+}
+
+/// A flow a method attributed to the wrong workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Misattribution {
+    /// The attribution path that gave the answer (as [`PathCount::path`]).
+    pub path: String,
+    pub start_ns: u64,
+    /// The local workload's id, `-` when unattributed.
+    pub local: String,
+    /// The local endpoint, when the records carry it.
+    pub local_endpoint: Option<String>,
+    pub remote: String,
+    /// The workload the method named.
+    pub answer: String,
+    /// The workload that really owned the remote address.
+    pub truth: String,
+}
+
 /// One method's results.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MethodReport {
     pub attributed: u64,
     pub unattributed: u64,
+    /// Every reason ([`flowattr_model::UnattributedReason::ALL`]), by its
+    /// name, zeros included.
     pub unattributed_by_reason: BTreeMap<String, u64>,
     /// Unattributed for a reason other than genuine ambiguity (conflict,
     /// clock skew).
@@ -61,11 +104,18 @@ pub struct MethodReport {
     pub misattributed: u64,
     /// Misattributed as a share of judged, in percent.
     pub misattributed_pct: f64,
+    /// Attributed flows by the path that attributed them, most first.
+    pub by_path: Vec<PathCount>,
+    /// The first misattributed flows seen (at most 20).
+    pub misattributed_examples: Vec<Misattribution>,
     pub edges: EdgeCounts,
     /// The focus service's edges.
     pub focus_edges: Option<EdgeCounts>,
     /// The wrong edges with the most flows.
     pub wrong_edges: Vec<EdgeExample>,
+    /// Real dependencies no flow made, the focus service's first (at most
+    /// 20; `edges.missed` counts them all).
+    pub missed_edges: Vec<MissedEdge>,
 }
 
 /// How the two methods' answers relate.
@@ -162,108 +212,11 @@ pub struct Report {
     pub heartbeat: MethodReport,
     pub legacy: MethodReport,
     pub agreement: Agreement,
+    /// Flows the methods answered differently: those where the heartbeat
+    /// method was wrong first, then the legacy method's wrong ones.
     pub disagreements: Vec<Disagreement>,
     /// Misattribution over time.
     pub timeline: Vec<TimeBucket>,
-}
-
-impl Report {
-    /// The report as a terminal table.
-    pub fn table(&self) -> String {
-        let mut out = String::new();
-        let methods = [
-            ("heartbeat", &self.heartbeat),
-            (self.legacy_plugin.as_str(), &self.legacy),
-        ];
-        let _ = writeln!(
-            out,
-            "{} flows compared, {} with a known owner",
-            self.flows, self.judged
-        );
-        let _ = writeln!(out, "{:<34} {:>16} {:>16}", "", methods[0].0, methods[1].0);
-        let mut row = |label: &str, f: &dyn Fn(&MethodReport) -> String| {
-            let _ = writeln!(
-                out,
-                "{label:<34} {:>16} {:>16}",
-                f(methods[0].1),
-                f(methods[1].1)
-            );
-        };
-        row("attributed", &|m| m.attributed.to_string());
-        row("misattributed (of judged)", &|m| {
-            format!("{} ({:.2}%)", m.misattributed, m.misattributed_pct)
-        });
-        row("unattributed", &|m| m.unattributed.to_string());
-        let mut reasons: Vec<&String> = self
-            .heartbeat
-            .unattributed_by_reason
-            .keys()
-            .chain(self.legacy.unattributed_by_reason.keys())
-            .collect();
-        reasons.sort();
-        reasons.dedup();
-        for reason in reasons {
-            row(&format!("  {reason}"), &|m| {
-                m.unattributed_by_reason
-                    .get(reason)
-                    .copied()
-                    .unwrap_or(0)
-                    .to_string()
-            });
-        }
-        row("unattributed, not ambiguous", &|m| {
-            format!(
-                "{} ({:.2}%)",
-                m.unattributed_unambiguous, m.unattributed_unambiguous_pct
-            )
-        });
-        row("dependency edges", &|m| m.edges.total.to_string());
-        row("  wrong edges", &|m| {
-            format!("{} ({:.1}%)", m.edges.wrong, m.edges.wrong_pct())
-        });
-        if let Some(focus) = &self.focus {
-            row(&format!("{focus} edges"), &|m| {
-                m.focus_edges.map_or(0, |e| e.total).to_string()
-            });
-            row(&format!("  wrong {focus} edges"), &|m| {
-                m.focus_edges.map_or_else(String::new, |e| {
-                    format!("{} ({:.1}%)", e.wrong, e.wrong_pct())
-                })
-            });
-        }
-        let a = &self.agreement;
-        let _ = writeln!(
-            out,
-            "\nagreement: same workload {}, different workloads {}, heartbeat only {}, {} only {}, neither {}",
-            a.same_workload,
-            a.different_workloads,
-            a.heartbeat_only,
-            self.legacy_plugin,
-            a.legacy_only,
-            a.neither
-        );
-        if !self.disagreements.is_empty() {
-            let _ = writeln!(out, "\nexamples of disagreement:");
-            let _ = writeln!(
-                out,
-                "  {:<14} {:<24} {:<22} {:<26} {:<26} truth",
-                "start (s)", "local", "remote", "heartbeat", &self.legacy_plugin
-            );
-            for d in self.disagreements.iter().take(8) {
-                let _ = writeln!(
-                    out,
-                    "  {:<14} {:<24} {:<22} {:<26} {:<26} {}",
-                    d.start_ns / 1_000_000_000,
-                    d.local,
-                    d.remote,
-                    d.heartbeat,
-                    d.legacy,
-                    d.truth.as_deref().unwrap_or("?")
-                );
-            }
-        }
-        out
-    }
 }
 
 #[cfg(test)]
@@ -285,5 +238,23 @@ mod tests {
         assert_eq!(out.iter().map(|b| b.judged).sum::<u64>(), 2880);
         assert_eq!(out.iter().map(|b| b.legacy_wrong).sum::<u64>(), 720);
         assert!(out.windows(2).all(|w| w[0].start_ns < w[1].start_ns));
+    }
+
+    #[test]
+    fn the_json_carries_examples_paths_reasons_and_missed_edges() {
+        let v = serde_json::to_value(crate::sample::report()).unwrap();
+        let hb = &v["heartbeat"];
+        assert_eq!(hb["misattributed_examples"][0]["path"], "heartbeat");
+        assert_eq!(hb["misattributed_examples"][0]["truth"], "api-1");
+        assert_eq!(hb["misattributed_examples"][0]["answer"], "batch-7");
+        assert_eq!(hb["by_path"][0]["path"], "heartbeat");
+        assert_eq!(hb["by_path"][0]["misattributed"], 1);
+        assert_eq!(hb["unattributed_by_reason"]["incomplete"], 1);
+        assert_eq!(hb["edges"]["missed"], 2);
+        assert_eq!(
+            hb["missed_edges"][0],
+            serde_json::json!({"source": "gateway", "destination": "auth"})
+        );
+        assert_eq!(v["legacy"]["by_path"][0]["path"], "resolver:sonar-legacy");
     }
 }

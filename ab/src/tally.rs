@@ -1,172 +1,37 @@
-//! Counting compared flows against ground truth.
+//! Counting compared flows against ground truth: both methods' counts
+//! (see [`crate::method`]), how their answers relate, examples of
+//! disagreement and misattribution over time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use flowattr_model::AttributionSource;
 
 use crate::{
-    Compared, Judgement, Outcome, Truth, is_ambiguous,
-    report::{Agreement, Disagreement, EdgeCounts, EdgeExample, MethodReport, Report, TimeBucket},
+    AttributionPath, Compared, Judgement, Outcome, Truth,
+    method::MethodTally,
+    report::{Agreement, Disagreement, Report, TimeBucket},
 };
 
 const MINUTE_NS: u64 = 60_000_000_000;
 /// Disagreements kept as examples.
 const EXAMPLES: usize = 12;
-/// Wrong edges listed per method.
-const WRONG_EDGES_LISTED: usize = 10;
 
-/// Flows behind one dependency edge, by judgement.
-#[derive(Debug, Clone, Copy, Default)]
-struct EdgeStat {
-    flows: u64,
-    correct: u64,
-    wrong: u64,
-}
-
-/// One method's counts.
-#[derive(Debug, Default)]
-struct MethodTally {
-    attributed: u64,
-    unattributed: BTreeMap<&'static str, u64>,
-    unattributed_unambiguous: u64,
-    judged: u64,
-    misattributed: u64,
-    /// source service → destination service → flows.
-    edges: HashMap<String, HashMap<String, EdgeStat>>,
-}
-
-/// A service's name for edges: its `app`, else its id.
-fn service(w: &flowattr_model::Workload) -> &str {
-    w.app.as_deref().unwrap_or(&w.id)
-}
-
-impl MethodTally {
-    fn add(&mut self, record: &Compared, outcome: &Outcome, owner: Option<&str>) -> Judgement {
-        let workload = match outcome {
-            Outcome::Unattributed(reason) => {
-                *self.unattributed.entry(reason.as_str()).or_default() += 1;
-                if !is_ambiguous(*reason) {
-                    self.unattributed_unambiguous += 1;
-                }
-                return Judgement::Unknown;
-            }
-            Outcome::Attributed(w) => w,
-        };
-        self.attributed += 1;
-        let judgement = match owner {
-            None => Judgement::Unknown,
-            Some(id) if id == workload.id => Judgement::Correct,
-            Some(_) => Judgement::Wrong,
-        };
-        if judgement != Judgement::Unknown {
-            self.judged += 1;
-        }
-        if judgement == Judgement::Wrong {
-            self.misattributed += 1;
-        }
-        if let Some(local) = &record.local {
-            // The edge runs from the side that opened the connection.
-            let (src, dst) = match record.initiator {
-                flowattr_model::Initiator::Remote => (service(workload), service(local)),
-                _ => (service(local), service(workload)),
-            };
-            let by_dst = match self.edges.get_mut(src) {
-                Some(m) => m,
-                None => self.edges.entry(src.to_owned()).or_default(),
-            };
-            let stat = match by_dst.get_mut(dst) {
-                Some(s) => s,
-                None => by_dst.entry(dst.to_owned()).or_default(),
-            };
-            stat.flows += 1;
-            match judgement {
-                Judgement::Correct => stat.correct += 1,
-                Judgement::Wrong => stat.wrong += 1,
-                Judgement::Unknown => {}
-            }
-        }
-        judgement
-    }
-
-    /// Judges an edge: the dependency truth when it has one; else an edge is
-    /// right when a correctly attributed flow made it, and wrong when only
-    /// misattributed flows did.
-    fn edge_judgement(src: &str, dst: &str, stat: &EdgeStat, truth: &dyn Truth) -> Judgement {
-        match truth.depends(src, dst) {
-            Some(true) => Judgement::Correct,
-            Some(false) => Judgement::Wrong,
-            None if stat.correct > 0 => Judgement::Correct,
-            None if stat.wrong > 0 => Judgement::Wrong,
-            None => Judgement::Unknown,
-        }
-    }
-
-    fn report(&self, flows: u64, focus: Option<&str>, truth: &dyn Truth) -> MethodReport {
-        let mut edges = EdgeCounts::default();
-        let mut focus_edges = focus.map(|_| EdgeCounts::default());
-        let mut wrong = Vec::new();
-        for (src, by_dst) in &self.edges {
-            for (dst, stat) in by_dst {
-                let j = Self::edge_judgement(src, dst, stat, truth);
-                edges.count(j);
-                if Some(src.as_str()) == focus
-                    && let Some(f) = &mut focus_edges
-                {
-                    f.count(j);
-                }
-                if j == Judgement::Wrong {
-                    wrong.push(EdgeExample {
-                        source: src.clone(),
-                        destination: dst.clone(),
-                        flows: stat.flows,
-                    });
-                }
-            }
-        }
-        wrong.sort_by(|a, b| {
-            b.flows
-                .cmp(&a.flows)
-                .then_with(|| a.source.cmp(&b.source))
-                .then_with(|| a.destination.cmp(&b.destination))
-        });
-        wrong.truncate(WRONG_EDGES_LISTED);
-        MethodReport {
-            attributed: self.attributed,
-            unattributed: self.unattributed.values().sum(),
-            unattributed_by_reason: self
-                .unattributed
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
-                .collect(),
-            unattributed_unambiguous: self.unattributed_unambiguous,
-            unattributed_unambiguous_pct: pct(self.unattributed_unambiguous, flows),
-            judged: self.judged,
-            misattributed: self.misattributed,
-            misattributed_pct: pct(self.misattributed, self.judged),
-            edges,
-            focus_edges,
-            wrong_edges: wrong,
-        }
-    }
-}
-
-fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        100.0 * part as f64 / whole as f64
-    }
-}
-
-/// Running counts of compared flows.
+/// Running counts of compared flows. Its memory is bounded by the number of
+/// services, edges and minutes seen: examples are capped.
 #[derive(Debug)]
 pub struct Tally {
     legacy_plugin: String,
+    /// The legacy method's one path: its shadow resolver.
+    legacy_path: AttributionPath,
     flows: u64,
     judged: u64,
     heartbeat: MethodTally,
     legacy: MethodTally,
     agreement: Agreement,
-    /// Disagreements where truth shows a method wrong, then the others.
-    examples_wrong: Vec<Disagreement>,
+    /// Disagreements where truth shows the heartbeat method wrong, then
+    /// the legacy one, then the others.
+    examples_heartbeat_wrong: Vec<Disagreement>,
+    examples_legacy_wrong: Vec<Disagreement>,
     examples_other: Vec<Disagreement>,
     /// minute → (judged flows, heartbeat wrong, legacy wrong).
     minutes: BTreeMap<u64, (u64, u64, u64)>,
@@ -175,14 +40,17 @@ pub struct Tally {
 impl Tally {
     /// An empty tally; `legacy_plugin` names the shadow resolver compared.
     pub fn new(legacy_plugin: impl Into<String>) -> Self {
+        let legacy_plugin = legacy_plugin.into();
         Self {
-            legacy_plugin: legacy_plugin.into(),
+            legacy_path: AttributionPath::new(AttributionSource::Resolver, legacy_plugin.as_str()),
+            legacy_plugin,
             flows: 0,
             judged: 0,
             heartbeat: MethodTally::default(),
             legacy: MethodTally::default(),
             agreement: Agreement::default(),
-            examples_wrong: Vec::new(),
+            examples_heartbeat_wrong: Vec::new(),
+            examples_legacy_wrong: Vec::new(),
             examples_other: Vec::new(),
             minutes: BTreeMap::new(),
         }
@@ -192,8 +60,15 @@ impl Tally {
     pub fn add(&mut self, record: &Compared, truth: &dyn Truth) {
         self.flows += 1;
         let owner = truth.owner(record);
-        let hb = self.heartbeat.add(record, &record.heartbeat, owner);
-        let legacy = self.legacy.add(record, &record.legacy, owner);
+        let hb = self.heartbeat.add(
+            record,
+            &record.heartbeat,
+            record.heartbeat_path.as_ref(),
+            owner,
+        );
+        let legacy = self
+            .legacy
+            .add(record, &record.legacy, Some(&self.legacy_path), owner);
         let minute = self.minutes.entry(record.start_ns / MINUTE_NS).or_default();
         if owner.is_some() {
             self.judged += 1;
@@ -224,8 +99,10 @@ impl Tally {
             }
         };
         if !same {
-            let list = if hb == Judgement::Wrong || legacy == Judgement::Wrong {
-                &mut self.examples_wrong
+            let list = if hb == Judgement::Wrong {
+                &mut self.examples_heartbeat_wrong
+            } else if legacy == Judgement::Wrong {
+                &mut self.examples_legacy_wrong
             } else {
                 &mut self.examples_other
             };
@@ -258,8 +135,9 @@ impl Tally {
             legacy: self.legacy.report(self.flows, focus, truth),
             agreement: self.agreement,
             disagreements: self
-                .examples_wrong
+                .examples_heartbeat_wrong
                 .iter()
+                .chain(&self.examples_legacy_wrong)
                 .chain(&self.examples_other)
                 .take(EXAMPLES)
                 .cloned()
@@ -297,12 +175,16 @@ mod tests {
     }
 
     fn compared(initiator: Initiator, hb: Outcome, legacy: Outcome) -> Compared {
+        let path = matches!(hb, Outcome::Attributed(_))
+            .then(|| AttributionPath::new(AttributionSource::Heartbeat, ""));
         Compared {
             start_ns: 61_000_000_000,
             local: Some(w("db-1", "db")),
+            local_endpoint: Some("10.1.0.3:5432".parse().unwrap()),
             remote: "10.0.0.9:40000".parse().unwrap(),
             initiator,
             heartbeat: hb,
+            heartbeat_path: path,
             legacy,
         }
     }
@@ -365,6 +247,166 @@ mod tests {
         assert_eq!(
             r.disagreements[0].legacy, "batch-7",
             "a wrong answer is shown first"
+        );
+    }
+
+    #[test]
+    fn a_wrong_heartbeat_flow_is_its_first_example_with_its_path() {
+        let r = crate::sample::report();
+        let hb = &r.heartbeat.misattributed_examples;
+        assert_eq!(hb.len(), 1, "{hb:?}");
+        assert_eq!(
+            (
+                hb[0].path.as_str(),
+                hb[0].answer.as_str(),
+                hb[0].truth.as_str()
+            ),
+            ("heartbeat", "batch-7", "api-1")
+        );
+        assert_eq!(hb[0].start_ns, 110_000_000_000);
+        assert_eq!(hb[0].remote, "10.0.0.7:443");
+        assert_eq!(hb[0].local_endpoint.as_deref(), Some("10.1.0.1:5000"));
+        assert_eq!(hb[0].local, "gw-1");
+        let legacy: Vec<_> = r
+            .legacy
+            .misattributed_examples
+            .iter()
+            .map(|e| (e.path.as_str(), e.answer.as_str(), e.truth.as_str()))
+            .collect();
+        assert_eq!(
+            legacy,
+            [
+                ("resolver:sonar-legacy", "db-3", "api-2"),
+                ("resolver:sonar-legacy", "batch-7", "api-1")
+            ],
+            "first seen first"
+        );
+    }
+
+    #[test]
+    fn flows_are_counted_by_path_with_their_wrong_ones() {
+        let r = crate::sample::report();
+        let paths: Vec<_> = r
+            .heartbeat
+            .by_path
+            .iter()
+            .map(|p| (p.path.as_str(), p.attributed, p.judged, p.misattributed))
+            .collect();
+        assert_eq!(
+            paths,
+            [("heartbeat", 1, 1, 1), ("resolver:sonar-legacy", 1, 1, 0)]
+        );
+        assert_eq!(r.legacy.by_path.len(), 1);
+        assert_eq!(
+            (
+                r.legacy.by_path[0].attributed,
+                r.legacy.by_path[0].misattributed
+            ),
+            (2, 2)
+        );
+    }
+
+    #[test]
+    fn missed_edges_are_counted_and_listed_focus_first() {
+        let r = crate::sample::report();
+        let missed = |m: &crate::MethodReport| -> Vec<String> {
+            m.missed_edges
+                .iter()
+                .map(|e| format!("{} -> {}", e.source, e.destination))
+                .collect()
+        };
+        assert_eq!(missed(&r.heartbeat), ["gateway -> auth", "api -> db"]);
+        assert_eq!(
+            missed(&r.legacy),
+            ["gateway -> api", "gateway -> auth", "api -> db"]
+        );
+        assert_eq!((r.heartbeat.edges.missed, r.legacy.edges.missed), (2, 3));
+        let focus = |m: &crate::MethodReport| m.focus_edges.unwrap().missed;
+        assert_eq!((focus(&r.heartbeat), focus(&r.legacy)), (1, 2));
+        assert_eq!(r.heartbeat.edges.wrong, 1, "gateway -> batch");
+    }
+
+    #[test]
+    fn every_reason_is_counted_zeros_included() {
+        let r = crate::sample::report();
+        for m in [&r.heartbeat, &r.legacy] {
+            assert_eq!(
+                m.unattributed_by_reason.len(),
+                UnattributedReason::ALL.len()
+            );
+            assert_eq!(
+                m.unattributed_by_reason.values().sum::<u64>(),
+                m.unattributed
+            );
+        }
+        assert_eq!(r.heartbeat.unattributed_by_reason["incomplete"], 1);
+        assert_eq!(r.heartbeat.unattributed_by_reason["not-found"], 0);
+        assert_eq!(r.legacy.unattributed_by_reason["not-found"], 1);
+        assert_eq!(
+            r.heartbeat.unattributed_unambiguous, 1,
+            "incomplete is not ambiguous"
+        );
+    }
+
+    #[test]
+    fn a_disagreement_where_the_heartbeat_method_is_wrong_comes_first() {
+        let mut t = Tally::new("legacy");
+        let right = Outcome::Attributed(w("api-1", "api"));
+        let wrong = Outcome::Attributed(w("batch-7", "batch"));
+        for _ in 0..EXAMPLES {
+            t.add(
+                &compared(Initiator::Local, right.clone(), wrong.clone()),
+                &Owner("api-1"),
+            );
+        }
+        t.add(&compared(Initiator::Local, wrong, right), &Owner("api-1"));
+        let r = t.report(None, &Dependencies::default());
+        assert_eq!(r.disagreements[0].heartbeat, "batch-7");
+        assert_eq!(r.disagreements.len(), EXAMPLES);
+    }
+
+    #[test]
+    fn examples_and_paths_stay_bounded() {
+        let mut t = Tally::new("legacy");
+        let right = Outcome::Attributed(w("api-1", "api"));
+        for i in 0..100u64 {
+            let mut c = compared(
+                Initiator::Local,
+                Outcome::Attributed(w("batch-7", "batch")),
+                right.clone(),
+            );
+            c.start_ns = i;
+            c.heartbeat_path = Some(AttributionPath::new(
+                AttributionSource::Resolver,
+                format!("p{i}"),
+            ));
+            t.add(&c, &Owner("api-1"));
+        }
+        let mut c = compared(Initiator::Local, right.clone(), right);
+        c.heartbeat_path = None;
+        t.add(&c, &Owner("api-1"));
+        let r = t.report(None, &Dependencies::default());
+        let hb = &r.heartbeat;
+        assert_eq!(hb.misattributed, 100);
+        assert_eq!(
+            hb.misattributed_examples.len(),
+            crate::method::MISATTRIBUTED_LISTED
+        );
+        assert_eq!(hb.misattributed_examples[0].start_ns, 0, "the first seen");
+        assert_eq!(hb.misattributed_examples[0].path, "resolver:p0");
+        assert_eq!(hb.by_path.len(), 34, "32 paths, unrecorded, other");
+        assert_eq!(hb.by_path.iter().map(|p| p.attributed).sum::<u64>(), 101);
+        assert_eq!(
+            (hb.by_path[0].path.as_str(), hb.by_path[0].attributed),
+            (crate::method::OTHER_PATHS, 68)
+        );
+        let unrecorded = hb
+            .by_path
+            .iter()
+            .find(|p| p.path == crate::method::UNRECORDED_PATH);
+        assert_eq!(
+            unrecorded.map(|p| (p.attributed, p.misattributed)),
+            Some((1, 0))
         );
     }
 }

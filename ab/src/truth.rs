@@ -30,6 +30,11 @@ pub trait Truth {
     fn owner(&self, record: &Compared) -> Option<&str>;
     /// Whether service `src` really depends on service `dst`, when known.
     fn depends(&self, src: &str, dst: &str) -> Option<bool>;
+    /// Every real dependency `(src, dst)` this truth knows of, so that a
+    /// report can list the ones a method never produced. None by default.
+    fn known_dependencies(&self) -> Vec<(&str, &str)> {
+        Vec::new()
+    }
 }
 
 impl<A: Truth, B: Truth> Truth for (A, B) {
@@ -41,6 +46,14 @@ impl<A: Truth, B: Truth> Truth for (A, B) {
         self.0
             .depends(src, dst)
             .or_else(|| self.1.depends(src, dst))
+    }
+
+    /// Both sides' dependencies, less those the first side overrules.
+    fn known_dependencies(&self) -> Vec<(&str, &str)> {
+        let mut all = self.0.known_dependencies();
+        all.extend(self.1.known_dependencies());
+        all.retain(|&(src, dst)| self.depends(src, dst) == Some(true));
+        all
     }
 }
 
@@ -180,6 +193,13 @@ impl Truth for Dependencies {
             .get(src)
             .map(|deps| deps.iter().any(|d| d == dst))
     }
+
+    fn known_dependencies(&self) -> Vec<(&str, &str)> {
+        self.services
+            .iter()
+            .flat_map(|(src, deps)| deps.iter().map(move |d| (src.as_str(), d.as_str())))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -194,9 +214,11 @@ mod tests {
         Compared {
             start_ns: t,
             local: None,
+            local_endpoint: None,
             remote: format!("{ip}:80").parse().unwrap(),
             initiator: Default::default(),
             heartbeat: Outcome::Unattributed(UnattributedReason::NotFound),
+            heartbeat_path: None,
             legacy: Outcome::Unattributed(UnattributedReason::NotFound),
         }
     }
@@ -239,5 +261,25 @@ mod tests {
         assert_eq!(deps.depends("gateway", "db"), Some(false));
         assert_eq!(deps.depends("api", "db"), None);
         assert!(Dependencies::parse("[services]\ngateway = 3\n").is_err());
+    }
+
+    #[test]
+    fn known_dependencies_are_listed_and_the_first_truth_overrules() {
+        let a = Dependencies::parse("[services]\ngateway = [\"api\"]\n").unwrap();
+        let b = Dependencies::parse("[services]\ngateway = [\"db\"]\napi = [\"db\"]\n").unwrap();
+        assert_eq!(a.known_dependencies(), vec![("gateway", "api")]);
+        let pair = (a, b);
+        let mut both = pair.known_dependencies();
+        both.sort();
+        assert_eq!(
+            both,
+            vec![("api", "db"), ("gateway", "api")],
+            "gateway -> db is overruled by the first truth"
+        );
+        assert!(
+            OwnershipIntervals::default()
+                .known_dependencies()
+                .is_empty()
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::{
     sync::Arc,
 };
 
-use flowattr_ab::{Compared, Outcome};
+use flowattr_ab::{AttributionPath, Compared, Outcome};
 use flowattr_model::{AttributedFlow, ResolveQuery, UnattributedReason};
 
 use crate::remote::{ResolverSource, call_resolver};
@@ -52,9 +52,9 @@ pub fn shadow_outcomes<R: ResolverSource>(
         .collect()
 }
 
-/// Each flow's remote side as the heartbeat method answered it, waiting
-/// for the shadow's answer (`legacy` is `not-found` until
-/// [`with_shadow`] fills it).
+/// Each flow's remote side as the heartbeat method answered it, and by
+/// which path, waiting for the shadow's answer (`legacy` is `not-found`
+/// until [`with_shadow`] fills it).
 pub fn compared(flows: &[AttributedFlow]) -> Vec<Compared> {
     flows
         .iter()
@@ -64,9 +64,11 @@ pub fn compared(flows: &[AttributedFlow]) -> Vec<Compared> {
                 flowattr_model::Side::Attributed(a) => Some(a.workload.clone()),
                 _ => None,
             },
+            local_endpoint: Some(f.flow.local),
             remote: f.flow.remote,
             initiator: f.flow.initiator,
             heartbeat: Outcome::of(&f.remote),
+            heartbeat_path: AttributionPath::of(&f.remote),
             legacy: Outcome::Unattributed(UnattributedReason::NotFound),
         })
         .collect()
@@ -158,6 +160,26 @@ mod tests {
             Outcome::Unattributed(UnattributedReason::NotFound)
         );
         assert_eq!(compared[0].start_ns, 7);
+        assert_eq!(compared[0].heartbeat_path, None, "unattributed: no path");
+        assert_eq!(
+            compared[0].local_endpoint,
+            Some("10.1.0.1:5000".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn the_heartbeat_answer_keeps_its_path() {
+        let mut flows = flows();
+        flows[0].remote = flowattr_model::Side::Attributed(flowattr_model::Attribution {
+            workload: Arc::new(Workload::with_id("lb-1")),
+            source: flowattr_model::AttributionSource::Resolver,
+            plugin: "sonar-legacy".into(),
+            valid: TimeRange::new(0, 10),
+        });
+        let out = compared(&flows);
+        let path = out[0].heartbeat_path.as_ref().expect("attributed");
+        assert_eq!(path.label(), "resolver:sonar-legacy");
+        assert_eq!(out[0].heartbeat.workload().unwrap().id, "lb-1");
     }
 
     #[test]
