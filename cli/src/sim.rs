@@ -1,11 +1,12 @@
 //! `flowattr sim`: run a scenario through the real collector core with the
-//! legacy plugin in shadow, and print the A/B comparison; or sweep one
-//! parameter across runs.
+//! legacy plugin in shadow, and print the A/B comparison; sweep one
+//! parameter across runs; or explore: draw many harsh scenarios at random
+//! and check that no answer is wrong.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use flowattr_sim::{Progress, RunOptions, Scenario, sweep};
+use flowattr_sim::{Progress, RunOptions, Scenario, explore, sweep};
 
 use crate::ab::ReportFiles;
 
@@ -15,7 +16,8 @@ pub struct SimArgs {
     /// The scenario file.
     #[arg(default_value = "scenarios/default.toml")]
     scenario: PathBuf,
-    /// Override the scenario's seed.
+    /// Override the scenario's seed (with --explore: seeds the draws; 1 by
+    /// default).
     #[arg(long)]
     seed: Option<u64>,
     /// Override the simulated duration (such as 2h).
@@ -30,6 +32,19 @@ pub struct SimArgs {
     /// Sweep one parameter instead of a single run.
     #[arg(long, value_enum)]
     sweep: Option<SweepArg>,
+    /// Draw N scenarios at random over wide ranges (reuse, clock skew,
+    /// batch interval, hold, lifetimes, IPv6-only containers, load
+    /// balancers, cross-region calls, agent crashes and silences, agentless
+    /// hosts, lost and duplicated batches, lagging identity sources, a
+    /// collector restart, legacy delay and loss), run each for a few
+    /// simulated minutes and check that no flow, local side or edge is
+    /// wrong and none is lost. The scenario file is not read.
+    #[arg(long, value_name = "N", conflicts_with_all = ["sweep", "connect"])]
+    explore: Option<u32>,
+    /// With --explore: where failing draws are written as scenario files
+    /// (`flowattr sim FILE` runs one again).
+    #[arg(long, default_value = "explore-failures")]
+    failures: PathBuf,
     /// Ship to running collectors over QUIC, in real time, instead of
     /// simulating them in process: REGION=NAME@ADDRESS:PORT (repeat for
     /// failover or for each region). NAME is the collector's certificate name.
@@ -82,6 +97,9 @@ fn progress_bar() -> (indicatif::ProgressBar, Progress) {
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    if let Some(draws) = args.explore {
+        return explored(draws, &args);
+    }
     let text = std::fs::read_to_string(&args.scenario)
         .with_context(|| format!("cannot read {}", args.scenario.display()))?;
     let mut scenario =
@@ -149,6 +167,37 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         f.legacy_events,
         f.legacy_events_lost
     );
+    let a = &outcome.agents;
+    println!(
+        "agents: {} local sides attributed, {} unattributed ({}); {} restarts, {} silences; never captured by design: {} on agentless hosts, {} while down, {} lost in crashes, {} in {} lost batches; {} batches sent twice",
+        a.local_attributed,
+        a.local_unattributed.values().sum::<u64>(),
+        if a.local_unattributed.is_empty() {
+            "-".to_owned()
+        } else {
+            a.local_unattributed
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        a.restarts,
+        a.silences,
+        a.not_captured,
+        a.missed_while_down,
+        a.lost_in_crashes,
+        a.flows_in_lost_batches,
+        a.batches_lost,
+        a.batches_duplicated,
+    );
+    let l = &outcome.local;
+    println!(
+        "local sides judged: {} attributed, {} of them wrong; {} unattributed",
+        l.attributed, l.misattributed, l.unattributed
+    );
+    for e in &l.examples {
+        println!("  wrong local side: {e}");
+    }
     if outcome.lost > 0 || outcome.unknown > 0 {
         anyhow::bail!(
             "{} records never came out of the collectors and {} came out unknown",
@@ -170,6 +219,20 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         "legacy_events": f.legacy_events,
         "legacy_events_lost": f.legacy_events_lost,
         "collisions": outcome.collisions,
+        "local_attributed": l.attributed,
+        "local_misattributed": l.misattributed,
+        "local_unattributed": l.unattributed,
+        "agents": {
+            "local_unattributed": a.local_unattributed,
+            "not_captured": a.not_captured,
+            "missed_while_down": a.missed_while_down,
+            "lost_in_crashes": a.lost_in_crashes,
+            "batches_lost": a.batches_lost,
+            "flows_in_lost_batches": a.flows_in_lost_batches,
+            "batches_duplicated": a.batches_duplicated,
+            "restarts": a.restarts,
+            "silences": a.silences,
+        },
     });
     args.out.write(
         &outcome.report,
@@ -180,6 +243,65 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         extra,
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--explore N`: draws, runs and checks N scenarios; fails when any draw
+/// does.
+fn explored(draws: u32, args: &SimArgs) -> anyhow::Result<ExitCode> {
+    let seed = args.seed.unwrap_or(1);
+    let scratch = tempfile::tempdir()?;
+    let bar = indicatif::ProgressBar::new(u64::from(draws)).with_style(
+        indicatif::ProgressStyle::with_template(
+            "draw {pos}/{len} [{bar:40}] {percent:>3}% ({elapsed}, {eta} left)",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    eprintln!(
+        "exploring {draws} random scenarios (seed {seed}); failing draws go to {}",
+        args.failures.display()
+    );
+    let options = explore::ExploreOptions {
+        draws,
+        seed,
+        run: RunOptions {
+            plugins: args.plugins.clone(),
+            work_dir: args
+                .work_dir
+                .clone()
+                .unwrap_or_else(|| scratch.path().to_owned()),
+            cache_dir: args.cache.dir(),
+            progress: None,
+        },
+        failures: args.failures.clone(),
+        adjust: None,
+    };
+    let (totals, outcomes) = explore::explore(&options, |d, _| {
+        bar.println(d.line());
+        for e in &d.examples {
+            bar.println(format!("      e.g. {e}"));
+        }
+        if let Some(path) = &d.written {
+            bar.println(format!("      written to {} (run it: flowattr sim {0})", path.display()));
+        }
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    println!();
+    print!("{}", totals.table());
+    let failing: Vec<_> = outcomes.iter().filter_map(|d| d.written.as_ref()).collect();
+    for path in &failing {
+        println!("failing draw: {}", path.display());
+    }
+    if let Some(path) = &args.out.json {
+        let json = serde_json::json!({ "totals": totals, "draws": outcomes });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
+    }
+    Ok(if failing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `--connect`: ships the scenario to running collectors in real time.

@@ -7,6 +7,11 @@
 //! prefixes. The legacy events are appended to the file the collectors
 //! follow (`[legacy] events`), and at the end the ground truth is written
 //! for `flowattr ab --truth`.
+//!
+//! One identity ships for many simulated hosts, so its batches state no
+//! completeness watermark (0: the collectors do not wait for it) and carry
+//! one incarnation; the hosts' clock skews stay in the flows' times, and
+//! the frames' send times are the real shipper's.
 
 use std::{
     io::Write,
@@ -15,13 +20,15 @@ use std::{
 };
 
 use anyhow::Context as _;
-use flowattr_model::{FlowBatch, IpEvent};
+use flowattr_collector::clocks::ClockSample;
+use flowattr_model::{AttributedFlow, FlowBatch, IpEvent};
 use flowattr_transport::{CollectorAddr, Shipper, ShipperConfig, tls::TlsFiles};
 
 use crate::{
     Scenario,
     drive::{Collectors, Progress, SECOND_NS, drive},
-    fleet::{Agent, Fleet, FleetStats, Record},
+    agents::Truth,
+    fleet::{Fleet, FleetStats, Host},
 };
 
 /// Where the live collectors are and what to write.
@@ -86,11 +93,13 @@ impl Collectors for Live {
         Ok(())
     }
 
-    fn shipping(&mut self, _: &Record) {}
+    fn shipping(&mut self, _: &AttributedFlow, _: &Truth) {}
 
-    fn ship(&mut self, agent: &Agent, mut batch: FlowBatch) -> anyhow::Result<()> {
-        let (shipper, identity, seq) = &mut self.shippers[agent.region];
+    fn ship(&mut self, host: &Host, mut batch: FlowBatch, _: ClockSample) -> anyhow::Result<()> {
+        let (shipper, identity, seq) = &mut self.shippers[host.region];
         batch.agent = identity.clone();
+        batch.incarnation = self.start_ns;
+        batch.complete_until_ns = 0;
         batch.seq = *seq;
         *seq += 1;
         self.flows += batch.flows.len() as u64;
@@ -184,7 +193,7 @@ pub fn connect(scenario: &Scenario, options: &ConnectOptions) -> anyhow::Result<
     truth.flush()?;
     Ok(ConnectOutcome {
         fleet: fleet.stats,
-        batches: driven.batches,
+        batches: driven.agents.batches,
         flows_shipped: flows,
         unshipped: driven.unshipped,
         left_in_spools: left,

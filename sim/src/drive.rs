@@ -1,16 +1,19 @@
 //! The simulation loop, one simulated second per step, shared by the
 //! in-process run and the run against live collectors: the fleet moves,
-//! finished flows wait in their agent's outbox, each agent ships a batch on
-//! its own phase of the batch interval, and legacy events are delivered when
+//! flows that ended are captured by their hosts' agents ([`crate::agents`]),
+//! agents close and send batches, batches are read by the collectors when
+//! their network delay has passed, and legacy events are delivered when
 //! they arrive.
 
 use std::{cmp::Reverse, collections::BinaryHeap};
 
+use flowattr_collector::clocks::ClockSample;
 use flowattr_model::{AttributedFlow, FlowBatch, IpEvent};
 
 use crate::{
     Scenario,
-    fleet::{Agent, Fleet, Record},
+    agents::{AgentStats, Agents, Shipment, Truth},
+    fleet::{Fleet, Host},
 };
 
 pub(crate) const SECOND_NS: u64 = 1_000_000_000;
@@ -20,23 +23,25 @@ pub type Progress = std::sync::Arc<dyn Fn(std::time::Duration, std::time::Durati
 
 /// Where the simulated agents' batches and the legacy stream go.
 pub(crate) trait Collectors {
-    /// Simulated time is now `t_ns`.
+    /// Simulated time is now `t_ns` (it only moves forward, sometimes by
+    /// less than a second: a batch is read when it arrives).
     fn advance_to(&mut self, t_ns: u64) -> anyhow::Result<()>;
     /// Legacy events that have just arrived.
     fn legacy_events(&mut self, events: Vec<IpEvent>) -> anyhow::Result<()>;
-    /// A record is about to be shipped (ground truth can note it).
-    fn shipping(&mut self, record: &Record);
-    /// An agent's batch.
-    fn ship(&mut self, agent: &Agent, batch: FlowBatch) -> anyhow::Result<()>;
+    /// A flow has been sent (ground truth can note it).
+    fn shipping(&mut self, flow: &AttributedFlow, truth: &Truth);
+    /// A host's agent's batch arrives, read at `sample.received_ns`.
+    fn ship(&mut self, host: &Host, batch: FlowBatch, sample: ClockSample) -> anyhow::Result<()>;
     /// Everything of this second has been handed over.
     fn step_done(&mut self, t_ns: u64) -> anyhow::Result<()>;
 }
 
 /// What the loop did.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Driven {
-    pub batches: u64,
-    /// Records still in flight or in an outbox at the end (0 after a drain).
+    pub agents: AgentStats,
+    /// Records still in flight, in an outbox or on the way at the end (0
+    /// after a drain).
     pub unshipped: usize,
 }
 
@@ -51,18 +56,25 @@ pub(crate) fn drive(
     collectors: &mut dyn Collectors,
     progress: Option<&Progress>,
 ) -> anyhow::Result<Driven> {
-    let agents = fleet.agents().to_vec();
-    let mut outboxes: Vec<Vec<AttributedFlow>> = vec![Vec::new(); agents.len()];
-    let mut seqs = vec![0u64; agents.len()];
+    let hosts = fleet.hosts().to_vec();
+    let mut agents = Agents::new(scenario, &hosts, start_ns);
     let mut in_flight = Schedule::default();
     let mut pending = Schedule::default();
-    let mut driven = Driven::default();
+    let mut on_the_way: Schedule<Shipment> = Schedule::default();
+    let mut sent = Vec::new();
 
-    let interval = scenario.agents.batch_interval.as_secs().max(1);
     let end_ns = start_ns + scenario.duration.as_nanos() as u64;
     let mut new_records = Vec::new();
     let mut t = start_ns;
+    let deliver = |s: Shipment, collectors: &mut dyn Collectors| {
+        collectors.ship(&hosts[s.host], s.batch, s.sample)
+    };
     while t <= drain_ns {
+        // Batches read between the last second and this one.
+        for s in on_the_way.due_before(t) {
+            collectors.advance_to(s.sample.received_ns)?;
+            deliver(s, collectors)?;
+        }
         collectors.advance_to(t)?;
         if t < end_ns {
             fleet.advance(t + SECOND_NS, &mut new_records, &mut events)?;
@@ -78,25 +90,20 @@ pub(crate) fn drive(
             collectors.legacy_events(arrived)?;
         }
         for record in in_flight.due(t) {
-            collectors.shipping(&record);
-            outboxes[record.agent].push(record.flow);
+            agents.capture(record, t, fleet);
         }
-        let second = (t - start_ns) / SECOND_NS;
-        for (a, agent) in agents.iter().enumerate() {
-            if second % interval == a as u64 % interval && !outboxes[a].is_empty() {
-                let batch = FlowBatch {
-                    agent: agent.name.clone(),
-                    incarnation: start_ns,
-                    seq: seqs[a],
-                    created_ns: t,
-                    flows: std::mem::take(&mut outboxes[a]),
-                };
-                seqs[a] += 1;
-                driven.batches += 1;
-                collectors.ship(agent, batch)?;
+        agents.step(t, &mut sent);
+        for s in sent.drain(..) {
+            for (flow, truth) in s.batch.flows.iter().zip(&s.truths) {
+                collectors.shipping(flow, truth);
             }
+            on_the_way.push(s.sample.received_ns, s);
+        }
+        for s in on_the_way.due(t) {
+            deliver(s, collectors)?;
         }
         collectors.step_done(t)?;
+        let second = (t - start_ns) / SECOND_NS;
         if let Some(report) = progress
             && second.is_multiple_of(60)
         {
@@ -107,8 +114,11 @@ pub(crate) fn drive(
         }
         t += SECOND_NS;
     }
-    driven.unshipped = outboxes.iter().map(Vec::len).sum::<usize>() + in_flight.0.len();
-    Ok(driven)
+    let on_the_way: usize = on_the_way.0.iter().map(|Reverse(d)| d.item.truths.len()).sum();
+    Ok(Driven {
+        unshipped: agents.unshipped() + in_flight.0.len() + on_the_way,
+        agents: agents.stats,
+    })
 }
 
 /// Items waiting for their time; equal times keep their order of arrival.
@@ -132,8 +142,13 @@ impl<T> Schedule<T> {
 
     /// Everything due by `t`, in time order.
     fn due(&mut self, t: u64) -> Vec<T> {
+        self.due_before(t.saturating_add(1))
+    }
+
+    /// Everything due before `t`, in time order.
+    fn due_before(&mut self, t: u64) -> Vec<T> {
         let mut out = Vec::new();
-        while self.0.peek().is_some_and(|Reverse(d)| d.at <= t) {
+        while self.0.peek().is_some_and(|Reverse(d)| d.at < t) {
             out.push(self.0.pop().expect("peeked").0.item);
         }
         out

@@ -1,10 +1,16 @@
-//! The simulated fleet: instances that start and stop, address pools that
-//! hand released addresses to new workloads, calls between services, flow
-//! records as the agents capture them (local side attributed at capture,
-//! times on each host's skewed clock), each with its ground truth, and the
-//! legacy event stream with its delays and losses.
+//! The simulated fleet: hosts (each with its clock, its identity source and
+//! maybe an agent), instances that start and stop on them, address pools
+//! that hand released addresses to new workloads, calls between services,
+//! flow records as the hosts would capture them (times on each host's
+//! skewed clock), each with its ground truth, and the legacy event stream
+//! with its delays and losses.
 //!
-//! Pure and deterministic: one seeded generator, simulated time, no I/O.
+//! A record's local side is not copied from the truth: the agent asks its
+//! host's identity source when it captures the flow ([`Fleet::attribute_local`],
+//! the plugins' rule in [`crate::identity`]).
+//!
+//! Pure and deterministic: seeded generators (one for the fleet's churn and
+//! calls, one for the hosts), simulated time, no I/O.
 
 use std::{
     cmp::Reverse,
@@ -15,15 +21,17 @@ use std::{
 
 use flowattr_ab::Ownership;
 use flowattr_model::{
-    AttributedFlow, Attribution, AttributionSource, Flow, Initiator, IpChange, IpEvent, Side,
-    TimeRange, Workload,
+    AnswerScope, AttributedFlow, Attribution, AttributionSource, Flow, Initiator, IpChange,
+    IpEvent, Side, TimeRange, Workload,
 };
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
+use rustc_hash::FxHashSet;
 
 use crate::{
+    identity::{Key, Source},
     pool::Pool,
-    scenario::{Kind, Scenario},
+    scenario::{Kind, PORT_BLOCKS, Scenario},
 };
 
 /// Simulated time starts here: 2026-01-01T00:00:00Z, Unix-epoch ns.
@@ -36,17 +44,30 @@ const START_DELAY_SECS: std::ops::Range<u64> = 2..30;
 /// Mean flow duration.
 const MEAN_FLOW_NS: f64 = 2.0 * SECOND_NS as f64;
 const MAX_FLOW_NS: u64 = 120 * SECOND_NS;
+/// Ephemeral ports; on a node's shared IPv4 address, blocks of
+/// [`BLOCK_PORTS`] from here, one per container seat.
+const EPHEMERAL: std::ops::Range<u16> = 32768..61000;
+const BLOCK_PORTS: u16 = 256;
+/// Seeds the hosts' generator apart from the fleet's.
+const HOSTS_STREAM: u64 = 0x686f_7374_735f_7631;
 
-/// A flow record as an agent ships it, with the truth about its remote side.
+/// A flow as a host would capture it, with the truth about both sides.
 #[derive(Debug, Clone)]
 pub struct Record {
-    /// The capturing agent.
-    pub agent: usize,
+    /// The capturing host.
+    pub host: usize,
+    /// Its local side is pending until the agent attributes it.
     pub flow: AttributedFlow,
     /// Who really owned the remote address at the flow's start.
     pub owner: Arc<Workload>,
-    /// When the flow really ended (the agent ships it after that).
+    /// Who really owned the local end.
+    pub local_owner: Arc<Workload>,
+    /// When the flow really started and ended (the agent captures it at
+    /// its end).
+    pub start_ns: u64,
     pub end_ns: u64,
+    /// The identity plugin that answers for the local end.
+    plugin: Arc<str>,
 }
 
 /// A legacy event and when it reaches the collectors.
@@ -68,11 +89,23 @@ pub struct FleetStats {
     pub legacy_events_lost: u64,
 }
 
-/// An agent: which region's collector it ships to.
+/// A host: one machine with one clock and one identity source, running an
+/// agent (named after the host) that ships to its region's collector, or
+/// none.
 #[derive(Debug, Clone)]
-pub struct Agent {
+pub struct Host {
     pub name: String,
     pub region: usize,
+    /// Its clock minus true time.
+    pub skew_ns: i64,
+    pub agent: bool,
+}
+
+impl Host {
+    /// True time `t_ns` on this host's clock.
+    pub fn clock(&self, t_ns: u64) -> u64 {
+        t_ns.saturating_add_signed(self.skew_ns)
+    }
 }
 
 #[derive(Debug)]
@@ -81,10 +114,9 @@ struct Instance {
     service: usize,
     slot: u32,
     address: IpAddr,
-    /// Its node, for IPv6-only containers.
-    node: Option<usize>,
-    agent: usize,
-    skew_ns: i64,
+    /// Its node and port block there, for IPv6-only containers.
+    node: Option<(usize, u16)>,
+    host: usize,
     start_ns: u64,
     end_ns: u64,
     /// Where it sits in its service's live list, while live.
@@ -94,8 +126,7 @@ struct Instance {
 #[derive(Debug)]
 struct Node {
     address: IpAddr,
-    agent: usize,
-    skew_ns: i64,
+    host: usize,
 }
 
 #[derive(Debug)]
@@ -126,9 +157,16 @@ pub struct Fleet {
     lbs: Vec<Vec<LoadBalancer>>,
     changes: BinaryHeap<Reverse<(u64, Change)>>,
     calls: BinaryHeap<Reverse<(u64, usize)>>,
-    agents: Vec<Agent>,
+    hosts: Vec<Host>,
+    /// Per host: its identity source.
+    sources: Vec<Source>,
+    /// Nodes' shared IPv4 addresses (their sources know port blocks).
+    shared: FxHashSet<IpAddr>,
     /// Per service: its dependencies' indexes.
     deps: Vec<Vec<usize>>,
+    /// Per IPv6-only service: its first port block on a node.
+    first_block: Vec<u16>,
+    plugins: [Arc<str>; 2],
     serial: u64,
     pub stats: FleetStats,
     /// When the simulation starts.
@@ -161,18 +199,7 @@ impl Fleet {
         events: &mut Vec<LegacyEvent>,
     ) -> anyhow::Result<Self> {
         let rng = Pcg64Mcg::seed_from_u64(scenario.seed);
-        let per_region = scenario.agents.per_region;
-        let agents = scenario
-            .regions
-            .iter()
-            .enumerate()
-            .flat_map(|(r, region)| {
-                (0..per_region).map(move |i| Agent {
-                    name: format!("agent-{}-{i:02}", region.name),
-                    region: r,
-                })
-            })
-            .collect();
+        let (hosts, sources) = Self::draw_hosts(&scenario);
         let deps = scenario
             .services
             .iter()
@@ -183,11 +210,21 @@ impl Fleet {
                     .collect()
             })
             .collect();
+        let mut first_block = vec![0u16; scenario.services.len()];
+        for region in &scenario.regions {
+            let mut next = 0;
+            for (i, s) in scenario.services.iter().enumerate() {
+                if s.kind == Kind::Ipv6Container && s.region == region.name {
+                    first_block[i] = next;
+                    next += s.per_node as u16;
+                }
+            }
+        }
         let mut fleet = Self {
             pools: scenario
                 .regions
                 .iter()
-                .map(|r| (Pool::new(r.ipv4), Pool::new(r.ipv6)))
+                .map(|r| (Pool::new(r.ipv4), Pool::new(r.ipv6_pool())))
                 .collect(),
             live: vec![Vec::new(); scenario.services.len()],
             region_nodes: vec![Vec::new(); scenario.regions.len()],
@@ -197,8 +234,12 @@ impl Fleet {
             nodes: Vec::new(),
             changes: BinaryHeap::new(),
             calls: BinaryHeap::new(),
-            agents,
+            hosts,
+            sources,
+            shared: FxHashSet::default(),
             deps,
+            first_block,
+            plugins: ["ec2-disk".into(), "ipman".into()],
             serial: 0,
             stats: FleetStats::default(),
             start_ns,
@@ -246,27 +287,81 @@ impl Fleet {
         out
     }
 
-    /// The agents, in the order records name them.
-    pub fn agents(&self) -> &[Agent] {
-        &self.agents
+    /// The hosts, in the order records name them.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
     }
 
     pub fn scenario(&self) -> &Scenario {
         &self.scenario
     }
 
-    fn skew(&mut self) -> i64 {
-        let max = self.scenario.clocks.max_skew.as_nanos() as i64;
-        if max == 0 {
-            0
-        } else {
-            self.rng.random_range(-max..=max)
+    /// The hosts and their identity sources, drawn from their own
+    /// generator: clock skew, whether an agent runs, the source's lag.
+    fn draw_hosts(scenario: &Scenario) -> (Vec<Host>, Vec<Source>) {
+        let mut rng = Pcg64Mcg::seed_from_u64(scenario.seed ^ HOSTS_STREAM);
+        let max_skew = scenario.clocks.max_skew.as_nanos() as i64;
+        let (lag, lead) = (
+            scenario.identity.lag_max.as_nanos() as i64,
+            scenario.identity.lead_max.as_nanos() as i64,
+        );
+        let mut hosts = Vec::new();
+        let mut sources = Vec::new();
+        for (r, region) in scenario.regions.iter().enumerate() {
+            for i in 0..scenario.agents.per_region {
+                let skew_ns = if max_skew == 0 {
+                    0
+                } else {
+                    rng.random_range(-max_skew..=max_skew)
+                };
+                let agentless =
+                    scenario.agents.agentless > 0.0 && rng.random_bool(scenario.agents.agentless);
+                let shift = if lag == 0 && lead == 0 {
+                    0
+                } else {
+                    rng.random_range(-lead..=lag)
+                };
+                hosts.push(Host {
+                    name: format!("agent-{}-{i:02}", region.name),
+                    region: r,
+                    skew_ns,
+                    agent: !agentless,
+                });
+                sources.push(Source::new(shift));
+            }
         }
+        (hosts, sources)
     }
 
-    fn agent_in(&mut self, region: usize) -> usize {
+    fn host_in(&mut self, region: usize) -> usize {
         let per = self.scenario.agents.per_region;
         region * per + self.rng.random_range(0..per)
+    }
+
+    /// The agent on `record`'s host attributes its local side, now: asks
+    /// its identity source for the flow's start (see [`crate::identity`]).
+    pub fn attribute_local(&self, record: &mut Record, now_ns: u64) {
+        let host = &self.hosts[record.host];
+        let local = record.flow.flow.local;
+        // On a node's shared IPv4 address the source answers for the port's
+        // block only (IPMan's port allocations): no heartbeat for the address.
+        let (key, scope) = if self.shared.contains(&local.ip()) {
+            let block = (local.port() - EPHEMERAL.start) / BLOCK_PORTS;
+            (Key { ip: local.ip(), block }, AnswerScope::Port)
+        } else {
+            (Key::whole(local.ip()), AnswerScope::Address)
+        };
+        let protect = self.scenario.identity.protect;
+        record.flow.local =
+            match self.sources[record.host].identify(key, record.start_ns, now_ns, protect) {
+                Ok((workload, valid)) => Side::Attributed(Attribution {
+                    workload,
+                    source: AttributionSource::of_local(scope),
+                    plugin: record.plugin.clone(),
+                    valid: TimeRange::new(host.clock(valid.start_ns), host.clock(valid.end_ns)),
+                }),
+                Err(reason) => Side::Unattributed(reason),
+            };
     }
 
     /// An event known long before the run (stable addresses).
@@ -309,10 +404,10 @@ impl Fleet {
                     ))
                 });
                 events.push(Self::known(address, &workload, at));
+                self.shared.insert(address);
                 let node = Node {
                     address,
-                    agent: self.agent_in(region),
-                    skew_ns: self.skew(),
+                    host: self.host_in(region),
                 };
                 self.region_nodes[region].push(self.nodes.len());
                 self.nodes.push(node);
@@ -408,7 +503,9 @@ impl Fleet {
             Kind::Ipv6Container => {
                 let nodes = &self.region_nodes[region];
                 let node = nodes[(slot / spec.per_node) as usize % nodes.len()];
-                (&mut self.pools[region].1, Some(node))
+                let block = self.first_block[service] + (slot % spec.per_node) as u16;
+                debug_assert!(u32::from(block) < PORT_BLOCKS, "checked");
+                (&mut self.pools[region].1, Some((node, block)))
             }
             Kind::Vm | Kind::Container => (&mut self.pools[region].0, None),
         };
@@ -428,11 +525,20 @@ impl Fleet {
             region: Some(self.scenario.regions[region].name.clone()),
             ..Workload::with_id(format!("{name}-{:06x}", self.serial))
         });
-        let (agent, skew_ns) = match node {
-            Some(n) => (self.nodes[n].agent, self.nodes[n].skew_ns),
-            None => (self.agent_in(region), self.skew()),
+        let host = match node {
+            Some((n, _)) => self.nodes[n].host,
+            None => self.host_in(region),
         };
         let end_ns = at + exponential(&mut self.rng, lifetime.as_nanos() as f64) as u64 + SECOND_NS;
+        let source = &mut self.sources[host];
+        source.assign(Key::whole(address), at, end_ns, workload.clone());
+        if let Some((n, block)) = node {
+            let key = Key {
+                ip: self.nodes[n].address,
+                block,
+            };
+            source.assign(key, at, end_ns, workload.clone());
+        }
         let id = self.instances.len();
         let live_at = Some(self.live[service].len());
         self.live[service].push(id);
@@ -452,8 +558,7 @@ impl Fleet {
             slot,
             address,
             node,
-            agent,
-            skew_ns,
+            host,
             start_ns: at,
             end_ns,
             live_at,
@@ -540,7 +645,16 @@ impl Fleet {
     }
 
     fn ephemeral(&mut self, ip: IpAddr) -> SocketAddr {
-        SocketAddr::new(ip, self.rng.random_range(32768..61000))
+        SocketAddr::new(ip, self.rng.random_range(EPHEMERAL))
+    }
+
+    /// An ephemeral port in an IPv6-only container's block of its node's
+    /// shared IPv4 address.
+    fn ephemeral_shared(&mut self, instance: usize) -> SocketAddr {
+        let (node, block) = self.instances[instance].node.expect("an IPv6-only container");
+        let first = EPHEMERAL.start + block * BLOCK_PORTS;
+        let port = self.rng.random_range(first..first + BLOCK_PORTS);
+        SocketAddr::new(self.nodes[node].address, port)
     }
 
     fn next_call(&mut self, records: &mut Vec<Record>) {
@@ -610,12 +724,11 @@ impl Fleet {
                 records,
             );
         } else {
-            let src_ip = match (caller_v6, backend_v6) {
+            let src = match (caller_v6, backend_v6) {
                 // IPv4 from an IPv6-only container leaves from its node.
-                (true, false) => self.nodes[self.instances[caller].node.expect("v6")].address,
-                _ => self.instances[caller].address,
+                (true, false) => self.ephemeral_shared(caller),
+                _ => self.ephemeral(self.instances[caller].address),
             };
-            let src = self.ephemeral(src_ip);
             let dst = SocketAddr::new(self.instances[backend].address, port);
             let (cw, bw) = (
                 self.instances[caller].workload.clone(),
@@ -626,7 +739,8 @@ impl Fleet {
         }
     }
 
-    /// The record instance `who` captures of a flow, on its host's clock.
+    /// The record instance `who`'s host captures of a flow, on its clock;
+    /// its local side is left for the agent to attribute.
     #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
@@ -640,28 +754,21 @@ impl Fleet {
         records: &mut Vec<Record>,
     ) {
         let i = &self.instances[who];
-        let skewed = |t: u64| t.saturating_add_signed(i.skew_ns);
-        let mut flow = Flow::tcp(local, remote, skewed(start));
+        let host = &self.hosts[i.host];
+        let mut flow = Flow::tcp(local, remote, host.clock(start));
         flow.initiator = initiator;
-        flow.end_ns = skewed(end);
+        flow.end_ns = host.clock(end);
         flow.bytes_sent = 1200;
         flow.bytes_received = 5400;
-        let mut attributed = AttributedFlow::new(flow);
-        attributed.local = Side::Attributed(Attribution {
-            workload: i.workload.clone(),
-            source: AttributionSource::Capture,
-            plugin: if i.node.is_some() {
-                "ipman".into()
-            } else {
-                "ec2-disk".into()
-            },
-            valid: TimeRange::new(skewed(start), skewed(end).max(skewed(start) + 1)),
-        });
+        let vm = self.scenario.services[i.service].kind == Kind::Vm;
         records.push(Record {
-            agent: i.agent,
-            flow: attributed,
+            host: i.host,
+            flow: AttributedFlow::new(flow),
             owner,
+            local_owner: i.workload.clone(),
+            start_ns: start,
             end_ns: end,
+            plugin: self.plugins[usize::from(!vm)].clone(),
         });
         self.stats.records += 1;
     }

@@ -1,7 +1,9 @@
 //! The simulator's ground truth at the A/B point: every record shipped
-//! leaves its real remote owner here, keyed by what the collector will
-//! report of it (remote endpoint, start); each compared flow takes its
-//! owner back out and is counted.
+//! leaves its real owners here (remote and local), keyed by what the
+//! collector will report of it (remote endpoint, start); each compared flow
+//! takes them back out. The remote side is counted by the A/B tally; the
+//! local side, which the agents attributed through their identity sources,
+//! is judged here.
 
 use std::{
     net::SocketAddr,
@@ -28,11 +30,28 @@ impl Truth for Owner<'_> {
     }
 }
 
+/// How the agents' local sides compare with the truth.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalJudged {
+    /// Attributed local sides judged, and of them naming another workload.
+    pub attributed: u64,
+    pub misattributed: u64,
+    pub unattributed: u64,
+    /// The first misattributed ones: (flow, said, truth).
+    pub examples: Vec<String>,
+}
+
+const LOCAL_EXAMPLES: usize = 8;
+
+/// Both ends' real owners.
+type Owners = (Arc<Workload>, Arc<Workload>);
+
 /// Ground truth waiting for its flows, and the tally.
 pub struct Judge {
     /// `None`: two records shared a key, so neither is judged.
-    waiting: FxHashMap<(SocketAddr, u64), Option<Arc<Workload>>>,
+    waiting: FxHashMap<(SocketAddr, u64), Option<Owners>>,
     pub tally: Tally,
+    pub local: LocalJudged,
     /// Compared flows the simulator never sent (must stay 0).
     pub unknown: u64,
     /// Records whose key another record also had (not judged).
@@ -44,14 +63,22 @@ impl Judge {
         Self {
             waiting: FxHashMap::default(),
             tally: Tally::new(legacy_plugin),
+            local: LocalJudged::default(),
             unknown: 0,
             collisions: 0,
         }
     }
 
-    /// Remembers who really owns `remote` for the flow starting at `start_ns`.
-    pub fn expect(&mut self, remote: SocketAddr, start_ns: u64, owner: Arc<Workload>) {
-        if let Some(previous) = self.waiting.insert((remote, start_ns), Some(owner)) {
+    /// Remembers who really owns `remote` (and the local end) for the flow
+    /// starting at `start_ns`.
+    pub fn expect(
+        &mut self,
+        remote: SocketAddr,
+        start_ns: u64,
+        owner: Arc<Workload>,
+        local: Arc<Workload>,
+    ) {
+        if let Some(previous) = self.waiting.insert((remote, start_ns), Some((owner, local))) {
             self.collisions += 1 + u64::from(previous.is_some());
             self.waiting.insert((remote, start_ns), None);
         }
@@ -65,11 +92,39 @@ impl Judge {
     fn judge(&mut self, compared: Vec<Compared>) {
         for c in compared {
             match self.waiting.remove(&(c.remote, c.start_ns)) {
-                Some(owner) => {
-                    let id = owner.as_deref().map(|w| w.id.as_str());
+                Some(owners) => {
+                    let id = owners.as_ref().map(|(w, _)| w.id.as_str());
                     self.tally.add(&c, &Owner(id));
+                    if let Some((_, local)) = &owners {
+                        self.judge_local(&c, local);
+                    }
                 }
                 None => self.unknown += 1,
+            }
+        }
+    }
+}
+
+impl Judge {
+    fn judge_local(&mut self, c: &Compared, truth: &Workload) {
+        let l = &mut self.local;
+        match &c.local {
+            None => l.unattributed += 1,
+            Some(said) => {
+                l.attributed += 1;
+                if said.id != truth.id {
+                    l.misattributed += 1;
+                    if l.examples.len() < LOCAL_EXAMPLES {
+                        l.examples.push(format!(
+                            "{} -> {} at {}: local side {} but it was {}",
+                            c.local_endpoint.map_or("?".into(), |e| e.to_string()),
+                            c.remote,
+                            c.start_ns,
+                            said.id,
+                            truth.id
+                        ));
+                    }
+                }
             }
         }
     }
