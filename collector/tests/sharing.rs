@@ -1,5 +1,5 @@
-//! Ownership sharing and the Kafka output against a real Kafka-protocol
-//! broker (Tansu, in memory, on loopback). Fails (never skips) when `tansu`
+//! Ownership and completeness sharing and the Kafka output against a real
+//! Kafka-protocol broker (Tansu, in memory, on loopback). Fails (never skips) when `tansu`
 //! is not installed.
 
 mod common;
@@ -12,11 +12,12 @@ use std::{
 
 use common::broker::Broker;
 use flowattr_collector::{
+    completeness::{Completeness, Mark, SharedMark},
     output::{
         Output,
         kafka::{KafkaOutput, KafkaOutputConfig},
     },
-    ownership::{OwnershipConfig, OwnershipTable, RangeUpdate},
+    ownership::{ClaimPolicy, OwnershipConfig, OwnershipTable, RangeUpdate},
     sharing::{
         KafkaSharing, SharingConfig,
         codec::{self, MalformedReason},
@@ -150,7 +151,7 @@ fn two_collectors_share_their_ranges_both_ways() {
     ta.heartbeat(
         ip("10.0.0.1"),
         &later,
-        TimeRange::new(now - 10 * S, now - 5 * S),
+        TimeRange::new(now - 20 * S, now - 5 * S),
         "agent-a",
         now,
     );
@@ -180,8 +181,9 @@ fn two_collectors_share_their_ranges_both_ways() {
             )
         },
     );
-    // The later range arrived too, and the lookups tell the two apart.
-    let t = now_ns() - 7 * S;
+    // The later range arrived too, and the lookups tell the two apart (in
+    // the middle of the range, well clear of the clock-skew margins).
+    let t = now - 12 * S;
     assert_eq!(
         tb.lookup(ip("10.0.0.1"), t, now_ns()).unwrap().0.id,
         "api-1-next"
@@ -226,6 +228,275 @@ fn two_collectors_share_their_ranges_both_ways() {
             )
         },
     );
+}
+
+/// agent-a may claim 10.0.1.0/24, agent-b 10.0.2.0/24.
+fn completeness() -> Completeness {
+    let mut claims = ClaimPolicy::new();
+    claims.allow("agent-a", ["10.0.1.0/24".parse().unwrap()]);
+    claims.allow("agent-b", ["10.0.2.0/24".parse().unwrap()]);
+    Completeness::new(&claims, 2 * S, 300 * S)
+}
+
+/// Applies the watermarks `sharing` has to `completeness`; returns them.
+fn pump_marks(sharing: &mut KafkaSharing, completeness: &mut Completeness) -> Vec<SharedMark> {
+    let marks = sharing.poll_marks();
+    for m in &marks {
+        completeness.apply(m);
+    }
+    marks
+}
+
+fn mark_of(completeness: &Completeness, claimant: &str) -> Option<Mark> {
+    completeness
+        .marks()
+        .find(|(c, _)| *c == claimant)
+        .map(|(_, m)| m)
+}
+
+#[test]
+fn two_collectors_share_their_agents_watermarks_beside_the_ranges() {
+    let broker = Broker::start();
+    broker.create_topic("ownership", 3);
+    let (mut ta, mut tb) = (table(), table());
+    let (mut ca, mut cb) = (completeness(), completeness());
+    let mut a = sharing(&broker, "ownership", "collector-a");
+    let mut b = sharing(&broker, "ownership", "collector-b");
+    a.warm_up(WAIT).unwrap();
+    b.warm_up(WAIT).unwrap();
+
+    // agent-a reports to A, agent-b to B; ranges go out beside the marks.
+    let now = now_ns();
+    let (wa, wb) = (now - 20 * S, now - 10 * S);
+    ca.report("agent-a", wa, now);
+    cb.report("agent-b", wb, now);
+    heartbeats(&mut ta, "10.0.1", "api", "agent-a", 3);
+    a.publish(&ta.drain_changes());
+    let shared = ca.drain_changes();
+    assert_eq!(shared.len(), 1);
+    let report = a.publish_marks(&shared);
+    assert_eq!(report.messages, 1, "{report:?}");
+    assert_eq!(b.publish_marks(&cb.drain_changes()).messages, 1);
+
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    wait_until(
+        "each collector knows the other's agent's watermark and A's ranges reached B",
+        WAIT,
+        &broker,
+        || {
+            got_a.extend(pump_marks(&mut a, &mut ca));
+            got_b.extend(pump_marks(&mut b, &mut cb));
+            pump(&mut a, &mut ta);
+            pump(&mut b, &mut tb);
+            done_or(
+                mark_of(&ca, "agent-b").is_some()
+                    && mark_of(&cb, "agent-a").is_some()
+                    && answers_all(&tb, "10.0.1", "api", 3),
+                &[("a", &a), ("b", &b)],
+            )
+        },
+    );
+    let sent = Mark {
+        watermark_ns: wa,
+        heard_ns: now,
+    };
+    assert_eq!(mark_of(&cb, "agent-a"), Some(sent));
+    assert_eq!(got_b, vec![shared[0].clone()], "B got exactly A's mark");
+    assert!(
+        got_a.iter().all(|m| &*m.claimant == "agent-b"),
+        "A never got its own back: {got_a:?}"
+    );
+    // What B learned makes flows towards agent-a's addresses complete there.
+    cb.refresh(now);
+    assert!(cb.is_complete(ip("10.0.1.9"), wa - 2 * S));
+    assert!(!cb.is_complete(ip("10.0.1.9"), wa - 2 * S + 1));
+    assert!(
+        cb.drain_changes().is_empty(),
+        "learned marks are not shared again"
+    );
+
+    // A newer watermark replaces the older one; an older one arriving later
+    // changes nothing.
+    let later = now_ns();
+    ca.report("agent-a", wa + 5 * S, later);
+    a.publish_marks(&ca.drain_changes());
+    a.publish_marks(&[SharedMark {
+        claimant: "agent-a".into(),
+        mark: Mark {
+            watermark_ns: wa - S,
+            heard_ns: now - S,
+        },
+    }]);
+    wait_until("B has agent-a's newer watermark", WAIT, &broker, || {
+        pump_marks(&mut b, &mut cb);
+        done_or(
+            mark_of(&cb, "agent-a").map(|m| m.watermark_ns) == Some(wa + 5 * S)
+                && b.counters().marks_received == 3,
+            &[("a", &a), ("b", &b)],
+        )
+    });
+    assert_eq!(
+        mark_of(&cb, "agent-a"),
+        Some(Mark {
+            watermark_ns: wa + 5 * S,
+            heard_ns: later
+        })
+    );
+
+    wait_until(
+        "both delivered and skipped their own messages",
+        WAIT,
+        &broker,
+        || {
+            pump_marks(&mut a, &mut ca);
+            pump_marks(&mut b, &mut cb);
+            pump(&mut a, &mut ta);
+            pump(&mut b, &mut tb);
+            let (xa, xb) = (a.counters(), b.counters());
+            // A: 3 ranges and 3 watermark messages; B: 1 watermark message.
+            done_or(
+                xa.delivered == 6
+                    && xb.delivered == 1
+                    && xa.own_skipped == 6
+                    && xb.own_skipped == 1,
+                &[("a", &a), ("b", &b)],
+            )
+        },
+    );
+    let (xa, xb) = (a.counters(), b.counters());
+    assert_eq!(
+        (xa.marks_published, xa.marks_received, xa.consumed),
+        (3, 1, 1),
+        "{xa:?}"
+    );
+    assert_eq!(
+        (
+            xb.marks_published,
+            xb.marks_received,
+            xb.ranges_received,
+            xb.consumed
+        ),
+        (1, 3, 3, 6),
+        "{xb:?}"
+    );
+    for x in [xa, xb] {
+        assert_eq!(x.malformed_total(), 0, "{x:?}");
+        assert_eq!(
+            (x.marks_waiting, x.marks_dropped, x.publish_errors),
+            (0, 0, 0),
+            "{x:?}"
+        );
+    }
+
+    // A collector started later: its warm-up returns the ranges, and the
+    // history's watermarks follow from `poll_marks`, each with the time its
+    // agent was last heard (so old ones do not make an agent look alive).
+    let mut c = sharing(&broker, "ownership", "collector-c");
+    let history = c.warm_up(WAIT).expect("the history is read");
+    assert_eq!(history.len(), 3, "only ranges: {history:?}");
+    let mut cc = completeness();
+    pump_marks(&mut c, &mut cc);
+    assert_eq!(
+        mark_of(&cc, "agent-a"),
+        Some(Mark {
+            watermark_ns: wa + 5 * S,
+            heard_ns: later
+        })
+    );
+    assert_eq!(
+        mark_of(&cc, "agent-b"),
+        Some(Mark {
+            watermark_ns: wb,
+            heard_ns: now
+        })
+    );
+    cc.refresh(later + 301 * S);
+    assert!(
+        cc.is_complete(ip("10.0.1.9"), later + 300 * S),
+        "agent-a is silent by then: not waited for"
+    );
+}
+
+#[test]
+fn malformed_watermark_messages_are_counted_and_never_applied() {
+    let broker = Broker::start();
+    broker.create_topic("ownership", 3);
+    let mut b = sharing(&broker, "ownership", "collector-b");
+    b.warm_up(WAIT).unwrap();
+    let mut cb = completeness();
+
+    let good = |claimant: &str, watermark_ns: u64| {
+        codec::encode_marks(
+            "collector-x",
+            &[SharedMark {
+                claimant: claimant.into(),
+                mark: Mark {
+                    watermark_ns,
+                    heard_ns: now_ns(),
+                },
+            }],
+        )
+        .remove(0)
+    };
+    let before = good("agent-a", 100);
+    let after = good("agent-b", 200);
+    let one = r#"{"claimant":"agent-a","watermark_ns":999,"heard_ns":1}"#;
+    let too_many = format!(
+        r#"{{"v":1,"origin":"collector-x","marks":[{}]}}"#,
+        vec![one; codec::MAX_MARKS_PER_MESSAGE + 1].join(",")
+    );
+    let one_bad = r#"{"v":1,"origin":"collector-x","marks":[
+        {"claimant":"agent-a","watermark_ns":999,"heard_ns":1},
+        {"claimant":"","watermark_ns":999,"heard_ns":1}]}"#;
+    let messages: Vec<(String, Vec<u8>)> = vec![
+        (before.key.clone(), before.payload.clone()),
+        // Someone else's marks under collector-x's key, and the reverse.
+        ("marks/collector-y".into(), before.payload.clone()),
+        ("10.0.1.1".into(), before.payload.clone()),
+        ("marks/collector-x".into(), too_many.into_bytes()),
+        ("marks/collector-x".into(), one_bad.as_bytes().to_vec()),
+        (after.key.clone(), after.payload.clone()),
+    ];
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .create()
+        .unwrap();
+    for (key, payload) in &messages {
+        producer
+            .send(
+                BaseRecord::to("ownership")
+                    .partition(2)
+                    .key(key)
+                    .payload(payload),
+            )
+            .unwrap();
+    }
+    producer
+        .flush(WAIT)
+        .expect("the test messages are delivered");
+
+    wait_until(
+        "the good watermarks are applied and the bad messages counted",
+        WAIT,
+        &broker,
+        || {
+            pump_marks(&mut b, &mut cb);
+            done_or(
+                mark_of(&cb, "agent-b").is_some() && b.counters().malformed_total() == 4,
+                &[("b", &b)],
+            )
+        },
+    );
+    assert_eq!(
+        mark_of(&cb, "agent-a").unwrap().watermark_ns,
+        100,
+        "never 999"
+    );
+    let c = b.counters();
+    assert_eq!(c.malformed(MalformedReason::Key), 2, "{c:?}");
+    assert_eq!(c.malformed(MalformedReason::Limit), 1, "{c:?}");
+    assert_eq!(c.malformed(MalformedReason::Claimant), 1, "{c:?}");
+    assert_eq!((c.consumed, c.marks_received), (2, 2), "{c:?}");
 }
 
 #[test]
@@ -477,6 +748,23 @@ fn sharing_survives_a_broker_outage_and_restart() {
         started.elapsed()
     );
     assert_eq!(published.messages + published.kept, 4, "{published:?}");
+    // A watermark from during the outage is kept here (not in the queue)
+    // and published once the topic is back.
+    let during = SharedMark {
+        claimant: "agent-a".into(),
+        mark: Mark {
+            watermark_ns: now_ns() - 5 * S,
+            heard_ns: now_ns(),
+        },
+    };
+    let started = Instant::now();
+    a.publish_marks(std::slice::from_ref(&during));
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "publish_marks blocked: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.counters().marks_waiting, 1, "{:?}", a.counters());
     let started = Instant::now();
     assert!(b.poll(100, Duration::from_millis(100)).is_empty());
     assert!(
@@ -496,6 +784,7 @@ fn sharing_survives_a_broker_outage_and_restart() {
     // A new, empty broker on the same port: the topic is created again,
     // what A queued during the outage arrives, and new ranges flow again.
     broker.restart();
+    let (mut ca, mut cb) = (completeness(), completeness());
     wait_until(
         "B has what A published during the outage",
         WAIT,
@@ -503,12 +792,16 @@ fn sharing_survives_a_broker_outage_and_restart() {
         || {
             pump(&mut a, &mut ta);
             pump(&mut b, &mut tb);
+            pump_marks(&mut a, &mut ca);
+            pump_marks(&mut b, &mut cb);
             done_or(
-                answers_all(&tb, "10.3.0", "during", 4),
+                answers_all(&tb, "10.3.0", "during", 4)
+                    && mark_of(&cb, "agent-a") == Some(during.mark),
                 &[("a", &a), ("b", &b)],
             )
         },
     );
+    assert_eq!(a.counters().marks_waiting, 0);
     heartbeats(&mut ta, "10.4.0", "after", "agent-a", 6);
     a.publish(&ta.drain_changes());
     wait_until(

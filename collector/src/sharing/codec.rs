@@ -1,24 +1,53 @@
-//! The wire format of shared ownership ranges: pure encoding and decoding,
-//! no Kafka.
+//! The wire format of shared ownership ranges and completeness watermarks:
+//! pure encoding and decoding, no Kafka.
 //!
-//! One message carries every changed range of **one address** from one
-//! collector. Its Kafka key is the address as text, so all updates of an
-//! address go to one partition and stay in order there. The value is JSON:
+//! The sharing topic carries two kinds of message, both JSON with a format
+//! version `v` and the publishing collector's name `origin`.
+//!
+//! **Range messages** carry every changed range of **one address** from one
+//! collector. Their Kafka key is the address as text, so all updates of an
+//! address go to one partition and stay in order there:
 //!
 //! ```json
 //! {"v":1,"origin":"collector-a","ip":"10.0.0.7","ranges":[
 //!   {"workload":{"id":"api-1","app":"api"},"start_ns":100,"end_ns":160,"claimant":"agent-1"}]}
 //! ```
 //!
+//! **Watermark messages** carry the completeness watermarks of agents
+//! connected to the publishing collector (see [`crate::completeness`]), up
+//! to [`MAX_MARKS_PER_MESSAGE`] of them. Their key is `marks/<origin>`, so
+//! one collector's watermarks stay in order on one partition (order does
+//! not matter for correctness: a watermark and its `heard_ns` only move
+//! forward, and the reader keeps the highest), and a key can never be
+//! mistaken for an address:
+//!
+//! ```json
+//! {"v":1,"origin":"collector-a","marks":[
+//!   {"claimant":"agent-1","watermark_ns":1767225600000000000,"heard_ns":1767225601000000000}]}
+//! ```
+//!
+//! Both times are on the publishing collector's clock, as the completeness
+//! keeps them. A message with a `marks` field is a watermark message; one
+//! that has `marks` and also `ip` or `ranges` is refused (which kind it is
+//! would be a guess).
+//!
 //! - `v` is the **major** format version. Fields may be added without
 //!   changing it (readers ignore fields they do not know, also inside
-//!   `workload`); it changes only when an old reader would misread a new
-//!   message, and a reader refuses versions newer than its own.
+//!   `workload` and inside a mark); it changes only when an old reader
+//!   would misread a new message, and a reader refuses versions newer than
+//!   its own. Watermark messages did not need a new version: a reader from
+//!   before them finds no `ip` and refuses them as `syntax` (counted,
+//!   nothing applied), which is what a collector not yet upgraded does
+//!   with them during a rolling upgrade.
 //! - `origin` names the publishing collector, so a collector can recognise
 //!   its own messages.
 //! - Every message is checked whole before anything of it is used: a
-//!   message with one bad range is refused entirely ([`DecodeError`], with a
-//!   [`MalformedReason`] for counting).
+//!   message with one bad range or mark is refused entirely
+//!   ([`DecodeError`], with a [`MalformedReason`] for counting).
+//! - Decoding bounds what one watermark message may make a reader hold: at
+//!   most [`MAX_MARKS_PER_MESSAGE`] marks, claimant names of at most
+//!   [`MAX_CLAIMANT_LEN`] bytes; past either, the message is refused as
+//!   `limit`. Encoding never writes such a message (see [`encode_marks`]).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -36,15 +65,34 @@
 //! assert_eq!(messages[0].key, "10.0.0.7");
 //! let decoded = codec::decode(Some(messages[0].key.as_bytes()), &messages[0].payload).unwrap();
 //! assert_eq!(&*decoded.origin, "collector-a");
-//! assert_eq!(decoded.updates, vec![update]);
+//! assert_eq!(decoded.content, codec::Content::Ranges(vec![update]));
+//! ```
+//!
+//! ```
+//! use flowattr_collector::{
+//!     completeness::{Mark, SharedMark},
+//!     sharing::codec,
+//! };
+//!
+//! let mark = SharedMark {
+//!     claimant: "agent-1".into(),
+//!     mark: Mark { watermark_ns: 100, heard_ns: 120 },
+//! };
+//! let messages = codec::encode_marks("collector-a", &[mark.clone()]);
+//! assert_eq!(messages[0].key, "marks/collector-a");
+//! let decoded = codec::decode(Some(messages[0].key.as_bytes()), &messages[0].payload).unwrap();
+//! assert_eq!(decoded.content, codec::Content::Marks(vec![mark]));
 //! ```
 
 use std::{borrow::Cow, collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use flowattr_model::{TimeRange, Workload};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::IgnoredAny};
 
-use crate::ownership::RangeUpdate;
+use crate::{
+    completeness::{Mark, SharedMark},
+    ownership::RangeUpdate,
+};
 
 /// The major format version this collector writes and reads.
 pub const FORMAT_VERSION: u64 = 1;
@@ -54,10 +102,23 @@ pub const FORMAT_VERSION: u64 = 1;
 /// message far below Kafka's default 1 MB limit.
 pub const MAX_RANGES_PER_MESSAGE: usize = 256;
 
+/// At most this many marks go in one watermark message (more are split
+/// over several), and a reader refuses a message with more. With claimants
+/// at their longest a message stays under 200 KB.
+pub const MAX_MARKS_PER_MESSAGE: usize = 512;
+
+/// The longest claimant name (bytes) a watermark message may carry: an
+/// agent's certificate name, at most a DNS name's 253 bytes in practice.
+pub const MAX_CLAIMANT_LEN: usize = 256;
+
+/// The key of watermark messages is this, then the origin.
+pub const MARKS_KEY_PREFIX: &str = "marks/";
+
 /// One message ready to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
-    /// The address as text (the Kafka message key).
+    /// The Kafka message key: the address as text, or
+    /// [`MARKS_KEY_PREFIX`] and the origin.
     pub key: String,
     /// The JSON value.
     pub payload: Vec<u8>,
@@ -68,8 +129,17 @@ pub struct Encoded {
 pub struct Decoded {
     /// The collector that published it.
     pub origin: Arc<str>,
-    /// Its ranges, all of one address.
-    pub updates: Vec<RangeUpdate>,
+    pub content: Content,
+}
+
+/// What a valid message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// Ranges, all of one address (at least one).
+    Ranges(Vec<RangeUpdate>),
+    /// Agents' completeness watermarks (at least one, at most
+    /// [`MAX_MARKS_PER_MESSAGE`]), in the order written.
+    Marks(Vec<SharedMark>),
 }
 
 /// Why a message was refused. Nothing of a refused message is used.
@@ -112,6 +182,32 @@ pub enum DecodeError {
     /// The message carries no range.
     #[error("the message carries no range")]
     NoRanges,
+    /// The message has `marks` and also `ip` or `ranges`.
+    #[error("the message carries both watermarks and ranges")]
+    MixedKinds,
+    /// A watermark message's key is not [`MARKS_KEY_PREFIX`] and its origin.
+    #[error(
+        "the watermark message's key {key:?} is not \"{MARKS_KEY_PREFIX}\" and its origin {origin:?}"
+    )]
+    MarksKeyMismatch { key: Option<String>, origin: String },
+    /// A watermark message carries no mark.
+    #[error("the watermark message carries no mark")]
+    NoMarks,
+    /// A watermark message carries more than [`MAX_MARKS_PER_MESSAGE`] marks.
+    #[error(
+        "the watermark message carries {count} marks; at most {} are read",
+        MAX_MARKS_PER_MESSAGE
+    )]
+    TooManyMarks { count: usize },
+    /// A mark has an empty claimant.
+    #[error("mark {index} of the message has an empty claimant")]
+    EmptyMarkClaimant { index: usize },
+    /// A mark's claimant is longer than [`MAX_CLAIMANT_LEN`] bytes.
+    #[error(
+        "mark {index} of the message names a claimant of {len} bytes; at most {} are read",
+        MAX_CLAIMANT_LEN
+    )]
+    ClaimantTooLong { index: usize, len: usize },
 }
 
 /// The kind of a [`DecodeError`], for counters and metric labels.
@@ -126,11 +222,13 @@ pub enum MalformedReason {
     Claimant,
     Origin,
     Empty,
+    /// Past a decode-side limit (marks per message, claimant length).
+    Limit,
 }
 
 impl MalformedReason {
     /// Every reason, in the order of [`MalformedReason::index`].
-    pub const ALL: [MalformedReason; 9] = [
+    pub const ALL: [MalformedReason; 10] = [
         Self::Syntax,
         Self::Version,
         Self::Ip,
@@ -140,6 +238,7 @@ impl MalformedReason {
         Self::Claimant,
         Self::Origin,
         Self::Empty,
+        Self::Limit,
     ];
 
     /// Position in [`MalformedReason::ALL`].
@@ -159,6 +258,7 @@ impl MalformedReason {
             Self::Claimant => "claimant",
             Self::Origin => "origin",
             Self::Empty => "empty",
+            Self::Limit => "limit",
         }
     }
 }
@@ -166,15 +266,18 @@ impl MalformedReason {
 impl DecodeError {
     pub fn reason(&self) -> MalformedReason {
         match self {
-            Self::Syntax(_) => MalformedReason::Syntax,
+            Self::Syntax(_) | Self::MixedKinds => MalformedReason::Syntax,
             Self::MissingVersion | Self::UnsupportedVersion { .. } => MalformedReason::Version,
             Self::BadIp { .. } => MalformedReason::Ip,
-            Self::KeyMismatch { .. } => MalformedReason::Key,
+            Self::KeyMismatch { .. } | Self::MarksKeyMismatch { .. } => MalformedReason::Key,
             Self::InvalidRange { .. } => MalformedReason::Range,
             Self::EmptyWorkloadId { .. } => MalformedReason::Workload,
-            Self::EmptyClaimant { .. } => MalformedReason::Claimant,
+            Self::EmptyClaimant { .. } | Self::EmptyMarkClaimant { .. } => {
+                MalformedReason::Claimant
+            }
             Self::EmptyOrigin => MalformedReason::Origin,
-            Self::NoRanges => MalformedReason::Empty,
+            Self::NoRanges | Self::NoMarks => MalformedReason::Empty,
+            Self::TooManyMarks { .. } | Self::ClaimantTooLong { .. } => MalformedReason::Limit,
         }
     }
 }
@@ -196,11 +299,89 @@ struct OutRange<'a> {
     claimant: &'a str,
 }
 
+#[derive(Serialize)]
+struct OutMarks<'a> {
+    v: u64,
+    origin: &'a str,
+    marks: Vec<OutMark<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutMark<'a> {
+    claimant: &'a str,
+    watermark_ns: u64,
+    heard_ns: u64,
+}
+
 // What is read. Lenient: unknown fields are ignored (the model's `Workload`
 // refuses them, so the wire has its own).
 #[derive(Deserialize)]
 struct Header {
     v: Option<u64>,
+    // Only whether they are there: which kind of message this is.
+    #[serde(default)]
+    marks: Option<IgnoredAny>,
+    #[serde(default)]
+    ip: Option<IgnoredAny>,
+    #[serde(default)]
+    ranges: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct InMarks<'a> {
+    #[serde(borrow)]
+    origin: Cow<'a, str>,
+    // Counted before they are taken: a message with more than the limit is
+    // refused without keeping them (see `BoundedMarks`).
+    #[serde(borrow)]
+    marks: BoundedMarks<'a>,
+}
+
+#[derive(Deserialize)]
+struct InMark<'a> {
+    #[serde(borrow)]
+    claimant: Cow<'a, str>,
+    watermark_ns: u64,
+    heard_ns: u64,
+}
+
+/// The marks of a message, or how many there were past the limit: the
+/// sequence is read one mark at a time and stops keeping them (it still
+/// checks the syntax) once past [`MAX_MARKS_PER_MESSAGE`], so a huge
+/// message costs no memory beyond the limit.
+enum BoundedMarks<'a> {
+    Within(Vec<InMark<'a>>),
+    Over(usize),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for BoundedMarks<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = BoundedMarks<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of marks")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut marks = Vec::new();
+                while let Some(m) = seq.next_element::<InMark<'de>>()? {
+                    if marks.len() == MAX_MARKS_PER_MESSAGE {
+                        let mut count = marks.len() + 1;
+                        while seq.next_element::<IgnoredAny>()?.is_some() {
+                            count += 1;
+                        }
+                        return Ok(BoundedMarks::Over(count));
+                    }
+                    marks.push(m);
+                }
+                Ok(BoundedMarks::Within(marks))
+            }
+        }
+        d.deserialize_seq(Visit(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -294,7 +475,52 @@ pub fn encode(origin: &str, updates: &[RangeUpdate]) -> Vec<Encoded> {
     out
 }
 
-/// Checks and decodes one message (its Kafka key and value).
+/// Whether every reader would take a mark with this claimant.
+pub fn valid_claimant(claimant: &str) -> bool {
+    !claimant.is_empty() && claimant.len() <= MAX_CLAIMANT_LEN
+}
+
+/// The key of `origin`'s watermark messages.
+pub fn marks_key(origin: &str) -> String {
+    format!("{MARKS_KEY_PREFIX}{origin}")
+}
+
+/// Watermark messages for `marks`, [`MAX_MARKS_PER_MESSAGE`] to a message,
+/// in their given order. A mark whose claimant every reader would refuse
+/// (see [`valid_claimant`]) is left out rather than make its whole message
+/// refused; check with [`valid_claimant`] first to count them.
+pub fn encode_marks(origin: &str, marks: &[SharedMark]) -> Vec<Encoded> {
+    let valid: Vec<&SharedMark> = marks
+        .iter()
+        .filter(|m| valid_claimant(&m.claimant))
+        .collect();
+    let key = marks_key(origin);
+    valid
+        .chunks(MAX_MARKS_PER_MESSAGE)
+        .map(|chunk| {
+            let message = OutMarks {
+                v: FORMAT_VERSION,
+                origin,
+                marks: chunk
+                    .iter()
+                    .map(|m| OutMark {
+                        claimant: &m.claimant,
+                        watermark_ns: m.mark.watermark_ns,
+                        heard_ns: m.mark.heard_ns,
+                    })
+                    .collect(),
+            };
+            Encoded {
+                key: key.clone(),
+                payload: serde_json::to_vec(&message)
+                    .expect("a message of strings and numbers serializes"),
+            }
+        })
+        .collect()
+}
+
+/// Checks and decodes one message (its Kafka key and value), of either
+/// kind.
 pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<Decoded, DecodeError> {
     // The version first, so a newer format is refused as such even when its
     // shape changed.
@@ -303,6 +529,12 @@ pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<Decoded, DecodeError
         None => return Err(DecodeError::MissingVersion),
         Some(FORMAT_VERSION) => {}
         Some(found) => return Err(DecodeError::UnsupportedVersion { found }),
+    }
+    if header.marks.is_some() {
+        if header.ip.is_some() || header.ranges.is_some() {
+            return Err(DecodeError::MixedKinds);
+        }
+        return decode_marks(key, payload);
     }
     let message: InMessage<'_> = serde_json::from_slice(payload).map_err(DecodeError::Syntax)?;
     let ip: IpAddr = message.ip.parse().map_err(|_| DecodeError::BadIp {
@@ -375,7 +607,56 @@ pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<Decoded, DecodeError
         .collect();
     Ok(Decoded {
         origin: message.origin.into(),
-        updates,
+        content: Content::Ranges(updates),
+    })
+}
+
+fn decode_marks(key: Option<&[u8]>, payload: &[u8]) -> Result<Decoded, DecodeError> {
+    let message: InMarks<'_> = serde_json::from_slice(payload).map_err(DecodeError::Syntax)?;
+    if message.origin.is_empty() {
+        return Err(DecodeError::EmptyOrigin);
+    }
+    let key_matches = key
+        .and_then(|k| k.strip_prefix(MARKS_KEY_PREFIX.as_bytes()))
+        .is_some_and(|k| k == message.origin.as_bytes());
+    if !key_matches {
+        return Err(DecodeError::MarksKeyMismatch {
+            key: key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            origin: message.origin.into_owned(),
+        });
+    }
+    let marks = match message.marks {
+        BoundedMarks::Over(count) => return Err(DecodeError::TooManyMarks { count }),
+        BoundedMarks::Within(marks) => marks,
+    };
+    if marks.is_empty() {
+        return Err(DecodeError::NoMarks);
+    }
+    for (index, m) in marks.iter().enumerate() {
+        if m.claimant.is_empty() {
+            return Err(DecodeError::EmptyMarkClaimant { index });
+        }
+        if m.claimant.len() > MAX_CLAIMANT_LEN {
+            return Err(DecodeError::ClaimantTooLong {
+                index,
+                len: m.claimant.len(),
+            });
+        }
+    }
+    Ok(Decoded {
+        origin: message.origin.into(),
+        content: Content::Marks(
+            marks
+                .into_iter()
+                .map(|m| SharedMark {
+                    claimant: m.claimant.as_ref().into(),
+                    mark: Mark {
+                        watermark_ns: m.watermark_ns,
+                        heard_ns: m.heard_ns,
+                    },
+                })
+                .collect(),
+        ),
     })
 }
 

@@ -17,6 +17,10 @@ pub(super) struct Counters {
     pub deliveries: Arc<DeliveryStats>,
     pub consumed: AtomicU64,
     pub ranges_received: AtomicU64,
+    pub marks_published: AtomicU64,
+    pub marks_invalid: AtomicU64,
+    pub marks_received: AtomicU64,
+    pub marks_dropped: AtomicU64,
     pub own_skipped: AtomicU64,
     pub malformed: [AtomicU64; MalformedReason::ALL.len()],
     pub lag: AtomicU64,
@@ -29,7 +33,8 @@ pub(super) struct Counters {
 /// A snapshot of what the Kafka sharing has done since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SharingCounters {
-    /// Messages handed to the producer (one per address and publish).
+    /// Messages handed to the producer (one per address and publish, and
+    /// the watermark messages).
     pub published: u64,
     /// Messages acknowledged by the broker.
     pub delivered: u64,
@@ -44,10 +49,26 @@ pub struct SharingCounters {
     pub requeued: u64,
     /// Messages still kept to send again.
     pub requeue_waiting: u64,
+    /// Agents whose latest local watermark is kept to publish once the
+    /// topic is confirmed (see
+    /// [`KafkaSharing::publish_marks`](super::KafkaSharing::publish_marks)).
+    pub marks_waiting: u64,
     /// Valid messages taken from the topic and handed on.
     pub consumed: u64,
     /// Ranges in those messages.
     pub ranges_received: u64,
+    /// Watermarks in the messages handed to the producer.
+    pub marks_published: u64,
+    /// Watermarks not published because every reader would refuse them
+    /// (a claimant empty or longer than
+    /// [`MAX_CLAIMANT_LEN`](super::codec::MAX_CLAIMANT_LEN)).
+    pub marks_invalid: u64,
+    /// Watermarks in the valid messages taken from the topic.
+    pub marks_received: u64,
+    /// Watermarks received but dropped because too many different agents'
+    /// were waiting to be polled (see
+    /// [`KafkaSharing::poll_marks`](super::KafkaSharing::poll_marks)).
+    pub marks_dropped: u64,
     /// This collector's own messages skipped after warm-up.
     pub own_skipped: u64,
     /// Refused messages, by [`MalformedReason::index`].
@@ -79,7 +100,7 @@ impl SharingCounters {
 }
 
 impl Counters {
-    pub fn snapshot(&self, requeue_waiting: usize) -> SharingCounters {
+    pub fn snapshot(&self, requeue_waiting: usize, marks_waiting: usize) -> SharingCounters {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let queue_full = get(&self.queue_full);
         let delivery_failed = get(&self.deliveries.failed);
@@ -91,8 +112,13 @@ impl Counters {
             delivery_failed,
             requeued: get(&self.deliveries.requeued),
             requeue_waiting: requeue_waiting as u64,
+            marks_waiting: marks_waiting as u64,
             consumed: get(&self.consumed),
             ranges_received: get(&self.ranges_received),
+            marks_published: get(&self.marks_published),
+            marks_invalid: get(&self.marks_invalid),
+            marks_received: get(&self.marks_received),
+            marks_dropped: get(&self.marks_dropped),
             own_skipped: get(&self.own_skipped),
             malformed: std::array::from_fn(|i| get(&self.malformed[i])),
             lag: get(&self.lag),

@@ -1,6 +1,6 @@
-//! [`KafkaSharing`]: publishes the ranges local heartbeats changed and
-//! hands on other collectors' ranges, on std threads, never making the
-//! caller wait on the broker.
+//! [`KafkaSharing`]: publishes the ranges local heartbeats changed and the
+//! local agents' completeness watermarks, and hands on other collectors',
+//! on std threads, never making the caller wait on the broker.
 
 use std::{
     collections::VecDeque,
@@ -18,17 +18,30 @@ use rdkafka::{
     producer::{BaseRecord, Producer, ThreadedProducer},
 };
 
+use rustc_hash::FxHashMap;
+
 use super::{
     SharingConfig, SharingError,
     client::{self, DeliveryContext, Requeue, TopicGate},
-    codec,
+    codec::{self, Encoded},
     counters::{Counters, SharingCounters},
     reader::{Inbound, Reader, ReaderSettings},
 };
-use crate::ownership::RangeUpdate;
+use crate::{
+    completeness::{Mark, SharedMark},
+    ownership::RangeUpdate,
+};
 
-/// What one [`KafkaSharing::publish`] did with its messages (one per
-/// address).
+/// At most this many agents' watermarks are held waiting: received and not
+/// yet polled, or not yet published because the broker is away. Marks of
+/// one agent are merged into one, so this bounds memory by the number of
+/// agents, whatever the rate; past it, the marks of further agents are
+/// dropped and counted (`marks_dropped`).
+pub const MAX_MARKS_PENDING: usize = 65_536;
+
+/// What one [`KafkaSharing::publish`] or [`KafkaSharing::publish_marks`]
+/// did with its messages (one per address, or per
+/// [`MAX_MARKS_PER_MESSAGE`](codec::MAX_MARKS_PER_MESSAGE) watermarks).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Published {
     /// Handed to the producer.
@@ -52,6 +65,14 @@ pub struct KafkaSharing {
     /// Received but not yet returned (past a `poll`'s `max`, or from a
     /// warm-up that timed out).
     pending: VecDeque<RangeUpdate>,
+    /// Watermarks received but not yet polled, the highest per agent.
+    pending_marks: FxHashMap<Arc<str>, Mark>,
+    /// Local watermarks not yet published (the topic was not confirmed),
+    /// the highest per agent.
+    unsent_marks: FxHashMap<Arc<str>, Mark>,
+    /// How many ranges `poll_marks` lets gather in `pending` while it takes
+    /// what the reader has.
+    pending_bound: usize,
     warmed_up: bool,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
@@ -106,6 +127,9 @@ impl KafkaSharing {
             .spawn(move || reader.run())
             .map_err(|e| SharingError::Config(format!("could not start the reader thread: {e}")))?;
         Ok(Self {
+            pending_bound: config.inbound_queue,
+            pending_marks: FxHashMap::default(),
+            unsent_marks: FxHashMap::default(),
             origin,
             topic: config.topic,
             producer,
@@ -139,22 +163,86 @@ impl KafkaSharing {
     ///
     /// [`OwnershipTable::drain_changes`]: crate::ownership::OwnershipTable::drain_changes
     pub fn publish(&self, updates: &[RangeUpdate]) -> Published {
-        let mut report = Published::default();
         if updates.is_empty() {
-            return report;
+            return Published::default();
         }
+        let messages = codec::encode(&self.origin, updates);
+        let (report, _) = self.send(&messages, "An ownership update");
+        report
+    }
+
+    /// Publishes this collector's agents' completeness watermarks (usually
+    /// [`Completeness::drain_changes`]), up to
+    /// [`MAX_MARKS_PER_MESSAGE`](codec::MAX_MARKS_PER_MESSAGE) to a message.
+    /// Never waits. Until the broker has confirmed the topic, the marks are
+    /// kept here instead, the highest per agent (a newer mark makes an
+    /// older one worthless), and published by the first call of this or of
+    /// [`KafkaSharing::poll_marks`] once it has. A mark whose claimant no
+    /// reader would take ([`codec::valid_claimant`]) is counted
+    /// (`marks_invalid`) and not sent. A message the producer has no room
+    /// for is refused and counted, like ranges; the agent's next mark heals
+    /// it.
+    ///
+    /// [`Completeness::drain_changes`]: crate::completeness::Completeness::drain_changes
+    pub fn publish_marks(&mut self, marks: &[SharedMark]) -> Published {
+        let c = &self.counters;
+        for m in marks {
+            if !codec::valid_claimant(&m.claimant) {
+                let n = c.marks_invalid.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        topic = self.topic,
+                        claimant_bytes = m.claimant.len(),
+                        refused = n,
+                        "A watermark was not published: its claimant is empty or too long for any reader."
+                    );
+                }
+                continue;
+            }
+            merge_mark(&mut self.unsent_marks, &m.claimant, m.mark, c);
+        }
+        self.send_marks()
+    }
+
+    /// Sends the kept local watermarks if the topic is confirmed.
+    fn send_marks(&mut self) -> Published {
+        if self.unsent_marks.is_empty() || !self.gate.is_ready() {
+            return Published::default();
+        }
+        let marks = sorted(self.unsent_marks.drain());
+        let messages = codec::encode_marks(&self.origin, &marks);
+        let (report, taken) = self.send(&messages, "A watermark message");
+        let mut published = 0;
+        for (i, taken) in taken.into_iter().enumerate() {
+            if taken {
+                let start = i * codec::MAX_MARKS_PER_MESSAGE;
+                published += marks.len().min(start + codec::MAX_MARKS_PER_MESSAGE) - start;
+            }
+        }
+        self.counters
+            .marks_published
+            .fetch_add(published as u64, Ordering::Relaxed);
+        report
+    }
+
+    /// Hands `messages` to the producer, or keeps them while the topic is
+    /// not confirmed; says which were taken (sent or kept).
+    fn send(&self, messages: &[Encoded], what: &str) -> (Published, Vec<bool>) {
+        let mut report = Published::default();
+        let mut taken = Vec::with_capacity(messages.len());
         let ready = self.gate.is_ready();
         if ready && self.requeue.len() > 0 {
             self.requeue.resend(&self.producer, &self.topic);
         }
         let c = &self.counters;
-        for m in codec::encode(&self.origin, updates) {
+        for m in messages {
             let error = if ready {
                 let record = BaseRecord::to(&self.topic).key(&m.key).payload(&m.payload);
                 match self.producer.send(record) {
                     Ok(()) => {
                         c.published.fetch_add(1, Ordering::Relaxed);
                         report.messages += 1;
+                        taken.push(true);
                         continue;
                     }
                     Err((e, _)) => Some(e),
@@ -168,9 +256,11 @@ impl KafkaSharing {
             if keep && self.requeue.push(Some(m.key.as_bytes()), &m.payload) {
                 c.deliveries.requeued.fetch_add(1, Ordering::Relaxed);
                 report.kept += 1;
+                taken.push(true);
                 continue;
             }
             report.refused += 1;
+            taken.push(false);
             let full = error
                 .as_ref()
                 .is_none_or(|e| e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull));
@@ -182,22 +272,23 @@ impl KafkaSharing {
             if n.is_power_of_two() {
                 match &error {
                     Some(e) => {
-                        tracing::warn!(topic = self.topic, error = %e, refused = n, "An ownership update could not be published.")
+                        tracing::warn!(topic = self.topic, error = %e, refused = n, "{what} could not be published.")
                     }
                     None => tracing::warn!(
                         topic = self.topic,
                         refused = n,
-                        "An ownership update could not be kept while the broker is away: the queue is full."
+                        "{what} could not be kept while the broker is away: the queue is full."
                     ),
                 }
             }
         }
-        report
+        (report, taken)
     }
 
     /// Reads the retained history: every partition from `warmup_window`
     /// ago to its end, this collector's own earlier messages included.
-    /// Returns the ranges read; apply them to the table.
+    /// Returns the ranges read; apply them to the table. The watermarks
+    /// read meanwhile come from the next [`KafkaSharing::poll_marks`].
     ///
     /// If the history is not read within `timeout` (a broker that is down
     /// or slow), returns [`SharingError::WarmUpTimedOut`]; nothing is lost:
@@ -210,7 +301,7 @@ impl KafkaSharing {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(Inbound::Updates(u)) => out.extend(u),
-                Ok(Inbound::WarmedUp) => self.warmed_up = true,
+                Ok(item) => self.take(item),
                 Err(e) => {
                     self.pending.extend(out);
                     let c = self.counters();
@@ -256,9 +347,32 @@ impl KafkaSharing {
         out
     }
 
+    /// Every watermark other collectors published since the last call
+    /// (the history's too, after a warm-up), the highest per agent, by
+    /// claimant. Never waits: takes what the reader has, as long as fewer
+    /// than `inbound_queue` ranges are waiting for [`KafkaSharing::poll`]
+    /// (so the reader's bounded channel keeps bounding memory). Also sends
+    /// the local watermarks [`KafkaSharing::publish_marks`] kept while the
+    /// broker was away, once the topic is confirmed again.
+    pub fn poll_marks(&mut self) -> Vec<SharedMark> {
+        self.send_marks();
+        while self.pending.len() < self.pending_bound {
+            match self.rx.try_recv() {
+                Ok(item) => self.take(item),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        sorted(self.pending_marks.drain())
+    }
+
     fn take(&mut self, item: Inbound) {
         match item {
             Inbound::Updates(u) => self.pending.extend(u),
+            Inbound::Marks(marks) => {
+                for m in marks {
+                    merge_mark(&mut self.pending_marks, &m.claimant, m.mark, &self.counters);
+                }
+            }
             Inbound::WarmedUp => self.warmed_up = true,
         }
     }
@@ -273,8 +387,37 @@ impl KafkaSharing {
     }
 
     pub fn counters(&self) -> SharingCounters {
-        self.counters.snapshot(self.requeue.len())
+        self.counters
+            .snapshot(self.requeue.len(), self.unsent_marks.len())
     }
+}
+
+/// Keeps the highest of each field per agent (what the completeness does
+/// with them, so nothing is lost), within [`MAX_MARKS_PENDING`] agents.
+fn merge_mark(into: &mut FxHashMap<Arc<str>, Mark>, claimant: &Arc<str>, mark: Mark, c: &Counters) {
+    if let Some(m) = into.get_mut(claimant) {
+        m.watermark_ns = m.watermark_ns.max(mark.watermark_ns);
+        m.heard_ns = m.heard_ns.max(mark.heard_ns);
+    } else if into.len() < MAX_MARKS_PENDING {
+        into.insert(claimant.clone(), mark);
+    } else {
+        let n = c.marks_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                agents = into.len(),
+                dropped = n,
+                "A watermark was dropped: too many agents' watermarks are waiting."
+            );
+        }
+    }
+}
+
+fn sorted(marks: impl Iterator<Item = (Arc<str>, Mark)>) -> Vec<SharedMark> {
+    let mut out: Vec<SharedMark> = marks
+        .map(|(claimant, mark)| SharedMark { claimant, mark })
+        .collect();
+    out.sort_unstable_by(|a, b| a.claimant.cmp(&b.claimant));
+    out
 }
 
 impl Drop for KafkaSharing {
@@ -349,6 +492,103 @@ mod tests {
         let started = Instant::now();
         assert!(sharing.poll(10, Duration::from_millis(50)).is_empty());
         assert!(started.elapsed() < Duration::from_millis(500));
+    }
+
+    fn mark(claimant: &str, watermark_ns: u64, heard_ns: u64) -> SharedMark {
+        SharedMark {
+            claimant: claimant.into(),
+            mark: Mark {
+                watermark_ns,
+                heard_ns,
+            },
+        }
+    }
+
+    #[test]
+    fn without_a_broker_marks_are_kept_the_highest_per_agent_and_invalid_ones_counted() {
+        let mut sharing = unreachable(1);
+        let started = Instant::now();
+        let long = "x".repeat(codec::MAX_CLAIMANT_LEN + 1);
+        let report = sharing.publish_marks(&[
+            mark("agent-b", 10, 20),
+            mark("agent-a", 5, 6),
+            mark("", 1, 1),
+            mark(&long, 1, 1),
+        ]);
+        // Older for one field, newer for the other: both highest are kept.
+        sharing.publish_marks(&[mark("agent-b", 30, 15)]);
+        assert!(
+            sharing.poll_marks().is_empty(),
+            "nothing of its own comes back"
+        );
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert_eq!(report, Published::default(), "nothing sent or queued");
+        let c = sharing.counters();
+        assert_eq!((c.marks_waiting, c.marks_invalid), (2, 2), "{c:?}");
+        // Kept out of the producer's bounded queue, which stays for ranges.
+        assert_eq!(
+            (c.requeue_waiting, c.published, c.marks_published),
+            (0, 0, 0),
+            "{c:?}"
+        );
+        assert_eq!(
+            sorted(sharing.unsent_marks.clone().into_iter()),
+            vec![mark("agent-a", 5, 6), mark("agent-b", 30, 20)]
+        );
+        assert_eq!(
+            sharing.publish(&updates(1)).kept,
+            1,
+            "ranges still have their room"
+        );
+    }
+
+    #[test]
+    fn pending_marks_merge_per_agent_within_the_bound() {
+        let c = Counters::default();
+        let mut map = FxHashMap::default();
+        let a: Arc<str> = "a".into();
+        merge_mark(
+            &mut map,
+            &a,
+            Mark {
+                watermark_ns: 5,
+                heard_ns: 9,
+            },
+            &c,
+        );
+        merge_mark(
+            &mut map,
+            &a,
+            Mark {
+                watermark_ns: 7,
+                heard_ns: 1,
+            },
+            &c,
+        );
+        assert_eq!(
+            map[&a],
+            Mark {
+                watermark_ns: 7,
+                heard_ns: 9
+            }
+        );
+        for i in 1..MAX_MARKS_PENDING {
+            merge_mark(&mut map, &format!("agent-{i}").into(), Mark::default(), &c);
+        }
+        assert_eq!(map.len(), MAX_MARKS_PENDING);
+        merge_mark(&mut map, &"one-too-many".into(), Mark::default(), &c);
+        merge_mark(
+            &mut map,
+            &a,
+            Mark {
+                watermark_ns: 8,
+                heard_ns: 9,
+            },
+            &c,
+        );
+        assert_eq!(map.len(), MAX_MARKS_PENDING);
+        assert_eq!(map[&a].watermark_ns, 8, "known agents still merge");
+        assert_eq!(c.marks_dropped.load(Ordering::Relaxed), 1);
     }
 
     #[test]

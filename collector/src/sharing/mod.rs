@@ -1,7 +1,10 @@
 //! Ownership sharing through Kafka (the method's point 3): every collector
 //! publishes the ranges its local heartbeats changed and applies every other
 //! collector's, so each holds the whole fleet's map although it receives
-//! only a slice of the flows.
+//! only a slice of the flows. Beside the ranges, on the same topic, it
+//! publishes its agents' completeness watermarks and takes the others', so
+//! each knows how far every agent of the fleet has reported
+//! ([`crate::completeness`]).
 //!
 //! Optional: a single collector with no Kafka configured never builds any of
 //! this, and keeps its ownership table in process.
@@ -10,16 +13,21 @@
 //! - [`KafkaSharing`] is the shell: a producer and a reader thread on
 //!   librdkafka. The collector's core stays synchronous and sans-IO: it
 //!   drains the table's changes into [`KafkaSharing::publish`] and applies
-//!   what [`KafkaSharing::poll`] returns; neither waits on the broker, so
-//!   attribution goes on from the in-memory table while Kafka is down.
+//!   what [`KafkaSharing::poll`] returns, and likewise the watermarks with
+//!   [`KafkaSharing::publish_marks`] and [`KafkaSharing::poll_marks`]; none
+//!   waits on the broker, so attribution goes on from the in-memory table
+//!   while Kafka is down (other collectors' agents then fall silent here
+//!   after `silent_after`, and are no longer waited for).
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use flowattr_collector::ownership::{OwnershipConfig, OwnershipTable};
+//! use flowattr_collector::completeness::Completeness;
+//! use flowattr_collector::ownership::{ClaimPolicy, OwnershipConfig, OwnershipTable};
 //! use flowattr_collector::sharing::{KafkaSharing, SharingConfig};
 //! # fn now_ns() -> u64 { 0 }
 //!
 //! let mut table = OwnershipTable::new(OwnershipConfig::default());
+//! let mut completeness = Completeness::new(&ClaimPolicy::new(), 2_000_000_000, 300_000_000_000);
 //! let config = SharingConfig::new("127.0.0.1:9092", "flowattr-ownership");
 //! let mut sharing = KafkaSharing::new(config, "collector-1").unwrap();
 //! // At start: what the fleet (and this collector, before a restart) knew.
@@ -29,8 +37,13 @@
 //!     }
 //! }
 //! loop {
-//!     // … heartbeats from agents go into `table` …
+//!     // … heartbeats from agents go into `table`, watermarks into
+//!     // `completeness` …
 //!     sharing.publish(&table.drain_changes());
+//!     sharing.publish_marks(&completeness.drain_changes());
+//!     for m in sharing.poll_marks() {
+//!         completeness.apply(&m);
+//!     }
 //!     for u in sharing.poll(10_000, Duration::from_millis(100)) {
 //!         table.apply(&u, now_ns());
 //!     }
@@ -40,7 +53,11 @@
 //! Ordering does not matter for correctness: the table is a function of
 //! the set of claims, so updates applied late, twice or out of order give
 //! the same table. That is why the producer may retry freely and why the
-//! reader may read a partition again after an outage.
+//! reader may read a partition again after an outage. Watermarks likewise:
+//! each of a mark's two times only moves forward, so a mark applied late,
+//! twice or after a newer one changes nothing. Warm-up hands on the
+//! history's watermarks too, each with the time its agent was last heard:
+//! an agent silent since is not waited for, however recent the message.
 
 pub mod codec;
 
@@ -52,7 +69,7 @@ mod reader;
 use std::time::Duration;
 
 pub use counters::SharingCounters;
-pub use kafka::{KafkaSharing, Published};
+pub use kafka::{KafkaSharing, MAX_MARKS_PENDING, Published};
 
 /// Where and how ranges are shared.
 #[derive(Debug, Clone, PartialEq, Eq)]

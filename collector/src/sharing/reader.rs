@@ -1,5 +1,5 @@
 //! The reader thread: reads every partition of the sharing topic and hands
-//! valid updates to [`KafkaSharing`](super::KafkaSharing) through a bounded
+//! valid updates and watermarks to [`KafkaSharing`](super::KafkaSharing) through a bounded
 //! channel, so the collector's core never waits on the broker.
 //!
 //! - **All partitions, no group.** Every collector needs every update, so
@@ -9,7 +9,10 @@
 //!   `now - warmup_window` (the whole partition if the broker cannot say)
 //!   to its end. Until a partition has reached its end once, the
 //!   collector's own earlier messages on it are handed on too: a restarted
-//!   collector gets back what it knew. After that they are skipped.
+//!   collector gets back what it knew. After that they are skipped. The
+//!   same holds for watermark messages: those of the history are handed on
+//!   as they are (with the `heard_ns` they were published with, so an agent
+//!   long silent does not look alive; see [`crate::completeness`]).
 //! - **Outages.** Once a second (four times a second while something is
 //!   wrong) the reader asks the broker for the topic and creates it if
 //!   missing. It keeps the producer's topic gate (see `client`): closed at
@@ -51,10 +54,10 @@ use rustc_hash::FxHashMap;
 
 use super::{
     client::{self, DeliveryContext, Requeue, TopicAdmin, TopicGate},
-    codec::{self, DecodeError, Decoded},
+    codec::{self, Content, DecodeError, Decoded},
     counters::Counters,
 };
-use crate::ownership::RangeUpdate;
+use crate::{completeness::SharedMark, ownership::RangeUpdate};
 
 /// How long one wait for a message lasts (and so how soon a stop is seen).
 const POLL_WAIT: Duration = Duration::from_millis(100);
@@ -71,6 +74,8 @@ const RECOVERY_MARGIN: Duration = Duration::from_secs(10);
 pub(super) enum Inbound {
     /// The ranges of one valid message.
     Updates(Vec<RangeUpdate>),
+    /// The watermarks of one valid message.
+    Marks(Vec<SharedMark>),
     /// Every partition has been read to its end once: what came before this
     /// was the history.
     WarmedUp,
@@ -273,7 +278,7 @@ impl Reader {
                         reason = reason.as_str(),
                         refused = n,
                         %error,
-                        "A malformed ownership message was refused."
+                        "A malformed sharing message was refused."
                     );
                 }
             }
@@ -282,9 +287,19 @@ impl Reader {
             }
             Ok(d) => {
                 c.consumed.fetch_add(1, Ordering::Relaxed);
-                c.ranges_received
-                    .fetch_add(d.updates.len() as u64, Ordering::Relaxed);
-                self.hand_on(Inbound::Updates(d.updates));
+                let item = match d.content {
+                    Content::Ranges(updates) => {
+                        c.ranges_received
+                            .fetch_add(updates.len() as u64, Ordering::Relaxed);
+                        Inbound::Updates(updates)
+                    }
+                    Content::Marks(marks) => {
+                        c.marks_received
+                            .fetch_add(marks.len() as u64, Ordering::Relaxed);
+                        Inbound::Marks(marks)
+                    }
+                };
+                self.hand_on(item);
             }
         }
     }
