@@ -277,12 +277,23 @@ fn explored(draws: u32, args: &SimArgs) -> anyhow::Result<ExitCode> {
         adjust: None,
     };
     let (totals, outcomes) = explore::explore(&options, |d, _| {
-        bar.println(d.line());
+        // Above the bar on a terminal, else plainly (the bar is hidden).
+        let say = |line: String| {
+            if bar.is_hidden() {
+                println!("{line}");
+            } else {
+                bar.println(line);
+            }
+        };
+        say(d.line());
         for e in &d.examples {
-            bar.println(format!("      e.g. {e}"));
+            say(format!("      e.g. {e}"));
         }
         if let Some(path) = &d.written {
-            bar.println(format!("      written to {} (run it: flowattr sim {0})", path.display()));
+            say(format!(
+                "      written to {} (run it: flowattr sim {0})",
+                path.display()
+            ));
         }
         bar.inc(1);
     })?;

@@ -26,8 +26,8 @@ use flowattr_transport::{CollectorAddr, Shipper, ShipperConfig, tls::TlsFiles};
 
 use crate::{
     Scenario,
-    drive::{Collectors, Progress, SECOND_NS, drive},
     agents::Truth,
+    drive::{Collectors, Progress, SECOND_NS, drive},
     fleet::{Fleet, FleetStats, Host},
 };
 

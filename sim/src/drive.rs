@@ -114,7 +114,11 @@ pub(crate) fn drive(
         }
         t += SECOND_NS;
     }
-    let on_the_way: usize = on_the_way.0.iter().map(|Reverse(d)| d.item.truths.len()).sum();
+    let on_the_way: usize = on_the_way
+        .0
+        .iter()
+        .map(|Reverse(d)| d.item.truths.len())
+        .sum();
     Ok(Driven {
         unshipped: agents.unshipped() + in_flight.0.len() + on_the_way,
         agents: agents.stats,

@@ -8,7 +8,8 @@
 //!
 //! The ranges: address reuse 0.5 s to 10 min, host clock skew 0 to 10 s
 //! (against a collector tolerance of 0.5 to 5 s), batch interval 1 s to
-//! 2 min, hold 1 s to 5 min, lifetimes 30 s to a day, shares of IPv6-only
+//! 2 min, hold 1 s to 5 min, an agent counted silent after 10 s to 10 min,
+//! lifetimes 30 s to a day, shares of IPv6-only
 //! containers, load balancers and cross-region calls, network RTT 0.1 to
 //! 50 ms with backlogs up to 10 s, and — outside the tolerances — agents
 //! that crash or fall silent, hosts without one, lost batches, identity
@@ -47,24 +48,33 @@ const INSIDE_SHARE: f64 = 0.4;
 /// tolerances, in percent of a draw's flows.
 pub const UNAMBIGUOUS_BUDGET_PCT: f64 = 1.0;
 
-/// Whether a scenario stays inside what the collector is promised: every
-/// host's clock (with its connection's RTT) within the collector's
-/// `max_skew`, every batch inside the hold (a batch interval, twice the
-/// tolerance between two agents and twice the worst network delay), and
-/// nothing that takes data away from it — every host runs an agent that
-/// never crashes, falls silent or loses a batch, identity sources never
-/// lag, no collector restarts. Duplicates, leading identity sources,
-/// reuse, lifetimes, IPv6-only containers, load balancers, cross-region
-/// calls and the legacy stream may be anything.
-pub fn inside_tolerances(s: &Scenario) -> bool {
-    let (a, n, c) = (&s.agents, &s.network, &s.collector);
+/// How long after a flow's end every agent's report of it can take to be
+/// in: a batch interval, twice the tolerance between two agents' clocks,
+/// and twice the worst network delay.
+pub fn cadence(s: &Scenario) -> Duration {
+    let n = &s.network;
     let worst_delay = if n.backlog > 0.0 {
         n.backlog_max.max(n.rtt)
     } else {
         n.rtt
     };
+    s.agents.batch_interval + 2 * s.collector.max_skew + 2 * worst_delay
+}
+
+/// Whether a scenario stays inside what the collector is promised: every
+/// host's clock (with its connection's RTT) within the collector's
+/// `max_skew`; every batch inside the hold, and no agent counted silent
+/// between two of its batches (both at least the [`cadence`]); and nothing
+/// that takes data away — every host runs an agent that never crashes,
+/// falls silent or loses a batch, identity sources never lag, no collector
+/// restarts. Duplicates, leading identity sources, reuse, lifetimes,
+/// IPv6-only containers, load balancers, cross-region calls and the legacy
+/// stream may be anything.
+pub fn inside_tolerances(s: &Scenario) -> bool {
+    let (a, n, c) = (&s.agents, &s.network, &s.collector);
     s.clocks.max_skew + n.rtt <= c.max_skew
-        && a.batch_interval + 2 * c.max_skew + 2 * worst_delay <= c.hold
+        && cadence(s) <= c.hold
+        && cadence(s) <= c.silent_after
         && a.agentless == 0.0
         && a.restarts_per_hour == 0.0
         && a.silences_per_hour == 0.0
@@ -118,7 +128,7 @@ pub fn draw(seed: u64, index: u32) -> Scenario {
     let backlog_max = ms(secs(rng.random_range(1.0..10.0)));
     let mut host_skew = ms(secs(rng.random::<f64>() * 10.0));
     let regions = if rng.random_bool(0.6) { 2 } else { 1 };
-    let silent_after = Duration::from_secs(log_uniform(&mut rng, 10.0, 600.0).as_secs());
+    let mut silent_after = Duration::from_secs(log_uniform(&mut rng, 10.0, 600.0).as_secs());
 
     let mut agents = AgentsSection {
         batch_interval,
@@ -140,6 +150,7 @@ pub fn draw(seed: u64, index: u32) -> Scenario {
         batch_interval = batch_interval.min(Duration::from_secs((most - need).as_secs()));
         agents.batch_interval = batch_interval;
         hold = hold.max(batch_interval + need).min(most);
+        silent_after = silent_after.max(batch_interval + need);
     } else {
         agents.agentless = sometimes(&mut rng, 0.3, 0.3);
         agents.restarts_per_hour = sometimes(&mut rng, 0.3, 20.0);
@@ -172,7 +183,9 @@ pub fn draw(seed: u64, index: u32) -> Scenario {
         .map(|i| RegionSpec {
             name: format!("r{}", i + 1),
             ipv4: format!("10.{}.0.0/16", 128 * i).parse().expect("a prefix"),
-            ipv6: format!("fd00:0:0:{}::/64", i + 1).parse().expect("a prefix"),
+            ipv6: format!("fd00:0:0:{}::/64", i + 1)
+                .parse()
+                .expect("a prefix"),
             load_balancers: format!("10.{}.0.0/24", 99 + 100 * i)
                 .parse()
                 .expect("a prefix"),
@@ -183,7 +196,11 @@ pub fn draw(seed: u64, index: u32) -> Scenario {
         name: format!("explore-{seed}-{index}"),
         description: format!(
             "Draw {index} of `flowattr sim --explore` with seed {seed}{}.",
-            if inside { ", inside the tolerances" } else { "" }
+            if inside {
+                ", inside the tolerances"
+            } else {
+                ""
+            }
         ),
         // TOML integers are signed 64-bit.
         seed: u64::from(rng.random::<u32>()),
@@ -377,14 +394,35 @@ fn summary(s: &Scenario) -> String {
             let _ = write!(out, ", {what}");
         }
     };
-    add(a.agentless > 0.0, format!("agentless {:.0}%", 100.0 * a.agentless));
-    add(a.restarts_per_hour > 0.0, format!("{:.1} restarts/h", a.restarts_per_hour));
-    add(a.silences_per_hour > 0.0, format!("{:.1} silences/h", a.silences_per_hour));
+    add(
+        a.agentless > 0.0,
+        format!("agentless {:.0}%", 100.0 * a.agentless),
+    );
+    add(
+        a.restarts_per_hour > 0.0,
+        format!("{:.1} restarts/h", a.restarts_per_hour),
+    );
+    add(
+        a.silences_per_hour > 0.0,
+        format!("{:.1} silences/h", a.silences_per_hour),
+    );
     add(a.lost > 0.0, format!("lost {:.1}%", 100.0 * a.lost));
-    add(a.duplicated > 0.0, format!("dup {:.1}%", 100.0 * a.duplicated));
-    add(s.network.backlog > 0.0, format!("backlog {:.1}%", 100.0 * s.network.backlog));
-    add(!s.identity.lag_max.is_zero(), format!("identity lag ≤{}", d(s.identity.lag_max)));
-    add(!s.identity.lead_max.is_zero(), format!("identity lead ≤{}", d(s.identity.lead_max)));
+    add(
+        a.duplicated > 0.0,
+        format!("dup {:.1}%", 100.0 * a.duplicated),
+    );
+    add(
+        s.network.backlog > 0.0,
+        format!("backlog {:.1}%", 100.0 * s.network.backlog),
+    );
+    add(
+        !s.identity.lag_max.is_zero(),
+        format!("identity lag ≤{}", d(s.identity.lag_max)),
+    );
+    add(
+        !s.identity.lead_max.is_zero(),
+        format!("identity lead ≤{}", d(s.identity.lead_max)),
+    );
     add(!s.identity.protect, "identity UNPROTECTED".into());
     add(!c.restarts.is_empty(), "collector restart".into());
     out
@@ -480,7 +518,11 @@ impl Totals {
             "local misattributed   {:>10}  (agents' local sides; must be 0)",
             self.local_misattributed
         );
-        let _ = writeln!(out, "wrong edges           {:>10}  (must be 0)", self.wrong_edges);
+        let _ = writeln!(
+            out,
+            "wrong edges           {:>10}  (must be 0)",
+            self.wrong_edges
+        );
         let _ = writeln!(out, "lost flows            {:>10}  (must be 0)", self.lost);
         let _ = writeln!(
             out,
@@ -675,7 +717,10 @@ mod tests {
         assert!(any(&|d| d.collector.hold < s(2)));
         assert!(any(&|d| d.services.iter().any(|x| x.lifetime < s(60))));
         assert!(any(&|d| d.services.iter().any(|x| x.lifetime > s(40_000))));
-        assert!(any(&|d| d.services.iter().any(|x| x.kind == Kind::Ipv6Container)));
+        assert!(any(&|d| d
+            .services
+            .iter()
+            .any(|x| x.kind == Kind::Ipv6Container)));
         assert!(any(&|d| d.services.iter().any(|x| x.behind_lb)));
         assert!(any(&|d| {
             d.services.iter().any(|x| {

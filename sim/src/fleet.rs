@@ -347,7 +347,13 @@ impl Fleet {
         // block only (IPMan's port allocations): no heartbeat for the address.
         let (key, scope) = if self.shared.contains(&local.ip()) {
             let block = (local.port() - EPHEMERAL.start) / BLOCK_PORTS;
-            (Key { ip: local.ip(), block }, AnswerScope::Port)
+            (
+                Key {
+                    ip: local.ip(),
+                    block,
+                },
+                AnswerScope::Port,
+            )
         } else {
             (Key::whole(local.ip()), AnswerScope::Address)
         };
@@ -651,7 +657,9 @@ impl Fleet {
     /// An ephemeral port in an IPv6-only container's block of its node's
     /// shared IPv4 address.
     fn ephemeral_shared(&mut self, instance: usize) -> SocketAddr {
-        let (node, block) = self.instances[instance].node.expect("an IPv6-only container");
+        let (node, block) = self.instances[instance]
+            .node
+            .expect("an IPv6-only container");
         let first = EPHEMERAL.start + block * BLOCK_PORTS;
         let port = self.rng.random_range(first..first + BLOCK_PORTS);
         SocketAddr::new(self.nodes[node].address, port)

@@ -147,7 +147,10 @@ mod tests {
         let a = s.identify(key, 50 * S, 60 * S, true);
         assert_eq!(id(&a), Ok("a"));
         assert_eq!(a.unwrap().1, TimeRange::new(0, 60 * S), "cut at the read");
-        assert_eq!(id(&s.identify(key, 102 * S, 110 * S, true)), Err(UnattributedReason::Gap));
+        assert_eq!(
+            id(&s.identify(key, 102 * S, 110 * S, true)),
+            Err(UnattributedReason::Gap)
+        );
         assert_eq!(id(&s.identify(key, 106 * S, 110 * S, true)), Ok("b"));
         let other = Key::whole("10.0.0.2".parse().unwrap());
         assert_eq!(
@@ -167,7 +170,11 @@ mod tests {
         assert_eq!(id(&s.identify(key, 106 * S, 120 * S, true)), Ok("b"));
         // Without the protection it answers from the stale view.
         let (s, key) = handed_over(10 * S as i64);
-        assert_eq!(id(&s.identify(key, 106 * S, 108 * S, false)), Ok("a"), "wrong");
+        assert_eq!(
+            id(&s.identify(key, 106 * S, 108 * S, false)),
+            Ok("a"),
+            "wrong"
+        );
     }
 
     #[test]
@@ -176,6 +183,9 @@ mod tests {
         let a = s.identify(key, 99 * S, 99 * S + 1, true);
         assert_eq!(id(&a), Ok("a"));
         assert_eq!(a.unwrap().1.end_ns, 100 * S, "its end already known");
-        assert_eq!(id(&s.identify(key, 104 * S, 104 * S + 1, true)), Err(UnattributedReason::Gap));
+        assert_eq!(
+            id(&s.identify(key, 104 * S, 104 * S + 1, true)),
+            Err(UnattributedReason::Gap)
+        );
     }
 }

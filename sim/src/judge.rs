@@ -78,7 +78,10 @@ impl Judge {
         owner: Arc<Workload>,
         local: Arc<Workload>,
     ) {
-        if let Some(previous) = self.waiting.insert((remote, start_ns), Some((owner, local))) {
+        if let Some(previous) = self
+            .waiting
+            .insert((remote, start_ns), Some((owner, local)))
+        {
             self.collisions += 1 + u64::from(previous.is_some());
             self.waiting.insert((remote, start_ns), None);
         }

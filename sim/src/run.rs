@@ -88,8 +88,11 @@ pub struct RunOutcome {
     pub wall: Duration,
 }
 
+/// Batches forwarded to a region's collector: (sender, batch).
+type Shared = Arc<Mutex<Vec<(String, FlowBatch)>>>;
+
 /// Where one region's collector forwards: the other region's inbox.
-struct Inbox(Arc<Mutex<Vec<(String, FlowBatch)>>>, String);
+struct Inbox(Shared, String);
 
 impl Forwarder for Inbox {
     fn forward(&mut self, batch: FlowBatch) -> Result<(), (String, FlowBatch)> {
@@ -150,7 +153,7 @@ pub fn install_collector_plugins(
 /// waiting for it.
 struct RegionCollector {
     core: Option<Core>,
-    inbox: Arc<Mutex<Vec<(String, FlowBatch)>>>,
+    inbox: Shared,
     /// While down: when it is back, and the batches sent to it meanwhile.
     down: Option<(u64, Vec<(String, FlowBatch)>)>,
     /// Cores built so far (each writes its own output directory).
@@ -166,7 +169,7 @@ struct Builder {
     work_dir: PathBuf,
     clock: Arc<AtomicU64>,
     judge: Arc<Mutex<Judge>>,
-    inboxes: Vec<Arc<Mutex<Vec<(String, FlowBatch)>>>>,
+    inboxes: Vec<Shared>,
 }
 
 impl Builder {
@@ -533,7 +536,12 @@ fn drain_after(scenario: &Scenario) -> u64 {
     if scenario.network.backlog > 0.0 {
         late += scenario.network.backlog_max.as_secs() + 1;
     }
-    let down = scenario.collector.restarts.iter().map(|r| r.down.as_secs() + 1).max();
+    let down = scenario
+        .collector
+        .restarts
+        .iter()
+        .map(|r| r.down.as_secs() + 1)
+        .max();
     late += down.unwrap_or(0);
     2 * (scenario.collector.hold.as_nanos() as u64 + late * SECOND_NS)
         + scenario.legacy.hold.as_nanos() as u64

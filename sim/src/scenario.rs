@@ -459,10 +459,7 @@ impl Scenario {
         }
         for r in &self.collector.restarts {
             if self.region(&r.region).is_none() {
-                return Err(format!(
-                    "collector.restarts: unknown region {:?}",
-                    r.region
-                ));
+                return Err(format!("collector.restarts: unknown region {:?}", r.region));
             }
             if r.at >= self.duration {
                 return Err("collector.restarts: `at` must be within the duration".into());
@@ -482,7 +479,10 @@ impl Scenario {
                 return Err(format!("regions: {:?} twice", r.name));
             }
             if r.ipv6.nth(0).is_some_and(|a| a.is_ipv4()) || r.ipv6.key_len() > 64 {
-                return Err(format!("regions.{}.ipv6: an IPv6 prefix of at most /64", r.name));
+                return Err(format!(
+                    "regions.{}.ipv6: an IPv6 prefix of at most /64",
+                    r.name
+                ));
             }
             let blocks: u32 = self
                 .services

@@ -17,14 +17,18 @@ use flowattr_sim::{
 };
 
 /// Draws in the CI budget (a few minutes on a 2-core machine).
-const CI_DRAWS: u32 = 40;
+const CI_DRAWS: u32 = 300;
 const CI_SEED: u64 = 16;
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn options(dir: &tempfile::TempDir, draws: u32, adjust: Option<fn(&mut Scenario)>) -> ExploreOptions {
+fn options(
+    dir: &tempfile::TempDir,
+    draws: u32,
+    adjust: Option<fn(&mut Scenario)>,
+) -> ExploreOptions {
     ExploreOptions {
         draws,
         seed: CI_SEED,
@@ -59,11 +63,21 @@ fn random_harsh_fleets_never_get_an_answer_wrong() {
             d.line(),
             d.examples.join("\n")
         );
-        assert_eq!((d.lost, d.unknown), (0, 0), "draw {}: {}", d.index, d.line());
+        assert_eq!(
+            (d.lost, d.unknown),
+            (0, 0),
+            "draw {}: {}",
+            d.index,
+            d.line()
+        );
         assert!(d.failures.is_empty(), "draw {}: {}", d.index, d.line());
         assert!(d.flows > 0, "draw {}: no flows", d.index);
     }
-    assert!(totals.inside >= CI_DRAWS / 5, "{} draws inside", totals.inside);
+    assert!(
+        totals.inside >= CI_DRAWS / 5,
+        "{} draws inside",
+        totals.inside
+    );
     assert!(
         totals.inside_worst_unambiguous_pct <= UNAMBIGUOUS_BUDGET_PCT,
         "{}",
@@ -113,7 +127,10 @@ fn without_the_identity_protection_the_search_reports_misattributions() {
     assert!(broken.failed > 0);
     let written = outcomes.iter().find_map(|d| d.written.clone()).unwrap();
     let again = Scenario::parse(&std::fs::read_to_string(&written).unwrap()).unwrap();
-    assert!(!again.identity.protect, "the written draw reproduces the break");
+    assert!(
+        !again.identity.protect,
+        "the written draw reproduces the break"
+    );
 
     // The same fleets with the protection on: nothing wrong.
     let dir = tempfile::tempdir().unwrap();
@@ -123,7 +140,11 @@ fn without_the_identity_protection_the_search_reports_misattributions() {
     .unwrap();
     println!("{}", kept.table());
     assert_eq!(
-        (kept.misattributed, kept.local_misattributed, kept.wrong_edges),
+        (
+            kept.misattributed,
+            kept.local_misattributed,
+            kept.wrong_edges
+        ),
         (0, 0, 0),
         "{}",
         kept.table()
@@ -144,11 +165,13 @@ fn every_fault_happens_and_no_accepted_flow_is_lost() {
     s.network.backlog = 0.02;
     s.identity.lag_max = Duration::from_secs(5);
     s.identity.lead_max = Duration::from_secs(5);
-    s.collector.restarts.push(flowattr_sim::scenario::CollectorRestart {
-        region: "us-east-1".into(),
-        at: Duration::from_secs(4 * 60),
-        down: Duration::from_secs(10),
-    });
+    s.collector
+        .restarts
+        .push(flowattr_sim::scenario::CollectorRestart {
+            region: "us-east-1".into(),
+            at: Duration::from_secs(4 * 60),
+            down: Duration::from_secs(10),
+        });
     let dir = tempfile::tempdir().unwrap();
     let o = run(
         &s,
@@ -165,8 +188,18 @@ fn every_fault_happens_and_no_accepted_flow_is_lost() {
     assert!(a.not_captured > 0 && a.restarts > 0 && a.silences > 0);
     assert!(a.lost_in_crashes + a.missed_while_down > 0);
     assert!(a.batches_lost > 0 && a.batches_duplicated > 0);
-    assert!(a.local_unattributed.get("source-unavailable").copied().unwrap_or(0) > 0);
-    assert_eq!((o.lost, o.unknown), (0, 0), "accepted flows all come out, once");
+    assert!(
+        a.local_unattributed
+            .get("source-unavailable")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+    assert_eq!(
+        (o.lost, o.unknown),
+        (0, 0),
+        "accepted flows all come out, once"
+    );
     let hb = &o.report.heartbeat;
     assert_eq!(
         (hb.misattributed, o.local.misattributed, hb.edges.wrong),
