@@ -66,14 +66,15 @@ impl AttributionPath {
     }
 
     /// The path as reports show it: the source's kebab-case name
-    /// (`heartbeat`, `counterpart`, `resolver`, `capture`), then `:plugin`
-    /// when a plugin answered (`resolver:sonar-legacy`).
+    /// (`heartbeat`, `counterpart`, `resolver`, `capture`, `capture-shared`),
+    /// then `:plugin` when a plugin answered (`resolver:sonar-legacy`).
     pub fn label(&self) -> String {
         let source = match self.source {
             AttributionSource::Capture => "capture",
             AttributionSource::Heartbeat => "heartbeat",
             AttributionSource::Resolver => "resolver",
             AttributionSource::Counterpart => "counterpart",
+            AttributionSource::CaptureShared => "capture-shared",
         };
         if self.plugin.is_empty() {
             source.to_owned()

@@ -7,18 +7,27 @@
 //! other reason is final. A failed call passes its queries on (`on_failure =
 //! "skip"`) or leaves them unattributed with `plugin-failed`
 //! (`"fail-closed"`).
+//!
+//! An attribution for the whole address is recorded as
+//! [`AttributionSource::Capture`] (the collector takes it as a heartbeat for
+//! the address); one that holds for the endpoint's port only (an address
+//! several workloads share) as [`AttributionSource::CaptureShared`], which
+//! names the workload of the connection but never the address's owner. The
+//! cache is keyed by the whole endpoint and keeps the source, so a cached
+//! answer keeps its scope and never serves another port.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use flowattr_model::{
-    Attribution, AttributionSource, Flow, LocalQuery, Side, TimeRange, UnattributedReason, Workload,
+    AnswerScope, Attribution, AttributionSource, Flow, LocalQuery, Side, TimeRange,
+    UnattributedReason, Workload,
 };
 use flowattr_plugin_runtime::Plugin;
 use rustc_hash::FxHashMap;
 
-/// Per query: the workload and the time range the answer holds for, or why
-/// there is none.
-pub type Identified = Result<(Arc<Workload>, TimeRange), UnattributedReason>;
+/// Per query: the workload, the time range the answer holds for and whether
+/// it holds for the whole address or the port only, or why there is none.
+pub type Identified = Result<(Arc<Workload>, TimeRange, AnswerScope), UnattributedReason>;
 
 /// One identity source in the chain. [`Plugin`] is the real one; unit tests
 /// use plain functions.
@@ -54,7 +63,12 @@ impl IdentitySource for Arc<Plugin> {
     fn identify(&self, queries: &[LocalQuery]) -> Result<Vec<Identified>, String> {
         let answers = Plugin::identify(self, queries).map_err(|e| e.to_string())?;
         Ok((0..queries.len())
-            .map(|i| answers.resolve(i).map(|(w, valid)| (Arc::clone(w), valid)))
+            .map(|i| {
+                let scope = answers.scope(i).unwrap_or_default();
+                answers
+                    .resolve(i)
+                    .map(|(w, valid)| (Arc::clone(w), valid, scope))
+            })
             .collect())
     }
 }
@@ -169,11 +183,11 @@ impl LocalAttributor {
             let plugin: Arc<str> = source.name().into();
             for (&i, result) in pending.iter().zip(results) {
                 match result {
-                    Ok((workload, valid)) => {
+                    Ok((workload, valid, scope)) => {
                         counts[0] += 1;
                         let attribution = Attribution {
                             workload,
-                            source: AttributionSource::Capture,
+                            source: AttributionSource::of_local(scope),
                             plugin: plugin.clone(),
                             valid,
                         };
@@ -226,10 +240,11 @@ impl LocalAttributor {
             self.len = 0;
         }
         let entries = self.cache.entry(local).or_default();
-        if entries
-            .iter()
-            .any(|c| c.valid == valid && c.attribution.workload.id == attribution.workload.id)
-        {
+        if entries.iter().any(|c| {
+            c.valid == valid
+                && c.attribution.source == attribution.source
+                && c.attribution.workload.id == attribution.workload.id
+        }) {
             return;
         }
         entries.push(Cached { valid, attribution });
@@ -316,14 +331,22 @@ mod tests {
     fn first_confident_answer_wins_and_not_found_passes_on() {
         let ipman = fake("ipman", |q: &LocalQuery| {
             Some(match q.local.ip().to_string().as_str() {
-                "10.0.0.5" => Ok((workload("c-web"), TimeRange::new(0, 100))),
+                "10.0.0.5" => Ok((
+                    workload("c-web"),
+                    TimeRange::new(0, 100),
+                    AnswerScope::Address,
+                )),
                 "10.0.0.6" => Err(UnattributedReason::Gap),
                 _ => Err(UnattributedReason::NotFound),
             })
         });
         let ec2 = fake("ec2", |q: &LocalQuery| {
             Some(if q.local.ip().to_string() == "10.0.0.1" {
-                Ok((workload("i-host"), TimeRange::since(0)))
+                Ok((
+                    workload("i-host"),
+                    TimeRange::since(0),
+                    AnswerScope::Address,
+                ))
             } else {
                 Err(UnattributedReason::NotFound)
             })
@@ -349,9 +372,13 @@ mod tests {
     fn cached_answers_hold_only_inside_their_validity() {
         let ipman = fake("ipman", |q: &LocalQuery| {
             Some(if q.time_ns < 100 {
-                Ok((workload("old"), TimeRange::new(0, 100)))
+                Ok((
+                    workload("old"),
+                    TimeRange::new(0, 100),
+                    AnswerScope::Address,
+                ))
             } else {
-                Ok((workload("new"), TimeRange::since(100)))
+                Ok((workload("new"), TimeRange::since(100), AnswerScope::Address))
             })
         });
         let mut attributor = LocalAttributor::new(100);
@@ -371,11 +398,97 @@ mod tests {
         );
     }
 
+    fn source(side: &Side) -> Option<AttributionSource> {
+        match side {
+            Side::Attributed(a) => Some(a.source),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn port_scoped_answers_are_capture_shared_and_keep_their_scope_in_the_cache() {
+        // A node's shared IPv4 address: two containers by port, the node's
+        // own ports answered by the next plugin for the whole address.
+        let ipman = fake("ipman", |q: &LocalQuery| {
+            Some(match (q.local.ip().to_string().as_str(), q.local.port()) {
+                ("192.0.2.10", 40000..=40999) => {
+                    Ok((workload("c-web"), TimeRange::new(0, 100), AnswerScope::Port))
+                }
+                ("192.0.2.10", 41000..=41999) => {
+                    Ok((workload("c-db"), TimeRange::new(0, 100), AnswerScope::Port))
+                }
+                ("fd00::5", _) => Ok((
+                    workload("c-web"),
+                    TimeRange::new(0, 100),
+                    AnswerScope::Address,
+                )),
+                _ => Err(UnattributedReason::NotFound),
+            })
+        });
+        let ec2 = fake("ec2", |_: &LocalQuery| {
+            Some(Ok((
+                workload("i-host"),
+                TimeRange::since(0),
+                AnswerScope::Address,
+            )))
+        });
+        let chain = [&ipman as &dyn IdentitySource, &ec2];
+        let mut attributor = LocalAttributor::new(100);
+        let flows = [
+            flow("192.0.2.10:40001", 10),
+            flow("192.0.2.10:41001", 10),
+            flow("[fd00::5]:443", 10),
+            flow("192.0.2.10:22", 10),
+        ];
+        let sides = attributor.attribute(&flows, &chain, &mut ());
+        let got: Vec<String> = sides.iter().map(id).collect();
+        assert_eq!(
+            got,
+            ["c-web@ipman", "c-db@ipman", "c-web@ipman", "i-host@ec2"]
+        );
+        use AttributionSource::{Capture, CaptureShared};
+        let sources: Vec<_> = sides.iter().map(source).collect();
+        assert_eq!(
+            sources,
+            [
+                Some(CaptureShared),
+                Some(CaptureShared),
+                Some(Capture),
+                Some(Capture)
+            ]
+        );
+
+        // From the cache: the same endpoints keep their scope, and another
+        // port of the shared address is asked, never answered from a
+        // neighbour's entry.
+        let again = attributor.attribute(
+            &[
+                flow("192.0.2.10:40001", 50),
+                flow("[fd00::5]:443", 50),
+                flow("192.0.2.10:41002", 50),
+            ],
+            &chain,
+            &mut (),
+        );
+        assert_eq!(ipman.asked.get(), 5, "only the new port was asked");
+        let got: Vec<String> = again.iter().map(id).collect();
+        assert_eq!(got, ["c-web@ipman", "c-web@ipman", "c-db@ipman"]);
+        let sources: Vec<_> = again.iter().map(source).collect();
+        assert_eq!(
+            sources,
+            [Some(CaptureShared), Some(Capture), Some(CaptureShared)]
+        );
+    }
+
     #[test]
     fn failed_call_skips_or_fails_closed() {
         let broken = fake("broken", |_: &LocalQuery| None);
         let ec2 = fake("ec2", |_: &LocalQuery| {
-            Some(Ok((workload("i-host"), TimeRange::since(0))))
+            Some(Ok((
+                workload("i-host"),
+                TimeRange::since(0),
+                AnswerScope::Address,
+            )))
         });
         let flows = [flow("10.0.0.1:1", 10)];
         let chain = [&broken as &dyn IdentitySource, &ec2];

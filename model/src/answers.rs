@@ -6,14 +6,41 @@ use serde::{Deserialize, Serialize};
 
 use crate::{FastMap, TimeRange, UnattributedReason, Workload};
 
+/// What an attributed identity answer holds for: the queried local
+/// endpoint's whole address, or its port only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnswerScope {
+    /// The workload held the whole address for the answer's validity: the
+    /// agent records the side as [`AttributionSource::Capture`], which the
+    /// collector takes as a heartbeat for the address.
+    ///
+    /// [`AttributionSource::Capture`]: crate::AttributionSource::Capture
+    #[default]
+    Address,
+    /// The address is one several workloads use at once, told apart by
+    /// port (a node's IPv4 address shared by its IPv6-only containers): the
+    /// workload made this connection but does not own the address. The
+    /// agent records the side as [`AttributionSource::CaptureShared`],
+    /// never a claim on the address.
+    ///
+    /// [`AttributionSource::CaptureShared`]: crate::AttributionSource::CaptureShared
+    Port,
+}
+
 /// The answer to one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Answer {
-    /// The workload at this index of [`Answers::workloads`], valid for `valid`.
+    /// The workload at this index of [`Answers::workloads`], valid for
+    /// `valid`, for the whole address or (`scope` [`AnswerScope::Port`])
+    /// the queried endpoint's port only. Resolver answers are always
+    /// address-scoped.
     Attributed {
         workload: u32,
         valid: TimeRange,
+        #[serde(default)]
+        scope: AnswerScope,
     },
     Unattributed(UnattributedReason),
 }
@@ -35,13 +62,23 @@ impl Answers {
     /// [`UnattributedReason::PluginFailed`], never as some other workload.
     pub fn resolve(&self, i: usize) -> Result<(&Arc<Workload>, TimeRange), UnattributedReason> {
         match self.answers.get(i) {
-            Some(Answer::Attributed { workload, valid }) => self
+            Some(Answer::Attributed {
+                workload, valid, ..
+            }) => self
                 .workloads
                 .get(*workload as usize)
                 .map(|w| (w, *valid))
                 .ok_or(UnattributedReason::PluginFailed),
             Some(Answer::Unattributed(reason)) => Err(*reason),
             None => Err(UnattributedReason::PluginFailed),
+        }
+    }
+
+    /// The scope of answer `i` if it is attributed.
+    pub fn scope(&self, i: usize) -> Option<AnswerScope> {
+        match self.answers.get(i)? {
+            Answer::Attributed { scope, .. } => Some(*scope),
+            Answer::Unattributed(_) => None,
         }
     }
 
@@ -102,10 +139,32 @@ impl<'a> AnswersBuilder<'a> {
         }
     }
 
-    /// Appends an attributed answer. Workloads are told apart by id: answers
-    /// naming the same id share the first one's attributes.
+    /// Appends an attributed answer for the queried endpoint's whole
+    /// address ([`AnswerScope::Address`]): `workload` held the address for
+    /// `valid`. Workloads are told apart by id: answers naming the same id
+    /// share the first one's attributes.
     #[inline]
     pub fn attributed(&mut self, workload: &'a Arc<Workload>, valid: TimeRange) {
+        self.attributed_scoped(workload, valid, AnswerScope::Address);
+    }
+
+    /// Appends an attributed answer that holds for the queried endpoint's
+    /// port only ([`AnswerScope::Port`]): the address is shared by several
+    /// workloads at once, and `workload` is the one holding this port for
+    /// `valid`.
+    #[inline]
+    pub fn attributed_shared(&mut self, workload: &'a Arc<Workload>, valid: TimeRange) {
+        self.attributed_scoped(workload, valid, AnswerScope::Port);
+    }
+
+    /// Appends an attributed answer of the given scope.
+    #[inline]
+    pub fn attributed_scoped(
+        &mut self,
+        workload: &'a Arc<Workload>,
+        valid: TimeRange,
+        scope: AnswerScope,
+    ) {
         let address = Arc::as_ptr(workload) as usize;
         let idx = match self.by_address.get(&address) {
             Some(&i) => i,
@@ -121,6 +180,7 @@ impl<'a> AnswersBuilder<'a> {
         self.answers.push(Answer::Attributed {
             workload: idx,
             valid,
+            scope,
         });
     }
 
@@ -151,13 +211,24 @@ mod tests {
         builder.attributed(&a, TimeRange::since(1));
         builder.unattributed(UnattributedReason::NotFound);
         builder.attributed(&b, TimeRange::since(2));
-        builder.attributed(&a, TimeRange::since(3));
+        builder.attributed_shared(&a, TimeRange::since(3));
         let answers = builder.finish();
         assert_eq!(answers.workloads, [a.clone(), b]);
         assert_eq!(answers.resolve(3).unwrap(), (&a, TimeRange::since(3)));
         assert_eq!(answers.resolve(1), Err(UnattributedReason::NotFound));
         assert!(answers.check_shape(4).is_ok());
         assert!(answers.check_shape(3).is_err());
+        let scopes: Vec<_> = (0..5).map(|i| answers.scope(i)).collect();
+        assert_eq!(
+            scopes,
+            [
+                Some(AnswerScope::Address),
+                None,
+                Some(AnswerScope::Address),
+                Some(AnswerScope::Port),
+                None
+            ]
+        );
     }
 
     #[test]
@@ -182,6 +253,7 @@ mod tests {
             answers: vec![Answer::Attributed {
                 workload: 7,
                 valid: TimeRange::since(0),
+                scope: AnswerScope::Address,
             }],
         };
         assert_eq!(answers.resolve(0), Err(UnattributedReason::PluginFailed));

@@ -10,7 +10,11 @@ use crate::{Flow, TimeRange, UnattributedReason, Workload};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AttributionSource {
-    /// The local side, attributed at capture time by an identity plugin.
+    /// The local side, attributed at capture time by an identity plugin for
+    /// its whole address ([`AnswerScope::Address`]): the workload held the
+    /// address then, so the flow is a heartbeat for it.
+    ///
+    /// [`AnswerScope::Address`]: crate::AnswerScope::Address
     Capture,
     /// A heartbeat-learned ownership range.
     Heartbeat,
@@ -19,18 +23,58 @@ pub enum AttributionSource {
     /// The other end's report of the same connection, captured by the agent
     /// that owns the remote address.
     Counterpart,
+    /// The local side, attributed at capture by its port on an address
+    /// several workloads share ([`AnswerScope::Port`]): it names the
+    /// workload of this connection, never the address's owner, so it is no
+    /// heartbeat for the address (it still answers for this connection as
+    /// its other end's counterpart).
+    ///
+    /// [`AnswerScope::Port`]: crate::AnswerScope::Port
+    CaptureShared,
 }
 
 impl AttributionSource {
     /// Every case, in declaration order (the order of the WIT
     /// `attribution-source` enum, whose positions are the codes in a
     /// `flow-batch`).
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Capture,
         Self::Heartbeat,
         Self::Resolver,
         Self::Counterpart,
+        Self::CaptureShared,
     ];
+
+    /// The local side's source for an identity answer of `scope`:
+    /// [`Capture`](Self::Capture) for the whole address,
+    /// [`CaptureShared`](Self::CaptureShared) for its port only.
+    #[inline]
+    pub const fn of_local(scope: crate::AnswerScope) -> Self {
+        match scope {
+            crate::AnswerScope::Address => Self::Capture,
+            crate::AnswerScope::Port => Self::CaptureShared,
+        }
+    }
+
+    /// Whether the agent attributed this side at capture, as its own local
+    /// side ([`Capture`](Self::Capture) or
+    /// [`CaptureShared`](Self::CaptureShared)): it names the workload of
+    /// this very connection, so it may answer for the other end's report of
+    /// it.
+    #[inline]
+    pub const fn is_capture(self) -> bool {
+        matches!(self, Self::Capture | Self::CaptureShared)
+    }
+
+    /// Whether this local attribution says the workload held the whole
+    /// address ([`Capture`](Self::Capture) only), so the flow may be taken
+    /// as a heartbeat for the address. A
+    /// [`CaptureShared`](Self::CaptureShared) side never is: several
+    /// workloads use that address at once.
+    #[inline]
+    pub const fn claims_address(self) -> bool {
+        matches!(self, Self::Capture)
+    }
 }
 
 /// A workload, where the answer came from and for which time it holds.
@@ -213,6 +257,34 @@ mod tests {
         flow.pid = 9;
         flow.cgroup_id = 3;
         AttributedFlow::new(flow)
+    }
+
+    #[test]
+    fn only_an_address_scoped_capture_claims_the_address() {
+        use crate::AnswerScope;
+        assert_eq!(
+            AttributionSource::of_local(AnswerScope::Address),
+            AttributionSource::Capture
+        );
+        assert_eq!(
+            AttributionSource::of_local(AnswerScope::Port),
+            AttributionSource::CaptureShared
+        );
+        let claims: Vec<_> = AttributionSource::ALL
+            .into_iter()
+            .filter(|s| s.claims_address())
+            .collect();
+        assert_eq!(claims, [AttributionSource::Capture]);
+        let captured: Vec<_> = AttributionSource::ALL
+            .into_iter()
+            .filter(|s| s.is_capture())
+            .collect();
+        assert_eq!(
+            captured,
+            [AttributionSource::Capture, AttributionSource::CaptureShared]
+        );
+        // The new case is last: the codes of the others do not move.
+        assert_eq!(AttributionSource::CaptureShared as u8, 4);
     }
 
     #[test]

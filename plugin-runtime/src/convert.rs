@@ -102,6 +102,7 @@ pub fn from_answers(
         workload: a.workload,
         valid_start_ns: a.valid_start_ns,
         valid_end_ns: a.valid_end_ns,
+        port_scoped: a.port_scoped,
     }))
 }
 
@@ -210,6 +211,10 @@ mod tests {
                 AttributionSource::Counterpart,
                 wit::AttributionSource::Counterpart,
             ),
+            (
+                AttributionSource::CaptureShared,
+                wit::AttributionSource::CaptureShared,
+            ),
         ];
         use wit::UnattributedReason as R;
         let reason = [
@@ -241,6 +246,32 @@ mod tests {
     }
 
     #[test]
+    fn the_port_scoped_column_becomes_the_answer_scope_and_other_values_are_refused() {
+        use flowattr_model::AnswerScope;
+        let answers = |port_scoped| wit::Answers {
+            table_keep: 0,
+            new_workloads: vec![workload_record(&Workload::with_id("c-web"))],
+            status: vec![0, 0, 1],
+            workload: vec![0, 0, 0],
+            valid_start_ns: vec![1, 1, 0],
+            valid_end_ns: vec![2, 2, 0],
+            port_scoped,
+        };
+        let got = from_answers(answers(vec![1, 0, 0]), &mut WorkloadTable::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.scope(0), Some(AnswerScope::Port));
+        assert_eq!(got.scope(1), Some(AnswerScope::Address));
+        assert_eq!(got.scope(2), None);
+        for bad in [vec![2, 0, 0], vec![0, 0, 1], vec![0, 0]] {
+            let err = from_answers(answers(bad.clone()), &mut WorkloadTable::default())
+                .unwrap()
+                .unwrap_err();
+            assert!(err.starts_with("answer"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
     fn ragged_answer_columns_are_a_plugin_error_and_a_table_mismatch_is_not_applied() {
         let answers = |table_keep| wit::Answers {
             table_keep,
@@ -249,6 +280,7 @@ mod tests {
             workload: vec![0],
             valid_start_ns: vec![0, 0],
             valid_end_ns: vec![0, 0],
+            port_scoped: vec![0, 0],
         };
         let mut table = WorkloadTable::default();
         assert!(from_answers(answers(0), &mut table).unwrap().is_err());

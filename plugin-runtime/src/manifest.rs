@@ -403,7 +403,7 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         assert_eq!(field_of("kind = \"transmogrify\"\nwit = \"0.2.0\""), "kind");
-        assert_eq!(field_of("kind = \"sink\"\nwit = \"0.2.0\""), "wit");
+        assert_eq!(field_of("kind = \"sink\"\nwit = \"0.3.0\""), "wit");
         assert_eq!(field_of("kind = \"sink\"\nwit = \"one\""), "wit");
         assert_eq!(
             field_of("kind = \"sink\"\nwit = \"0.2.0\"\nsha256 = \"xyz\""),
@@ -428,8 +428,8 @@ mod tests {
             "capabilities.read_dirs[0].guest"
         );
         assert_eq!(field_of("kind = "), "(syntax)");
-        let e = Manifest::parse("kind = \"sink\"\nwit = \"0.2.0\"").unwrap_err();
-        assert!(e.to_string().contains("0.1.x"), "{e}");
+        let e = Manifest::parse("kind = \"sink\"\nwit = \"0.1.0\"").unwrap_err();
+        assert!(e.to_string().contains("0.2.x"), "{e}");
     }
 
     #[test]

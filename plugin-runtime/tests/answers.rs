@@ -116,3 +116,71 @@ fn a_workload_whose_attributes_change_is_answered_with_the_new_ones() {
     write_state("web", 3_000);
     assert_eq!(apps(), [Some("db".into()), Some("web".into())]);
 }
+
+/// Through the real component: an answer from a shared IPv4 address's port
+/// allocation holds for the port only, one from an address assignment for
+/// the whole address.
+#[test]
+fn ipman_answers_for_a_shared_address_are_port_scoped() {
+    use flowattr_model::{AnswerScope, LocalQuery};
+    let fx = Fixture::new();
+    let state_dir = fx.tmp.path().join("ipman");
+    std::fs::create_dir(&state_dir).unwrap();
+    let text = serde_json::json!({
+        "version": 1,
+        "workloads": {"c-1": {"app": "web"}, "c-2": {"app": "db"}},
+        "assignments": [
+            {"ip": "fd00::1", "workload": "c-1", "since_ns": 0, "until_ns": null}
+        ],
+        "shared_ipv4": [
+            {"address": "192.0.2.10", "pool": [40000, 59999], "allocations": [
+                {"ports": [40000, 40999], "workload": "c-1", "since_ns": 0, "until_ns": null},
+                {"ports": [41000, 41999], "workload": "c-2", "since_ns": 0, "until_ns": null}
+            ]}
+        ]
+    });
+    std::fs::write(state_dir.join("state.json"), text.to_string()).unwrap();
+    let manifest = format!(
+        "kind = \"identity\"\nwit = \"0.2.0\"\n[limits]\nmemory_mib = 64\ncall_timeout_ms = 1000\n\
+         [capabilities]\nread_dirs = [{{ host = \"{}\", guest = \"/ipman\" }}]\n[config]\nstate = \"/ipman/state.json\"\n",
+        state_dir.display()
+    );
+    install(&fx.plugins(), "ipman", &component("ipman"), &manifest);
+    let plugin = fx.open().get("ipman").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let endpoints = [
+        "192.0.2.10:40001",
+        "[fd00::1]:443",
+        "192.0.2.10:41001",
+        "192.0.2.10:22",
+    ];
+    let batch: Vec<_> = endpoints
+        .iter()
+        .map(|a| LocalQuery {
+            local: a.parse().unwrap(),
+            protocol: Default::default(),
+            time_ns: now,
+            cgroup_id: 0,
+            netns_id: 0,
+            pid: 0,
+        })
+        .collect();
+    let answers = plugin.identify(&batch).unwrap();
+    assert_eq!(
+        [id_of(&answers, 0), id_of(&answers, 1), id_of(&answers, 2)],
+        ["c-1", "c-1", "c-2"]
+    );
+    let scopes: Vec<_> = (0..endpoints.len()).map(|i| answers.scope(i)).collect();
+    assert_eq!(
+        scopes,
+        [
+            Some(AnswerScope::Port),
+            Some(AnswerScope::Address),
+            Some(AnswerScope::Port),
+            None
+        ]
+    );
+}

@@ -59,9 +59,9 @@ pub mod testing;
 pub mod __private;
 
 pub use flowattr_model::{
-    Answer, Answers, AnswersBuilder, AttributedFlow, Attribution, AttributionSource, Flow, FlowEnd,
-    Initiator, IpChange, IpEvent, LocalQuery, Protocol, Redactions, ResolveQuery, Side, TimeRange,
-    UnattributedReason, Verdict, Workload,
+    Answer, AnswerScope, Answers, AnswersBuilder, AttributedFlow, Attribution, AttributionSource,
+    Flow, FlowEnd, Initiator, IpChange, IpEvent, LocalQuery, Protocol, Redactions, ResolveQuery,
+    Side, TimeRange, UnattributedReason, Verdict, Workload,
 };
 pub use kinds::{IdentityPlugin, Plugin, PolicyPlugin, ResolverPlugin, SinkPlugin};
 

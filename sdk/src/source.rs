@@ -21,7 +21,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::{Answers, AnswersBuilder, LocalQuery, TimeRange, UnattributedReason, Workload};
+use crate::{
+    AnswerScope, Answers, AnswersBuilder, LocalQuery, TimeRange, UnattributedReason, Workload,
+};
 
 /// Content a [`WatchedFile`] can hold.
 pub trait Source: Sized {
@@ -84,13 +86,33 @@ impl<T: Source> WatchedFile<T> {
     /// Answers a batch from the file: refreshes it if a query is newer than
     /// the last check, then asks `lookup` for each query. `lookup` returns the
     /// workload and the range its claim holds for (the answer's validity is
-    /// cut at the last check), or why there is none.
+    /// cut at the last check), or why there is none. Every answer holds for
+    /// the whole address ([`AnswerScope::Address`]); see
+    /// [`answer_scoped`](Self::answer_scoped) for answers that hold for a
+    /// port only.
     pub fn answer<F>(&mut self, queries: &[LocalQuery], mut lookup: F) -> Answers
     where
         F: for<'a> FnMut(
             &'a T,
             &LocalQuery,
         ) -> Result<(&'a Arc<Workload>, TimeRange), UnattributedReason>,
+    {
+        self.answer_scoped(queries, |content, q| {
+            lookup(content, q).map(|(w, valid)| (w, valid, AnswerScope::Address))
+        })
+    }
+
+    /// [`answer`](Self::answer), with `lookup` also saying what each answer
+    /// holds for: the queried endpoint's whole address, or only its port on
+    /// an address several workloads share ([`AnswerScope::Port`], answered
+    /// with [`AnswersBuilder::attributed_shared`]).
+    pub fn answer_scoped<F>(&mut self, queries: &[LocalQuery], mut lookup: F) -> Answers
+    where
+        F: for<'a> FnMut(
+            &'a T,
+            &LocalQuery,
+        )
+            -> Result<(&'a Arc<Workload>, TimeRange, AnswerScope), UnattributedReason>,
     {
         let mut out = AnswersBuilder::with_capacity(queries.len());
         if let Some(newest) = queries.iter().map(|q| q.time_ns).max() {
@@ -111,9 +133,10 @@ impl<T: Source> WatchedFile<T> {
                 continue;
             }
             match lookup(content, q) {
-                Ok((workload, valid)) => out.attributed(
+                Ok((workload, valid, scope)) => out.attributed_scoped(
                     workload,
                     TimeRange::new(valid.start_ns, valid.end_ns.min(verified_until)),
+                    scope,
                 ),
                 Err(reason) => out.unattributed(reason),
             }
@@ -240,6 +263,15 @@ mod tests {
         assert_eq!(a.resolve(1).unwrap().0.id, "web");
         // Newer than the host clock even after a fresh check.
         assert_eq!(a.resolve(2), Err(UnattributedReason::ClockSkew));
+
+        assert_eq!(a.scope(0), Some(AnswerScope::Address));
+
+        // A lookup that says its answer holds for the port only.
+        let a = file.answer_scoped(&[query(60)], |content, q| {
+            lookup(content, q).map(|(w, valid)| (w, valid, AnswerScope::Port))
+        });
+        assert_eq!(a.resolve(0).unwrap().1, TimeRange::new(0, 101));
+        assert_eq!(a.scope(0), Some(AnswerScope::Port));
 
         // The file goes bad: no answer from the old content.
         std::fs::write(&path, "").unwrap();

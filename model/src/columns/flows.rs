@@ -396,7 +396,7 @@ mod tests {
             },
             AttributedFlow {
                 flow: udp,
-                local: attributed(&web, AttributionSource::Capture, "ipman"),
+                local: attributed(&web, AttributionSource::CaptureShared, "ipman"),
                 remote: Side::Unattributed(UnattributedReason::PluginFailed),
                 weight: 4,
             },
@@ -419,6 +419,8 @@ mod tests {
         assert_eq!(plugins, ["ipman", "", "sonar-legacy"]);
         assert_eq!(columns.local.status, [0, 0, PENDING]);
         assert_eq!(columns.remote.status, [0, 7, 0]);
+        assert_eq!(columns.local.source, [0, 4, 0]);
+        assert_eq!(columns.remote.source, [1, 0, 2]);
         assert_eq!(columns.protocol, [6, 17, 6]);
         assert_eq!(columns.ipv4, [LOCAL_IPV4, REMOTE_IPV4, LOCAL_IPV4]);
         assert_eq!(columns.initiator, [2, 0, 2]);
@@ -459,10 +461,10 @@ mod tests {
         assert_eq!(refused(|c| c.initiator[0] = 3), "flow 0: initiator 3");
         assert_eq!(refused(|c| c.end_state[2] = 5), "flow 2: end state 5");
         assert_eq!(
-            refused(|c| c.remote.status[1] = 8),
-            "flow 1: remote status 8"
+            refused(|c| c.remote.status[1] = 9),
+            "flow 1: remote status 9"
         );
-        assert_eq!(refused(|c| c.local.source[0] = 3), "flow 0: local source 3");
+        assert_eq!(refused(|c| c.local.source[0] = 5), "flow 0: local source 5");
         assert_eq!(
             refused(|c| c.local.workload[0] = 2),
             "flow 0: local workload 2 is not listed"

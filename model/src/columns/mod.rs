@@ -14,7 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use crate::{
-    Answer, Answers, LocalQuery, Protocol, ResolveQuery, TimeRange, UnattributedReason, Workload,
+    Answer, AnswerScope, Answers, LocalQuery, Protocol, ResolveQuery, TimeRange,
+    UnattributedReason, Workload,
 };
 
 pub use flows::{FlowBatchColumns, LOCAL_IPV4, PENDING, REMOTE_IPV4, SideColumns};
@@ -224,7 +225,34 @@ pub fn status_code(answer: &Answer) -> u8 {
     }
 }
 
-/// [`Answers`] as columns. `status[i]` is a [`status_code`].
+/// `port_scoped[i]` of an answer of [`AnswerScope::Port`].
+pub const PORT_SCOPED: u8 = 1;
+
+/// The `port_scoped` code of an answer: [`PORT_SCOPED`] when attributed for
+/// the endpoint's port only, else 0.
+#[inline]
+pub fn port_scoped_code(answer: &Answer) -> u8 {
+    match answer {
+        Answer::Attributed {
+            scope: AnswerScope::Port,
+            ..
+        } => PORT_SCOPED,
+        _ => 0,
+    }
+}
+
+/// The scope a `port_scoped` code stands for, if any.
+#[inline]
+fn scope_of_code(code: u8) -> Option<AnswerScope> {
+    match code {
+        0 => Some(AnswerScope::Address),
+        PORT_SCOPED => Some(AnswerScope::Port),
+        _ => None,
+    }
+}
+
+/// [`Answers`] as columns. `status[i]` is a [`status_code`], `port_scoped[i]`
+/// a [`port_scoped_code`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AnswerColumns {
     pub workloads: Vec<Arc<Workload>>,
@@ -232,6 +260,7 @@ pub struct AnswerColumns {
     pub workload: Vec<u32>,
     pub valid_start_ns: Vec<u64>,
     pub valid_end_ns: Vec<u64>,
+    pub port_scoped: Vec<u8>,
 }
 
 /// The workload index and validity of an answer (0 and an empty range when
@@ -239,7 +268,9 @@ pub struct AnswerColumns {
 #[inline]
 fn attribution_parts(answer: &Answer) -> (u32, TimeRange) {
     match *answer {
-        Answer::Attributed { workload, valid } => (workload, valid),
+        Answer::Attributed {
+            workload, valid, ..
+        } => (workload, valid),
         Answer::Unattributed(_) => (0, TimeRange::new(0, 0)),
     }
 }
@@ -255,6 +286,7 @@ impl From<Answers> for AnswerColumns {
             workload: parts().map(|(w, _)| w).collect(),
             valid_start_ns: parts().map(|(_, v)| v.start_ns).collect(),
             valid_end_ns: parts().map(|(_, v)| v.end_ns).collect(),
+            port_scoped: rows.iter().map(port_scoped_code).collect(),
             workloads: answers.workloads,
         }
     }
@@ -269,6 +301,22 @@ mod tests {
         for (i, r) in UnattributedReason::ALL.into_iter().enumerate() {
             assert_eq!(status_code(&Answer::Unattributed(r)), i as u8 + 1, "{r:?}");
         }
+    }
+
+    #[test]
+    fn port_scoped_codes_are_one_for_port_scoped_attributions_only() {
+        let attributed = |scope| Answer::Attributed {
+            workload: 0,
+            valid: TimeRange::since(0),
+            scope,
+        };
+        assert_eq!(port_scoped_code(&attributed(AnswerScope::Address)), 0);
+        assert_eq!(port_scoped_code(&attributed(AnswerScope::Port)), 1);
+        let unattributed = Answer::Unattributed(UnattributedReason::Gap);
+        assert_eq!(port_scoped_code(&unattributed), 0);
+        assert_eq!(scope_of_code(0), Some(AnswerScope::Address));
+        assert_eq!(scope_of_code(1), Some(AnswerScope::Port));
+        assert_eq!(scope_of_code(2), None);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use super::{AnswerColumns, reason_of_code, same_lengths};
-use crate::{Answer, Answers, FastMap, TimeRange, Workload};
+use super::{AnswerColumns, reason_of_code, same_lengths, scope_of_code};
+use crate::{Answer, AnswerScope, Answers, FastMap, TimeRange, Workload};
 
 /// The most workloads one instance's table holds.
 pub const WORKLOAD_TABLE_CAPACITY: usize = 65_536;
@@ -152,7 +152,8 @@ impl WorkloadTable {
 
     /// Turns columns whose workload indices point into the table into
     /// [`Answers`] listing the entries they name (`columns.workloads` is
-    /// ignored). Ragged columns, an unknown status or an index outside the
+    /// ignored). Ragged columns, an unknown status, a `port_scoped` other
+    /// than 0 or 1 (or 1 on an unattributed answer), or an index outside the
     /// table are an error.
     pub fn answers(&mut self, columns: AnswerColumns) -> Result<Answers, String> {
         let n = columns.status.len();
@@ -160,6 +161,7 @@ impl WorkloadTable {
             columns.workload.len(),
             columns.valid_start_ns.len(),
             columns.valid_end_ns.len(),
+            columns.port_scoped.len(),
         ];
         same_lengths(n, &lens, "answers")?;
         let mut listed = Vec::new();
@@ -190,9 +192,18 @@ impl WorkloadTable {
             .status
             .iter()
             .zip(&columns.workload)
-            .zip(columns.valid_start_ns.iter().zip(&columns.valid_end_ns));
+            .zip(columns.valid_start_ns.iter().zip(&columns.valid_end_ns))
+            .zip(&columns.port_scoped);
         let mut answers = Vec::with_capacity(columns.status.len());
-        for (i, ((&status, &entry), (&start_ns, &end_ns))) in rows.enumerate() {
+        for (i, (((&status, &entry), (&start_ns, &end_ns)), &port_scoped)) in rows.enumerate() {
+            let scope = scope_of_code(port_scoped).ok_or_else(|| {
+                format!("answer {i} has port-scoped {port_scoped}, which is neither 0 nor 1")
+            })?;
+            if status != 0 && scope != AnswerScope::Address {
+                return Err(format!(
+                    "answer {i} is port-scoped but not attributed (status {status})"
+                ));
+            }
             answers.push(if status == 0 {
                 let slot = self.listed_as.get_mut(entry as usize).ok_or_else(|| {
                     format!(
@@ -207,6 +218,7 @@ impl WorkloadTable {
                 Answer::Attributed {
                     workload: *slot,
                     valid: TimeRange::new(start_ns, end_ns),
+                    scope,
                 }
             } else {
                 Answer::Unattributed(
@@ -245,11 +257,17 @@ mod tests {
         (update, host.answers(columns).unwrap())
     }
 
+    /// A not-found answer, then one for each workload: every third one
+    /// port-scoped.
     fn batch(workloads: &[&Arc<Workload>]) -> Answers {
         let mut b = AnswersBuilder::with_capacity(workloads.len() + 1);
         b.unattributed(UnattributedReason::NotFound);
         for (i, w) in workloads.iter().enumerate() {
-            b.attributed(w, TimeRange::since(i as u64));
+            if i % 3 == 2 {
+                b.attributed_shared(w, TimeRange::since(i as u64));
+            } else {
+                b.attributed(w, TimeRange::since(i as u64));
+            }
         }
         b.finish()
     }
@@ -263,6 +281,9 @@ mod tests {
         let (update, got) = cross(&mut plugin, &mut host, first.clone());
         assert_eq!((update.keep, update.new.len()), (0, 2));
         assert_eq!(got, first);
+        // The scope crosses with each answer.
+        assert_eq!(got.scope(1), Some(AnswerScope::Address));
+        assert_eq!(got.scope(3), Some(AnswerScope::Port));
 
         // The same workloads again: nothing new crosses, answers still match.
         let second = batch(&[&b, &b]);
@@ -332,6 +353,7 @@ mod tests {
         bad.answers[1] = Answer::Attributed {
             workload: 7,
             valid: TimeRange::since(0),
+            scope: AnswerScope::Address,
         };
         let mut columns = AnswerColumns::from(bad);
         let update = plugin.send(&mut columns);
@@ -355,16 +377,50 @@ mod tests {
             workload: vec![workload],
             valid_start_ns: vec![1],
             valid_end_ns: vec![2],
+            port_scoped: vec![0],
         };
         assert_eq!(
             host.answers(answer(1)).unwrap_err(),
             "answer 0 refers to workload 1 of a table of 1"
         );
         let mut unknown = answer(0);
-        unknown.status[0] = 8;
+        unknown.status[0] = 9;
         assert_eq!(
             host.answers(unknown).unwrap_err(),
-            "answer 0 has status 8, which is no status"
+            "answer 0 has status 9, which is no status"
+        );
+        for status in [0, 1] {
+            let mut scope = answer(0);
+            scope.status[0] = status;
+            scope.port_scoped[0] = 2;
+            assert_eq!(
+                host.answers(scope).unwrap_err(),
+                "answer 0 has port-scoped 2, which is neither 0 nor 1"
+            );
+        }
+        let mut unattributed = answer(0);
+        unattributed.status[0] = 1;
+        unattributed.port_scoped[0] = 1;
+        assert_eq!(
+            host.answers(unattributed).unwrap_err(),
+            "answer 0 is port-scoped but not attributed (status 1)"
+        );
+        let mut no_scopes = answer(0);
+        no_scopes.port_scoped.clear();
+        assert!(
+            host.answers(no_scopes)
+                .unwrap_err()
+                .contains("columns of 1 and 0")
+        );
+        let mut shared = answer(0);
+        shared.port_scoped[0] = 1;
+        assert_eq!(
+            host.answers(shared).unwrap().answers,
+            [Answer::Attributed {
+                workload: 0,
+                valid: TimeRange::new(1, 2),
+                scope: AnswerScope::Port,
+            }]
         );
         let mut ragged = answer(0);
         ragged.valid_end_ns.push(3);
@@ -378,7 +434,8 @@ mod tests {
             ok.answers,
             [Answer::Attributed {
                 workload: 0,
-                valid: TimeRange::new(1, 2)
+                valid: TimeRange::new(1, 2),
+                scope: AnswerScope::Address,
             }]
         );
     }

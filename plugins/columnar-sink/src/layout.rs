@@ -110,7 +110,7 @@ codes!(FlowEnd, end_code, end_from, {
     Closed = 0, Ongoing = 1, Refused = 2, Reset = 3, Failed = 4,
 });
 codes!(AttributionSource, source_code, source_from, {
-    Capture = 0, Heartbeat = 1, Resolver = 2, Counterpart = 3,
+    Capture = 0, Heartbeat = 1, Resolver = 2, Counterpart = 3, CaptureShared = 4,
 });
 codes!(UnattributedReason, reason_code, reason_from, {
     NotFound = 1, SourceUnavailable = 2, Conflict = 3, Gap = 4,
@@ -142,7 +142,7 @@ mod tests {
             assert_eq!(reason_from(reason_code(r).into()), Some(r));
         }
         assert_eq!(reason_from(0), None);
-        assert_eq!(reason_from(8), None);
+        assert_eq!(reason_from(9), None);
     }
 
     #[test]
@@ -153,7 +153,11 @@ mod tests {
         assert_eq!(protocol_from(2), None);
         assert_eq!(initiator_from(3), None);
         assert_eq!(end_from(5), None);
-        assert_eq!(source_from(3), None);
+        for s in AttributionSource::ALL {
+            assert_eq!(source_from(source_code(s).into()), Some(s));
+        }
+        assert_eq!(source_code(AttributionSource::CaptureShared), 4);
+        assert_eq!(source_from(5), None);
         assert_eq!(col::NAMES.len(), col::COUNT);
     }
 }

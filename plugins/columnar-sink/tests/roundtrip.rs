@@ -139,9 +139,9 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn the_readme_example_is_byte_for_byte_what_is_written() {
     let want = concat!(
-        // header: magic, version 1, flags (process), 1 row, body length 128
+        // header: magic, version 2, flags (process), 1 row, body length 128
         "4641434c",
-        "01",
+        "02",
         "01",
         "01000000",
         "80000000",
@@ -210,11 +210,11 @@ fn the_readme_example_is_byte_for_byte_what_is_written() {
         "07",
         "05",
         "808080800f",
-        // weight 1, local side attribution 0 (code 8), remote side not-found (code 1)
+        // weight 1, local side attribution 0 (code 9), remote side not-found (code 1)
         "01",
         "01",
         "01",
-        "08",
+        "09",
         "01",
         "01",
     );
@@ -291,7 +291,7 @@ fn corrupted_chunks_never_panic() {
     for len in 1..2_000 {
         let garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         assert!(decode(&garbage).is_err());
-        let mut headed = b"FACL\x01\x01".to_vec();
+        let mut headed = b"FACL\x02\x01".to_vec();
         headed.extend(&garbage);
         let _ = decode(&headed);
     }
@@ -324,10 +324,10 @@ fn each_kind_of_damage_has_its_own_error() {
         }
     );
     assert_eq!(
-        e(&with(&chunk, 4, 2)),
+        e(&with(&chunk, 4, 3)),
         DecodeError::UnsupportedVersion {
             offset: 0,
-            version: 2
+            version: 3
         }
     );
     assert_eq!(
@@ -355,13 +355,13 @@ fn each_kind_of_damage_has_its_own_error() {
             len: 1
         }
     );
-    // The attribution's source (byte 36) is not one of the three.
+    // The attribution's source (byte 36) is not one of the five.
     assert_eq!(
-        e(&with(&chunk, 36, 3)),
+        e(&with(&chunk, 36, 5)),
         DecodeError::InvalidValue {
             offset: 36,
             what: "attribution source",
-            value: 3
+            value: 5
         }
     );
     // The protocol column's byte is not tcp or udp.
@@ -377,7 +377,7 @@ fn each_kind_of_damage_has_its_own_error() {
     // The local side's code names attribution 1 of 1.
     let local_side = chunk.len() - 3;
     assert_eq!(
-        e(&with(&chunk, local_side, 9)),
+        e(&with(&chunk, local_side, 10)),
         DecodeError::IndexOutOfRange {
             offset: local_side,
             what: "local_side",
@@ -418,8 +418,8 @@ fn each_kind_of_damage_has_its_own_error() {
     );
     // Messages say where and what.
     assert_eq!(
-        e(&with(&chunk, 36, 3)).to_string(),
-        "attribution source at byte 36: 3 is not a valid value"
+        e(&with(&chunk, 36, 5)).to_string(),
+        "attribution source at byte 36: 5 is not a valid value"
     );
 }
 

@@ -7,6 +7,11 @@
 //! answered from the entry that contains its address (and port) and time; the
 //! answer is valid for that entry's time range, cut at the last time the file
 //! was verified current, so the host never caches past what IPMan said.
+//! An answer from a shared address's port allocation holds for that port
+//! only (port-scoped): the container made the connection, but several
+//! containers use the address at once, so the answer must never be taken as
+//! the address's owner. An answer from an address assignment holds for the
+//! whole address.
 //!
 //! Addresses IPMan does not know, and ports of a shared address outside its
 //! pool (the host's own traffic), are `not-found`, so the next identity plugin
@@ -51,9 +56,13 @@ impl Plugin for Ipman {
 
 impl IdentityPlugin for Ipman {
     fn identify(&mut self, queries: &[LocalQuery]) -> Answers {
-        self.state.answer(queries, |state, q| {
+        self.state.answer_scoped(queries, |state, q| {
             match state.lookup(q.local.ip(), q.local.port(), q.time_ns) {
-                Lookup::Found { workload, valid } => Ok((workload, valid)),
+                Lookup::Found {
+                    workload,
+                    valid,
+                    scope,
+                } => Ok((workload, valid, scope)),
                 Lookup::Gap => Err(UnattributedReason::Gap),
                 Lookup::NotFound => Err(UnattributedReason::NotFound),
             }

@@ -12,7 +12,7 @@ use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use flowattr_sdk::{TimeRange, Workload};
+use flowattr_sdk::{AnswerScope, TimeRange, Workload};
 
 use crate::format::{self, RawState};
 use crate::shared::{Allocation, PortLookup, SharedAddress};
@@ -37,10 +37,14 @@ pub struct State {
 /// What the state says about one local endpoint at one time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup<'a> {
-    /// Held by `workload` for `valid` (the whole assignment or allocation).
+    /// Held by `workload` for `valid` (the whole assignment or allocation):
+    /// the whole address for an assignment ([`AnswerScope::Address`]), the
+    /// port only for a shared address's allocation ([`AnswerScope::Port`]:
+    /// other workloads use the address at the same time).
     Found {
         workload: &'a Arc<Workload>,
         valid: TimeRange,
+        scope: AnswerScope,
     },
     /// IPMan knows the address (or the pool port) but nobody held it then.
     Gap,
@@ -53,13 +57,14 @@ impl State {
     /// Who held `ip` (and `port`, for a shared IPv4 address) at `time_ns`.
     pub fn lookup(&self, ip: IpAddr, port: u16, time_ns: u64) -> Lookup<'_> {
         if let Some(spans) = self.by_ip.get(&key(ip)) {
-            return spans::find(spans, time_ns).map_or(Lookup::Gap, |s| self.found(s));
+            return spans::find(spans, time_ns)
+                .map_or(Lookup::Gap, |s| self.found(s, AnswerScope::Address));
         }
         if let IpAddr::V4(v4) = ip.to_canonical()
             && let Some(shared) = self.shared.get(&u32::from(v4))
         {
             return match shared.lookup(port, time_ns) {
-                PortLookup::Held(s) => self.found(s),
+                PortLookup::Held(s) => self.found(s, AnswerScope::Port),
                 PortLookup::Gap => Lookup::Gap,
                 PortLookup::OutsidePool => Lookup::NotFound,
             };
@@ -67,10 +72,11 @@ impl State {
         Lookup::NotFound
     }
 
-    fn found(&self, span: &Span) -> Lookup<'_> {
+    fn found(&self, span: &Span, scope: AnswerScope) -> Lookup<'_> {
         Lookup::Found {
             workload: &self.workloads[span.workload as usize],
             valid: span.range(),
+            scope,
         }
     }
 

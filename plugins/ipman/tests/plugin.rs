@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use flowattr_sdk::host::Level;
 use flowattr_sdk::testing::Harness;
-use flowattr_sdk::{Answers, LocalQuery, Protocol, TimeRange, UnattributedReason};
+use flowattr_sdk::{AnswerScope, Answers, LocalQuery, Protocol, TimeRange, UnattributedReason};
 use ipman::Ipman;
 use serde_json::{Value, json};
 
@@ -111,6 +111,11 @@ fn answers_are_valid_for_the_assignment_cut_at_the_last_check() {
         id(&answers, 2),
         Ok(("c-web-1".into(), TimeRange::new(100, NOW + 1)))
     );
+    // The container owns fd00::5, but only holds its ports of the shared
+    // address: that answer must never read as the address's owner.
+    assert_eq!(answers.scope(0), Some(AnswerScope::Address));
+    assert_eq!(answers.scope(1), Some(AnswerScope::Address));
+    assert_eq!(answers.scope(2), Some(AnswerScope::Port));
     assert_eq!(answers.workloads.len(), 2);
     let api = &answers.workloads[answers
         .workloads
@@ -300,6 +305,12 @@ fn a_full_batch_from_many_containers_is_answered_in_order() {
             id(&answers, i as usize),
             Ok((format!("c-{c}"), TimeRange::new(100, NOW + 1)))
         );
+        let want = if i % 2 == 0 {
+            AnswerScope::Address
+        } else {
+            AnswerScope::Port
+        };
+        assert_eq!(answers.scope(i as usize), Some(want), "query {i}");
     }
     assert_eq!(answers.workloads.len(), 256);
 }

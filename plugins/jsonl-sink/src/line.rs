@@ -152,6 +152,7 @@ impl LineWriter {
             AttributionSource::Heartbeat => b",\"source\":\"heartbeat\"",
             AttributionSource::Resolver => b",\"source\":\"resolver\"",
             AttributionSource::Counterpart => b",\"source\":\"counterpart\"",
+            AttributionSource::CaptureShared => b",\"source\":\"capture-shared\"",
         });
         out.extend_from_slice(b",\"plugin\":");
         text::string(out, &a.plugin);

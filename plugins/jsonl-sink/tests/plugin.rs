@@ -168,6 +168,25 @@ fn pending_sides_and_closed_validity_are_written_as_documented() {
 }
 
 #[test]
+fn every_source_is_written_by_its_documented_name() {
+    for (source, name) in [
+        (AttributionSource::Capture, "capture"),
+        (AttributionSource::Heartbeat, "heartbeat"),
+        (AttributionSource::Resolver, "resolver"),
+        (AttributionSource::Counterpart, "counterpart"),
+        (AttributionSource::CaptureShared, "capture-shared"),
+    ] {
+        let mut f = example();
+        if let Side::Attributed(a) = &mut f.local {
+            a.source = source;
+        }
+        let line = String::from_utf8(sink("{}").format(&[f]).unwrap()).unwrap();
+        let want = format!(r#""source":"{name}","plugin":"ipman""#);
+        assert!(line.contains(&want), "{line}");
+    }
+}
+
+#[test]
 fn an_empty_batch_is_empty_output_and_each_flow_is_one_line() {
     let mut h = sink("{}");
     assert!(h.format(&[]).unwrap().is_empty());

@@ -102,6 +102,7 @@ pub fn wit_answers(a: Answers, sent: &mut SentWorkloads) -> wit::Answers {
         workload: c.workload,
         valid_start_ns: c.valid_start_ns,
         valid_end_ns: c.valid_end_ns,
+        port_scoped: c.port_scoped,
     }
 }
 

@@ -283,6 +283,7 @@ fn side_to_msg<'a>(side: &'a Side, dict: &mut Dictionary<'a>) -> Option<SideMsg>
                 AttributionSource::Heartbeat => SourceMsg::Heartbeat,
                 AttributionSource::Resolver => SourceMsg::Resolver,
                 AttributionSource::Counterpart => SourceMsg::Counterpart,
+                AttributionSource::CaptureShared => SourceMsg::CaptureShared,
             } as i32,
             plugin: dict.plugin(&a.plugin),
             valid_start_ns: a.valid.start_ns,
@@ -318,6 +319,7 @@ fn side_from_msg(
                 SourceMsg::Heartbeat => AttributionSource::Heartbeat,
                 SourceMsg::Resolver => AttributionSource::Resolver,
                 SourceMsg::Counterpart => AttributionSource::Counterpart,
+                SourceMsg::CaptureShared => AttributionSource::CaptureShared,
             };
             Side::Attributed(Attribution {
                 workload,

@@ -416,7 +416,7 @@ fn bad_enum_values_are_typed_errors_and_the_id_is_still_read() {
             "flow.end_state",
         ),
         (
-            Box::new(|m: &mut BatchMsg| m.flows[0].local_side.as_mut().unwrap().source = 4),
+            Box::new(|m: &mut BatchMsg| m.flows[0].local_side.as_mut().unwrap().source = 5),
             "side.source",
         ),
         (
@@ -557,6 +557,9 @@ fn version_1_frames_spooled_or_journaled_before_an_upgrade_are_still_read() {
                 Side::Attributed(a) if a.source == AttributionSource::Counterpart => {
                     a.source = AttributionSource::Resolver;
                 }
+                Side::Attributed(a) if a.source == AttributionSource::CaptureShared => {
+                    a.source = AttributionSource::Capture;
+                }
                 Side::Unattributed(r @ UnattributedReason::Incomplete) => {
                     *r = UnattributedReason::Gap;
                 }
@@ -605,6 +608,19 @@ fn the_new_watermark_and_enum_values_round_trip() {
     assert_eq!(side.source, SourceMsg::Counterpart as i32);
     let side = msg.flows[1].remote_side.unwrap();
     assert_eq!(side.reason, ReasonMsg::Incomplete as i32);
+    // A local side attributed by its port on a shared address keeps saying
+    // so: it must never come back as an address-level `capture`.
+    let mut shared = attributed_batch();
+    if let Side::Attributed(a) = &mut shared.flows[0].local {
+        a.source = AttributionSource::CaptureShared;
+    }
+    let side = batch_msg(&shared).flows[0].local_side.unwrap();
+    assert_eq!(side.source, SourceMsg::CaptureShared as i32);
+    assert_eq!(side.source, 4);
+    assert_eq!(
+        decode_frame(&encoded(&shared), MAX).unwrap(),
+        Frame::Batch(shared)
+    );
     // Every value of both enums has a wire value and comes back.
     for reason in UnattributedReason::ALL {
         let mut b = attributed_batch();

@@ -10,11 +10,13 @@
 //!
 //! Versions:
 //! - 1: the first.
-//! - 2: `SourceMsg::Counterpart`, `ReasonMsg::Incomplete` (new enum values);
-//!   `BatchMsg.complete_until_ns` and `FrameMsg.sent_ns` (new fields). A
-//!   version 1 frame is a version 2 frame without them, so frames written
-//!   by version 1 (spools, journals) are still read
-//!   ([`super::OLDEST_READABLE_VERSION`]).
+//! - 2: `SourceMsg::Counterpart`, `SourceMsg::CaptureShared` (a local side
+//!   attributed by its port on a shared address), `ReasonMsg::Incomplete`
+//!   (new enum values); `BatchMsg.complete_until_ns` and `FrameMsg.sent_ns`
+//!   (new fields). `CaptureShared` was added to version 2 before version 2
+//!   was released, so every version 2 reader knows it. A version 1 frame is
+//!   a version 2 frame without them, so frames written by version 1
+//!   (spools, journals) are still read ([`super::OLDEST_READABLE_VERSION`]).
 
 /// The one message a frame carries.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -235,6 +237,7 @@ pub(crate) enum SourceMsg {
     Heartbeat = 1,
     Resolver = 2,
     Counterpart = 3,
+    CaptureShared = 4,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]

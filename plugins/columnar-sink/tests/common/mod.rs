@@ -128,6 +128,8 @@ fn odd_side(rng: &mut Rng, workloads: &[Arc<Workload>]) -> Side {
                     AttributionSource::Capture,
                     AttributionSource::Heartbeat,
                     AttributionSource::Resolver,
+                    AttributionSource::Counterpart,
+                    AttributionSource::CaptureShared,
                 ]),
                 plugin: rng.pick(&["ipman", "", "sonar-legacy", "ünï"]).into(),
                 valid: {

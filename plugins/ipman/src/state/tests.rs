@@ -37,10 +37,49 @@ fn load(v: &Value) -> Result<State, String> {
 /// The workload id and validity found, or "gap" / "not-found".
 fn who(state: &State, ip: &str, port: u16, t: u64) -> Result<(String, TimeRange), &'static str> {
     match state.lookup(ip.parse().unwrap(), port, t) {
-        Lookup::Found { workload, valid } => Ok((workload.id.clone(), valid)),
+        Lookup::Found {
+            workload, valid, ..
+        } => Ok((workload.id.clone(), valid)),
         Lookup::Gap => Err("gap"),
         Lookup::NotFound => Err("not-found"),
     }
+}
+
+/// The scope of what was found, or "gap" / "not-found".
+fn scope(state: &State, ip: &str, port: u16, t: u64) -> Result<AnswerScope, &'static str> {
+    match state.lookup(ip.parse().unwrap(), port, t) {
+        Lookup::Found { scope, .. } => Ok(scope),
+        Lookup::Gap => Err("gap"),
+        Lookup::NotFound => Err("not-found"),
+    }
+}
+
+#[test]
+fn a_shared_address_is_answered_for_the_port_and_an_assigned_one_for_the_address() {
+    let state = load(&example()).unwrap();
+    assert_eq!(scope(&state, "fd00::5", 443, 150), Ok(AnswerScope::Address));
+    assert_eq!(
+        scope(&state, "10.1.0.9", 5432, 60),
+        Ok(AnswerScope::Address)
+    );
+    assert_eq!(
+        scope(&state, "::ffff:10.1.0.9", 5432, 60),
+        Ok(AnswerScope::Address)
+    );
+    assert_eq!(
+        scope(&state, "192.0.2.10", 40123, 150),
+        Ok(AnswerScope::Port)
+    );
+    assert_eq!(
+        scope(&state, "192.0.2.10", 41999, 150),
+        Ok(AnswerScope::Port)
+    );
+    assert_eq!(
+        scope(&state, "::ffff:192.0.2.10", 40000, 300),
+        Ok(AnswerScope::Port)
+    );
+    assert_eq!(scope(&state, "192.0.2.10", 40000, 250), Err("gap"));
+    assert_eq!(scope(&state, "192.0.2.10", 22, 150), Err("not-found"));
 }
 
 #[test]

@@ -146,6 +146,8 @@ fn side(rng: &mut Rng, workloads: &[Arc<Workload>], plugins: &[&str]) -> Side {
                     AttributionSource::Capture,
                     AttributionSource::Heartbeat,
                     AttributionSource::Resolver,
+                    AttributionSource::Counterpart,
+                    AttributionSource::CaptureShared,
                 ]),
                 plugin: (*rng.pick(plugins)).into(),
                 valid: TimeRange::new(start, end),
