@@ -178,6 +178,11 @@ pub fn draw(seed: u64, index: u32) -> Scenario {
         delay_max: Duration::from_secs(3600),
         loss: (sometimes(&mut rng, 0.7, 0.2) * 1000.0).round() / 1000.0,
         hold: legacy_hold,
+        asked_after: if restarts.is_empty() {
+            Duration::from_secs(rng.random_range(0..=120))
+        } else {
+            Duration::ZERO
+        },
     };
     let region_specs: Vec<RegionSpec> = (0..regions)
         .map(|i| RegionSpec {

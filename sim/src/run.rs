@@ -227,7 +227,7 @@ impl Builder {
                     .iter()
                     .map(|&o| collector_name(&scenario.regions[o].name))
                     .collect::<HashSet<_>>(),
-                shadow_hold: scenario.legacy.hold,
+                shadow_hold: scenario.legacy.hold.max(scenario.legacy.asked_after),
             },
             CoreParts {
                 table,

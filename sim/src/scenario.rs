@@ -281,6 +281,14 @@ pub struct LegacySection {
     /// The legacy attributor's optional hold.
     #[serde(with = "duration")]
     pub hold: Duration,
+    /// The A/B asks the legacy method about a flow this long after its
+    /// start at the earliest (or after `hold`, if longer): the legacy
+    /// pipeline's own processing delay. The default, 60 s, is when the
+    /// collector asked it before completeness let flows out early, so the
+    /// legacy figures do not move with how fast the heartbeat method
+    /// answers.
+    #[serde(with = "duration")]
+    pub asked_after: Duration,
 }
 
 impl Default for LegacySection {
@@ -291,6 +299,7 @@ impl Default for LegacySection {
             delay_max: Duration::from_secs(3600),
             loss: 0.01,
             hold: Duration::ZERO,
+            asked_after: Duration::from_secs(60),
         }
     }
 }
@@ -465,10 +474,14 @@ impl Scenario {
                 return Err("collector.restarts: `at` must be within the duration".into());
             }
         }
-        if !self.collector.restarts.is_empty() && !self.legacy.hold.is_zero() {
+        if !self.collector.restarts.is_empty()
+            && !(self.legacy.hold.is_zero() && self.legacy.asked_after.is_zero())
+        {
             // The A/B's shadow queue lives in memory: a restart would drop
             // the comparisons waiting in it (not the flows).
-            return Err("collector.restarts: needs legacy.hold = \"0s\"".into());
+            return Err(
+                "collector.restarts: needs legacy.hold and legacy.asked_after = \"0s\"".into(),
+            );
         }
         if self.legacy.delay_sigma.is_nan() || self.legacy.delay_sigma < 0.0 {
             return Err("legacy.delay_sigma: must be 0 or more".into());
@@ -589,6 +602,7 @@ calls_per_minute = 0
         let mut s = Scenario::parse(MINIMAL).unwrap();
         s.addresses.reuse_after = Duration::from_millis(1500);
         s.identity.protect = false;
+        s.legacy.asked_after = Duration::ZERO;
         s.collector.restarts.push(CollectorRestart {
             region: "r1".into(),
             at: Duration::from_secs(90),

@@ -165,6 +165,8 @@ fn every_fault_happens_and_no_accepted_flow_is_lost() {
     s.network.backlog = 0.02;
     s.identity.lag_max = Duration::from_secs(5);
     s.identity.lead_max = Duration::from_secs(5);
+    // The A/B's waiting comparisons would not survive the restart.
+    s.legacy.asked_after = Duration::ZERO;
     s.collector
         .restarts
         .push(flowattr_sim::scenario::CollectorRestart {
