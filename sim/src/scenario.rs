@@ -474,9 +474,8 @@ impl Scenario {
                 return Err("collector.restarts: `at` must be within the duration".into());
             }
         }
-        if !self.collector.restarts.is_empty()
-            && !(self.legacy.hold.is_zero() && self.legacy.asked_after.is_zero())
-        {
+        let shadow_waits = !self.legacy.hold.is_zero() || !self.legacy.asked_after.is_zero();
+        if !self.collector.restarts.is_empty() && shadow_waits {
             // The A/B's shadow queue lives in memory: a restart would drop
             // the comparisons waiting in it (not the flows).
             return Err(
