@@ -18,9 +18,15 @@ pub struct CollectorConfig {
     pub listen: SocketAddr,
     /// The journal of accepted batches and the forwarding spools.
     pub data_dir: PathBuf,
-    /// How long flows wait for their remote side's heartbeats.
+    /// The longest flows wait for completeness: until every agent that may
+    /// claim their remote address has reported past them (then they leave
+    /// at once). A flow still incomplete then goes out `incomplete`.
     #[serde(with = "flowattr_daemon::config::duration")]
     pub hold: Duration,
+    /// An agent heard nothing from (directly or through Kafka) for this
+    /// long is no longer waited for.
+    #[serde(with = "flowattr_daemon::config::duration")]
+    pub silent_after: Duration,
     /// Flows held at most; beyond it no batch is accepted until some leave.
     pub max_held_flows: usize,
     /// Batch ids remembered to drop duplicates.
@@ -78,7 +84,8 @@ impl Default for CollectorConfig {
             name: host_name(),
             listen: "0.0.0.0:7443".parse().expect("valid"),
             data_dir: PathBuf::from("/var/lib/flowattr/collector"),
-            hold: Duration::from_secs(60),
+            hold: Duration::from_secs(120),
+            silent_after: Duration::from_secs(300),
             max_held_flows: 4_000_000,
             remember_batches: 100_000,
             tls: TlsConfig::default(),
@@ -363,7 +370,7 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         let c = CollectorConfig::parse("").unwrap();
-        assert_eq!(c.hold, Duration::from_secs(60));
+        assert_eq!(c.hold, Duration::from_secs(120));
         assert_eq!(c.outputs, vec![OutputSection::Stdout]);
         assert!(c.kafka.is_none());
         assert_eq!(c.ownership.to_config(), OwnershipConfig::default());

@@ -13,14 +13,20 @@
 //! arrives and leaves when it is released, and its counterpart arrives
 //! within a batch interval of it, well inside the hold. Two reports match
 //! when their endpoints mirror each other and their starts lie within the
-//! clock-skew tolerance. Only a claimant allowed to claim its local address
+//! clock tolerance (twice the largest offset an agent's clock may have),
+//! and, where both are final records of a closed connection, so do their
+//! ends: a 4-tuple reused for a new connection soon after (loopback reuses
+//! ports within seconds) starts within the tolerance of the old one far
+//! more often than it also ends with it. Interval records of a connection
+//! still open end where each side happened to report, so only their starts
+//! are compared. Only a claimant allowed to claim its local address
 //! can answer for it (the same rule as heartbeats). A counterpart never
 //! overrides a range: where the table names another workload, the flow is
 //! a conflict.
 
 use std::{hash::BuildHasher, net::SocketAddr, sync::Arc};
 
-use flowattr_model::{AttributedFlow, Side, TimeRange, Workload};
+use flowattr_model::{AttributedFlow, FlowEnd, Side, TimeRange, Workload};
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 use slab::Slab;
@@ -43,6 +49,9 @@ pub enum Counterpart {
 struct Held {
     ends: Ends,
     start_ns: u64,
+    /// The flow's end, where it is a final record (`None` for an interval
+    /// record of a connection still open).
+    end_ns: Option<u64>,
     own: Option<(Arc<Workload>, TimeRange)>,
     other: Counterpart,
 }
@@ -76,6 +85,11 @@ impl Ends {
     }
 }
 
+/// A flow's end where its record is final (the connection closed).
+fn final_end(f: &AttributedFlow) -> Option<u64> {
+    (f.flow.end_state != FlowEnd::Ongoing).then_some(f.flow.end_ns)
+}
+
 /// Held flows, findable by their `(local, remote)` endpoints.
 ///
 /// The flows live in a slab of slots; the hash index holds only slot
@@ -99,8 +113,8 @@ fn merge(into: &mut Counterpart, found: &(Arc<Workload>, TimeRange)) {
 }
 
 impl Counterparts {
-    /// Reports match when their starts are at most `tolerance_ns` apart
-    /// (the clock-skew tolerance).
+    /// Reports match when their starts (and final ends) are at most
+    /// `tolerance_ns` apart (the clock tolerance).
     pub fn new(tolerance_ns: u64) -> Self {
         Self {
             slots: Slab::new(),
@@ -126,11 +140,16 @@ impl Counterparts {
                 _ => None,
             };
             let start = f.flow.start_ns;
+            let end = final_end(f);
             let mut mine = Counterpart::None;
             let mirror = Ends::of(&f.flow.remote, &f.flow.local);
             for &slot in self.index.iter_hash(mirror.hash()) {
                 let m = &mut self.slots[slot as usize];
-                if m.ends != mirror || m.start_ns.abs_diff(start) > tol {
+                let ends_apart = match (m.end_ns, end) {
+                    (Some(a), Some(b)) => a.abs_diff(b) > tol,
+                    _ => false,
+                };
+                if m.ends != mirror || m.start_ns.abs_diff(start) > tol || ends_apart {
                     continue;
                 }
                 if let Some(own) = &own {
@@ -144,6 +163,7 @@ impl Counterparts {
             let flow = Held {
                 ends,
                 start_ns: start,
+                end_ns: end,
                 own,
                 other: mine,
             };
@@ -243,6 +263,31 @@ mod tests {
         let other_port = flow("10.0.0.2:80", "10.0.0.1:40001", 100 * S, Some("api-1"));
         c.arrive(&[client.clone(), late, other_port], |_| true);
         assert_eq!(c.release(&[client])[0], Counterpart::None);
+    }
+
+    #[test]
+    fn a_reused_four_tuple_matches_only_the_connection_that_ends_with_it() {
+        let mut c = Counterparts::new(2 * S);
+        // A short connection, then the same 4-tuple again 1.5 s later (the
+        // address has a new owner by then) lasting 10 s.
+        let old_client = flow("10.0.0.1:40000", "10.0.0.2:80", 100 * S, Some("web-1"));
+        let mut new_server = flow("10.0.0.2:80", "10.0.0.1:40000", 101 * S + S / 2, Some("api-2"));
+        new_server.flow.end_ns = 111 * S;
+        c.arrive(std::slice::from_ref(&old_client), |_| true);
+        c.arrive(std::slice::from_ref(&new_server), |_| true);
+        assert_eq!(c.release(std::slice::from_ref(&old_client))[0], Counterpart::None);
+        assert_eq!(c.release(std::slice::from_ref(&new_server))[0], Counterpart::None);
+
+        // Interval records of a connection still open end wherever each side
+        // reported: their starts alone decide.
+        let mut client = flow("10.0.0.1:40001", "10.0.0.2:80", 100 * S, Some("web-1"));
+        let mut server = flow("10.0.0.2:80", "10.0.0.1:40001", 100 * S, Some("api-1"));
+        client.flow.end_state = FlowEnd::Ongoing;
+        client.flow.end_ns = 130 * S;
+        server.flow.end_state = FlowEnd::Ongoing;
+        server.flow.end_ns = 160 * S;
+        c.arrive(&[client.clone(), server], |_| true);
+        assert_eq!(id(&c.release(&[client])[0]), "api-1");
     }
 
     #[test]

@@ -1,20 +1,28 @@
-//! The hold queue (the method's point 3): flows wait here for a while after
-//! they arrive, so the heartbeats that tell who owned their remote address
-//! at their start have time to arrive too (from other agents, through other
-//! collectors and Kafka). Pure: the caller passes the time.
+//! The hold queue (the method's point 3): flows wait here after they
+//! arrive until the heartbeats that tell who owned their remote address at
+//! their start can all have arrived too (from other agents, through other
+//! collectors and Kafka): until they are complete (see
+//! [`crate::completeness`]), and at most `hold`. Pure: the caller passes the
+//! time and says what is complete.
 //!
 //! Every flow of a batch arrives at once, so the queue holds whole batches
-//! in arrival order; with one hold time for all, arrival order is release
-//! order.
+//! in arrival order and releases them in that order: the oldest batch
+//! leaves once complete or once its hold is over, and those behind it
+//! follow as soon as they may too.
 
 use std::collections::VecDeque;
 
-use flowattr_model::FlowBatch;
+use flowattr_model::{AttributedFlow, FlowBatch};
 
 /// A batch waiting in the queue, with when it may leave.
 #[derive(Debug)]
 struct Held {
     release_ns: u64,
+    /// The latest end of its flows: all complete once every agent reported
+    /// past it.
+    latest_end_ns: u64,
+    /// Its first flows known complete: checked again from here.
+    complete: usize,
     batch: FlowBatch,
     /// Forwarded by a collector of another region (no heartbeats, no
     /// forwarding again).
@@ -52,17 +60,44 @@ impl HoldQueue {
     /// Takes a batch that arrived at `arrived_ns`.
     pub fn push(&mut self, batch: FlowBatch, forwarded: bool, arrived_ns: u64) {
         self.flows += batch.flows.len();
+        let latest_end_ns = batch
+            .flows
+            .iter()
+            .map(|f| f.flow.end_ns.max(f.flow.start_ns))
+            .max()
+            .unwrap_or(0);
         self.queue.push_back(Held {
             release_ns: arrived_ns.saturating_add(self.hold_ns),
+            latest_end_ns,
+            complete: 0,
             batch,
             forwarded,
         });
     }
 
-    /// The batches whose hold ended by `now_ns`, oldest first.
-    pub fn release(&mut self, now_ns: u64) -> Vec<Released> {
+    /// The batches that may leave at `now_ns`, oldest first: each whose
+    /// hold is over or whose flows are all complete, stopping at the first
+    /// that may not. `all_complete(t)`: every flow that ended by `t` is;
+    /// else each flow is asked `complete(flow)`. Flows found complete are
+    /// not asked again (what is complete stays so for release).
+    pub fn release(
+        &mut self,
+        now_ns: u64,
+        all_complete: impl Fn(u64) -> bool,
+        complete: impl Fn(&AttributedFlow) -> bool,
+    ) -> Vec<Released> {
         let mut out = Vec::new();
-        while self.queue.front().is_some_and(|h| h.release_ns <= now_ns) {
+        while let Some(h) = self.queue.front_mut() {
+            let leaves = h.release_ns <= now_ns || all_complete(h.latest_end_ns) || {
+                let flows = &h.batch.flows;
+                while h.complete < flows.len() && complete(&flows[h.complete]) {
+                    h.complete += 1;
+                }
+                h.complete == flows.len()
+            };
+            if !leaves {
+                break;
+            }
             out.extend(self.pop());
         }
         out
@@ -96,7 +131,7 @@ impl HoldQueue {
 
 #[cfg(test)]
 mod tests {
-    use flowattr_model::{AttributedFlow, Flow};
+    use flowattr_model::Flow;
 
     use super::*;
 
@@ -111,22 +146,25 @@ mod tests {
             incarnation: 1,
             seq,
             created_ns: 0,
+            complete_until_ns: 0,
             flows: vec![AttributedFlow::new(flow); n],
         }
     }
 
     #[test]
     fn batches_leave_after_the_hold_in_arrival_order() {
+        let never = |_| false;
+        let none = |_: &AttributedFlow| false;
         let mut q = HoldQueue::new(60, 1000);
         q.push(batch(0, 3), false, 100);
         q.push(batch(1, 2), true, 130);
-        assert!(q.release(159).is_empty());
+        assert!(q.release(159, never, none).is_empty());
         assert_eq!((q.flows(), q.batches()), (5, 2));
-        let out = q.release(160);
+        let out = q.release(160, never, none);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].batch.seq, out[0].forwarded), (0, false));
-        assert!(q.release(189).is_empty(), "the second batch leaves at 190");
-        let out = q.release(1000);
+        assert!(q.release(189, never, none).is_empty(), "the second batch leaves at 190");
+        let out = q.release(1000, never, none);
         assert_eq!((out[0].batch.seq, out[0].forwarded), (1, true));
         assert_eq!((q.flows(), q.batches()), (0, 0));
     }
@@ -138,7 +176,57 @@ mod tests {
         assert!(!q.is_full());
         q.push(batch(1, 1), false, 0);
         assert!(q.is_full());
-        assert_eq!(q.release(60).len(), 2);
+        assert_eq!(q.release(60, |_| false, |_| false).len(), 2);
         assert!(!q.is_full());
+    }
+
+    #[test]
+    fn complete_batches_leave_before_their_hold_but_never_overtake() {
+        let mut q = HoldQueue::new(60, 1000);
+        let ending = |seq, end_ns| {
+            let mut b = batch(seq, 1);
+            b.flows[0].flow.end_ns = end_ns;
+            b
+        };
+        q.push(ending(0, 50), false, 100);
+        q.push(ending(1, 20), false, 110);
+        q.push(ending(2, 10), false, 120);
+        // Complete up to 30: the first batch (ending at 50) is not, so
+        // nothing behind it leaves either.
+        let upto = |w: u64| move |end: u64| end <= w;
+        let none = |_: &AttributedFlow| false;
+        assert!(q.release(101, upto(30), none).is_empty());
+        let out = q.release(102, upto(50), none);
+        let seqs: Vec<u64> = out.iter().map(|r| r.batch.seq).collect();
+        assert_eq!(seqs, [0, 1, 2]);
+        // An incomplete batch still leaves when its hold is over.
+        q.push(ending(3, 500), false, 200);
+        assert!(q.release(259, upto(50), none).is_empty());
+        assert_eq!(q.release(260, upto(50), none).len(), 1);
+    }
+
+    #[test]
+    fn a_batch_leaves_once_each_of_its_flows_is_complete() {
+        let mut q = HoldQueue::new(60, 1000);
+        let mut b = batch(0, 3);
+        for (i, f) in b.flows.iter_mut().enumerate() {
+            f.flow.start_ns = i as u64;
+        }
+        q.push(b, false, 0);
+        let never = |_| false;
+        let asked = std::cell::Cell::new(0);
+        let first_two = |f: &AttributedFlow| {
+            asked.set(asked.get() + 1);
+            f.flow.start_ns < 2
+        };
+        assert!(q.release(1, never, first_two).is_empty());
+        assert_eq!(asked.get(), 3, "two complete, the third not");
+        asked.set(0);
+        let all = |f: &AttributedFlow| {
+            asked.set(asked.get() + 1);
+            f.flow.start_ns < 3
+        };
+        assert_eq!(q.release(2, never, all).len(), 1);
+        assert_eq!(asked.get(), 1, "complete flows are not asked again");
     }
 }

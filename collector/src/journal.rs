@@ -34,6 +34,45 @@ pub struct Journal {
     remember: usize,
 }
 
+/// One journaled batch: `PEER\tCLOCK\nBODY`, where `PEER` is the sender's
+/// certificate name, `CLOCK` whether its clock was trusted when the batch
+/// arrived (`trusted` or `untrusted`), and `BODY` the batch's frame body as
+/// it arrived. An entry without `CLOCK` (written before clocks were
+/// measured) counts as untrusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalEntry<'a> {
+    pub peer: &'a str,
+    pub clock_trusted: bool,
+    pub body: &'a [u8],
+}
+
+impl<'a> JournalEntry<'a> {
+    /// The header line written before the body.
+    pub fn header(peer: &str, clock_trusted: bool) -> String {
+        let clock = if clock_trusted { "trusted" } else { "untrusted" };
+        format!("{peer}\t{clock}\n")
+    }
+
+    /// Splits an entry's bytes; `Err` when it has no header line.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, String> {
+        let newline = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("no sender line")?;
+        let line = std::str::from_utf8(&bytes[..newline]).map_err(|e| e.to_string())?;
+        let (peer, clock_trusted) = match line.split_once('\t') {
+            Some((peer, "trusted")) => (peer, true),
+            Some((peer, _)) => (peer, false),
+            None => (line, false),
+        };
+        Ok(Self {
+            peer,
+            clock_trusted,
+            body: &bytes[newline + 1..],
+        })
+    }
+}
+
 /// What a starting collector finds in its journal.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -197,6 +236,20 @@ mod tests {
             incarnation: 9,
             seq,
         }
+    }
+
+    #[test]
+    fn entries_keep_the_sender_and_whether_its_clock_was_trusted() {
+        for trusted in [true, false] {
+            let mut bytes = JournalEntry::header("agent a", trusted).into_bytes();
+            bytes.extend_from_slice(b"body\nwith newline");
+            let e = JournalEntry::parse(&bytes).unwrap();
+            assert_eq!((e.peer, e.clock_trusted), ("agent a", trusted));
+            assert_eq!(e.body, b"body\nwith newline");
+        }
+        let old = JournalEntry::parse(b"agent-b\nbody").unwrap();
+        assert_eq!((old.peer, old.clock_trusted, old.body), ("agent-b", false, &b"body"[..]));
+        assert!(JournalEntry::parse(b"no header").is_err());
     }
 
     #[test]

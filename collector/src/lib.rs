@@ -3,6 +3,8 @@
 //! remote attribution, cross-region forwarding, resolver fallback, A/B
 //! comparison, and the policy and sink plugins that write attributed flows out.
 
+pub mod clocks;
+pub mod completeness;
 pub mod config;
 pub mod core;
 pub mod counterpart;

@@ -15,6 +15,8 @@ use prometheus_client::{
 use crate::{output::OutputStatus, ownership::OwnershipCounters, remote::RemoteCounts};
 
 type Labels = Vec<(&'static str, String)>;
+/// A gauge of seconds.
+type Seconds = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// The collector's metrics, updated by the core and read by the endpoint.
 pub struct CollectorMetrics {
@@ -52,6 +54,12 @@ pub struct CollectorMetrics {
     pub journal_batches: Gauge,
     /// Sink plugin calls that failed or found no sink (flows kept, retried).
     pub sink_failures: Counter,
+    /// Each sender's measured clock offset (its clock minus ours), and
+    /// whether it is trusted (1) for remote attribution.
+    pub agent_clock_offset: Family<Labels, Seconds>,
+    pub agent_clock_trusted: Family<Labels, Gauge>,
+    /// How far behind now each agent's completeness watermark is.
+    pub agent_watermark_lag: Family<Labels, Seconds>,
     /// Kafka sharing counters, by name (published, consumed, malformed, lag…).
     pub sharing: Family<Labels, Gauge>,
     /// The plugin runtime's counters, by plugin and counter.
@@ -88,6 +96,9 @@ impl CollectorMetrics {
             output_failures: Family::default(),
             journal_batches: Gauge::default(),
             sink_failures: Counter::default(),
+            agent_clock_offset: Family::default(),
+            agent_clock_trusted: Family::default(),
+            agent_watermark_lag: Family::default(),
             sharing: Family::default(),
             plugin: Family::default(),
             plugins: Mutex::default(),
@@ -183,6 +194,21 @@ impl CollectorMetrics {
             "sink_failures",
             "Sink calls that failed or found no sink plugin (flows kept and retried)",
             m.sink_failures.clone(),
+        );
+        r.register(
+            "agent_clock_offset_seconds",
+            "Each sender's measured clock offset from this collector's (its clock minus ours)",
+            m.agent_clock_offset.clone(),
+        );
+        r.register(
+            "agent_clock_trusted",
+            "Whether a sender's clock is within max_skew (1), so its flows are used for remote attribution",
+            m.agent_clock_trusted.clone(),
+        );
+        r.register(
+            "agent_watermark_lag_seconds",
+            "How far behind now each agent's completeness watermark is (flows towards its addresses wait that long)",
+            m.agent_watermark_lag.clone(),
         );
         r.register("sharing", "Kafka ownership sharing", m.sharing.clone());
         r.register(

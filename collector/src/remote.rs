@@ -1,31 +1,39 @@
 //! Remote attribution (the method's point 4): after the hold, each flow's
 //! remote address is attributed by the ownership range that holds the
-//! flow's **start**. Pure: the table, the region map and the resolver chain
-//! come in, the flows' remote sides and what to forward come out.
+//! flow's **start**. Pure: the table, the region map, the resolver chain and
+//! what is complete come in, the flows' remote sides and what to forward
+//! come out.
 //!
 //! Where the table cannot answer but the other end of the same connection
-//! reported it ([`crate::counterpart`]), that report answers; where the
-//! table names one workload and the other end another, the flow is a
-//! conflict. Otherwise, in order, for an address the table cannot attribute:
+//! reported it ([`crate::counterpart`]), that report answers (source
+//! `counterpart`); where the table names one workload and the other end
+//! another, the flow is a conflict. A range answers only once the flow is
+//! **complete** ([`crate::completeness`]): every agent that may claim the
+//! address has reported past it; otherwise the flow is `incomplete` (the
+//! other end's report of this very connection still answers, and a
+//! conflict stays a conflict). Otherwise, in order, for an address the
+//! table cannot attribute:
 //!
 //! 1. An address in another region's prefixes goes to that region's
 //!    collectors (which hold that region's heartbeats) — unless the flow was
 //!    itself forwarded here, so nothing travels in circles.
 //! 2. Resolver plugins (such as sonar-legacy for load balancers) are asked
-//!    only when the table knows **nothing** of the address (`not-found`). When
-//!    it knows the address as a workload's but not for that time (`conflict`,
-//!    `gap`, `expired`, `clock-skew`), a resolver answer would be exactly the
-//!    event-driven guess the method replaces, so the table's reason stands.
-//!    Chain semantics match the agent's identity chain: `not-found` passes to
-//!    the next plugin; an attribution or any other reason is final; a failed
-//!    call passes its queries on (`skip`) or leaves them `plugin-failed`
+//!    only for addresses **no agent may claim** (by the claim policy) and
+//!    the table knows nothing of. An address an agent may claim is a
+//!    workload's: its owner may simply not have reported yet, or run no
+//!    agent, and a resolver answer would be exactly the event-driven guess
+//!    the method replaces, so the table's reason stands. Chain semantics
+//!    match the agent's identity chain: `not-found` passes to the next
+//!    plugin; an attribution or any other reason is final; a failed call
+//!    passes its queries on (`skip`) or leaves them `plugin-failed`
 //!    (`fail-closed`).
 //! 3. Otherwise the flow leaves unattributed, with the reason.
 
 use std::{net::IpAddr, sync::Arc};
 
 use flowattr_model::{
-    Answers, AttributedFlow, Attribution, AttributionSource, ResolveQuery, Side, UnattributedReason,
+    Answers, AttributedFlow, Attribution, AttributionSource, ResolveQuery, Side, TimeRange,
+    UnattributedReason, Workload,
 };
 use flowattr_plugin_runtime::Plugin;
 
@@ -109,7 +117,7 @@ pub struct RemoteCounts {
     /// Attributed by an ownership range.
     pub heartbeat: u64,
     /// Attributed by the other end's report of the same connection, where
-    /// no range could answer.
+    /// no range could (or the flow was not complete).
     pub counterpart: u64,
     /// Attributed by a resolver plugin: (plugin, flows).
     pub resolver: Vec<(String, u64)>,
@@ -143,6 +151,15 @@ pub struct RemotePass {
     pub counts: RemoteCounts,
 }
 
+/// Where a pass looks things up.
+pub struct Sources<'a, R> {
+    pub table: &'a OwnershipTable,
+    pub regions: &'a Regions,
+    pub resolvers: &'a [R],
+    /// Whether a flow towards this address that ended then is complete.
+    pub complete: &'a dyn Fn(IpAddr, u64) -> bool,
+}
+
 /// Attributes the remote side of every flow still `pending`, at `now_ns`.
 /// `counterparts[i]` is what the other end of flow `i` reported (see
 /// [`crate::counterpart`]). `forwardable` is false for flows another region
@@ -151,11 +168,15 @@ pub fn attribute_remote<R: ResolverSource>(
     flows: &mut [AttributedFlow],
     counterparts: &[Counterpart],
     forwardable: bool,
-    table: &OwnershipTable,
-    regions: &Regions,
-    resolvers: &[R],
+    sources: &Sources<'_, R>,
     now_ns: u64,
 ) -> RemotePass {
+    let Sources {
+        table,
+        regions,
+        resolvers,
+        complete,
+    } = *sources;
     let mut pass = RemotePass::default();
     let pending: Vec<usize> = (0..flows.len())
         .filter(|&i| matches!(flows[i].remote, Side::Pending))
@@ -171,61 +192,83 @@ pub fn attribute_remote<R: ResolverSource>(
     let mut unknown = Vec::new();
     for (&i, answer) in pending.iter().zip(answers) {
         let other = counterparts.get(i).unwrap_or(&Counterpart::None);
-        match (answer, other) {
+        let flow = &flows[i].flow;
+        let ip = flow.remote.ip();
+        let is_complete = complete(ip, flow.end_ns.max(flow.start_ns));
+        let side = match (answer, other) {
             // The range and the other end disagree: neither is taken.
             (Ok((workload, _)), Counterpart::Found(w, _)) if w.id != workload.id => {
-                pass.counts.unattributed(UnattributedReason::Conflict);
-                flows[i].remote = Side::Unattributed(UnattributedReason::Conflict);
+                Err(UnattributedReason::Conflict)
             }
-            (Ok(_), Counterpart::Conflict) => {
-                pass.counts.unattributed(UnattributedReason::Conflict);
-                flows[i].remote = Side::Unattributed(UnattributedReason::Conflict);
-            }
-            // No range answers; the other end of this very connection does.
+            (_, Counterpart::Conflict) => Err(UnattributedReason::Conflict),
+            // The other end of this very connection answers where no range
+            // does, or before every agent has reported.
             (Err(_), Counterpart::Found(w, valid)) => {
                 pass.counts.counterpart += 1;
-                flows[i].remote = Side::Attributed(Attribution {
-                    workload: w.clone(),
-                    source: AttributionSource::Heartbeat,
-                    plugin: Arc::default(),
-                    valid: *valid,
-                });
+                Ok(by_counterpart(w, *valid))
             }
-            (Err(_), Counterpart::Conflict) => {
-                pass.counts.unattributed(UnattributedReason::Conflict);
-                flows[i].remote = Side::Unattributed(UnattributedReason::Conflict);
+            (Ok(_), Counterpart::Found(w, valid)) if !is_complete => {
+                pass.counts.counterpart += 1;
+                Ok(by_counterpart(w, *valid))
             }
+            (Ok(_), _) if !is_complete => Err(UnattributedReason::Incomplete),
             (Ok((workload, valid)), _) => {
                 pass.counts.heartbeat += 1;
-                flows[i].remote = Side::Attributed(Attribution {
+                Ok(Attribution {
                     workload: workload.clone(),
                     source: AttributionSource::Heartbeat,
                     plugin: Arc::default(),
                     valid,
-                });
+                })
             }
             (Err(UnattributedReason::NotFound), Counterpart::None) => {
-                let ip = flows[i].flow.remote.ip();
                 match regions.region_of(ip).filter(|_| forwardable) {
                     Some(region) => {
                         bump(&mut pass.counts.forwarded, region, 1);
                         pass.forward.push((i, region));
+                        continue;
                     }
-                    None if table.knows(ip) => {
-                        pass.counts.unattributed(UnattributedReason::NotFound);
-                        flows[i].remote = Side::Unattributed(UnattributedReason::NotFound);
+                    None if table.knows(ip) || table.claims().may_be_claimed(ip) => {
+                        Err(if is_complete {
+                            UnattributedReason::NotFound
+                        } else {
+                            UnattributedReason::Incomplete
+                        })
                     }
-                    None => unknown.push(i),
+                    None => {
+                        unknown.push(i);
+                        continue;
+                    }
                 }
             }
+            // More heartbeats never undo a conflict.
             (Err(reason), Counterpart::None) => {
-                pass.counts.unattributed(reason);
-                flows[i].remote = Side::Unattributed(reason);
+                Err(if is_complete || reason == UnattributedReason::Conflict {
+                    reason
+                } else {
+                    UnattributedReason::Incomplete
+                })
             }
-        }
+        };
+        flows[i].remote = match side {
+            Ok(attribution) => Side::Attributed(attribution),
+            Err(reason) => {
+                pass.counts.unattributed(reason);
+                Side::Unattributed(reason)
+            }
+        };
     }
     resolve_unknown(flows, unknown, resolvers, now_ns, &mut pass.counts);
     pass
+}
+
+fn by_counterpart(workload: &Arc<Workload>, valid: TimeRange) -> Attribution {
+    Attribution {
+        workload: workload.clone(),
+        source: AttributionSource::Counterpart,
+        plugin: Arc::default(),
+        valid,
+    }
 }
 
 /// Calls `resolver` and checks the answers fit `queries`.
@@ -337,6 +380,7 @@ mod tests {
                         out.answers.push(Answer::Attributed {
                             workload: out.workloads.len() as u32 - 1,
                             valid: TimeRange::new(0, 1),
+                            scope: Default::default(),
                         });
                     }
                     Some(Err(r)) => out.answers.push(Answer::Unattributed(r)),
@@ -356,7 +400,7 @@ mod tests {
 
     fn table() -> OwnershipTable {
         let mut t = OwnershipTable::new(OwnershipConfig::default());
-        t.allow_any("agent");
+        t.allow("agent", ["10.0.1.0/24".parse().unwrap()]);
         let w = Arc::new(Workload::with_id("db-1"));
         t.heartbeat(
             "10.0.1.5".parse().unwrap(),
@@ -384,6 +428,28 @@ mod tests {
         }
     }
 
+    fn always(_: IpAddr, _: u64) -> bool {
+        true
+    }
+
+    /// A pass with every flow complete.
+    fn run_pass<R: ResolverSource>(
+        flows: &mut [AttributedFlow],
+        others: &[Counterpart],
+        forwardable: bool,
+        table: &OwnershipTable,
+        regions: &Regions,
+        resolvers: &[R],
+    ) -> RemotePass {
+        let sources = Sources {
+            table,
+            regions,
+            resolvers,
+            complete: &always,
+        };
+        attribute_remote(flows, others, forwardable, &sources, 300 * S)
+    }
+
     fn eu() -> Regions {
         Regions::new([("eu".to_string(), vec!["10.9.0.0/16".parse().unwrap()])])
     }
@@ -408,7 +474,7 @@ mod tests {
             flow("10.0.9.9", 120), // only the legacy stream knows it
             flow("10.0.7.7", 120), // nobody knows it
         ];
-        let pass = attribute_remote(&mut flows, &[], true, &table, &eu(), &[lb], 300 * S);
+        let pass = run_pass(&mut flows, &[], true, &table, &eu(), &[lb]);
         assert_eq!(
             remote(&flows[0]),
             Ok(("db-1", AttributionSource::Heartbeat))
@@ -444,10 +510,10 @@ mod tests {
             Counterpart::Conflict,
         ];
         let pass =
-            attribute_remote::<Fixed>(&mut flows, &others, true, &table, &eu(), &[], 300 * S);
+            run_pass::<Fixed>(&mut flows, &others, true, &table, &eu(), &[]);
         assert_eq!(
             remote(&flows[0]),
-            Ok(("db-1", AttributionSource::Heartbeat))
+            Ok(("db-1", AttributionSource::Counterpart))
         );
         assert_eq!(
             remote(&flows[1]),
@@ -460,12 +526,12 @@ mod tests {
         );
         assert_eq!(
             remote(&flows[3]),
-            Ok(("eu-api", AttributionSource::Heartbeat))
+            Ok(("eu-api", AttributionSource::Counterpart))
         );
         assert!(pass.forward.is_empty(), "answered here: nothing to forward");
         assert_eq!(
             remote(&flows[4]),
-            Ok(("db-2", AttributionSource::Heartbeat))
+            Ok(("db-2", AttributionSource::Counterpart))
         );
         assert_eq!(remote(&flows[5]), Err(UnattributedReason::Conflict));
         assert_eq!((pass.counts.heartbeat, pass.counts.counterpart), (1, 3));
@@ -482,25 +548,72 @@ mod tests {
         };
         // 170 s is contested; 300 s is after the address's last range.
         let mut flows = vec![flow("10.0.1.5", 170), flow("10.0.1.5", 300)];
-        let pass = attribute_remote(
-            &mut flows,
-            &[],
-            true,
-            &table,
-            &Regions::default(),
-            &[wrong],
-            300 * S,
-        );
+        let pass = run_pass(&mut flows, &[], true, &table, &Regions::default(), &[wrong]);
         assert_eq!(remote(&flows[0]), Err(UnattributedReason::Conflict));
         assert_eq!(remote(&flows[1]), Err(UnattributedReason::NotFound));
         assert!(pass.counts.resolver.is_empty());
     }
 
     #[test]
+    fn a_resolver_is_not_asked_for_an_address_an_agent_may_claim() {
+        let table = table();
+        let wrong = Fixed {
+            name: "legacy",
+            fail_closed: false,
+            answer: |_| Some(Ok("wrong")),
+        };
+        // Inside agent's prefix but never heard of (its owner has not
+        // reported yet, or runs no agent); and one nobody may claim.
+        let mut flows = vec![flow("10.0.1.77", 120), flow("10.0.9.9", 120)];
+        run_pass(&mut flows, &[], true, &table, &Regions::default(), &[wrong]);
+        assert_eq!(remote(&flows[0]), Err(UnattributedReason::NotFound));
+        assert_eq!(remote(&flows[1]), Ok(("wrong", AttributionSource::Resolver)));
+    }
+
+    #[test]
+    fn incomplete_flows_take_no_range_but_their_other_end_still_answers() {
+        let table = table();
+        let found =
+            |id: &str| Counterpart::Found(Arc::new(Workload::with_id(id)), TimeRange::new(0, 1));
+        let never = |_: IpAddr, _: u64| false;
+        let none: [Fixed; 0] = [];
+        let sources = Sources {
+            table: &table,
+            regions: &eu(),
+            resolvers: &none,
+            complete: &never,
+        };
+        let mut flows = vec![
+            flow("10.0.1.5", 120), // db-1's range, but not every agent reported
+            flow("10.0.1.5", 121), // the same, and the other end reported it
+            flow("10.0.1.5", 170), // contested whatever comes later
+            flow("10.0.1.77", 120), // nobody's yet
+            flow("10.9.0.3", 120), // another region decides for itself
+        ];
+        let others = vec![
+            Counterpart::None,
+            found("db-1"),
+            Counterpart::None,
+            Counterpart::None,
+            Counterpart::None,
+        ];
+        let pass = attribute_remote(&mut flows, &others, true, &sources, 300 * S);
+        assert_eq!(remote(&flows[0]), Err(UnattributedReason::Incomplete));
+        assert_eq!(
+            remote(&flows[1]),
+            Ok(("db-1", AttributionSource::Counterpart))
+        );
+        assert_eq!(remote(&flows[2]), Err(UnattributedReason::Conflict));
+        assert_eq!(remote(&flows[3]), Err(UnattributedReason::Incomplete));
+        assert_eq!(pass.forward, vec![(4, 0)]);
+        assert_eq!((pass.counts.heartbeat, pass.counts.counterpart), (0, 1));
+    }
+
+    #[test]
     fn forwarded_flows_are_not_forwarded_again() {
         let table = table();
         let mut flows = vec![flow("10.9.0.3", 120)];
-        let pass = attribute_remote::<Fixed>(&mut flows, &[], false, &table, &eu(), &[], 300 * S);
+        let pass = run_pass::<Fixed>(&mut flows, &[], false, &table, &eu(), &[]);
         assert!(pass.forward.is_empty());
         assert_eq!(remote(&flows[0]), Err(UnattributedReason::NotFound));
     }
@@ -519,15 +632,7 @@ mod tests {
             answer: |_| Some(Ok("lb-2")),
         };
         let mut flows = vec![flow("10.0.9.9", 120)];
-        let pass = attribute_remote(
-            &mut flows,
-            &[],
-            true,
-            &table,
-            &Regions::default(),
-            &[broken(false), backup],
-            300 * S,
-        );
+        let pass = run_pass(&mut flows, &[], true, &table, &Regions::default(), &[broken(false), backup]);
         assert_eq!(remote(&flows[0]), Ok(("lb-2", AttributionSource::Resolver)));
         assert_eq!(
             pass.counts.resolver_failures,
@@ -540,15 +645,7 @@ mod tests {
             answer: |_| Some(Ok("lb-2")),
         };
         let mut flows = vec![flow("10.0.9.9", 120)];
-        attribute_remote(
-            &mut flows,
-            &[],
-            true,
-            &table,
-            &Regions::default(),
-            &[broken(true), backup],
-            300 * S,
-        );
+        run_pass(&mut flows, &[], true, &table, &Regions::default(), &[broken(true), backup]);
         assert_eq!(remote(&flows[0]), Err(UnattributedReason::PluginFailed));
     }
 
@@ -557,15 +654,7 @@ mod tests {
         let table = table();
         let mut flows = vec![flow("10.0.1.5", 120)];
         flows[0].remote = Side::Unattributed(UnattributedReason::SourceUnavailable);
-        let pass = attribute_remote::<Fixed>(
-            &mut flows,
-            &[],
-            true,
-            &table,
-            &Regions::default(),
-            &[],
-            300 * S,
-        );
+        let pass = run_pass::<Fixed>(&mut flows, &[], true, &table, &Regions::default(), &[]);
         assert_eq!(
             remote(&flows[0]),
             Err(UnattributedReason::SourceUnavailable)

@@ -158,6 +158,7 @@ impl Collector {
             name: config.name.clone(),
             incarnation: unix_now_ns(),
             hold: config.hold,
+            silent_after: config.silent_after,
             max_held_flows: config.max_held_flows,
             remember_batches: config.remember_batches,
             sink: config.plugins.sink.clone(),
@@ -192,7 +193,7 @@ impl Collector {
         // Warm up and replay the journal before taking any batch.
         let core = tokio::task::spawn_blocking(move || {
             core.warm_up(WARM_UP_TIMEOUT);
-            core.recover(recovered, decode_journal_entry);
+            core.recover(recovered, decode_journal_body);
             core
         })
         .await?;
@@ -377,16 +378,11 @@ fn follow_legacy_events(
     Ok((stop, thread))
 }
 
-/// A journal entry is the sender's name, a newline, and the batch's frame
-/// body as it arrived.
-fn decode_journal_entry(bytes: &[u8]) -> Result<(String, FlowBatch), String> {
-    let newline = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or("no sender line")?;
-    let peer = std::str::from_utf8(&bytes[..newline]).map_err(|e| e.to_string())?;
-    match codec::decode_body(&bytes[newline + 1..]) {
-        Ok(Frame::Batch(batch)) => Ok((peer.to_owned(), batch)),
+/// A journaled frame body (see [`crate::journal::JournalEntry`]) as the
+/// batch it carries.
+pub fn decode_journal_body(body: &[u8]) -> Result<FlowBatch, String> {
+    match codec::decode_body(body) {
+        Ok(Frame::Batch(batch)) => Ok(batch),
         Ok(_) => Err("not a batch frame".into()),
         Err(e) => Err(e.to_string()),
     }
@@ -488,6 +484,14 @@ impl Sharing for KafkaShared {
         self.0.poll(100_000, Duration::ZERO)
     }
 
+    fn publish_marks(&mut self, marks: &[crate::completeness::SharedMark]) {
+        self.0.publish_marks(marks);
+    }
+
+    fn poll_marks(&mut self) -> Vec<crate::completeness::SharedMark> {
+        self.0.poll_marks()
+    }
+
     fn warm_up(&mut self, timeout: Duration) -> Vec<RangeUpdate> {
         match self.0.warm_up(timeout) {
             Ok(history) => history,
@@ -506,6 +510,11 @@ impl Sharing for KafkaShared {
             ("publish_errors", c.publish_errors),
             ("consumed", c.consumed),
             ("ranges_received", c.ranges_received),
+            ("marks_published", c.marks_published),
+            ("marks_invalid", c.marks_invalid),
+            ("marks_waiting", c.marks_waiting),
+            ("marks_received", c.marks_received),
+            ("marks_dropped", c.marks_dropped),
             ("own_skipped", c.own_skipped),
             ("malformed", c.malformed_total()),
             ("lag", c.lag),

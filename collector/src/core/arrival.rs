@@ -1,23 +1,26 @@
-//! Arrivals: dedupe, journal, heartbeats, hold, acknowledgement; and the
-//! journal's replay at start.
+//! Arrivals: dedupe, the sender's clock, journal, heartbeats, watermark,
+//! hold, acknowledgement; and the journal's replay at start.
 
 use std::sync::Arc;
 
-use flowattr_model::{FlowBatch, Side, TimeRange, Workload};
+use flowattr_model::{FlowBatch, Side, TimeRange, UnattributedReason, Workload};
 use rustc_hash::FxHashMap;
 
 use super::{Arrival, Core, Decision};
-use crate::journal::Recovered;
+use crate::{
+    clocks::ClockVerdict,
+    journal::{JournalEntry, Recovered},
+};
 
 impl Core {
     /// Takes back what an earlier run journaled: written-out ids are
     /// remembered as duplicates, pending batches are held again (their
-    /// heartbeats replayed). `decode` turns journaled bytes into a batch and
-    /// the sender's name.
+    /// heartbeats replayed, trusting the sender's clock as it was trusted
+    /// then). `decode` turns a journaled frame body into a batch.
     pub fn recover(
         &mut self,
         recovered: Recovered,
-        decode: impl Fn(&[u8]) -> Result<(String, FlowBatch), String>,
+        decode: impl Fn(&[u8]) -> Result<FlowBatch, String>,
     ) {
         for id in recovered.emitted {
             self.recent.insert(id);
@@ -28,13 +31,15 @@ impl Core {
         }
         let now = (self.clock)();
         for (id, bytes) in recovered.pending {
-            match decode(&bytes) {
-                Ok((peer, batch)) if batch.id() == id => {
+            let entry = JournalEntry::parse(&bytes);
+            match entry.map(|e| (decode(e.body).map_err(|_| ()), e)) {
+                Ok((Ok(batch), entry)) if batch.id() == id => {
                     self.recent.insert(id);
                     self.journaled += 1;
-                    self.take(&peer, batch, now);
+                    let peer = entry.peer.to_owned();
+                    self.take(&peer, batch, entry.clock_trusted, now);
                 }
-                Ok(_) | Err(_) => {
+                _ => {
                     tracing::error!(%id, "journal entry does not decode; left in place");
                     self.metrics.count_drop("journal_unreadable", 1);
                 }
@@ -48,6 +53,7 @@ impl Core {
             peer,
             batch,
             body,
+            clock,
             reply,
         } = arrival;
         let id = batch.id();
@@ -70,7 +76,15 @@ impl Core {
             reply(Decision::Duplicate);
             return;
         }
-        if let Err(e) = self.journal.append(&id, &[peer.as_bytes(), b"\n", &body]) {
+        let verdict = self.clocks.observe(&peer, clock);
+        if !verdict.is_trusted() {
+            count(match verdict {
+                ClockVerdict::Uncertain => "clock_uncertain",
+                _ => "clock_skewed",
+            });
+        }
+        let header = JournalEntry::header(&peer, verdict.is_trusted());
+        if let Err(e) = self.journal.append(&id, &[header.as_bytes(), &body]) {
             // Not acknowledged: the agent keeps it and sends it again.
             tracing::error!(%id, error = %e, "journal write failed; batch not acknowledged");
             count("journal_failed");
@@ -84,13 +98,30 @@ impl Core {
             .inc_by(batch.flows.len() as u64);
         self.recent.insert(id);
         let now = (self.clock)();
-        self.take(&peer, batch, now);
+        if let Some(watermark) = verdict.earliest_local(batch.complete_until_ns)
+            && batch.complete_until_ns > 0
+        {
+            self.completeness.report(&peer, watermark, now);
+        }
+        self.take(&peer, batch, verdict.is_trusted(), now);
         reply(Decision::Accepted);
     }
 
     /// Heartbeats and hold for a batch the collector is responsible for.
-    pub(super) fn take(&mut self, peer: &str, batch: FlowBatch, now: u64) {
+    /// A sender whose clock is not trusted claims nothing and answers for
+    /// no one, and its flows' remote sides are `clock-skew`: their start
+    /// cannot be compared with anyone's ranges.
+    pub(super) fn take(&mut self, peer: &str, mut batch: FlowBatch, clock_trusted: bool, now: u64) {
         let forwarded = self.settings.forward_peers.contains(peer);
+        if !clock_trusted {
+            for f in &mut batch.flows {
+                if matches!(f.remote, Side::Pending) {
+                    f.remote = Side::Unattributed(UnattributedReason::ClockSkew);
+                }
+            }
+            self.hold.push(batch, forwarded, now);
+            return;
+        }
         if !forwarded {
             // The table recognises its own `Arc`s by pointer; a batch's
             // flows share one `Arc` per workload, so each is swapped for the

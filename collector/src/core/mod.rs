@@ -35,6 +35,8 @@ use flowattr_model::{AttributedFlow, BatchId, FlowBatch, IpEvent};
 use flowattr_plugin_runtime::PluginDirectory;
 
 use crate::{
+    clocks::{ClockOffsets, ClockSample},
+    completeness::{Completeness, SharedMark},
     counterpart::Counterparts,
     dedupe::RecentBatches,
     hold::HoldQueue,
@@ -64,6 +66,10 @@ pub struct Arrival {
     pub batch: FlowBatch,
     /// The batch's frame body as it arrived, for the journal.
     pub body: Vec<u8>,
+    /// The frame's timing, from which the sender's clock offset is
+    /// measured; `None` from a sender that does not stamp its frames (its
+    /// flows are then not trusted for remote attribution).
+    pub clock: Option<ClockSample>,
     /// Called once with the decision. Dropped uncalled when the collector
     /// stops before deciding: the sender will send it again.
     pub reply: Box<dyn FnOnce(Decision) + Send>,
@@ -90,6 +96,10 @@ pub trait Sharing: Send {
     fn publish(&mut self, updates: &[RangeUpdate]);
     /// Ranges other collectors learned since the last call.
     fn poll(&mut self) -> Vec<RangeUpdate>;
+    /// Sends this collector's agents' completeness watermarks.
+    fn publish_marks(&mut self, marks: &[SharedMark]);
+    /// Watermarks other collectors' agents reported since the last call.
+    fn poll_marks(&mut self) -> Vec<SharedMark>;
     /// The shared history (at start), within `timeout`: what arrived.
     fn warm_up(&mut self, timeout: Duration) -> Vec<RangeUpdate>;
     /// Counters by name, for metrics.
@@ -106,7 +116,11 @@ pub struct CoreSettings {
     /// When this run started, Unix-epoch ns: the incarnation of forwarded
     /// batches.
     pub incarnation: u64,
+    /// The longest a batch waits for completeness (see
+    /// [`crate::completeness`]); released earlier once complete.
     pub hold: Duration,
+    /// An agent heard nothing from for this long is not waited for.
+    pub silent_after: Duration,
     pub max_held_flows: usize,
     pub remember_batches: usize,
     /// The sink plugin's name.
@@ -127,6 +141,10 @@ pub struct Core {
     /// Held flows by endpoints, to match each with its other end's report.
     counterparts: Counterparts,
     recent: RecentBatches,
+    /// Each sender's measured clock offset.
+    clocks: ClockOffsets,
+    /// How far each agent has reported.
+    completeness: Completeness,
     journal: Journal,
     outputs: Outputs,
     regions: Regions,
@@ -174,11 +192,18 @@ pub const TICK: Duration = Duration::from_millis(100);
 
 impl Core {
     pub fn new(settings: CoreSettings, parts: CoreParts) -> Self {
-        let hold_ns = settings.hold.as_nanos().min(u64::MAX as u128) as u64;
+        let ns = |d: Duration| d.as_nanos().min(u64::MAX as u128) as u64;
+        let ownership = *parts.table.config();
         Self {
-            hold: HoldQueue::new(hold_ns, settings.max_held_flows),
-            counterparts: Counterparts::new(parts.table.config().max_skew_ns),
+            hold: HoldQueue::new(ns(settings.hold), settings.max_held_flows),
+            counterparts: Counterparts::new(ownership.tolerance_ns()),
             recent: RecentBatches::new(settings.remember_batches),
+            clocks: ClockOffsets::new(ownership.max_skew_ns),
+            completeness: Completeness::new(
+                parts.table.claims(),
+                ownership.tolerance_ns(),
+                ns(settings.silent_after),
+            ),
             settings,
             table: parts.table,
             journal: parts.journal,
@@ -257,7 +282,17 @@ impl Core {
         let now = (self.clock)();
         self.retry_unformatted();
         if self.unformatted.is_empty() && !self.outputs.is_full() {
-            let released = self.hold.release(now);
+            self.completeness.refresh(now);
+            let completeness = &self.completeness;
+            let released = self.hold.release(
+                now,
+                |latest_end| completeness.all_complete(latest_end),
+                |f| {
+                    !matches!(f.remote, flowattr_model::Side::Pending)
+                        || completeness
+                            .is_complete(f.flow.remote.ip(), f.flow.end_ns.max(f.flow.start_ns))
+                },
+            );
             if !released.is_empty() {
                 self.write_out(released, now);
             }
@@ -276,6 +311,7 @@ impl Core {
             self.metrics
                 .count_ownership(&self.table.counters().since(&before));
             self.last_expire_ns = now;
+            self.update_agent_gauges(now);
         }
         self.update_gauges();
     }
@@ -288,6 +324,13 @@ impl Core {
         let changes = self.table.drain_changes();
         if !changes.is_empty() {
             sharing.publish(&changes);
+        }
+        let marks = self.completeness.drain_changes();
+        if !marks.is_empty() {
+            sharing.publish_marks(&marks);
+        }
+        for mark in sharing.poll_marks() {
+            self.completeness.apply(&mark);
         }
         let updates = sharing.poll();
         if !updates.is_empty() {
@@ -314,6 +357,25 @@ impl Core {
         }
         self.metrics
             .count_ownership(&self.table.counters().since(&before));
+    }
+
+    /// Per-agent gauges (once a second: one series per agent).
+    fn update_agent_gauges(&self, now: u64) {
+        let m = &self.metrics;
+        for (agent, offset_ns, verdict) in self.clocks.estimates() {
+            let labels = vec![("agent", agent.to_owned())];
+            m.agent_clock_offset
+                .get_or_create(&labels)
+                .set(offset_ns as f64 / 1e9);
+            m.agent_clock_trusted
+                .get_or_create(&labels)
+                .set(i64::from(verdict.is_trusted()));
+        }
+        for (agent, mark) in self.completeness.marks() {
+            m.agent_watermark_lag
+                .get_or_create(&vec![("agent", agent.to_owned())])
+                .set(now.saturating_sub(mark.watermark_ns) as f64 / 1e9);
+        }
     }
 
     fn update_gauges(&self) {

@@ -7,7 +7,10 @@ use flowattr_model::{AttributedFlow, BatchId, FlowBatch, Side, UnattributedReaso
 use flowattr_plugin_runtime::{Plugin, manifest::Mode, policy};
 
 use super::{Core, Unformatted};
-use crate::{hold::Released, remote::attribute_remote};
+use crate::{
+    hold::Released,
+    remote::{Sources, attribute_remote},
+};
 
 impl Core {
     pub(super) fn write_out(&mut self, released: Vec<Released>, now: u64) {
@@ -23,15 +26,15 @@ impl Core {
         {
             ids.push(batch.id());
             let counterparts = self.counterparts.release(&batch.flows);
-            let pass = attribute_remote(
-                &mut batch.flows,
-                &counterparts,
-                !forwarded,
-                &self.table,
-                &self.regions,
-                &resolvers,
-                now,
-            );
+            let completeness = &self.completeness;
+            let complete = |ip, end_ns| completeness.is_complete(ip, end_ns);
+            let sources = Sources {
+                table: &self.table,
+                regions: &self.regions,
+                resolvers: &resolvers,
+                complete: &complete,
+            };
+            let pass = attribute_remote(&mut batch.flows, &counterparts, !forwarded, &sources, now);
             self.metrics
                 .count_remote(&pass.counts, |r| self.regions.name(r).to_owned());
             let mut flows = batch.flows;
@@ -91,6 +94,7 @@ impl Core {
             incarnation: self.settings.incarnation,
             seq: self.forward_seq,
             created_ns: now,
+            complete_until_ns: 0,
             flows,
         };
         self.forward_seq += 1;

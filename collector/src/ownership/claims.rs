@@ -81,6 +81,34 @@ impl ClaimPolicy {
         move |ip| number.is_some_and(|i| self.check_number(i, prefix::key(ip)).is_ok())
     }
 
+    /// Whether any claimant may claim `ip`. Such an address is a workload's:
+    /// only heartbeats and counterparts may answer for it, never a resolver
+    /// (an event-driven guess is what the method replaces).
+    pub fn may_be_claimed(&self, ip: IpAddr) -> bool {
+        let key = prefix::key(ip);
+        self.claimants.iter().any(|c| match &c.allowed {
+            Allowed::Any => true,
+            Allowed::Prefixes(list) => list.iter().any(|p| p.contains_key(key)),
+        })
+    }
+
+    /// Claimants by number, each with what it may claim (`None`: any
+    /// address). A revoked claimant may claim nothing.
+    pub fn each(&self) -> impl Iterator<Item = (u32, &Arc<str>, Option<&[Prefix]>)> {
+        self.claimants.iter().enumerate().map(|(i, c)| {
+            let allowed = match &c.allowed {
+                Allowed::Any => None,
+                Allowed::Prefixes(list) => Some(list.as_slice()),
+            };
+            (i as u32, &c.name, allowed)
+        })
+    }
+
+    /// The claimant's number, if it is listed.
+    pub fn number(&self, claimant: &str) -> Option<u32> {
+        self.by_name.get(claimant).copied()
+    }
+
     /// The claimant's number, if it is known.
     pub(super) fn resolve(&self, claimant: &str) -> Result<u32, Refusal> {
         self.by_name

@@ -45,13 +45,24 @@
 //!   claims: late and out-of-order heartbeats give the same table as
 //!   in-order ones (tested with random orders).
 //! - **Clock skew.** Heartbeat times are the claimant host's clock, lookup
-//!   times another host's. [`OwnershipConfig::max_skew_ns`] is how far two
-//!   clocks may disagree. A lookup within that distance of *another*
-//!   workload's range answers `clock-skew` (the address may have changed
-//!   hands at that moment); a time just outside every range answers
-//!   `clock-skew` too, rather than stretching the nearest range. A claim
-//!   ending more than `max_skew_ns` after the collector's `now` is refused
-//!   (the claimant's clock is ahead beyond tolerance).
+//!   times another host's. [`OwnershipConfig::max_skew_ns`] is how far an
+//!   agent's clock may be from the collector's (measured: see
+//!   `crate::clocks`; agents beyond it are not heard), so two hosts' clocks
+//!   differ by at most twice that, the table's *tolerance*
+//!   ([`OwnershipConfig::tolerance_ns`]). A range answers only for times at
+//!   least the tolerance inside it: a range runs from its owner's first
+//!   heartbeat to its last, and the previous or next owner may have held the
+//!   address up to a tolerance beyond those edges on the lookup's clock
+//!   (even one that runs no agent, or whose heartbeats were lost). Inside
+//!   that margin, and near *another* workload's range, the answer is
+//!   `clock-skew`; so is a time just outside every range, rather than
+//!   stretching the nearest one. This is what makes a range's answer right
+//!   by construction: every heartbeat comes from the address's real owner
+//!   (claims), that owner held it over the whole range (its own heartbeats
+//!   merge only within the merge gap), and the lookup time is on a clock
+//!   within the tolerance of the owner's. A claim ending more than the
+//!   tolerance after the collector's `now` is refused (the claimant's clock
+//!   is ahead beyond tolerance).
 //! - **Gaps.** A time between ranges (further than the merge gap apart, or of
 //!   different workloads) answers `gap`; before the first or after the last
 //!   range, `not-found`.
@@ -85,7 +96,7 @@ mod claims;
 mod forget;
 mod interner;
 mod memory;
-mod prefix;
+pub(crate) mod prefix;
 mod ranges;
 mod table;
 
@@ -115,7 +126,9 @@ pub struct OwnershipConfig {
     /// evicted beyond it. Default 10 million: 0.4–1 GB (about 24 bytes a
     /// range plus 70 an address; see `benches/ownership.rs`).
     pub max_ranges: usize,
-    /// How far two hosts' clocks may disagree. Default 2 s.
+    /// How far an agent's clock may be from the collector's. Default 2 s.
+    /// Two agents' clocks then differ by at most twice this: see
+    /// [`OwnershipConfig::tolerance_ns`].
     pub max_skew_ns: u64,
 }
 
@@ -127,6 +140,15 @@ impl Default for OwnershipConfig {
             max_ranges: 10_000_000,
             max_skew_ns: 2 * SECOND_NS,
         }
+    }
+}
+
+impl OwnershipConfig {
+    /// How far apart two hosts' clocks may be: twice
+    /// [`OwnershipConfig::max_skew_ns`], as each may be that far from the
+    /// collector's in opposite directions.
+    pub fn tolerance_ns(&self) -> u64 {
+        self.max_skew_ns.saturating_mul(2)
     }
 }
 

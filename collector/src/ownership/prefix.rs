@@ -12,7 +12,7 @@ use std::{
 };
 
 /// The 128-bit key of an address (IPv4 mapped into IPv6).
-pub(super) fn key(ip: IpAddr) -> u128 {
+pub(crate) fn key(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
         IpAddr::V6(v6) => u128::from(v6),
@@ -94,13 +94,18 @@ impl Prefix {
         Some(address(self.network | i))
     }
 
+    /// The network, as a key (see [`key`]).
+    pub(crate) fn network_key(&self) -> u128 {
+        self.network
+    }
+
     pub(super) fn contains_key(&self, key: u128) -> bool {
         (key ^ self.network) & mask(self.len) == 0
     }
 }
 
 /// The mask of the `len` leading bits.
-fn mask(len: u8) -> u128 {
+pub(crate) fn mask(len: u8) -> u128 {
     match len {
         0 => 0,
         len => u128::MAX << (128 - u32::from(len)),

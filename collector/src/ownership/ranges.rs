@@ -172,9 +172,18 @@ impl IpRanges {
                 UnattributedReason::NotFound
             });
         };
-        // Inside one workload's range. Another workload's range within the
-        // clocks' tolerance means the address may have changed hands at `t`.
-        let (mut lo, mut hi) = (c.start_ns.max(forgotten), c.end_ns);
+        // Inside one workload's range, but within the clocks' tolerance of
+        // its edge: the owner before or after it (known here or not) may
+        // have held the address at `t` on the owner's clock.
+        if t < c.start_ns.saturating_add(skew) || t.saturating_add(skew) >= c.end_ns {
+            return Err(UnattributedReason::ClockSkew);
+        }
+        // Another workload's range within the tolerance means the address
+        // may have changed hands at `t`.
+        let (mut lo, mut hi) = (
+            (c.start_ns + skew).max(forgotten),
+            c.end_ns - skew,
+        );
         for o in live.filter(|o| o.owner != c.owner) {
             if o.within(t, skew) {
                 return Err(UnattributedReason::ClockSkew);

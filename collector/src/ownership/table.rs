@@ -184,7 +184,7 @@ impl OwnershipTable {
         // A flow that started and ended in the same nanosecond still shows
         // ownership at that nanosecond.
         let end_ns = seen.end_ns.max(seen.start_ns + 1);
-        if end_ns > now_ns.saturating_add(self.config.max_skew_ns) {
+        if end_ns > now_ns.saturating_add(self.config.tolerance_ns()) {
             return HeartbeatOutcome::Refused(Refusal::Future);
         }
         if end_ns < self.horizon(now_ns) {
@@ -278,7 +278,7 @@ impl OwnershipTable {
             .ips
             .get(&prefix::key(ip))
             .ok_or(UnattributedReason::NotFound)?;
-        let (owner, valid) = entry.lookup(t_ns, self.horizon(now_ns), self.config.max_skew_ns)?;
+        let (owner, valid) = entry.lookup(t_ns, self.horizon(now_ns), self.config.tolerance_ns())?;
         Ok((self.state.workloads.get(owner), valid))
     }
 
@@ -294,6 +294,7 @@ impl OwnershipTable {
     ) {
         const CHUNK: usize = 16;
         let horizon = self.horizon(now_ns);
+        let tolerance = self.config.tolerance_ns();
         out.reserve(queries.len());
         for chunk in queries.chunks(CHUNK) {
             let mut entries = [None; CHUNK];
@@ -308,7 +309,7 @@ impl OwnershipTable {
                 out.push(match entry {
                     None => Err(UnattributedReason::NotFound),
                     Some(entry) => entry
-                        .lookup(t_ns, horizon, self.config.max_skew_ns)
+                        .lookup(t_ns, horizon, tolerance)
                         .map(|(owner, valid)| (self.state.workloads.get(owner), valid)),
                 });
             }
