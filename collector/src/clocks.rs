@@ -13,10 +13,15 @@
 //! estimate trusts the *least delayed* frame of a window (the one with the
 //! largest `sent − received`) and assumes that frame's delay was at most
 //! one RTT: the offset lies in `[lo, lo + rtt]` of that frame. A sample
-//! whose whole interval lies below that (its clock stepped back, or it was
-//! delayed by more than an RTT: the two cannot be told apart) makes the
-//! agent [`ClockVerdict::Uncertain`]; three in a row mean the clock stepped,
-//! and the window starts over from them.
+//! whose whole interval lies below that was delayed by more than an RTT (a
+//! large batch, a busy reader) or its clock stepped back: the two cannot be
+//! told apart, but in both cases the offset now lies in `[its lo, best hi]`
+//! (a delay leaves the old interval true; a step back only lowers the
+//! offset, never below the new lower bound). That batch is judged by the
+//! widened interval, which leaves the estimate for later frames alone;
+//! three such samples in a row mean the clock stepped, and the window
+//! starts over from them. Only a widened interval that leaves the tolerance
+//! makes the agent [`ClockVerdict::Uncertain`].
 //!
 //! An agent is trusted for remote attribution only while its whole interval
 //! lies within `max_offset_ns` of our clock. Then any two trusted agents'
@@ -49,7 +54,8 @@ pub enum ClockVerdict {
     /// flows are not used to learn or to answer ownership.
     Skewed,
     /// The measurements contradict each other (a clock step, or a frame
-    /// delayed beyond an RTT): trusted again once they agree.
+    /// delayed beyond an RTT) by more than the tolerance allows: trusted
+    /// again once they agree.
     Uncertain,
 }
 
@@ -87,13 +93,24 @@ impl SenderClock {
     }
 
     fn add(&mut self, lo: i64, rtt: u64, max_offset_ns: u64) -> ClockVerdict {
+        let max = i64::try_from(max_offset_ns).unwrap_or(i64::MAX);
         let hi = lo.saturating_add(rtt as i64);
-        let contradicts = self.best().is_some_and(|(best, _)| hi < best);
-        if contradicts {
+        let best = self.best();
+        if let Some((best_lo, best_rtt)) = best.filter(|&(best_lo, _)| hi < best_lo) {
             self.contradicting.push_back((lo, rtt));
             if self.contradicting.len() < STEP_AFTER {
-                self.verdict = Some(ClockVerdict::Uncertain);
-                return ClockVerdict::Uncertain;
+                // Delayed or stepped back: the offset lies in [lo, best hi].
+                let best_hi = best_lo.saturating_add(best_rtt as i64);
+                let verdict = if lo >= -max && best_hi <= max {
+                    ClockVerdict::Trusted {
+                        lo_ns: lo,
+                        hi_ns: best_hi,
+                    }
+                } else {
+                    ClockVerdict::Uncertain
+                };
+                self.verdict = Some(verdict);
+                return verdict;
             }
             self.samples = std::mem::take(&mut self.contradicting);
         } else {
@@ -105,7 +122,6 @@ impl SenderClock {
         }
         let (lo, rtt) = self.best().expect("a sample was just added");
         let hi = lo.saturating_add(rtt as i64);
-        let max = i64::try_from(max_offset_ns).unwrap_or(i64::MAX);
         let verdict = if lo >= -max && hi <= max {
             ClockVerdict::Trusted { lo_ns: lo, hi_ns: hi }
         } else {
@@ -223,20 +239,25 @@ mod tests {
     }
 
     #[test]
-    fn a_delayed_frame_never_widens_the_estimate() {
+    fn a_delayed_frame_widens_only_its_own_batch_s_interval() {
         let mut c = ClockOffsets::new(2 * S);
         let offset = -(500 * MS as i64);
-        c.observe("a", sample(T0, offset, MS, 2 * MS));
-        // Held up for 5 s (a busy collector read it late): the best frame
-        // still decides, and the delayed one contradicts it.
-        let v = c.observe("a", sample(T0 + S, offset, 5 * S, 2 * MS));
-        assert_eq!(v, ClockVerdict::Uncertain);
-        let v = c.observe("a", sample(T0 + 2 * S, offset, MS, 2 * MS));
+        let first = c.observe("a", sample(T0, offset, MS, 2 * MS));
+        // Held up for 1 s (a large batch, a busy reader): its batch is
+        // judged by the widened interval, still inside the tolerance.
+        let v = c.observe("a", sample(T0 + S, offset, S, 2 * MS));
         assert!(contains(v, offset), "{v:?}");
+        assert!(matches!(v, ClockVerdict::Trusted { lo_ns, .. } if lo_ns <= offset - 900 * MS as i64));
+        // The next frame is judged by the best one again.
+        let v = c.observe("a", sample(T0 + 2 * S, offset, MS, 2 * MS));
+        assert_eq!(v, first);
+        // Held up so long the widened interval leaves the tolerance.
+        let v = c.observe("a", sample(T0 + 3 * S, offset, 5 * S, 2 * MS));
+        assert_eq!(v, ClockVerdict::Uncertain);
     }
 
     #[test]
-    fn a_clock_that_steps_is_uncertain_then_measured_again() {
+    fn a_clock_that_steps_is_bounded_then_measured_again() {
         let mut c = ClockOffsets::new(10 * S);
         for i in 0..5 {
             c.observe("a", sample(T0 + i * S, 0, MS, 2 * MS));
@@ -246,8 +267,18 @@ mod tests {
         let verdicts: Vec<_> = (5..10)
             .map(|i| c.observe("a", sample(T0 + i * S, stepped, MS, 2 * MS)))
             .collect();
+        // Widened at first (it might have been a delay), always holding the
+        // true offset; measured again from the third on.
+        assert!(verdicts.iter().all(|v| contains(*v, stepped)), "{verdicts:?}");
+        assert!(matches!(verdicts[0], ClockVerdict::Trusted { hi_ns, .. } if hi_ns >= 0));
+        assert!(matches!(verdicts[2], ClockVerdict::Trusted { hi_ns, .. } if hi_ns < 0));
+        // A step back past the tolerance is uncertain, then skewed.
+        let far = -(30 * S as i64);
+        let verdicts: Vec<_> = (10..13)
+            .map(|i| c.observe("a", sample(T0 + i * S, far, MS, 2 * MS)))
+            .collect();
         assert_eq!(verdicts[..2], [ClockVerdict::Uncertain; 2]);
-        assert!(verdicts[2..].iter().all(|v| contains(*v, stepped)), "{verdicts:?}");
+        assert_eq!(verdicts[2], ClockVerdict::Skewed);
         // Stepping forward needs no wait: the newest frame is the best.
         let v = c.observe("a", sample(T0 + 20 * S, 3 * S as i64, MS, 2 * MS));
         assert!(contains(v, 3 * S as i64), "{v:?}");

@@ -21,13 +21,18 @@
 //!
 //! The cases that are not the steady state, decided explicitly:
 //!
-//! - **An agent never heard from** (listed in the claims, never connected,
-//!   or one that states no watermark) is not waited for: its hosts'
-//!   addresses simply have no heartbeats, which ranges never mistake for
-//!   another owner's (see the ownership table's rules).
+//! - **An agent never heard from** (listed in the claims, not connected
+//!   since this collector started, directly or through Kafka) counts as
+//!   heard at the collector's start with nothing complete: flows towards
+//!   its addresses wait for it (up to `hold`) until it has been silent for
+//!   `silent_after`, like any silent agent. So a collector that starts
+//!   before its agents reconnect does not answer for their addresses from
+//!   a table that lacks their heartbeats.
 //! - **A silent agent** (nothing heard for `silent_after`) stops being
-//!   waited for, for the same reason, and is waited for again from its next
-//!   batch. Until then every flow towards its addresses waits up to `hold`.
+//!   waited for: its hosts' addresses simply have no new heartbeats, which
+//!   ranges never mistake for another owner's (see the ownership table's
+//!   rules). It is waited for again from its next batch. Until then every
+//!   flow towards its addresses waits up to `hold`.
 //! - **A restarted agent** keeps its highest watermark; what its previous
 //!   run never shipped is lost to the table, which again only means fewer
 //!   answers, never a wrong one.
@@ -66,6 +71,9 @@ pub struct SharedMark {
 pub struct Completeness {
     tolerance_ns: u64,
     silent_after_ns: u64,
+    /// When this collector started: an agent not heard from since counts
+    /// as heard then, with nothing complete.
+    started_ns: u64,
     /// By claimant number in the claim policy.
     marks: Vec<Option<Mark>>,
     /// Claimants that may claim any address.
@@ -87,8 +95,14 @@ pub struct Completeness {
 impl Completeness {
     /// Waits for the claimants of `claims`; a flow is complete once they
     /// reported `tolerance_ns` past its end; an agent silent for
-    /// `silent_after_ns` is not waited for.
-    pub fn new(claims: &ClaimPolicy, tolerance_ns: u64, silent_after_ns: u64) -> Self {
+    /// `silent_after_ns` (counted from `started_ns` for one never heard
+    /// from) is not waited for.
+    pub fn new(
+        claims: &ClaimPolicy,
+        tolerance_ns: u64,
+        silent_after_ns: u64,
+        started_ns: u64,
+    ) -> Self {
         let mut any = Vec::new();
         let mut prefixes: FxHashMap<(u8, u128), Vec<u32>> = FxHashMap::default();
         let mut names = Vec::new();
@@ -112,6 +126,7 @@ impl Completeness {
         Self {
             tolerance_ns,
             silent_after_ns,
+            started_ns,
             marks: vec![None; names.len()],
             any,
             prefixes,
@@ -177,7 +192,10 @@ impl Completeness {
     /// asking.
     pub fn refresh(&mut self, now_ns: u64) {
         let waited = |m: &Option<Mark>| -> Option<u64> {
-            let m = (*m)?;
+            let m = m.unwrap_or(Mark {
+                watermark_ns: 0,
+                heard_ns: self.started_ns,
+            });
             (now_ns.saturating_sub(m.heard_ns) <= self.silent_after_ns).then_some(m.watermark_ns)
         };
         let lowest_of = |list: &[u32]| {
@@ -255,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_flow_waits_for_every_agent_that_may_claim_its_remote_address() {
-        let mut c = Completeness::new(&policy(), TOL, SILENT);
+        let mut c = Completeness::new(&policy(), TOL, SILENT, T0);
         c.report("a", T0 + 10 * S, T0);
         c.report("b", T0 + 10 * S, T0);
         c.report("c", T0 + 5 * S, T0);
@@ -273,7 +291,7 @@ mod tests {
 
     #[test]
     fn a_late_agent_holds_back_until_it_reports() {
-        let mut c = Completeness::new(&policy(), TOL, SILENT);
+        let mut c = Completeness::new(&policy(), TOL, SILENT, T0);
         c.report("a", T0, T0);
         c.refresh(T0);
         assert!(!c.is_complete(ip("10.0.1.1"), T0));
@@ -287,9 +305,11 @@ mod tests {
     }
 
     #[test]
-    fn agents_never_heard_from_or_silent_are_not_waited_for() {
-        let mut c = Completeness::new(&policy(), TOL, SILENT);
+    fn agents_never_heard_from_or_silent_are_waited_for_only_until_silent_after() {
+        let mut c = Completeness::new(&policy(), TOL, SILENT, T0);
         c.refresh(T0);
+        assert!(!c.is_complete(ip("10.0.2.1"), T0), "b and c may yet connect");
+        c.refresh(T0 + SILENT + 1);
         assert!(c.is_complete(ip("10.0.2.1"), T0), "b and c never connected");
         c.report("b", T0, T0);
         c.refresh(T0 + SILENT);
@@ -305,7 +325,7 @@ mod tests {
     fn an_agent_trusted_for_any_address_holds_back_every_flow() {
         let mut p = policy();
         p.allow_any("anywhere");
-        let mut c = Completeness::new(&p, TOL, SILENT);
+        let mut c = Completeness::new(&p, TOL, SILENT, T0);
         c.report("a", T0 + 100 * S, T0);
         c.report("anywhere", T0, T0);
         c.refresh(T0);
@@ -315,8 +335,8 @@ mod tests {
 
     #[test]
     fn marks_are_shared_once_and_peers_marks_are_not_shared_again() {
-        let mut a = Completeness::new(&policy(), TOL, SILENT);
-        let mut b = Completeness::new(&policy(), TOL, SILENT);
+        let mut a = Completeness::new(&policy(), TOL, SILENT, T0);
+        let mut b = Completeness::new(&policy(), TOL, SILENT, T0);
         a.report("a", T0 + 10 * S, T0 + 10 * S);
         a.report("a", T0 + 11 * S, T0 + 11 * S);
         let shared = a.drain_changes();

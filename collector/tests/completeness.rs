@@ -317,7 +317,9 @@ fn an_agent_minutes_off_is_never_trusted_and_never_causes_a_wrong_answer() {
     h.ship("agent-a", 0, vec![a]);
     h.run_to(T0 + 30 * S + HOLD.as_nanos() as u64 + S);
     let written = h.written();
-    assert_eq!(h.remote_by_port(5001), Some("unattributed:not-found".into()));
+    // agent-b, who may claim the address, reports nothing trusted: its
+    // address stays incomplete rather than answered from a table without it.
+    assert_eq!(h.remote_by_port(5001), Some("unattributed:incomplete".into()));
     // Its own flows keep their local side; their remote side is clock-skew.
     let skewed_out: Vec<_> = written.iter().filter(|(p, _, _)| *p == 5432).collect();
     assert_eq!(skewed_out.len(), 5);

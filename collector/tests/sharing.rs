@@ -235,7 +235,7 @@ fn completeness() -> Completeness {
     let mut claims = ClaimPolicy::new();
     claims.allow("agent-a", ["10.0.1.0/24".parse().unwrap()]);
     claims.allow("agent-b", ["10.0.2.0/24".parse().unwrap()]);
-    Completeness::new(&claims, 2 * S, 300 * S)
+    Completeness::new(&claims, 2 * S, 300 * S, 0)
 }
 
 /// Applies the watermarks `sharing` has to `completeness`; returns them.

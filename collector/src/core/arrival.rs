@@ -138,8 +138,10 @@ impl Core {
                         });
                 }
             }
+            // Only an address-level answer is a heartbeat: a port-scoped
+            // one names one of several workloads sharing the address.
             let beats = batch.flows.iter().filter_map(|f| match &f.local {
-                Side::Attributed(a) => Some((
+                Side::Attributed(a) if a.source.claims_address() => Some((
                     f.flow.local.ip(),
                     &canonical[&Arc::as_ptr(&a.workload)],
                     TimeRange::new(f.flow.start_ns, f.flow.end_ns.max(f.flow.start_ns + 1)),
@@ -151,9 +153,14 @@ impl Core {
         }
         // A forwarded batch's flows seek their other end here but answer for
         // no one (their capturing agent is not this region's).
+        // Only a side attributed at capture names this very connection's
+        // workload; anything else the agent sent has no say over the other end.
         let permits = self.table.claims().permits(peer);
-        self.counterparts
-            .arrive(&batch.flows, |f| !forwarded && permits(f.flow.local.ip()));
+        self.counterparts.arrive(&batch.flows, |f| {
+            !forwarded
+                && permits(f.flow.local.ip())
+                && matches!(&f.local, Side::Attributed(a) if a.source.is_capture())
+        });
         self.hold.push(batch, forwarded, now);
     }
 }

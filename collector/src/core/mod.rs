@@ -203,6 +203,7 @@ impl Core {
                 parts.table.claims(),
                 ownership.tolerance_ns(),
                 ns(settings.silent_after),
+                (parts.clock)(),
             ),
             settings,
             table: parts.table,

@@ -27,7 +27,7 @@
 //! # fn now_ns() -> u64 { 0 }
 //!
 //! let mut table = OwnershipTable::new(OwnershipConfig::default());
-//! let mut completeness = Completeness::new(&ClaimPolicy::new(), 2_000_000_000, 300_000_000_000);
+//! let mut completeness = Completeness::new(&ClaimPolicy::new(), 2_000_000_000, 300_000_000_000, 0);
 //! let config = SharingConfig::new("127.0.0.1:9092", "flowattr-ownership");
 //! let mut sharing = KafkaSharing::new(config, "collector-1").unwrap();
 //! // At start: what the fleet (and this collector, before a restart) knew.

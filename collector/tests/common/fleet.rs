@@ -100,14 +100,17 @@ impl Fleet {
         self.dir.path().join("out").join(name)
     }
 
-    /// A collector on a free loopback port: hold 1 s, the fleet's claims,
-    /// flows to files in [`Fleet::out_dir`], no metrics endpoint.
+    /// A collector on a free loopback port: hold 1 s, clocks within 100 ms
+    /// (one loopback machine: a range of a second-long flow answers inside
+    /// its interior), the fleet's claims, flows to files in
+    /// [`Fleet::out_dir`], no metrics endpoint.
     pub fn collector_config(&self, name: &str) -> CollectorConfig {
         let mut c = CollectorConfig::parse("").unwrap();
         c.name = name.into();
         c.listen = "127.0.0.1:0".parse().unwrap();
         c.data_dir = self.dir.path().join("data").join(name);
         c.hold = Duration::from_secs(1);
+        c.ownership.max_skew = Duration::from_millis(100);
         c.tls.ca = self.pki().join("ca.pem");
         c.tls.cert = self.pki().join(format!("{name}.pem"));
         c.tls.key = self.pki().join(format!("{name}.key"));
@@ -251,14 +254,15 @@ pub fn workload(id: &str) -> Arc<Workload> {
     Arc::new(Workload::with_id(id))
 }
 
-/// A batch of `agent`'s flows.
+/// A batch of `agent`'s flows, stating its capture complete up to now
+/// (every flow of the test is in it or an earlier one).
 pub fn batch(agent: &str, seq: u64, flows: Vec<AttributedFlow>) -> FlowBatch {
     FlowBatch {
         agent: agent.into(),
         incarnation: 1,
         seq,
         created_ns: now_ns(),
-        complete_until_ns: 0,
+        complete_until_ns: now_ns(),
         flows,
     }
 }
