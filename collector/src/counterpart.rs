@@ -9,9 +9,12 @@
 //! and on an IPv4 address that containers share by port, where ranges of
 //! the address alone collide (`conflict`).
 //!
-//! The index covers held flows only: a flow is entered when its batch
-//! arrives and leaves when it is released, and its counterpart arrives
-//! within a batch interval of it, well inside the hold. Two reports match
+//! A flow is entered when its batch arrives. When it is released, what it
+//! answers for others stays in the index for a retention time (the hold):
+//! a flow is released as soon as it is complete, and the other end's
+//! report may come later — from another region, forwarded only once that
+//! region has released it — and must still find it. Retained entries are
+//! bounded in number; past the bound the oldest go first. Two reports match
 //! when their endpoints mirror each other and their starts lie within the
 //! clock tolerance (twice the largest offset an agent's clock may have),
 //! and, where both are final records of a closed connection, so do their
@@ -54,6 +57,8 @@ struct Held {
     end_ns: Option<u64>,
     own: Option<(Arc<Workload>, TimeRange)>,
     other: Counterpart,
+    /// Released, and kept only to answer for later reports.
+    retired: bool,
 }
 
 /// A flow's `(local, remote)` endpoints, packed for cheap hashing.
@@ -102,6 +107,10 @@ pub struct Counterparts {
     slots: Slab<Held>,
     index: HashTable<u32>,
     tolerance_ns: u64,
+    /// Released flows kept to answer, oldest first: (released at, slot).
+    retired: std::collections::VecDeque<(u64, u32)>,
+    retain_ns: u64,
+    max_retired: usize,
 }
 
 fn merge(into: &mut Counterpart, found: &(Arc<Workload>, TimeRange)) {
@@ -114,12 +123,16 @@ fn merge(into: &mut Counterpart, found: &(Arc<Workload>, TimeRange)) {
 
 impl Counterparts {
     /// Reports match when their starts (and final ends) are at most
-    /// `tolerance_ns` apart (the clock tolerance).
-    pub fn new(tolerance_ns: u64) -> Self {
+    /// `tolerance_ns` apart (the clock tolerance). A released flow keeps
+    /// answering for `retain_ns`; at most `max_retired` are kept.
+    pub fn new(tolerance_ns: u64, retain_ns: u64, max_retired: usize) -> Self {
         Self {
             slots: Slab::new(),
             index: HashTable::new(),
             tolerance_ns,
+            retired: std::collections::VecDeque::new(),
+            retain_ns,
+            max_retired,
         }
     }
 
@@ -166,6 +179,7 @@ impl Counterparts {
                 end_ns: end,
                 own,
                 other: mine,
+                retired: false,
             };
             let slot = u32::try_from(self.slots.insert(flow)).expect("fewer than 2^32 held flows");
             let slots = &self.slots;
@@ -175,26 +189,60 @@ impl Counterparts {
     }
 
     /// Takes released flows out, with what their other ends answered, in
-    /// order.
-    pub fn release(&mut self, flows: &[AttributedFlow]) -> Vec<Counterpart> {
-        flows.iter().map(|f| self.take(f)).collect()
+    /// order; those that answer for others are retained from `now_ns`.
+    pub fn release(&mut self, flows: &[AttributedFlow], now_ns: u64) -> Vec<Counterpart> {
+        flows.iter().map(|f| self.take(f, now_ns)).collect()
     }
 
-    fn take(&mut self, f: &AttributedFlow) -> Counterpart {
+    fn take(&mut self, f: &AttributedFlow, now_ns: u64) -> Counterpart {
         let ends = Ends::of(&f.flow.local, &f.flow.remote);
         let start = f.flow.start_ns;
         let slots = &self.slots;
         let Ok(entry) = self.index.find_entry(ends.hash(), |&s| {
             let h = &slots[s as usize];
-            h.ends == ends && h.start_ns == start
+            h.ends == ends && h.start_ns == start && !h.retired
         }) else {
             return Counterpart::None;
         };
-        let (slot, _) = entry.remove();
+        let slot = *entry.get();
+        let held = &mut self.slots[slot as usize];
+        if held.own.is_some() && self.max_retired > 0 {
+            held.retired = true;
+            let other = std::mem::take(&mut held.other);
+            self.retired.push_back((now_ns, slot));
+            while self.retired.len() > self.max_retired {
+                self.drop_oldest_retired();
+            }
+            return other;
+        }
+        entry.remove();
         self.slots.remove(slot as usize).other
     }
 
-    /// Flows held in the index.
+    /// Forgets retained flows released more than the retention time before
+    /// `now_ns`.
+    pub fn expire(&mut self, now_ns: u64) {
+        while self
+            .retired
+            .front()
+            .is_some_and(|&(at, _)| at.saturating_add(self.retain_ns) <= now_ns)
+        {
+            self.drop_oldest_retired();
+        }
+    }
+
+    fn drop_oldest_retired(&mut self) {
+        let Some((_, slot)) = self.retired.pop_front() else {
+            return;
+        };
+        let hash = self.slots[slot as usize].ends.hash();
+        if let Ok(entry) = self.index.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        self.slots.remove(slot as usize);
+    }
+
+    /// Flows in the index (held, and released ones retained).
     pub fn len(&self) -> usize {
         self.index.len()
     }
@@ -239,7 +287,7 @@ mod tests {
 
     #[test]
     fn both_ends_of_a_connection_answer_for_each_other_in_either_order() {
-        let mut c = Counterparts::new(2 * S);
+        let mut c = Counterparts::new(2 * S, 0, 0);
         let client = flow("10.0.0.1:40000", "10.0.0.2:80", 100 * S, Some("web-1"));
         // The server's clock is 1.5 s ahead.
         let server = flow(
@@ -250,24 +298,24 @@ mod tests {
         );
         c.arrive(std::slice::from_ref(&client), |_| true);
         c.arrive(std::slice::from_ref(&server), |_| true);
-        assert_eq!(id(&c.release(std::slice::from_ref(&server))[0]), "web-1");
-        assert_eq!(id(&c.release(std::slice::from_ref(&client))[0]), "api-1");
+        assert_eq!(id(&c.release(std::slice::from_ref(&server), 0)[0]), "web-1");
+        assert_eq!(id(&c.release(std::slice::from_ref(&client), 0)[0]), "api-1");
         assert!(c.is_empty(), "released flows leave the index");
     }
 
     #[test]
     fn reports_too_far_apart_or_not_mirrored_do_not_match() {
-        let mut c = Counterparts::new(2 * S);
+        let mut c = Counterparts::new(2 * S, 0, 0);
         let client = flow("10.0.0.1:40000", "10.0.0.2:80", 100 * S, Some("web-1"));
         let late = flow("10.0.0.2:80", "10.0.0.1:40000", 103 * S, Some("api-1"));
         let other_port = flow("10.0.0.2:80", "10.0.0.1:40001", 100 * S, Some("api-1"));
         c.arrive(&[client.clone(), late, other_port], |_| true);
-        assert_eq!(c.release(&[client])[0], Counterpart::None);
+        assert_eq!(c.release(&[client], 0)[0], Counterpart::None);
     }
 
     #[test]
     fn a_reused_four_tuple_matches_only_the_connection_that_ends_with_it() {
-        let mut c = Counterparts::new(2 * S);
+        let mut c = Counterparts::new(2 * S, 0, 0);
         // A short connection, then the same 4-tuple again 1.5 s later (the
         // address has a new owner by then) lasting 10 s.
         let old_client = flow("10.0.0.1:40000", "10.0.0.2:80", 100 * S, Some("web-1"));
@@ -275,8 +323,8 @@ mod tests {
         new_server.flow.end_ns = 111 * S;
         c.arrive(std::slice::from_ref(&old_client), |_| true);
         c.arrive(std::slice::from_ref(&new_server), |_| true);
-        assert_eq!(c.release(std::slice::from_ref(&old_client))[0], Counterpart::None);
-        assert_eq!(c.release(std::slice::from_ref(&new_server))[0], Counterpart::None);
+        assert_eq!(c.release(std::slice::from_ref(&old_client), 0)[0], Counterpart::None);
+        assert_eq!(c.release(std::slice::from_ref(&new_server), 0)[0], Counterpart::None);
 
         // Interval records of a connection still open end wherever each side
         // reported: their starts alone decide.
@@ -287,12 +335,12 @@ mod tests {
         server.flow.end_state = FlowEnd::Ongoing;
         server.flow.end_ns = 160 * S;
         c.arrive(&[client.clone(), server], |_| true);
-        assert_eq!(id(&c.release(&[client])[0]), "api-1");
+        assert_eq!(id(&c.release(&[client], 0)[0]), "api-1");
     }
 
     #[test]
     fn an_end_that_may_not_claim_its_address_or_is_unattributed_does_not_answer() {
-        let mut c = Counterparts::new(2 * S);
+        let mut c = Counterparts::new(2 * S, 0, 0);
         let client = flow("10.0.0.1:40000", "10.0.0.2:80", 100 * S, Some("web-1"));
         let server = flow("10.0.0.2:80", "10.0.0.1:40000", 100 * S, Some("intruder"));
         c.arrive(std::slice::from_ref(&client), |_| true);
@@ -300,11 +348,11 @@ mod tests {
             f.flow.local.ip().to_string() != "10.0.0.2"
         });
         assert_eq!(
-            c.release(std::slice::from_ref(&client))[0],
+            c.release(std::slice::from_ref(&client), 0)[0],
             Counterpart::None
         );
         assert_eq!(
-            id(&c.release(std::slice::from_ref(&server))[0]),
+            id(&c.release(std::slice::from_ref(&server), 0)[0]),
             "web-1",
             "the allowed end still answers"
         );
@@ -312,13 +360,13 @@ mod tests {
         let unattributed = flow("10.0.0.2:80", "10.0.0.1:40002", 100 * S, None);
         let peer = flow("10.0.0.1:40002", "10.0.0.2:80", 100 * S, Some("web-1"));
         c.arrive(&[unattributed.clone(), peer.clone()], |_| true);
-        assert_eq!(c.release(&[peer])[0], Counterpart::None);
-        assert_eq!(id(&c.release(&[unattributed])[0]), "web-1");
+        assert_eq!(c.release(&[peer], 0)[0], Counterpart::None);
+        assert_eq!(id(&c.release(&[unattributed], 0)[0]), "web-1");
     }
 
     #[test]
     fn several_flows_with_the_same_endpoints_each_keep_their_own_answer() {
-        let mut c = Counterparts::new(2 * S);
+        let mut c = Counterparts::new(2 * S, 0, 0);
         let early = flow("10.0.0.1:40000", "10.0.0.2:80", 100 * S, Some("web-1"));
         let late = flow("10.0.0.1:40000", "10.0.0.2:80", 200 * S, Some("web-1"));
         c.arrive(&[early.clone(), late.clone()], |_| true);
@@ -333,12 +381,12 @@ mod tests {
         );
         assert_eq!(c.len(), 3);
         assert_eq!(
-            c.release(std::slice::from_ref(&early))[0],
+            c.release(std::slice::from_ref(&early), 0)[0],
             Counterpart::None
         );
-        assert_eq!(id(&c.release(std::slice::from_ref(&late))[0]), "api-2");
+        assert_eq!(id(&c.release(std::slice::from_ref(&late), 0)[0]), "api-2");
         assert_eq!(
-            c.release(std::slice::from_ref(&late))[0],
+            c.release(std::slice::from_ref(&late), 0)[0],
             Counterpart::None,
             "taken once"
         );
@@ -347,7 +395,7 @@ mod tests {
 
     #[test]
     fn released_slots_are_reused_so_the_index_stays_as_large_as_what_is_held() {
-        let mut c = Counterparts::new(2 * S);
+        let mut c = Counterparts::new(2 * S, 0, 0);
         let mut first_capacity = None;
         for round in 0..3 {
             let flows: Vec<_> = (0..1000)
@@ -360,7 +408,7 @@ mod tests {
             assert_eq!(c.len(), 1000);
             // Released out of arrival order.
             for f in flows.iter().rev() {
-                assert_eq!(c.release(std::slice::from_ref(f)), [Counterpart::None]);
+                assert_eq!(c.release(std::slice::from_ref(f), 0), [Counterpart::None]);
             }
             assert!(c.is_empty());
             let capacity = c.slots.capacity();
@@ -375,7 +423,7 @@ mod tests {
 
     #[test]
     fn two_different_answers_for_one_connection_are_a_conflict() {
-        let mut c = Counterparts::new(2 * S);
+        let mut c = Counterparts::new(2 * S, 0, 0);
         let client = flow("10.0.0.1:40000", "10.0.0.2:80", 100 * S, Some("web-1"));
         c.arrive(
             &[
@@ -385,6 +433,46 @@ mod tests {
             ],
             |_| true,
         );
-        assert_eq!(c.release(&[client])[0], Counterpart::Conflict);
+        assert_eq!(c.release(&[client], 0)[0], Counterpart::Conflict);
+    }
+
+    #[test]
+    fn a_released_flow_answers_for_a_later_report_until_its_retention_ends() {
+        let mut c = Counterparts::new(2 * S, 10 * S, 100);
+        let client = flow("10.0.0.1:40000", "10.0.0.2:80", 100 * S, Some("web-1"));
+        c.arrive(std::slice::from_ref(&client), |_| true);
+        // Released first (complete in its region); the server's report
+        // comes later, forwarded from the region that captured it.
+        assert_eq!(c.release(std::slice::from_ref(&client), 102 * S)[0], Counterpart::None);
+        let server = flow("10.0.0.2:80", "10.0.0.1:40000", 100 * S, Some("api-1"));
+        c.arrive(std::slice::from_ref(&server), |_| true);
+        assert_eq!(id(&c.release(std::slice::from_ref(&server), 105 * S)[0]), "web-1");
+        // A retained flow is never released twice.
+        assert_eq!(c.release(std::slice::from_ref(&client), 105 * S)[0], Counterpart::None);
+        c.expire(111 * S);
+        assert_eq!(c.len(), 2, "both retained");
+        c.expire(113 * S);
+        assert_eq!(c.len(), 1, "the client's retention is over");
+        c.expire(115 * S);
+        assert!(c.is_empty());
+        // Too late: gone.
+        let again = flow("10.0.0.2:80", "10.0.0.1:40000", 100 * S, Some("api-1"));
+        c.arrive(std::slice::from_ref(&again), |_| true);
+        assert_eq!(c.release(std::slice::from_ref(&again), 116 * S)[0], Counterpart::None);
+    }
+
+    #[test]
+    fn retained_flows_are_bounded_oldest_first() {
+        let mut c = Counterparts::new(2 * S, 1_000 * S, 2);
+        let flows: Vec<_> = (0..3)
+            .map(|i| flow(&format!("10.0.0.1:{}", 40000 + i), "10.0.0.2:80", 100 * S, Some("web-1")))
+            .collect();
+        c.arrive(&flows, |_| true);
+        c.release(&flows, 101 * S);
+        assert_eq!(c.len(), 2);
+        let first = flow("10.0.0.2:80", "10.0.0.1:40000", 100 * S, Some("api-1"));
+        let last = flow("10.0.0.2:80", "10.0.0.1:40002", 100 * S, Some("api-1"));
+        c.arrive(&[first.clone(), last.clone()], |_| true);
+        assert_eq!(c.release(&[first, last], 102 * S).iter().map(id).collect::<Vec<_>>(), ["none", "web-1"]);
     }
 }

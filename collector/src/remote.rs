@@ -32,7 +32,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use flowattr_model::{
-    Answers, AttributedFlow, Attribution, AttributionSource, ResolveQuery, Side, TimeRange,
+    AnswerScope, Answers, AttributedFlow, Attribution, AttributionSource, ResolveQuery, Side, TimeRange,
     UnattributedReason, Workload,
 };
 use flowattr_plugin_runtime::Plugin;
@@ -271,14 +271,23 @@ fn by_counterpart(workload: &Arc<Workload>, valid: TimeRange) -> Attribution {
     }
 }
 
-/// Calls `resolver` and checks the answers fit `queries`.
+/// Calls `resolver` and checks the answers fit `queries`. A port-scoped
+/// answer fails the call: a resolver is asked about an address, and an
+/// answer for one port of it would be taken as the address's owner.
 pub(crate) fn call_resolver<R: ResolverSource>(
     resolver: &R,
     queries: &[ResolveQuery],
 ) -> Result<Answers, String> {
-    resolver
-        .resolve(queries)
-        .and_then(|a| a.check_shape(queries.len()).map(|()| a))
+    let answers = resolver.resolve(queries)?;
+    answers.check_shape(queries.len())?;
+    if let Some(i) = (0..queries.len())
+        .find(|&i| answers.scope(i) == Some(AnswerScope::Port) || answers.shared_not_found(i))
+    {
+        return Err(format!(
+            "answer {i} is port-scoped, but a resolver answers for whole addresses"
+        ));
+    }
+    Ok(answers)
 }
 
 /// Runs the resolver chain over the flows at `indexes`.
@@ -660,5 +669,31 @@ mod tests {
             Err(UnattributedReason::SourceUnavailable)
         );
         assert_eq!(pass.counts, RemoteCounts::default());
+    }
+
+    #[test]
+    fn a_port_scoped_resolver_answer_fails_the_call() {
+        struct PortScoped;
+        impl ResolverSource for PortScoped {
+            fn name(&self) -> &str {
+                "port-scoped"
+            }
+            fn fail_closed(&self) -> bool {
+                false
+            }
+            fn resolve(&self, _: &[ResolveQuery]) -> Result<Answers, String> {
+                let web = Arc::new(Workload::with_id("c-web"));
+                let mut out = flowattr_model::AnswersBuilder::with_capacity(1);
+                out.attributed_shared(&web, TimeRange::new(0, 1));
+                Ok(out.finish())
+            }
+        }
+        let q = ResolveQuery {
+            address: "10.0.0.1".parse().unwrap(),
+            time_ns: 0,
+            asked_at_ns: 0,
+        };
+        let err = call_resolver(&PortScoped, &[q]).unwrap_err();
+        assert!(err.contains("port-scoped"), "{err}");
     }
 }

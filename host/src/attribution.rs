@@ -12,22 +12,25 @@
 //! [`AttributionSource::Capture`] (the collector takes it as a heartbeat for
 //! the address); one that holds for the endpoint's port only (an address
 //! several workloads share) as [`AttributionSource::CaptureShared`], which
-//! names the workload of the connection but never the address's owner. The
-//! cache is keyed by the whole endpoint and keeps the source, so a cached
-//! answer keeps its scope and never serves another port.
+//! names the workload of the connection but never the address's owner. A
+//! plugin's `not-found` may say the address is shared by port (a node's own
+//! port on the address its containers share): whatever a later plugin
+//! answers for that query then holds for the port only. The cache is keyed
+//! by the whole endpoint and keeps the source, so a cached answer keeps its
+//! scope and never serves another port.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use flowattr_model::{
     AnswerScope, Attribution, AttributionSource, Flow, LocalQuery, Side, TimeRange,
-    UnattributedReason, Workload,
+    UnattributedReason, Unanswered, Workload,
 };
 use flowattr_plugin_runtime::Plugin;
 use rustc_hash::FxHashMap;
 
 /// Per query: the workload, the time range the answer holds for and whether
 /// it holds for the whole address or the port only, or why there is none.
-pub type Identified = Result<(Arc<Workload>, TimeRange, AnswerScope), UnattributedReason>;
+pub type Identified = Result<(Arc<Workload>, TimeRange, AnswerScope), Unanswered>;
 
 /// One identity source in the chain. [`Plugin`] is the real one; unit tests
 /// use plain functions.
@@ -64,10 +67,14 @@ impl IdentitySource for Arc<Plugin> {
         let answers = Plugin::identify(self, queries).map_err(|e| e.to_string())?;
         Ok((0..queries.len())
             .map(|i| {
+                if answers.shared_not_found(i) {
+                    return Err(Unanswered::NotFoundShared);
+                }
                 let scope = answers.scope(i).unwrap_or_default();
                 answers
                     .resolve(i)
                     .map(|(w, valid)| (Arc::clone(w), valid, scope))
+                    .map_err(Unanswered::from)
             })
             .collect())
     }
@@ -137,6 +144,8 @@ impl LocalAttributor {
         observer: &mut impl AttributionObserver,
     ) -> Vec<Side> {
         let mut sides = vec![Side::Pending; flows.len()];
+        // Queries a plugin found on an address shared by port.
+        let mut shared = vec![false; flows.len()];
         let mut pending: Vec<usize> = Vec::new();
         for (i, flow) in flows.iter().enumerate() {
             match self.lookup(flow.local, flow.start_ns) {
@@ -185,6 +194,7 @@ impl LocalAttributor {
                 match result {
                     Ok((workload, valid, scope)) => {
                         counts[0] += 1;
+                        let scope = if shared[i] { AnswerScope::Port } else { scope };
                         let attribution = Attribution {
                             workload,
                             source: AttributionSource::of_local(scope),
@@ -194,11 +204,16 @@ impl LocalAttributor {
                         self.insert(flows[i].local, valid, attribution.clone());
                         sides[i] = Side::Attributed(attribution);
                     }
-                    Err(UnattributedReason::NotFound) => {
+                    Err(Unanswered::Reason(UnattributedReason::NotFound)) => {
                         counts[1] += 1;
                         still.push(i);
                     }
-                    Err(reason) => {
+                    Err(Unanswered::NotFoundShared) => {
+                        counts[1] += 1;
+                        shared[i] = true;
+                        still.push(i);
+                    }
+                    Err(Unanswered::Reason(reason)) => {
                         counts[2] += 1;
                         sides[i] = Side::Unattributed(reason);
                     }
@@ -336,8 +351,8 @@ mod tests {
                     TimeRange::new(0, 100),
                     AnswerScope::Address,
                 )),
-                "10.0.0.6" => Err(UnattributedReason::Gap),
-                _ => Err(UnattributedReason::NotFound),
+                "10.0.0.6" => Err(UnattributedReason::Gap.into()),
+                _ => Err(UnattributedReason::NotFound.into()),
             })
         });
         let ec2 = fake("ec2", |q: &LocalQuery| {
@@ -348,7 +363,7 @@ mod tests {
                     AnswerScope::Address,
                 ))
             } else {
-                Err(UnattributedReason::NotFound)
+                Err(UnattributedReason::NotFound.into())
             })
         });
         let flows = [
@@ -422,7 +437,7 @@ mod tests {
                     TimeRange::new(0, 100),
                     AnswerScope::Address,
                 )),
-                _ => Err(UnattributedReason::NotFound),
+                _ => Err(UnattributedReason::NotFound.into()),
             })
         });
         let ec2 = fake("ec2", |_: &LocalQuery| {
@@ -502,5 +517,50 @@ mod tests {
         let chain = [&closed as &dyn IdentitySource, &ec2];
         let sides = LocalAttributor::new(100).attribute(&flows, &chain, &mut ());
         assert_eq!(id(&sides[0]), "plugin-failed");
+    }
+
+    #[test]
+    fn after_a_not_found_on_a_shared_address_the_next_answer_holds_for_the_port_only() {
+        // ipman: 192.0.2.10 is shared by port, and port 22 is nobody's.
+        let ipman = fake("ipman", |q: &LocalQuery| {
+            Some(if q.local.ip().to_string() == "192.0.2.10" {
+                Err(Unanswered::NotFoundShared)
+            } else {
+                Err(UnattributedReason::NotFound.into())
+            })
+        });
+        // ec2-disk: the node owns its addresses, for all it knows.
+        let ec2 = fake("ec2", |_: &LocalQuery| {
+            Some(Ok((
+                workload("node-7"),
+                TimeRange::new(0, 100),
+                AnswerScope::Address,
+            )))
+        });
+        let mut attributor = LocalAttributor::new(16);
+        let flows = [flow("192.0.2.10:22", 10), flow("10.0.0.7:22", 10)];
+        let sources = |sides: &[Side]| -> Vec<Option<AttributionSource>> {
+            sides
+                .iter()
+                .map(|s| match s {
+                    Side::Attributed(a) => Some(a.source),
+                    _ => None,
+                })
+                .collect()
+        };
+        let chain: [&dyn IdentitySource; 2] = [&ipman, &ec2];
+        let sides = attributor.attribute(&flows, &chain, &mut ());
+        assert_eq!(id(&sides[0]), "node-7@ec2");
+        assert_eq!(
+            sources(&sides),
+            [
+                Some(AttributionSource::CaptureShared),
+                Some(AttributionSource::Capture)
+            ]
+        );
+        // From the cache, the same.
+        let again = attributor.attribute(&flows, &chain, &mut ());
+        assert_eq!(sources(&again), sources(&sides));
+        assert_eq!(ec2.asked.get(), 2, "answered from the cache the second time");
     }
 }

@@ -28,6 +28,23 @@ pub enum AnswerScope {
     Port,
 }
 
+/// Why an identity lookup has no workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// Unattributed for this reason (`not-found` passes the query on).
+    Reason(UnattributedReason),
+    /// Not found, on an address several workloads share by port (a port
+    /// nobody holds: the host's own traffic). The query passes on, and a
+    /// later plugin's answer holds for the port only.
+    NotFoundShared,
+}
+
+impl From<UnattributedReason> for Unanswered {
+    fn from(reason: UnattributedReason) -> Self {
+        Self::Reason(reason)
+    }
+}
+
 /// The answer to one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -43,6 +60,11 @@ pub enum Answer {
         scope: AnswerScope,
     },
     Unattributed(UnattributedReason),
+    /// `not-found` on an address several workloads share by port, at a
+    /// port nobody holds (a node's own traffic on the address it shares
+    /// with its containers): the next plugins are asked, and whatever they
+    /// answer holds for the port only, never for the address.
+    NotFoundShared,
 }
 
 /// Answers to a batch, one per query and in query order. Workloads are listed
@@ -70,6 +92,7 @@ impl Answers {
                 .map(|w| (w, *valid))
                 .ok_or(UnattributedReason::PluginFailed),
             Some(Answer::Unattributed(reason)) => Err(*reason),
+            Some(Answer::NotFoundShared) => Err(UnattributedReason::NotFound),
             None => Err(UnattributedReason::PluginFailed),
         }
     }
@@ -78,8 +101,14 @@ impl Answers {
     pub fn scope(&self, i: usize) -> Option<AnswerScope> {
         match self.answers.get(i)? {
             Answer::Attributed { scope, .. } => Some(*scope),
-            Answer::Unattributed(_) => None,
+            Answer::Unattributed(_) | Answer::NotFoundShared => None,
         }
+    }
+
+    /// Whether answer `i` is [`Answer::NotFoundShared`]: not found, on an
+    /// address shared by port.
+    pub fn shared_not_found(&self, i: usize) -> bool {
+        matches!(self.answers.get(i), Some(Answer::NotFoundShared))
     }
 
     /// Checks the answers fit a batch of `queries` queries: one answer per
@@ -188,6 +217,13 @@ impl<'a> AnswersBuilder<'a> {
     #[inline]
     pub fn unattributed(&mut self, reason: UnattributedReason) {
         self.answers.push(Answer::Unattributed(reason));
+    }
+
+    /// Appends [`Answer::NotFoundShared`]: not found, on an address shared
+    /// by port, so a later plugin's answer holds for the port only.
+    #[inline]
+    pub fn not_found_shared(&mut self) {
+        self.answers.push(Answer::NotFoundShared);
     }
 
     /// The finished answers.

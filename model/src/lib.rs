@@ -18,7 +18,7 @@ mod query;
 mod time;
 mod workload;
 
-pub use answers::{Answer, AnswerScope, Answers, AnswersBuilder};
+pub use answers::{Answer, AnswerScope, Answers, AnswersBuilder, Unanswered};
 pub use attribution::{
     AttributedFlow, Attribution, AttributionSource, BatchId, FlowBatch, Redactions, Side, Verdict,
 };

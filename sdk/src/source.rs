@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::{
-    AnswerScope, Answers, AnswersBuilder, LocalQuery, TimeRange, UnattributedReason, Workload,
+    AnswerScope, Answers, AnswersBuilder, LocalQuery, TimeRange, UnattributedReason, Unanswered,
+    Workload,
 };
 
 /// Content a [`WatchedFile`] can hold.
@@ -98,21 +99,24 @@ impl<T: Source> WatchedFile<T> {
         ) -> Result<(&'a Arc<Workload>, TimeRange), UnattributedReason>,
     {
         self.answer_scoped(queries, |content, q| {
-            lookup(content, q).map(|(w, valid)| (w, valid, AnswerScope::Address))
+            lookup(content, q)
+                .map(|(w, valid)| (w, valid, AnswerScope::Address))
+                .map_err(Unanswered::from)
         })
     }
 
     /// [`answer`](Self::answer), with `lookup` also saying what each answer
     /// holds for: the queried endpoint's whole address, or only its port on
     /// an address several workloads share ([`AnswerScope::Port`], answered
-    /// with [`AnswersBuilder::attributed_shared`]).
+    /// with [`AnswersBuilder::attributed_shared`]), and, for a port nobody
+    /// holds on such an address, [`Unanswered::NotFoundShared`].
     pub fn answer_scoped<F>(&mut self, queries: &[LocalQuery], mut lookup: F) -> Answers
     where
         F: for<'a> FnMut(
             &'a T,
             &LocalQuery,
         )
-            -> Result<(&'a Arc<Workload>, TimeRange, AnswerScope), UnattributedReason>,
+            -> Result<(&'a Arc<Workload>, TimeRange, AnswerScope), Unanswered>,
     {
         let mut out = AnswersBuilder::with_capacity(queries.len());
         if let Some(newest) = queries.iter().map(|q| q.time_ns).max() {
@@ -138,7 +142,8 @@ impl<T: Source> WatchedFile<T> {
                     TimeRange::new(valid.start_ns, valid.end_ns.min(verified_until)),
                     scope,
                 ),
-                Err(reason) => out.unattributed(reason),
+                Err(Unanswered::Reason(reason)) => out.unattributed(reason),
+                Err(Unanswered::NotFoundShared) => out.not_found_shared(),
             }
         }
         out.finish()
@@ -268,10 +273,16 @@ mod tests {
 
         // A lookup that says its answer holds for the port only.
         let a = file.answer_scoped(&[query(60)], |content, q| {
-            lookup(content, q).map(|(w, valid)| (w, valid, AnswerScope::Port))
+            lookup(content, q)
+                .map(|(w, valid)| (w, valid, AnswerScope::Port))
+                .map_err(Unanswered::from)
         });
         assert_eq!(a.resolve(0).unwrap().1, TimeRange::new(0, 101));
         assert_eq!(a.scope(0), Some(AnswerScope::Port));
+        // And one that says the address is shared but nobody holds the port.
+        let a = file.answer_scoped(&[query(60)], |_, _| Err(Unanswered::NotFoundShared));
+        assert!(a.shared_not_found(0));
+        assert_eq!(a.resolve(0), Err(UnattributedReason::NotFound));
 
         // The file goes bad: no answer from the old content.
         std::fs::write(&path, "").unwrap();

@@ -196,7 +196,11 @@ impl Core {
         let ownership = *parts.table.config();
         Self {
             hold: HoldQueue::new(ns(settings.hold), settings.max_held_flows),
-            counterparts: Counterparts::new(ownership.tolerance_ns()),
+            counterparts: Counterparts::new(
+                ownership.tolerance_ns(),
+                ns(settings.hold),
+                settings.max_held_flows,
+            ),
             recent: RecentBatches::new(settings.remember_batches),
             clocks: ClockOffsets::new(ownership.max_skew_ns),
             completeness: Completeness::new(

@@ -14,6 +14,7 @@ use crate::{
 
 impl Core {
     pub(super) fn write_out(&mut self, released: Vec<Released>, now: u64) {
+        self.counterparts.expire(now);
         let resolvers = self.resolvers(Mode::Active);
         // Reused from the last release: tens of thousands of flows a tick
         // would otherwise land in freshly mapped pages each time.
@@ -25,7 +26,7 @@ impl Core {
         } in released
         {
             ids.push(batch.id());
-            let counterparts = self.counterparts.release(&batch.flows);
+            let counterparts = self.counterparts.release(&batch.flows, now);
             let completeness = &self.completeness;
             let complete = |ip, end_ns| completeness.is_complete(ip, end_ns);
             let sources = Sources {

@@ -222,6 +222,7 @@ pub fn status_code(answer: &Answer) -> u8 {
     match answer {
         Answer::Attributed { .. } => 0,
         Answer::Unattributed(r) => reason_code(*r),
+        Answer::NotFoundShared => reason_code(crate::UnattributedReason::NotFound),
     }
 }
 
@@ -229,14 +230,16 @@ pub fn status_code(answer: &Answer) -> u8 {
 pub const PORT_SCOPED: u8 = 1;
 
 /// The `port_scoped` code of an answer: [`PORT_SCOPED`] when attributed for
-/// the endpoint's port only, else 0.
+/// the endpoint's port only or not found on an address shared by port,
+/// else 0.
 #[inline]
 pub fn port_scoped_code(answer: &Answer) -> u8 {
     match answer {
         Answer::Attributed {
             scope: AnswerScope::Port,
             ..
-        } => PORT_SCOPED,
+        }
+        | Answer::NotFoundShared => PORT_SCOPED,
         _ => 0,
     }
 }
@@ -271,7 +274,7 @@ fn attribution_parts(answer: &Answer) -> (u32, TimeRange) {
         Answer::Attributed {
             workload, valid, ..
         } => (workload, valid),
-        Answer::Unattributed(_) => (0, TimeRange::new(0, 0)),
+        Answer::Unattributed(_) | Answer::NotFoundShared => (0, TimeRange::new(0, 0)),
     }
 }
 

@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use super::{AnswerColumns, reason_of_code, same_lengths, scope_of_code};
-use crate::{Answer, AnswerScope, Answers, FastMap, TimeRange, Workload};
+use super::{AnswerColumns, reason_code, reason_of_code, same_lengths, scope_of_code};
+use crate::{Answer, AnswerScope, Answers, FastMap, TimeRange, UnattributedReason, Workload};
 
 /// The most workloads one instance's table holds.
 pub const WORKLOAD_TABLE_CAPACITY: usize = 65_536;
@@ -153,8 +153,8 @@ impl WorkloadTable {
     /// Turns columns whose workload indices point into the table into
     /// [`Answers`] listing the entries they name (`columns.workloads` is
     /// ignored). Ragged columns, an unknown status, a `port_scoped` other
-    /// than 0 or 1 (or 1 on an unattributed answer), or an index outside the
-    /// table are an error.
+    /// than 0 or 1 (or 1 on an unattributed answer other than `not-found`),
+    /// or an index outside the table are an error.
     pub fn answers(&mut self, columns: AnswerColumns) -> Result<Answers, String> {
         let n = columns.status.len();
         let lens = [
@@ -199,9 +199,10 @@ impl WorkloadTable {
             let scope = scope_of_code(port_scoped).ok_or_else(|| {
                 format!("answer {i} has port-scoped {port_scoped}, which is neither 0 nor 1")
             })?;
-            if status != 0 && scope != AnswerScope::Address {
+            let not_found = reason_code(UnattributedReason::NotFound);
+            if status != 0 && status != not_found && scope != AnswerScope::Address {
                 return Err(format!(
-                    "answer {i} is port-scoped but not attributed (status {status})"
+                    "answer {i} is port-scoped but neither attributed nor not-found (status {status})"
                 ));
             }
             answers.push(if status == 0 {
@@ -220,6 +221,8 @@ impl WorkloadTable {
                     valid: TimeRange::new(start_ns, end_ns),
                     scope,
                 }
+            } else if scope == AnswerScope::Port {
+                Answer::NotFoundShared
             } else {
                 Answer::Unattributed(
                     reason_of_code(status).ok_or_else(|| {
@@ -399,12 +402,21 @@ mod tests {
             );
         }
         let mut unattributed = answer(0);
-        unattributed.status[0] = 1;
+        unattributed.status[0] = 2;
         unattributed.port_scoped[0] = 1;
         assert_eq!(
             host.answers(unattributed).unwrap_err(),
-            "answer 0 is port-scoped but not attributed (status 1)"
+            "answer 0 is port-scoped but neither attributed nor not-found (status 2)"
         );
+        // Not found on an address shared by port: passed on, port-scoped.
+        let mut shared_not_found = answer(0);
+        shared_not_found.status[0] = 1;
+        shared_not_found.port_scoped[0] = 1;
+        let got = host.answers(shared_not_found).unwrap();
+        assert_eq!(got.answers, [Answer::NotFoundShared]);
+        assert!(got.shared_not_found(0));
+        assert_eq!(got.resolve(0), Err(UnattributedReason::NotFound));
+        assert_eq!(AnswerColumns::from(got).port_scoped, [1]);
         let mut no_scopes = answer(0);
         no_scopes.port_scoped.clear();
         assert!(

@@ -13,9 +13,11 @@
 //! the address's owner. An answer from an address assignment holds for the
 //! whole address.
 //!
-//! Addresses IPMan does not know, and ports of a shared address outside its
-//! pool (the host's own traffic), are `not-found`, so the next identity plugin
-//! is asked. An address or pool port IPMan knows but nobody held at that time
+//! Addresses IPMan does not know are `not-found`, so the next identity
+//! plugin is asked. Ports of a shared address outside its pool (the host's
+//! own traffic) are `not-found` too, marked port-scoped: the next plugin is
+//! asked, and the host takes its answer for that port only, since the
+//! address has no single owner. An address or pool port IPMan knows but nobody held at that time
 //! is a `gap`. A query newer than the host's clock is `clock-skew`. A missing,
 //! malformed or inconsistent file makes every answer `source-unavailable`.
 //! `STATE.md` specifies the file; the `admin` module (native only) writes it.
@@ -29,7 +31,7 @@ mod spans;
 mod state;
 
 use flowattr_sdk::source::WatchedFile;
-use flowattr_sdk::{Answers, IdentityPlugin, LocalQuery, Plugin, UnattributedReason};
+use flowattr_sdk::{Answers, IdentityPlugin, LocalQuery, Plugin, UnattributedReason, Unanswered};
 
 use crate::config::Config;
 use crate::state::{Lookup, State};
@@ -63,8 +65,9 @@ impl IdentityPlugin for Ipman {
                     valid,
                     scope,
                 } => Ok((workload, valid, scope)),
-                Lookup::Gap => Err(UnattributedReason::Gap),
-                Lookup::NotFound => Err(UnattributedReason::NotFound),
+                Lookup::Gap => Err(UnattributedReason::Gap.into()),
+                Lookup::NotFound => Err(UnattributedReason::NotFound.into()),
+                Lookup::OwnTraffic => Err(Unanswered::NotFoundShared),
             }
         })
     }

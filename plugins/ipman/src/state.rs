@@ -48,9 +48,11 @@ pub enum Lookup<'a> {
     },
     /// IPMan knows the address (or the pool port) but nobody held it then.
     Gap,
-    /// Not IPMan's: an unknown address, or a shared address's port outside
-    /// its pool (the host's own traffic).
+    /// Not IPMan's: an unknown address.
     NotFound,
+    /// A shared address's port outside its pool: the host's own traffic,
+    /// which another source names, for that port only.
+    OwnTraffic,
 }
 
 impl State {
@@ -66,7 +68,7 @@ impl State {
             return match shared.lookup(port, time_ns) {
                 PortLookup::Held(s) => self.found(s, AnswerScope::Port),
                 PortLookup::Gap => Lookup::Gap,
-                PortLookup::OutsidePool => Lookup::NotFound,
+                PortLookup::OutsidePool => Lookup::OwnTraffic,
             };
         }
         Lookup::NotFound

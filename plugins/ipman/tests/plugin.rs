@@ -139,7 +139,7 @@ fn a_reused_address_gives_the_old_owner_then_a_gap_then_the_new_owner() {
 }
 
 #[test]
-fn shared_ipv4_ports_gap_inside_the_pool_and_not_found_outside() {
+fn shared_ipv4_ports_gap_inside_the_pool_and_not_found_port_scoped_outside() {
     let mut s = setup(Some(&state()));
     let answers = s.harness.identify(&[
         query("192.0.2.10:41000", 5_000),
@@ -151,8 +151,12 @@ fn shared_ipv4_ports_gap_inside_the_pool_and_not_found_outside() {
     assert_eq!(id(&answers, 0), Err(UnattributedReason::Gap));
     assert_eq!(id(&answers, 1), Err(UnattributedReason::Gap));
     assert_eq!(id(&answers, 2), Err(UnattributedReason::NotFound));
+    // The host's own port on the shared address: the next plugin's answer
+    // must hold for that port only.
+    assert!(answers.shared_not_found(2));
     assert_eq!(id(&answers, 3), Err(UnattributedReason::NotFound));
     assert_eq!(id(&answers, 4), Err(UnattributedReason::NotFound));
+    assert!(!answers.shared_not_found(3) && !answers.shared_not_found(4));
 }
 
 #[test]
