@@ -18,10 +18,13 @@
 //! told apart, but in both cases the offset now lies in `[its lo, best hi]`
 //! (a delay leaves the old interval true; a step back only lowers the
 //! offset, never below the new lower bound). That batch is judged by the
-//! widened interval, which leaves the estimate for later frames alone;
-//! three such samples in a row mean the clock stepped, and the window
-//! starts over from them. Only a widened interval that leaves the tolerance
-//! makes the agent [`ClockVerdict::Uncertain`].
+//! widened interval while it stays inside the tolerance, and by the best
+//! frame's interval when a long delay takes it outside (a backlog of
+//! seconds is far more common than a clock stepping back); either leaves
+//! the estimate for later frames alone. Three such samples in a row mean
+//! the clock stepped, and the window starts over from them: **the limit**
+//! is that a clock stepping back is recognised from its third frame, so
+//! two batches after a step back are judged by the old estimate.
 //!
 //! An agent is trusted for remote attribution only while its whole interval
 //! lies within `max_offset_ns` of our clock. Then any two trusted agents'
@@ -53,10 +56,6 @@ pub enum ClockVerdict {
     /// Off by more than the tolerance (or no measurement at all): its
     /// flows are not used to learn or to answer ownership.
     Skewed,
-    /// The measurements contradict each other (a clock step, or a frame
-    /// delayed beyond an RTT) by more than the tolerance allows: trusted
-    /// again once they agree.
-    Uncertain,
 }
 
 impl ClockVerdict {
@@ -101,13 +100,19 @@ impl SenderClock {
             if self.contradicting.len() < STEP_AFTER {
                 // Delayed or stepped back: the offset lies in [lo, best hi].
                 let best_hi = best_lo.saturating_add(best_rtt as i64);
-                let verdict = if lo >= -max && best_hi <= max {
+                let verdict = if best_hi > max || best_lo < -max {
+                    ClockVerdict::Skewed
+                } else if lo >= -max {
                     ClockVerdict::Trusted {
                         lo_ns: lo,
                         hi_ns: best_hi,
                     }
                 } else {
-                    ClockVerdict::Uncertain
+                    // Most likely delayed: the best frame's interval.
+                    ClockVerdict::Trusted {
+                        lo_ns: best_lo,
+                        hi_ns: best_hi,
+                    }
                 };
                 self.verdict = Some(verdict);
                 return verdict;
@@ -251,9 +256,10 @@ mod tests {
         // The next frame is judged by the best one again.
         let v = c.observe("a", sample(T0 + 2 * S, offset, MS, 2 * MS));
         assert_eq!(v, first);
-        // Held up so long the widened interval leaves the tolerance.
+        // Held up so long the widened interval leaves the tolerance: taken
+        // as the delay it most likely is.
         let v = c.observe("a", sample(T0 + 3 * S, offset, 5 * S, 2 * MS));
-        assert_eq!(v, ClockVerdict::Uncertain);
+        assert_eq!(v, first);
     }
 
     #[test]
@@ -272,12 +278,14 @@ mod tests {
         assert!(verdicts.iter().all(|v| contains(*v, stepped)), "{verdicts:?}");
         assert!(matches!(verdicts[0], ClockVerdict::Trusted { hi_ns, .. } if hi_ns >= 0));
         assert!(matches!(verdicts[2], ClockVerdict::Trusted { hi_ns, .. } if hi_ns < 0));
-        // A step back past the tolerance is uncertain, then skewed.
+        // A step back past the tolerance: the limit is two frames judged
+        // by the old estimate, then it is skewed.
+        let before = verdicts[4];
         let far = -(30 * S as i64);
         let verdicts: Vec<_> = (10..13)
             .map(|i| c.observe("a", sample(T0 + i * S, far, MS, 2 * MS)))
             .collect();
-        assert_eq!(verdicts[..2], [ClockVerdict::Uncertain; 2]);
+        assert_eq!(verdicts[..2], [before; 2]);
         assert_eq!(verdicts[2], ClockVerdict::Skewed);
         // Stepping forward needs no wait: the newest frame is the best.
         let v = c.observe("a", sample(T0 + 20 * S, 3 * S as i64, MS, 2 * MS));

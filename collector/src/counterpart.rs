@@ -10,7 +10,9 @@
 //! the address alone collide (`conflict`).
 //!
 //! A flow is entered when its batch arrives. When it is released, what it
-//! answers for others stays in the index for a retention time (the hold):
+//! answers for others stays in the index for a retention time (two holds:
+//! the other end's batch arrives within a hold of the flow's end, and from
+//! another region only once that region released it, a hold later):
 //! a flow is released as soon as it is complete, and the other end's
 //! report may come later — from another region, forwarded only once that
 //! region has released it — and must still find it. Retained entries are

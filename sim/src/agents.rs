@@ -6,7 +6,10 @@
 //! local side then ([`Fleet::attribute_local`]). Every batch interval, on
 //! its own phase, it closes a batch — empty or not — stamped on its clock
 //! with its completeness watermark: the close time itself, since every
-//! flow that ended by then was captured before the batch closed. Closed
+//! flow that ended by then was captured before the batch closed. Like the
+//! real shipper, a batch sent while an older one is unanswered states no
+//! watermark past the one before that older batch (batches overtake each
+//! other on a backlog). Closed
 //! batches go to a spool (on disk: it survives a crash) and are sent unless
 //! the agent is silent or down. Each send draws a one-way delay (uniform
 //! within the connection's RTT, or a backlog's longer one) and carries a
@@ -78,7 +81,13 @@ struct Agent {
     since_ns: u64,
     seq: u64,
     outbox: Vec<(AttributedFlow, Truth)>,
-    spool: VecDeque<(FlowBatch, Vec<Truth>)>,
+    /// Closed batches not sent yet, with the watermark of the batch before.
+    spool: VecDeque<(FlowBatch, Vec<Truth>, u64)>,
+    /// Sent and not yet answered: (answered at, watermark of the batch
+    /// before).
+    unanswered: Vec<(u64, u64)>,
+    /// The last watermark this run stated (its clock).
+    last_watermark_ns: u64,
     down_until: Option<u64>,
     silent_until: u64,
     next_crash: u64,
@@ -122,6 +131,8 @@ impl Agents {
                 seq: 0,
                 outbox: Vec::new(),
                 spool: VecDeque::new(),
+                unanswered: Vec::new(),
+                last_watermark_ns: 0,
                 down_until: None,
                 silent_until: 0,
                 next_crash: next_event(&mut rng, start_ns, a.restarts_per_hour),
@@ -200,6 +211,14 @@ impl Agents {
                 agent.incarnation = host.clock(t_ns);
                 agent.since_ns = t_ns;
                 agent.seq = 0;
+                // Found in the spool at start: what came before is unknown.
+                agent.last_watermark_ns = 0;
+                for (_, _, after) in &mut agent.spool {
+                    *after = 0;
+                }
+                for (_, after) in &mut agent.unanswered {
+                    *after = 0;
+                }
             }
             if t_ns >= agent.next_silence && t_ns < self.end_ns {
                 self.stats.silences += 1;
@@ -224,11 +243,12 @@ impl Agents {
                 };
                 agent.seq += 1;
                 self.stats.batches += 1;
-                agent.spool.push_back((batch, truths));
+                let after = std::mem::replace(&mut agent.last_watermark_ns, now);
+                agent.spool.push_back((batch, truths, after));
             }
             if t_ns >= agent.silent_until {
-                while let Some((batch, truths)) = self.agents[h].spool.pop_front() {
-                    self.send(h, batch, truths, t_ns, out);
+                while let Some((batch, truths, after)) = self.agents[h].spool.pop_front() {
+                    self.send(h, batch, truths, after, t_ns, out);
                 }
             }
         }
@@ -237,8 +257,9 @@ impl Agents {
     fn send(
         &mut self,
         h: usize,
-        batch: FlowBatch,
+        mut batch: FlowBatch,
         truths: Vec<Truth>,
+        after: u64,
         t_ns: u64,
         out: &mut Vec<Shipment>,
     ) {
@@ -248,12 +269,24 @@ impl Agents {
             self.stats.flows_in_lost_batches += batch.flows.len() as u64;
             return;
         }
+        let agent = &mut self.agents[h];
+        agent.unanswered.retain(|&(answered, _)| answered > t_ns);
+        if let Some(floor) = agent.unanswered.iter().map(|&(_, a)| a).min() {
+            batch.complete_until_ns = batch.complete_until_ns.min(floor);
+        }
+        let mut answered = 0;
         if spec.duplicated > 0.0 && self.rng.random_bool(spec.duplicated) {
             self.stats.batches_duplicated += 1;
             let again = t_ns + self.rng.random_range(RESEND_SECS) * SECOND_NS;
-            out.push(self.shipment(h, batch.clone(), Vec::new(), again));
+            let copy = self.shipment(h, batch.clone(), Vec::new(), again);
+            answered = copy.sample.received_ns;
+            out.push(copy);
         }
-        out.push(self.shipment(h, batch, truths, t_ns));
+        let original = self.shipment(h, batch, truths, t_ns);
+        let rtt = self.agents[h].rtt_ns;
+        answered = answered.max(original.sample.received_ns) + rtt;
+        self.agents[h].unanswered.push((answered, after));
+        out.push(original);
     }
 
     fn shipment(&mut self, h: usize, batch: FlowBatch, truths: Vec<Truth>, sent: u64) -> Shipment {
@@ -282,7 +315,7 @@ impl Agents {
     pub fn unshipped(&self) -> usize {
         self.agents
             .iter()
-            .map(|a| a.outbox.len() + a.spool.iter().map(|(b, _)| b.flows.len()).sum::<usize>())
+            .map(|a| a.outbox.len() + a.spool.iter().map(|(b, _, _)| b.flows.len()).sum::<usize>())
             .sum()
     }
 }

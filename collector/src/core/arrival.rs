@@ -78,10 +78,7 @@ impl Core {
         }
         let verdict = self.clocks.observe(&peer, clock);
         if !verdict.is_trusted() {
-            count(match verdict {
-                ClockVerdict::Uncertain => "clock_uncertain",
-                _ => "clock_skewed",
-            });
+            count("clock_skewed");
         }
         let header = JournalEntry::header(&peer, verdict.is_trusted());
         if let Err(e) = self.journal.append(&id, &[header.as_bytes(), &body]) {

@@ -198,7 +198,10 @@ impl Core {
             hold: HoldQueue::new(ns(settings.hold), settings.max_held_flows),
             counterparts: Counterparts::new(
                 ownership.tolerance_ns(),
-                ns(settings.hold),
+                // The other end's record arrives within a hold of the flow's
+                // end, and from another region only once released there: up
+                // to a second hold later.
+                ns(settings.hold).saturating_mul(2),
                 settings.max_held_flows,
             ),
             recent: RecentBatches::new(settings.remember_batches),

@@ -192,7 +192,14 @@ impl Core {
         {
             return;
         }
-        let latest = flows.iter().map(|f| f.flow.start_ns).max().unwrap_or(now);
+        // A start past our clock is a skewed agent clock's: such flows are
+        // due by ours, so they never wait (in memory) longer than the hold.
+        let latest = flows
+            .iter()
+            .map(|f| f.flow.start_ns)
+            .max()
+            .unwrap_or(now)
+            .min(now);
         let hold = self.settings.shadow_hold.as_nanos().min(u64::MAX as u128) as u64;
         self.shadow_waiting
             .push_back((latest.saturating_add(hold), crate::shadow::compared(flows)));

@@ -58,6 +58,11 @@ pub const LENGTH_PREFIX: usize = 4;
 /// Bytes [`stamp_sent`] adds to a frame.
 pub const SENT_STAMP_BYTES: usize = 9;
 
+/// Bytes [`cap_watermark`] adds to a frame: the key of the frame's batch
+/// body (tag 2, length-delimited), its length 9, the key of the batch's
+/// `complete_until_ns` (tag 6, fixed64) and the value.
+const WATERMARK_CAP: [u8; 3] = [(2 << 3) | 2, 9, (6 << 3) | 1];
+
 /// The key of the frame's `sent_ns` field: tag 15, wire type fixed64.
 const SENT_STAMP_KEY: u8 = (15 << 3) | 1;
 
@@ -225,6 +230,22 @@ fn encode(body: Body, out: &mut Vec<u8>) -> Result<(), FrameTooLarge> {
 /// fields that follow a message's others, and of a field given twice the
 /// last counts, so a stamped frame may be stamped again.
 pub fn stamp_sent(frame: &mut Vec<u8>, sent_ns: u64) -> Result<(), StampError> {
+    append_fields(frame, &[SENT_STAMP_KEY], sent_ns)
+}
+
+/// Sets the watermark (`complete_until_ns`) of the batch in `frame`
+/// (exactly one batch frame) to `complete_until_ns`, without encoding it
+/// again: appends the batch body once more with that field alone, which
+/// protobuf merges into the body (the last value of a field counts). The
+/// shipper lowers a batch's watermark this way while an older batch is
+/// still unanswered.
+pub fn cap_watermark(frame: &mut Vec<u8>, complete_until_ns: u64) -> Result<(), StampError> {
+    append_fields(frame, &WATERMARK_CAP, complete_until_ns)
+}
+
+/// Appends `key` bytes and `value` (fixed64) to one whole frame, updating
+/// its length prefix.
+fn append_fields(frame: &mut Vec<u8>, key: &[u8], value: u64) -> Result<(), StampError> {
     let Some((prefix, body)) = frame.split_first_chunk::<LENGTH_PREFIX>() else {
         return Err(StampError::NotOneFrame {
             announced: 0,
@@ -238,11 +259,11 @@ pub fn stamp_sent(frame: &mut Vec<u8>, sent_ns: u64) -> Result<(), StampError> {
             present: body.len(),
         });
     }
-    let len = announced + SENT_STAMP_BYTES;
+    let len = announced + key.len() + 8;
     let prefix = u32::try_from(len).map_err(|_| FrameTooLarge { len })?;
     frame[..LENGTH_PREFIX].copy_from_slice(&prefix.to_be_bytes());
-    frame.push(SENT_STAMP_KEY);
-    frame.extend_from_slice(&sent_ns.to_le_bytes());
+    frame.extend_from_slice(key);
+    frame.extend_from_slice(&value.to_le_bytes());
     Ok(())
 }
 

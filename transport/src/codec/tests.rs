@@ -702,3 +702,24 @@ fn what_is_not_one_whole_frame_is_not_stamped() {
         assert_eq!(frame, bytes, "left as it was");
     }
 }
+
+#[test]
+fn a_capped_watermark_is_the_batch_s_watermark_and_nothing_else_changes() {
+    let mut batch = generate::batch(3, 1, 40, 2);
+    batch.complete_until_ns = 1_000;
+    let mut frame = encoded(&batch);
+    stamp_sent(&mut frame, 9).unwrap();
+    cap_watermark(&mut frame, 400).unwrap();
+    let (got, sent) = decode_body_stamped(&frame[LENGTH_PREFIX..]).unwrap();
+    let mut expected = batch.clone();
+    expected.complete_until_ns = 400;
+    assert_eq!(got, Frame::Batch(expected));
+    assert_eq!(sent, Some(9));
+    assert_eq!(peek_batch_id(&frame[LENGTH_PREFIX..]), Some(batch.id()));
+    // Capped again on a resend: the last counts, even 0.
+    cap_watermark(&mut frame, 0).unwrap();
+    let Frame::Batch(got) = decode_frame(&frame, MAX).unwrap() else {
+        panic!("a batch");
+    };
+    assert_eq!((got.complete_until_ns, got.flows.len()), (0, batch.flows.len()));
+}

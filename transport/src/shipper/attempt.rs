@@ -1,5 +1,6 @@
 //! One attempt to deliver one batch: open a stream, stamp the frame with
-//! the send time, write it, finish, wait for the ack or reject.
+//! the send time (and, while an older batch is unanswered, a lower
+//! watermark), write it, finish, wait for the ack or reject.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -37,11 +38,14 @@ pub(super) enum Outcome {
     },
 }
 
-/// Delivers `payload` (the frame of batch `id`) over `conn`.
+/// Delivers `payload` (the frame of batch `id`) over `conn`, its
+/// watermark lowered to `watermark_cap` when given (see
+/// [`super::index::SpoolIndex::watermark_cap`]).
 pub(super) async fn deliver(
     conn: &quinn::Connection,
     id: &BatchId,
     payload: Payload,
+    watermark_cap: Option<u64>,
     ack_timeout: Duration,
     counters: &Arc<ShipperCounters>,
 ) -> Outcome {
@@ -83,6 +87,16 @@ pub(super) async fn deliver(
     // no longer holds the frame back: the collector measures our clock by it.
     if let Err(error) = codec::stamp_sent(&mut frame, unix_now_ns()) {
         tracing::warn!(batch = %id, %error, "sending a batch without its send time");
+    }
+    if let Some(cap) = watermark_cap
+        && let Err(error) = codec::cap_watermark(&mut frame, cap)
+    {
+        // Its own watermark would claim flows the collector lacks: better
+        // not to send it now (retried like any failure).
+        return Outcome::Failed {
+            error: format!("lowering the watermark: {error}"),
+            abandon: false,
+        };
     }
     let exchange = async {
         match send.write_all(&frame).await {

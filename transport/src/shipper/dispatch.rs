@@ -251,9 +251,11 @@ impl Dispatcher {
         let reports = state.reports_tx.clone();
         let counters = self.counters.clone();
         let ack_timeout = self.config.ack_timeout;
+        let watermark_cap = self.spool.lock().unwrap().index.watermark_cap(&key);
         tokio::spawn(async move {
             let id = key.id();
-            let outcome = attempt::deliver(&conn, &id, payload, ack_timeout, &counters).await;
+            let outcome =
+                attempt::deliver(&conn, &id, payload, watermark_cap, ack_timeout, &counters).await;
             drop(permit);
             let _ = reports.send(Report {
                 key,

@@ -42,6 +42,12 @@ pub(crate) struct Entry {
     pub in_flight: bool,
     /// Not to be sent before this time (after a failure).
     pub not_before: Option<Instant>,
+    /// The watermark of the batch spooled before it by this run: every
+    /// flow in this batch ended at or after it (0 for a batch found in the
+    /// spool at start, whose predecessor is not known).
+    pub after_ns: u64,
+    /// Its own watermark (`u64::MAX` when not known).
+    pub watermark_ns: u64,
 }
 
 /// A batch dropped to make room.
@@ -118,6 +124,16 @@ impl SpoolIndex {
         evicted
     }
 
+    /// The watermark batch `key` may state when sent now: its own, unless
+    /// an older batch is still unanswered, whose flows the collector does
+    /// not have yet; then no later than the watermark before that batch.
+    /// `None` when the batch's own stands (or it is gone).
+    pub fn watermark_cap(&self, key: &SpoolKey) -> Option<u64> {
+        let own = self.entries.get(key)?.watermark_ns;
+        let floor = self.entries.range(..key).map(|(_, e)| e.after_ns).min()?;
+        Some(floor.min(own))
+    }
+
     /// Marks an entry as being sent; `false` when it is gone (dropped for
     /// space) or already being sent.
     pub fn mark_in_flight(&mut self, key: &SpoolKey) -> bool {
@@ -184,6 +200,8 @@ mod tests {
             flows: bytes * 10,
             in_flight: false,
             not_before: None,
+            after_ns: 0,
+            watermark_ns: u64::MAX,
         }
     }
 
@@ -249,4 +267,34 @@ mod tests {
         assert!(!index.remove(&key(1)));
         assert_eq!(index.bytes(), 0);
     }
+
+    #[test]
+    fn a_batch_states_no_watermark_past_an_older_unanswered_batch() {
+        let mut index = SpoolIndex::new(1 << 20);
+        let with = |after_ns, watermark_ns| Entry {
+            after_ns,
+            watermark_ns,
+            ..entry(1)
+        };
+        index.insert(key(1), with(100, 200));
+        index.insert(key(2), with(200, 300));
+        index.insert(key(3), with(300, 400));
+        assert_eq!(index.watermark_cap(&key(1)), None, "the oldest states its own");
+        assert_eq!(index.watermark_cap(&key(3)), Some(100), "batch 1's flows may end at 100");
+        index.remove(&key(1));
+        assert_eq!(index.watermark_cap(&key(3)), Some(200));
+        index.remove(&key(2));
+        assert_eq!(index.watermark_cap(&key(3)), None);
+        // A batch found in the spool at start: nothing is known before it.
+        index.insert(
+            SpoolKey {
+                incarnation: 0,
+                seq: 9,
+                agent: "a".into(),
+            },
+            entry(1),
+        );
+        assert_eq!(index.watermark_cap(&key(3)), Some(0));
+    }
 }
+

@@ -250,7 +250,10 @@ impl Shipper {
                 flows,
                 in_flight: false,
                 not_before: None,
+                after_ns: spool.last_watermark_ns,
+                watermark_ns: batch.complete_until_ns,
             };
+            spool.last_watermark_ns = spool.last_watermark_ns.max(batch.complete_until_ns);
             spool.index.insert(key.clone(), entry);
             let evicted = spool.index.evict(&key);
             for e in &evicted {

@@ -41,6 +41,8 @@ fn at(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
 pub(crate) struct Spool {
     dir: PathBuf,
     pub index: SpoolIndex,
+    /// The highest watermark spooled by this run.
+    pub last_watermark_ns: u64,
 }
 
 impl Spool {
@@ -67,6 +69,8 @@ impl Spool {
                         flows,
                         in_flight: false,
                         not_before: None,
+                        after_ns: 0,
+                        watermark_ns: u64::MAX,
                     };
                     index.insert(key, entry);
                 }
@@ -81,6 +85,7 @@ impl Spool {
         Ok(Spool {
             dir: dir.to_owned(),
             index,
+            last_watermark_ns: 0,
         })
     }
 
