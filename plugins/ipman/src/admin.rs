@@ -130,6 +130,7 @@ impl StateFile {
                 workloads: Default::default(),
                 assignments: Vec::new(),
                 shared_ipv4: Vec::new(),
+                current_until_ns: None,
             },
             Err(source) => return Err(AdminError::Read { path, source }),
         };

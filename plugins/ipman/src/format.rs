@@ -26,6 +26,9 @@ pub struct RawState {
     pub assignments: Vec<RawAssignment>,
     #[serde(default)]
     pub shared_ipv4: Vec<RawShared>,
+    /// IPMan's record is complete before this instant (see `STATE.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_until_ns: Option<u64>,
 }
 
 /// A workload's attributes as the file holds them; its id is the key in

@@ -18,7 +18,10 @@
 //! own traffic) are `not-found` too, marked port-scoped: the next plugin is
 //! asked, and the host takes its answer for that port only, since the
 //! address has no single owner. An address or pool port IPMan knows but nobody held at that time
-//! is a `gap`. A query newer than the host's clock is `clock-skew`. A missing,
+//! is a `gap`. A query newer than the host's clock is `clock-skew`; one at or
+//! after the file's `current_until_ns` (IPMan vouches for its record only
+//! before then: it may lag the real assignment) is `source-unavailable`, and
+//! no answer holds past it. A missing,
 //! malformed or inconsistent file makes every answer `source-unavailable`.
 //! `STATE.md` specifies the file; the `admin` module (native only) writes it.
 
@@ -31,7 +34,9 @@ mod spans;
 mod state;
 
 use flowattr_sdk::source::WatchedFile;
-use flowattr_sdk::{Answers, IdentityPlugin, LocalQuery, Plugin, UnattributedReason, Unanswered};
+use flowattr_sdk::{
+    Answers, IdentityPlugin, LocalQuery, Plugin, TimeRange, UnattributedReason, Unanswered,
+};
 
 use crate::config::Config;
 use crate::state::{Lookup, State};
@@ -59,12 +64,22 @@ impl Plugin for Ipman {
 impl IdentityPlugin for Ipman {
     fn identify(&mut self, queries: &[LocalQuery]) -> Answers {
         self.state.answer_scoped(queries, |state, q| {
+            // IPMan may lag the real assignment: past where it vouches for
+            // its record, a newer holder may not be in it yet.
+            let current = state.current_until_ns();
+            if q.time_ns >= current {
+                return Err(UnattributedReason::SourceUnavailable.into());
+            }
             match state.lookup(q.local.ip(), q.local.port(), q.time_ns) {
                 Lookup::Found {
                     workload,
                     valid,
                     scope,
-                } => Ok((workload, valid, scope)),
+                } => Ok((
+                    workload,
+                    TimeRange::new(valid.start_ns, valid.end_ns.min(current)),
+                    scope,
+                )),
                 Lookup::Gap => Err(UnattributedReason::Gap.into()),
                 Lookup::NotFound => Err(UnattributedReason::NotFound.into()),
                 Lookup::OwnTraffic => Err(Unanswered::NotFoundShared),

@@ -32,6 +32,8 @@ pub struct State {
     by_ip: FastMap<u128, Vec<Span>>,
     /// Shared IPv4 address (as a `u32`) → its port allocations.
     shared: FastMap<u32, SharedAddress>,
+    /// What the writer vouches for: every change before it is recorded.
+    current_until_ns: u64,
 }
 
 /// What the state says about one local endpoint at one time.
@@ -175,7 +177,14 @@ impl State {
             workloads,
             by_ip,
             shared,
+            current_until_ns: raw.current_until_ns.unwrap_or(u64::MAX),
         })
+    }
+
+    /// Before when the file is complete (`u64::MAX` when the writer does
+    /// not say): a later query is not answered, and no answer holds past it.
+    pub fn current_until_ns(&self) -> u64 {
+        self.current_until_ns
     }
 }
 

@@ -356,3 +356,24 @@ fn the_cli_fixture_gives_the_expected_answers() {
     h.set_now_ns(input["now_ns"].as_u64().unwrap());
     assert_eq!(h.identify(&queries), expected);
 }
+
+#[test]
+fn past_where_ipman_vouches_for_its_record_nothing_is_answered() {
+    // IPMan's record is complete before 350: c-api-7's assignment from 300
+    // is known, but whatever happened at or after 350 may not be yet.
+    let mut lagging = state();
+    lagging["current_until_ns"] = json!(350);
+    let mut s = setup(Some(&lagging));
+    let answers = s.harness.identify(&[
+        query("[fd00::5]:443", 320),
+        query("[fd00::5]:443", 350),
+        query("[fd00::5]:443", 5_000),
+    ]);
+    assert_eq!(
+        id(&answers, 0),
+        Ok(("c-api-7".into(), TimeRange::new(300, 350))),
+        "valid only up to where the record is complete"
+    );
+    assert_eq!(id(&answers, 1), Err(UnattributedReason::SourceUnavailable));
+    assert_eq!(id(&answers, 2), Err(UnattributedReason::SourceUnavailable));
+}

@@ -34,7 +34,7 @@ fn load(v: &Value) -> Result<State, String> {
     State::parse(v.to_string().as_bytes())
 }
 
-/// The workload id and validity found, or "gap" / "not-found".
+/// The workload id and validity found, or "gap" / "not-found" / "own-traffic".
 fn who(state: &State, ip: &str, port: u16, t: u64) -> Result<(String, TimeRange), &'static str> {
     match state.lookup(ip.parse().unwrap(), port, t) {
         Lookup::Found {
@@ -42,15 +42,17 @@ fn who(state: &State, ip: &str, port: u16, t: u64) -> Result<(String, TimeRange)
         } => Ok((workload.id.clone(), valid)),
         Lookup::Gap => Err("gap"),
         Lookup::NotFound => Err("not-found"),
+        Lookup::OwnTraffic => Err("own-traffic"),
     }
 }
 
-/// The scope of what was found, or "gap" / "not-found".
+/// The scope of what was found, or "gap" / "not-found" / "own-traffic".
 fn scope(state: &State, ip: &str, port: u16, t: u64) -> Result<AnswerScope, &'static str> {
     match state.lookup(ip.parse().unwrap(), port, t) {
         Lookup::Found { scope, .. } => Ok(scope),
         Lookup::Gap => Err("gap"),
         Lookup::NotFound => Err("not-found"),
+        Lookup::OwnTraffic => Err("own-traffic"),
     }
 }
 
@@ -79,7 +81,7 @@ fn a_shared_address_is_answered_for_the_port_and_an_assigned_one_for_the_address
         Ok(AnswerScope::Port)
     );
     assert_eq!(scope(&state, "192.0.2.10", 40000, 250), Err("gap"));
-    assert_eq!(scope(&state, "192.0.2.10", 22, 150), Err("not-found"));
+    assert_eq!(scope(&state, "192.0.2.10", 22, 150), Err("own-traffic"));
 }
 
 #[test]
@@ -172,11 +174,11 @@ fn shared_ipv4_pool_ports_nobody_holds_are_a_gap() {
 }
 
 #[test]
-fn shared_ipv4_ports_outside_the_pool_and_unknown_addresses_are_not_found() {
+fn shared_ipv4_ports_outside_the_pool_are_own_traffic_and_unknown_addresses_not_found() {
     let state = load(&example()).unwrap();
-    assert_eq!(who(&state, "192.0.2.10", 22, 150), Err("not-found"));
-    assert_eq!(who(&state, "192.0.2.10", 39999, 150), Err("not-found"));
-    assert_eq!(who(&state, "192.0.2.10", 60000, 150), Err("not-found"));
+    assert_eq!(who(&state, "192.0.2.10", 22, 150), Err("own-traffic"));
+    assert_eq!(who(&state, "192.0.2.10", 39999, 150), Err("own-traffic"));
+    assert_eq!(who(&state, "192.0.2.10", 60000, 150), Err("own-traffic"));
     assert_eq!(who(&state, "192.0.2.11", 40000, 150), Err("not-found"));
     assert_eq!(who(&state, "fd00::6", 40000, 150), Err("not-found"));
 }
