@@ -128,7 +128,10 @@ impl SenderClock {
         let (lo, rtt) = self.best().expect("a sample was just added");
         let hi = lo.saturating_add(rtt as i64);
         let verdict = if lo >= -max && hi <= max {
-            ClockVerdict::Trusted { lo_ns: lo, hi_ns: hi }
+            ClockVerdict::Trusted {
+                lo_ns: lo,
+                hi_ns: hi,
+            }
         } else {
             ClockVerdict::Skewed
         };
@@ -252,7 +255,9 @@ mod tests {
         // judged by the widened interval, still inside the tolerance.
         let v = c.observe("a", sample(T0 + S, offset, S, 2 * MS));
         assert!(contains(v, offset), "{v:?}");
-        assert!(matches!(v, ClockVerdict::Trusted { lo_ns, .. } if lo_ns <= offset - 900 * MS as i64));
+        assert!(
+            matches!(v, ClockVerdict::Trusted { lo_ns, .. } if lo_ns <= offset - 900 * MS as i64)
+        );
         // The next frame is judged by the best one again.
         let v = c.observe("a", sample(T0 + 2 * S, offset, MS, 2 * MS));
         assert_eq!(v, first);
@@ -275,7 +280,10 @@ mod tests {
             .collect();
         // Widened at first (it might have been a delay), always holding the
         // true offset; measured again from the third on.
-        assert!(verdicts.iter().all(|v| contains(*v, stepped)), "{verdicts:?}");
+        assert!(
+            verdicts.iter().all(|v| contains(*v, stepped)),
+            "{verdicts:?}"
+        );
         assert!(matches!(verdicts[0], ClockVerdict::Trusted { hi_ns, .. } if hi_ns >= 0));
         assert!(matches!(verdicts[2], ClockVerdict::Trusted { hi_ns, .. } if hi_ns < 0));
         // A step back past the tolerance: the limit is two frames judged

@@ -266,7 +266,10 @@ mod tests {
         p.allow("b", ["10.0.2.0/24".parse().unwrap()]);
         p.allow(
             "c",
-            ["10.0.2.0/24".parse().unwrap(), "10.0.3.0/24".parse().unwrap()],
+            [
+                "10.0.2.0/24".parse().unwrap(),
+                "10.0.3.0/24".parse().unwrap(),
+            ],
         );
         p
     }
@@ -308,7 +311,10 @@ mod tests {
     fn agents_never_heard_from_or_silent_are_waited_for_only_until_silent_after() {
         let mut c = Completeness::new(&policy(), TOL, SILENT, T0);
         c.refresh(T0);
-        assert!(!c.is_complete(ip("10.0.2.1"), T0), "b and c may yet connect");
+        assert!(
+            !c.is_complete(ip("10.0.2.1"), T0),
+            "b and c may yet connect"
+        );
         c.refresh(T0 + SILENT + 1);
         assert!(c.is_complete(ip("10.0.2.1"), T0), "b and c never connected");
         c.report("b", T0, T0);

@@ -321,12 +321,23 @@ mod tests {
         // A short connection, then the same 4-tuple again 1.5 s later (the
         // address has a new owner by then) lasting 10 s.
         let old_client = flow("10.0.0.1:40000", "10.0.0.2:80", 100 * S, Some("web-1"));
-        let mut new_server = flow("10.0.0.2:80", "10.0.0.1:40000", 101 * S + S / 2, Some("api-2"));
+        let mut new_server = flow(
+            "10.0.0.2:80",
+            "10.0.0.1:40000",
+            101 * S + S / 2,
+            Some("api-2"),
+        );
         new_server.flow.end_ns = 111 * S;
         c.arrive(std::slice::from_ref(&old_client), |_| true);
         c.arrive(std::slice::from_ref(&new_server), |_| true);
-        assert_eq!(c.release(std::slice::from_ref(&old_client), 0)[0], Counterpart::None);
-        assert_eq!(c.release(std::slice::from_ref(&new_server), 0)[0], Counterpart::None);
+        assert_eq!(
+            c.release(std::slice::from_ref(&old_client), 0)[0],
+            Counterpart::None
+        );
+        assert_eq!(
+            c.release(std::slice::from_ref(&new_server), 0)[0],
+            Counterpart::None
+        );
 
         // Interval records of a connection still open end wherever each side
         // reported: their starts alone decide.
@@ -445,12 +456,21 @@ mod tests {
         c.arrive(std::slice::from_ref(&client), |_| true);
         // Released first (complete in its region); the server's report
         // comes later, forwarded from the region that captured it.
-        assert_eq!(c.release(std::slice::from_ref(&client), 102 * S)[0], Counterpart::None);
+        assert_eq!(
+            c.release(std::slice::from_ref(&client), 102 * S)[0],
+            Counterpart::None
+        );
         let server = flow("10.0.0.2:80", "10.0.0.1:40000", 100 * S, Some("api-1"));
         c.arrive(std::slice::from_ref(&server), |_| true);
-        assert_eq!(id(&c.release(std::slice::from_ref(&server), 105 * S)[0]), "web-1");
+        assert_eq!(
+            id(&c.release(std::slice::from_ref(&server), 105 * S)[0]),
+            "web-1"
+        );
         // A retained flow is never released twice.
-        assert_eq!(c.release(std::slice::from_ref(&client), 105 * S)[0], Counterpart::None);
+        assert_eq!(
+            c.release(std::slice::from_ref(&client), 105 * S)[0],
+            Counterpart::None
+        );
         c.expire(111 * S);
         assert_eq!(c.len(), 2, "both retained");
         c.expire(113 * S);
@@ -460,14 +480,24 @@ mod tests {
         // Too late: gone.
         let again = flow("10.0.0.2:80", "10.0.0.1:40000", 100 * S, Some("api-1"));
         c.arrive(std::slice::from_ref(&again), |_| true);
-        assert_eq!(c.release(std::slice::from_ref(&again), 116 * S)[0], Counterpart::None);
+        assert_eq!(
+            c.release(std::slice::from_ref(&again), 116 * S)[0],
+            Counterpart::None
+        );
     }
 
     #[test]
     fn retained_flows_are_bounded_oldest_first() {
         let mut c = Counterparts::new(2 * S, 1_000 * S, 2);
         let flows: Vec<_> = (0..3)
-            .map(|i| flow(&format!("10.0.0.1:{}", 40000 + i), "10.0.0.2:80", 100 * S, Some("web-1")))
+            .map(|i| {
+                flow(
+                    &format!("10.0.0.1:{}", 40000 + i),
+                    "10.0.0.2:80",
+                    100 * S,
+                    Some("web-1"),
+                )
+            })
             .collect();
         c.arrive(&flows, |_| true);
         c.release(&flows, 101 * S);
@@ -475,6 +505,12 @@ mod tests {
         let first = flow("10.0.0.2:80", "10.0.0.1:40000", 100 * S, Some("api-1"));
         let last = flow("10.0.0.2:80", "10.0.0.1:40002", 100 * S, Some("api-1"));
         c.arrive(&[first.clone(), last.clone()], |_| true);
-        assert_eq!(c.release(&[first, last], 102 * S).iter().map(id).collect::<Vec<_>>(), ["none", "web-1"]);
+        assert_eq!(
+            c.release(&[first, last], 102 * S)
+                .iter()
+                .map(id)
+                .collect::<Vec<_>>(),
+            ["none", "web-1"]
+        );
     }
 }

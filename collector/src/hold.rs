@@ -163,7 +163,10 @@ mod tests {
         let out = q.release(160, never, none);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].batch.seq, out[0].forwarded), (0, false));
-        assert!(q.release(189, never, none).is_empty(), "the second batch leaves at 190");
+        assert!(
+            q.release(189, never, none).is_empty(),
+            "the second batch leaves at 190"
+        );
         let out = q.release(1000, never, none);
         assert_eq!((out[0].batch.seq, out[0].forwarded), (1, true));
         assert_eq!((q.flows(), q.batches()), (0, 0));

@@ -49,7 +49,11 @@ pub struct JournalEntry<'a> {
 impl<'a> JournalEntry<'a> {
     /// The header line written before the body.
     pub fn header(peer: &str, clock_trusted: bool) -> String {
-        let clock = if clock_trusted { "trusted" } else { "untrusted" };
+        let clock = if clock_trusted {
+            "trusted"
+        } else {
+            "untrusted"
+        };
         format!("{peer}\t{clock}\n")
     }
 
@@ -248,7 +252,10 @@ mod tests {
             assert_eq!(e.body, b"body\nwith newline");
         }
         let old = JournalEntry::parse(b"agent-b\nbody").unwrap();
-        assert_eq!((old.peer, old.clock_trusted, old.body), ("agent-b", false, &b"body"[..]));
+        assert_eq!(
+            (old.peer, old.clock_trusted, old.body),
+            ("agent-b", false, &b"body"[..])
+        );
         assert!(JournalEntry::parse(b"no header").is_err());
     }
 

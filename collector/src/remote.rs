@@ -32,8 +32,8 @@
 use std::{net::IpAddr, sync::Arc};
 
 use flowattr_model::{
-    AnswerScope, Answers, AttributedFlow, Attribution, AttributionSource, ResolveQuery, Side, TimeRange,
-    UnattributedReason, Workload,
+    AnswerScope, Answers, AttributedFlow, Attribution, AttributionSource, ResolveQuery, Side,
+    TimeRange, UnattributedReason, Workload,
 };
 use flowattr_plugin_runtime::Plugin;
 
@@ -518,8 +518,7 @@ mod tests {
             found("db-2"),
             Counterpart::Conflict,
         ];
-        let pass =
-            run_pass::<Fixed>(&mut flows, &others, true, &table, &eu(), &[]);
+        let pass = run_pass::<Fixed>(&mut flows, &others, true, &table, &eu(), &[]);
         assert_eq!(
             remote(&flows[0]),
             Ok(("db-1", AttributionSource::Counterpart))
@@ -576,7 +575,10 @@ mod tests {
         let mut flows = vec![flow("10.0.1.77", 120), flow("10.0.9.9", 120)];
         run_pass(&mut flows, &[], true, &table, &Regions::default(), &[wrong]);
         assert_eq!(remote(&flows[0]), Err(UnattributedReason::NotFound));
-        assert_eq!(remote(&flows[1]), Ok(("wrong", AttributionSource::Resolver)));
+        assert_eq!(
+            remote(&flows[1]),
+            Ok(("wrong", AttributionSource::Resolver))
+        );
     }
 
     #[test]
@@ -593,11 +595,11 @@ mod tests {
             complete: &never,
         };
         let mut flows = vec![
-            flow("10.0.1.5", 120), // db-1's range, but not every agent reported
-            flow("10.0.1.5", 121), // the same, and the other end reported it
-            flow("10.0.1.5", 170), // contested whatever comes later
+            flow("10.0.1.5", 120),  // db-1's range, but not every agent reported
+            flow("10.0.1.5", 121),  // the same, and the other end reported it
+            flow("10.0.1.5", 170),  // contested whatever comes later
             flow("10.0.1.77", 120), // nobody's yet
-            flow("10.9.0.3", 120), // another region decides for itself
+            flow("10.9.0.3", 120),  // another region decides for itself
         ];
         let others = vec![
             Counterpart::None,
@@ -641,7 +643,14 @@ mod tests {
             answer: |_| Some(Ok("lb-2")),
         };
         let mut flows = vec![flow("10.0.9.9", 120)];
-        let pass = run_pass(&mut flows, &[], true, &table, &Regions::default(), &[broken(false), backup]);
+        let pass = run_pass(
+            &mut flows,
+            &[],
+            true,
+            &table,
+            &Regions::default(),
+            &[broken(false), backup],
+        );
         assert_eq!(remote(&flows[0]), Ok(("lb-2", AttributionSource::Resolver)));
         assert_eq!(
             pass.counts.resolver_failures,
@@ -654,7 +663,14 @@ mod tests {
             answer: |_| Some(Ok("lb-2")),
         };
         let mut flows = vec![flow("10.0.9.9", 120)];
-        run_pass(&mut flows, &[], true, &table, &Regions::default(), &[broken(true), backup]);
+        run_pass(
+            &mut flows,
+            &[],
+            true,
+            &table,
+            &Regions::default(),
+            &[broken(true), backup],
+        );
         assert_eq!(remote(&flows[0]), Err(UnattributedReason::PluginFailed));
     }
 

@@ -49,7 +49,7 @@ impl Harness {
             clock: plugin_clock.clone(),
         })
         .unwrap();
-        let (directory, _) = PluginDirectory::open(&runtime, &fleet.plugins()).unwrap();
+        let (directory, _) = PluginDirectory::open(&runtime, fleet.plugins()).unwrap();
         let mut table = OwnershipTable::new(OwnershipConfig::default());
         for agent in ["agent-a", "agent-b"] {
             table.allow(agent, [agent_prefix(agent).parse().unwrap()]);
@@ -190,7 +190,14 @@ fn a_late_agent_holds_flows_back_until_it_reports_then_they_are_attributed() {
     // db-1's longer-lived range, from flows with a third party.
     let db = workload("db-1");
     let old: Vec<_> = (0..10)
-        .map(|i| flow("10.2.0.7:5432", &db, &format!("10.3.0.1:{}", 100 + i), T0 + i * 3 * S))
+        .map(|i| {
+            flow(
+                "10.2.0.7:5432",
+                &db,
+                &format!("10.3.0.1:{}", 100 + i),
+                T0 + i * 3 * S,
+            )
+        })
         .collect();
     h.run_to(T0 + 30 * S);
     h.ship("agent-b", 0, old);
@@ -201,7 +208,11 @@ fn a_late_agent_holds_flows_back_until_it_reports_then_they_are_attributed() {
     let (a, _) = call(1001, T0 + 20 * S, T0 + 20 * S);
     h.ship("agent-a", 0, vec![a]);
     h.run_to(T0 + 45 * S);
-    assert_eq!(h.remote_by_port(1001), Some("db-1".into()), "b reported past it");
+    assert_eq!(
+        h.remote_by_port(1001),
+        Some("db-1".into()),
+        "b reported past it"
+    );
 
     // Then agent-b falls behind: it ships its record of a call at 50 s only
     // at 80 s.
@@ -229,7 +240,10 @@ fn a_silent_agent_makes_flows_incomplete_at_the_hold_then_is_no_longer_waited_fo
     h.run_to(T0 + 10 * S + HOLD.as_nanos() as u64 - S);
     assert_eq!(h.remote_by_port(2001), None);
     h.run_to(T0 + 11 * S + HOLD.as_nanos() as u64);
-    assert_eq!(h.remote_by_port(2001), Some("unattributed:incomplete".into()));
+    assert_eq!(
+        h.remote_by_port(2001),
+        Some("unattributed:incomplete".into())
+    );
 
     // After silent_after agent-b is not waited for: a flow to its address
     // leaves at once, unattributed with the table's reason, never guessed.
@@ -238,7 +252,10 @@ fn a_silent_agent_makes_flows_incomplete_at_the_hold_then_is_no_longer_waited_fo
     let (a, _) = call(2002, later - 3 * S, later - 3 * S);
     h.ship("agent-a", 0, vec![a]);
     h.run_to(later + S);
-    assert_eq!(h.remote_by_port(2002), Some("unattributed:not-found".into()));
+    assert_eq!(
+        h.remote_by_port(2002),
+        Some("unattributed:not-found".into())
+    );
 }
 
 #[test]
@@ -287,9 +304,10 @@ fn clock_offsets_are_measured_and_a_slightly_off_agent_still_attributes() {
         &[("agent", "agent-b")],
     );
     assert!((measured - 0.7).abs() < 0.005, "measured {measured} s");
-    let trusted = h
-        .metrics
-        .value("flowattr_collector_agent_clock_trusted", &[("agent", "agent-b")]);
+    let trusted = h.metrics.value(
+        "flowattr_collector_agent_clock_trusted",
+        &[("agent", "agent-b")],
+    );
     assert_eq!(trusted, 1.0);
 }
 
@@ -319,7 +337,10 @@ fn an_agent_minutes_off_is_never_trusted_and_never_causes_a_wrong_answer() {
     let written = h.written();
     // agent-b, who may claim the address, reports nothing trusted: its
     // address stays incomplete rather than answered from a table without it.
-    assert_eq!(h.remote_by_port(5001), Some("unattributed:incomplete".into()));
+    assert_eq!(
+        h.remote_by_port(5001),
+        Some("unattributed:incomplete".into())
+    );
     // Its own flows keep their local side; their remote side is clock-skew.
     let skewed_out: Vec<_> = written.iter().filter(|(p, _, _)| *p == 5432).collect();
     assert_eq!(skewed_out.len(), 5);
@@ -328,8 +349,10 @@ fn an_agent_minutes_off_is_never_trusted_and_never_causes_a_wrong_answer() {
         assert_eq!(remote, "unattributed:clock-skew");
     }
     assert_eq!(
-        h.metrics
-            .value("flowattr_collector_agent_clock_trusted", &[("agent", "agent-b")]),
+        h.metrics.value(
+            "flowattr_collector_agent_clock_trusted",
+            &[("agent", "agent-b")]
+        ),
         0.0
     );
 }

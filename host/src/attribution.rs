@@ -22,8 +22,8 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use flowattr_model::{
-    AnswerScope, Attribution, AttributionSource, Flow, LocalQuery, Side, TimeRange,
-    UnattributedReason, Unanswered, Workload,
+    AnswerScope, Attribution, AttributionSource, Flow, LocalQuery, Side, TimeRange, Unanswered,
+    UnattributedReason, Workload,
 };
 use flowattr_plugin_runtime::Plugin;
 use rustc_hash::FxHashMap;
@@ -561,6 +561,10 @@ mod tests {
         // From the cache, the same.
         let again = attributor.attribute(&flows, &chain, &mut ());
         assert_eq!(sources(&again), sources(&sides));
-        assert_eq!(ec2.asked.get(), 2, "answered from the cache the second time");
+        assert_eq!(
+            ec2.asked.get(),
+            2,
+            "answered from the cache the second time"
+        );
     }
 }

@@ -61,7 +61,7 @@ pub mod __private;
 pub use flowattr_model::{
     Answer, AnswerScope, Answers, AnswersBuilder, AttributedFlow, Attribution, AttributionSource,
     Flow, FlowEnd, Initiator, IpChange, IpEvent, LocalQuery, Protocol, Redactions, ResolveQuery,
-    Side, TimeRange, UnattributedReason, Unanswered, Verdict, Workload,
+    Side, TimeRange, Unanswered, UnattributedReason, Verdict, Workload,
 };
 pub use kinds::{IdentityPlugin, Plugin, PolicyPlugin, ResolverPlugin, SinkPlugin};
 

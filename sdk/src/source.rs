@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::{
-    AnswerScope, Answers, AnswersBuilder, LocalQuery, TimeRange, UnattributedReason, Unanswered,
+    AnswerScope, Answers, AnswersBuilder, LocalQuery, TimeRange, Unanswered, UnattributedReason,
     Workload,
 };
 

@@ -7,10 +7,7 @@ use flowattr_model::{FlowBatch, Side, TimeRange, UnattributedReason, Workload};
 use rustc_hash::FxHashMap;
 
 use super::{Arrival, Core, Decision};
-use crate::{
-    clocks::ClockVerdict,
-    journal::{JournalEntry, Recovered},
-};
+use crate::journal::{JournalEntry, Recovered};
 
 impl Core {
     /// Takes back what an earlier run journaled: written-out ids are

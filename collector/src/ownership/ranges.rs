@@ -180,10 +180,7 @@ impl IpRanges {
         }
         // Another workload's range within the tolerance means the address
         // may have changed hands at `t`.
-        let (mut lo, mut hi) = (
-            (c.start_ns + skew).max(forgotten),
-            c.end_ns - skew,
-        );
+        let (mut lo, mut hi) = ((c.start_ns + skew).max(forgotten), c.end_ns - skew);
         for o in live.filter(|o| o.owner != c.owner) {
             if o.within(t, skew) {
                 return Err(UnattributedReason::ClockSkew);

@@ -278,7 +278,8 @@ impl OwnershipTable {
             .ips
             .get(&prefix::key(ip))
             .ok_or(UnattributedReason::NotFound)?;
-        let (owner, valid) = entry.lookup(t_ns, self.horizon(now_ns), self.config.tolerance_ns())?;
+        let (owner, valid) =
+            entry.lookup(t_ns, self.horizon(now_ns), self.config.tolerance_ns())?;
         Ok((self.state.workloads.get(owner), valid))
     }
 

@@ -552,7 +552,10 @@ fn zero_length_flows_and_ipv4_mapped_addresses() {
         HeartbeatOutcome::Inserted
     );
     // It claims its one nanosecond, too short to answer for.
-    assert_eq!(t.ranges(ip("10.0.0.1"))[0].0, TimeRange::new(1000 * S, 1000 * S + 1));
+    assert_eq!(
+        t.ranges(ip("10.0.0.1"))[0].0,
+        TimeRange::new(1000 * S, 1000 * S + 1)
+    );
     assert_eq!(owner(&t, "10.0.0.1", 1000 * S), Err(ClockSkew));
     assert_eq!(t.dump()[0].0, ip("10.0.0.1"));
     // Same id, different attributes: a different workload.

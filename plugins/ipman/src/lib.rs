@@ -35,7 +35,7 @@ mod state;
 
 use flowattr_sdk::source::WatchedFile;
 use flowattr_sdk::{
-    Answers, IdentityPlugin, LocalQuery, Plugin, TimeRange, UnattributedReason, Unanswered,
+    Answers, IdentityPlugin, LocalQuery, Plugin, TimeRange, Unanswered, UnattributedReason,
 };
 
 use crate::config::Config;

@@ -721,5 +721,8 @@ fn a_capped_watermark_is_the_batch_s_watermark_and_nothing_else_changes() {
     let Frame::Batch(got) = decode_frame(&frame, MAX).unwrap() else {
         panic!("a batch");
     };
-    assert_eq!((got.complete_until_ns, got.flows.len()), (0, batch.flows.len()));
+    assert_eq!(
+        (got.complete_until_ns, got.flows.len()),
+        (0, batch.flows.len())
+    );
 }

@@ -279,8 +279,16 @@ mod tests {
         index.insert(key(1), with(100, 200));
         index.insert(key(2), with(200, 300));
         index.insert(key(3), with(300, 400));
-        assert_eq!(index.watermark_cap(&key(1)), None, "the oldest states its own");
-        assert_eq!(index.watermark_cap(&key(3)), Some(100), "batch 1's flows may end at 100");
+        assert_eq!(
+            index.watermark_cap(&key(1)),
+            None,
+            "the oldest states its own"
+        );
+        assert_eq!(
+            index.watermark_cap(&key(3)),
+            Some(100),
+            "batch 1's flows may end at 100"
+        );
         index.remove(&key(1));
         assert_eq!(index.watermark_cap(&key(3)), Some(200));
         index.remove(&key(2));
@@ -297,4 +305,3 @@ mod tests {
         assert_eq!(index.watermark_cap(&key(3)), Some(0));
     }
 }
-
