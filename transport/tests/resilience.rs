@@ -1,8 +1,9 @@
 //! No batch is lost when collectors misbehave or restart, or the agent
 //! restarts: unanswered batches are sent again, failed collectors are
 //! failed over, the spool carries batches across a shipper restart, a full
-//! spool drops its oldest batches (counted), and `send` waits while
-//! `max_in_flight` batches are unanswered.
+//! spool drops its oldest batches (counted), `send` waits while
+//! `max_in_flight` batches are unanswered, and a batch that overtakes an
+//! unanswered older one states no watermark past it.
 
 mod common;
 
@@ -367,4 +368,57 @@ async fn send_waits_while_max_in_flight_batches_are_unanswered() {
             .any(|d| d.batch.id() == fourth.id())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_overtaking_an_unanswered_one_states_no_watermark_past_it() {
+    init_logs();
+    let pki = Pki::new();
+    let (receiver, rx) = receiver(&pki).await;
+    // Batch 1's first delivery goes unanswered (its ack lost): batches 2
+    // and 3 overtake it while it waits to be sent again.
+    let dropped = AtomicUsize::new(0);
+    let (seen, _c) = collector(rx, move |b| {
+        if b.seq == 1 && dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+            None
+        } else {
+            Some(Reply::Ack)
+        }
+    });
+    let spool = tempfile::tempdir().unwrap();
+    let shipper = Shipper::start(shipper_config(
+        &pki,
+        &[receiver.local_addr()],
+        spool.path().into(),
+    ))
+    .unwrap();
+    let with_watermark = |seq: u64| {
+        let mut b = batch(1, seq, 3);
+        b.complete_until_ns = 100 * (seq + 1);
+        b
+    };
+    shipper.send(&with_watermark(0)).await.unwrap();
+    let counters = shipper.counters();
+    wait_until(LONG, "batch 0 is acked", || counters.snapshot().acked == 1).await;
+    for seq in 1..4 {
+        shipper.send(&with_watermark(seq)).await.unwrap();
+    }
+    wait_until(LONG, "every batch is acked", || {
+        counters.snapshot().acked == 4
+    })
+    .await;
+    let delivered = seen.delivered.lock().unwrap().clone();
+    let watermarks = |seq: u64| -> Vec<u64> {
+        delivered
+            .iter()
+            .filter(|d| d.batch.seq == seq)
+            .map(|d| d.batch.complete_until_ns)
+            .collect()
+    };
+    assert_eq!(watermarks(0), [100]);
+    // Batch 1 states its own each time: nothing older is unanswered.
+    assert_eq!(watermarks(1), [200, 200]);
+    // While batch 1 was unanswered, later ones said no more than batch 0.
+    assert_eq!(watermarks(2)[0], 100);
+    assert_eq!(watermarks(3)[0], 100);
 }
