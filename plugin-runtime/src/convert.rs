@@ -248,23 +248,31 @@ mod tests {
     #[test]
     fn the_port_scoped_column_becomes_the_answer_scope_and_other_values_are_refused() {
         use flowattr_model::AnswerScope;
-        let answers = |port_scoped| wit::Answers {
+        // The third answer is `not-found` (status 1) unless told otherwise.
+        let answers = |port_scoped, third| wit::Answers {
             table_keep: 0,
             new_workloads: vec![workload_record(&Workload::with_id("c-web"))],
-            status: vec![0, 0, 1],
+            status: vec![0, 0, third],
             workload: vec![0, 0, 0],
             valid_start_ns: vec![1, 1, 0],
             valid_end_ns: vec![2, 2, 0],
             port_scoped,
         };
-        let got = from_answers(answers(vec![1, 0, 0]), &mut WorkloadTable::default())
+        let got = from_answers(answers(vec![1, 0, 0], 1), &mut WorkloadTable::default())
             .unwrap()
             .unwrap();
         assert_eq!(got.scope(0), Some(AnswerScope::Port));
         assert_eq!(got.scope(1), Some(AnswerScope::Address));
         assert_eq!(got.scope(2), None);
-        for bad in [vec![2, 0, 0], vec![0, 0, 1], vec![0, 0]] {
-            let err = from_answers(answers(bad.clone()), &mut WorkloadTable::default())
+        assert!(!got.shared_not_found(2));
+        // Port-scoped `not-found`: the address is shared by port.
+        let got = from_answers(answers(vec![0, 0, 1], 1), &mut WorkloadTable::default())
+            .unwrap()
+            .unwrap();
+        assert!(got.shared_not_found(2));
+        // Another reason (2, source-unavailable) cannot be port-scoped.
+        for (bad, third) in [(vec![2, 0, 0], 1), (vec![0, 0, 1], 2), (vec![0, 0], 1)] {
+            let err = from_answers(answers(bad.clone(), third), &mut WorkloadTable::default())
                 .unwrap()
                 .unwrap_err();
             assert!(err.starts_with("answer"), "{bad:?}: {err}");
