@@ -47,7 +47,15 @@ use std::{net::IpAddr, sync::Arc};
 
 use rustc_hash::FxHashMap;
 
+use flowattr_model::Flow;
+
 use crate::ownership::{ClaimPolicy, prefix};
+
+/// The instant a watermark must pass for `flow` to be complete: its end
+/// (its start, for a record that ends before it starts).
+pub fn covered_until(flow: &Flow) -> u64 {
+    flow.end_ns.max(flow.start_ns)
+}
 
 /// One agent's progress, on the collector's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -218,6 +226,12 @@ impl Completeness {
     /// remote address (as of the last refresh).
     pub fn all_complete(&self, end_ns: u64) -> bool {
         end_ns.saturating_add(self.tolerance_ns) <= self.floor
+    }
+
+    /// Whether `flow` is complete for its remote address (as of the last
+    /// refresh).
+    pub fn flow_complete(&self, flow: &Flow) -> bool {
+        self.is_complete(flow.remote.ip(), covered_until(flow))
     }
 
     /// Whether a flow towards `ip` that ended at `end_ns` is complete (as of

@@ -63,7 +63,7 @@ impl HoldQueue {
         let latest_end_ns = batch
             .flows
             .iter()
-            .map(|f| f.flow.end_ns.max(f.flow.start_ns))
+            .map(|f| crate::completeness::covered_until(&f.flow))
             .max()
             .unwrap_or(0);
         self.queue.push_back(Held {

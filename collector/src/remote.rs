@@ -32,7 +32,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use flowattr_model::{
-    AnswerScope, Answers, AttributedFlow, Attribution, AttributionSource, ResolveQuery, Side,
+    AnswerScope, Answers, AttributedFlow, Attribution, AttributionSource, Flow, ResolveQuery, Side,
     TimeRange, UnattributedReason, Workload,
 };
 use flowattr_plugin_runtime::Plugin;
@@ -156,8 +156,8 @@ pub struct Sources<'a, R> {
     pub table: &'a OwnershipTable,
     pub regions: &'a Regions,
     pub resolvers: &'a [R],
-    /// Whether a flow towards this address that ended then is complete.
-    pub complete: &'a dyn Fn(IpAddr, u64) -> bool,
+    /// Whether a flow is complete for its remote address.
+    pub complete: &'a dyn Fn(&Flow) -> bool,
 }
 
 /// Attributes the remote side of every flow still `pending`, at `now_ns`.
@@ -194,7 +194,7 @@ pub fn attribute_remote<R: ResolverSource>(
         let other = counterparts.get(i).unwrap_or(&Counterpart::None);
         let flow = &flows[i].flow;
         let ip = flow.remote.ip();
-        let is_complete = complete(ip, flow.end_ns.max(flow.start_ns));
+        let is_complete = complete(flow);
         let side = match (answer, other) {
             // The range and the other end disagree: neither is taken.
             (Ok((workload, _)), Counterpart::Found(w, _)) if w.id != workload.id => {
@@ -437,7 +437,7 @@ mod tests {
         }
     }
 
-    fn always(_: IpAddr, _: u64) -> bool {
+    fn always(_: &Flow) -> bool {
         true
     }
 
@@ -586,7 +586,7 @@ mod tests {
         let table = table();
         let found =
             |id: &str| Counterpart::Found(Arc::new(Workload::with_id(id)), TimeRange::new(0, 1));
-        let never = |_: IpAddr, _: u64| false;
+        let never = |_: &Flow| false;
         let none: [Fixed; 0] = [];
         let sources = Sources {
             table: &table,

@@ -28,9 +28,11 @@ impl Core {
         }
         let now = (self.clock)();
         for (id, bytes) in recovered.pending {
-            let entry = JournalEntry::parse(&bytes);
-            match entry.map(|e| (decode(e.body).map_err(|_| ()), e)) {
-                Ok((Ok(batch), entry)) if batch.id() == id => {
+            let decoded = JournalEntry::parse(&bytes)
+                .ok()
+                .and_then(|entry| Some((decode(entry.body).ok()?, entry)));
+            match decoded {
+                Some((batch, entry)) if batch.id() == id => {
                     self.recent.insert(id);
                     self.journaled += 1;
                     let peer = entry.peer.to_owned();

@@ -297,8 +297,7 @@ impl Core {
                 |latest_end| completeness.all_complete(latest_end),
                 |f| {
                     !matches!(f.remote, flowattr_model::Side::Pending)
-                        || completeness
-                            .is_complete(f.flow.remote.ip(), f.flow.end_ns.max(f.flow.start_ns))
+                        || completeness.flow_complete(&f.flow)
                 },
             );
             if !released.is_empty() {

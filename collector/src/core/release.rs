@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use flowattr_model::{AttributedFlow, BatchId, FlowBatch, Side, UnattributedReason};
+use flowattr_model::{AttributedFlow, BatchId, Flow, FlowBatch, Side, UnattributedReason};
 use flowattr_plugin_runtime::{Plugin, manifest::Mode, policy};
 
 use super::{Core, Unformatted};
@@ -28,7 +28,7 @@ impl Core {
             ids.push(batch.id());
             let counterparts = self.counterparts.release(&batch.flows, now);
             let completeness = &self.completeness;
-            let complete = |ip, end_ns| completeness.is_complete(ip, end_ns);
+            let complete = |flow: &Flow| completeness.flow_complete(flow);
             let sources = Sources {
                 table: &self.table,
                 regions: &self.regions,
