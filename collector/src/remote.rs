@@ -195,6 +195,15 @@ pub fn attribute_remote<R: ResolverSource>(
         let flow = &flows[i].flow;
         let ip = flow.remote.ip();
         let is_complete = complete(flow);
+        // The table's reason, once every claimant reported; more heartbeats
+        // never undo a conflict.
+        let unless_incomplete = |reason| {
+            if is_complete || reason == UnattributedReason::Conflict {
+                reason
+            } else {
+                UnattributedReason::Incomplete
+            }
+        };
         let side = match (answer, other) {
             // The range and the other end disagree: neither is taken.
             (Ok((workload, _)), Counterpart::Found(w, _)) if w.id != workload.id => {
@@ -229,11 +238,7 @@ pub fn attribute_remote<R: ResolverSource>(
                         continue;
                     }
                     None if table.knows(ip) || table.claims().may_be_claimed(ip) => {
-                        Err(if is_complete {
-                            UnattributedReason::NotFound
-                        } else {
-                            UnattributedReason::Incomplete
-                        })
+                        Err(unless_incomplete(UnattributedReason::NotFound))
                     }
                     None => {
                         unknown.push(i);
@@ -241,14 +246,7 @@ pub fn attribute_remote<R: ResolverSource>(
                     }
                 }
             }
-            // More heartbeats never undo a conflict.
-            (Err(reason), Counterpart::None) => {
-                Err(if is_complete || reason == UnattributedReason::Conflict {
-                    reason
-                } else {
-                    UnattributedReason::Incomplete
-                })
-            }
+            (Err(reason), Counterpart::None) => Err(unless_incomplete(reason)),
         };
         flows[i].remote = match side {
             Ok(attribution) => Side::Attributed(attribution),
