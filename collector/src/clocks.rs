@@ -86,6 +86,18 @@ struct SenderClock {
     verdict: Option<ClockVerdict>,
 }
 
+/// Trusted when the offset interval `[lo, hi]` lies within `±max`.
+fn judge(lo: i64, hi: i64, max: i64) -> ClockVerdict {
+    if lo >= -max && hi <= max {
+        ClockVerdict::Trusted {
+            lo_ns: lo,
+            hi_ns: hi,
+        }
+    } else {
+        ClockVerdict::Skewed
+    }
+}
+
 impl SenderClock {
     fn best(&self) -> Option<(i64, u64)> {
         self.samples.iter().copied().max_by_key(|&(lo, _)| lo)
@@ -98,22 +110,10 @@ impl SenderClock {
         if let Some((best_lo, best_rtt)) = best.filter(|&(best_lo, _)| hi < best_lo) {
             self.contradicting.push_back((lo, rtt));
             if self.contradicting.len() < STEP_AFTER {
-                // Delayed or stepped back: the offset lies in [lo, best hi].
+                // Delayed or stepped back: the offset lies in [lo, best hi];
+                // past the tolerance, most likely delayed: the best interval.
                 let best_hi = best_lo.saturating_add(best_rtt as i64);
-                let verdict = if best_hi > max || best_lo < -max {
-                    ClockVerdict::Skewed
-                } else if lo >= -max {
-                    ClockVerdict::Trusted {
-                        lo_ns: lo,
-                        hi_ns: best_hi,
-                    }
-                } else {
-                    // Most likely delayed: the best frame's interval.
-                    ClockVerdict::Trusted {
-                        lo_ns: best_lo,
-                        hi_ns: best_hi,
-                    }
-                };
+                let verdict = judge(if lo >= -max { lo } else { best_lo }, best_hi, max);
                 self.verdict = Some(verdict);
                 return verdict;
             }
@@ -126,15 +126,7 @@ impl SenderClock {
             }
         }
         let (lo, rtt) = self.best().expect("a sample was just added");
-        let hi = lo.saturating_add(rtt as i64);
-        let verdict = if lo >= -max && hi <= max {
-            ClockVerdict::Trusted {
-                lo_ns: lo,
-                hi_ns: hi,
-            }
-        } else {
-            ClockVerdict::Skewed
-        };
+        let verdict = judge(lo, lo.saturating_add(rtt as i64), max);
         self.verdict = Some(verdict);
         verdict
     }
