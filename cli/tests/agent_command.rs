@@ -1,5 +1,6 @@
 //! `flowattr agent` refuses clearly what it cannot do: without root it says
-//! so in one sentence and exits 1; a bad configuration names its key.
+//! so in one sentence and exits 1; a bad configuration names its key, and
+//! so does a name the agent's certificate does not carry.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -47,4 +48,38 @@ fn a_bad_configuration_names_the_key() {
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("batch.max_age"), "{lines:?}");
+}
+
+#[test]
+fn a_name_its_certificate_does_not_carry_is_refused_in_one_sentence() {
+    let tmp = tempfile::tempdir().unwrap();
+    flowattr_transport::certs::generate_dev_pki(tmp.path(), &[], &["ip-10-0-0-12"]).unwrap();
+    let d = tmp.path().display();
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"web-1\"\n[metrics]\nenabled = false\n[transport]\ncollectors = [\"127.0.0.1:7443\"]\nca = \"{d}/ca.pem\"\ncert = \"{d}/ip-10-0-0-12.pem\"\nkey = \"{d}/ip-10-0-0-12.key\"\nspool_dir = \"{d}/spool\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flowattr"))
+        .args(["agent", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert!(
+        line.contains("\"web-1\"")
+            && line.contains("\"ip-10-0-0-12\"")
+            && line.contains("ip-10-0-0-12.pem"),
+        "{line}"
+    );
+    assert!(
+        !tmp.path().join("spool").exists(),
+        "refused before the shipper starts"
+    );
 }

@@ -77,8 +77,12 @@ enum Input {
 
 /// Runs the agent until `shutdown` completes, then writes the open batch and
 /// returns. Fails with one clear sentence when the machine cannot run it (not
-/// root, no BTF, no BPF).
+/// root, no BTF, no BPF), or when its configured name is not the one in its
+/// certificate.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // First: a name collectors would refuse is a configuration error, not
+    // batches lost one by one once the agent runs.
+    let name = config.agent_name().map_err(anyhow::Error::msg)?;
     let mut capture = Capture::start(config.capture.settings())?;
     let metrics = Arc::new(AgentMetrics::new());
     if let Some(reader) = capture.take_counters() {
@@ -143,7 +147,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         complete_ns: 0,
         attributor: LocalAttributor::new(config.attribution.cache_entries),
         batcher: Batcher::new(
-            config.name.clone(),
+            name.clone(),
             started_ns,
             config.batch.max_flows,
             config.batch.max_age,
@@ -167,7 +171,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             }
         }))
     };
-    tracing::info!(agent = %config.name, "capturing");
+    tracing::info!(agent = %name, "capturing");
 
     tokio::pin!(shutdown);
     let mut events = Vec::new();

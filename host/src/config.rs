@@ -12,11 +12,14 @@ mod transport;
 pub use transport::TransportConfig;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Name the agent puts on its batches (default: the host name).
-    pub name: String,
+    /// The name the agent puts on its batches ([`AgentConfig::agent_name`]).
+    /// With `[transport]` collectors know the agent by its certificate, so
+    /// the certificate names it, and a name given here must be the same.
+    /// Without: the name on the JSON lines (default: the host name).
+    pub name: Option<String>,
     pub capture: CaptureConfig,
     pub plugins: PluginsConfig,
     pub attribution: AttributionConfig,
@@ -26,21 +29,6 @@ pub struct AgentConfig {
     /// When present, batches go to collectors over QUIC instead of
     /// `[output]`.
     pub transport: Option<TransportConfig>,
-}
-
-impl Default for AgentConfig {
-    fn default() -> Self {
-        Self {
-            name: host_name(),
-            capture: CaptureConfig::default(),
-            plugins: PluginsConfig::default(),
-            attribution: AttributionConfig::default(),
-            batch: BatchConfig::default(),
-            output: OutputConfig::default(),
-            metrics: MetricsConfig::default(),
-            transport: None,
-        }
-    }
 }
 
 /// `[capture]`: the kernel side.
@@ -200,13 +188,37 @@ impl AgentConfig {
         if self.capture.max_sockets == 0 {
             return Err("at `capture.max_sockets`: must be at least 1".into());
         }
-        if self.name.is_empty() {
+        if self.name.as_deref() == Some("") {
             return Err("at `name`: must not be empty".into());
         }
         if let Some(transport) = &self.transport {
             transport.check()?;
         }
         Ok(())
+    }
+}
+
+impl AgentConfig {
+    /// The name the agent runs under. With `[transport]`: the name in its
+    /// certificate, as collectors read it (a collector refuses every batch
+    /// that names anyone else); refused, in one sentence naming both names
+    /// and the file, when `name` says otherwise. Without: `name`, else the
+    /// host name.
+    pub fn agent_name(&self) -> Result<String, String> {
+        let Some(transport) = &self.transport else {
+            return Ok(self.name.clone().unwrap_or_else(host_name));
+        };
+        let cert = &transport.cert;
+        let certified = flowattr_transport::tls::certificate_identity(cert)
+            .map_err(|e| format!("at `transport.cert`: {e}"))?
+            .0;
+        match &self.name {
+            Some(name) if *name != certified => Err(format!(
+                "`name` is {name:?} but the agent's certificate {} names {certified:?}, and collectors refuse every batch that names anyone but its certificate: remove `name` (the certificate names the agent) or use a certificate issued for {name:?}",
+                cert.display()
+            )),
+            _ => Ok(certified),
+        }
     }
 }
 
@@ -228,7 +240,54 @@ mod tests {
         assert_eq!(c.batch.max_age, Duration::from_secs(60));
         assert_eq!(c.capture.report_interval, Duration::from_secs(30));
         assert_eq!(c.plugins.directory, PathBuf::from("/etc/flowattr/plugins"));
-        assert!(!c.name.is_empty());
+        assert!(!c.agent_name().unwrap().is_empty(), "the host name");
+    }
+
+    /// A configuration shipping with the certificate of `certified`,
+    /// naming the agent `name` (when given).
+    fn shipping(pki: &std::path::Path, certified: &str, name: Option<&str>) -> AgentConfig {
+        flowattr_transport::certs::generate_dev_pki(pki, &[], &[certified]).unwrap();
+        let d = pki.display();
+        let name = name.map_or(String::new(), |n| format!("name = {n:?}\n"));
+        AgentConfig::parse(&format!(
+            "{name}[transport]\ncollectors = [\"127.0.0.1:7443\"]\nca = \"{d}/ca.pem\"\ncert = \"{d}/{certified}.pem\"\nkey = \"{d}/{certified}.key\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_shipping_agent_is_named_by_its_certificate() {
+        let pki = tempfile::tempdir().unwrap();
+        let unnamed = shipping(pki.path(), "ip-10-0-0-12", None);
+        assert_eq!(unnamed.agent_name().unwrap(), "ip-10-0-0-12");
+        let same = shipping(pki.path(), "ip-10-0-0-12", Some("ip-10-0-0-12"));
+        assert_eq!(same.agent_name().unwrap(), "ip-10-0-0-12");
+        // Without transport the configured name stands.
+        let local = AgentConfig::parse("name = \"lines\"").unwrap();
+        assert_eq!(local.agent_name().unwrap(), "lines");
+    }
+
+    #[test]
+    fn a_name_the_certificate_does_not_carry_is_refused_in_one_sentence() {
+        let pki = tempfile::tempdir().unwrap();
+        let config = shipping(pki.path(), "ip-10-0-0-12", Some("web-1"));
+        let e = config.agent_name().unwrap_err();
+        let cert = pki.path().join("ip-10-0-0-12.pem");
+        assert_eq!(
+            e,
+            format!(
+                "`name` is \"web-1\" but the agent's certificate {} names \"ip-10-0-0-12\", and collectors refuse every batch that names anyone but its certificate: remove `name` (the certificate names the agent) or use a certificate issued for \"web-1\"",
+                cert.display()
+            )
+        );
+        assert!(!e.contains('\n'));
+        // A certificate that cannot be read names the key and the file.
+        std::fs::remove_file(&cert).unwrap();
+        let e = config.agent_name().unwrap_err();
+        assert!(
+            e.contains("transport.cert") && e.contains("ip-10-0-0-12.pem"),
+            "{e}"
+        );
     }
 
     #[test]

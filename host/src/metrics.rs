@@ -51,8 +51,13 @@ pub struct AgentMetrics {
     /// Bytes of the spooled batches.
     pub spool_bytes: Gauge,
     /// Transport events by event: `sent`, `acked`, `retried`, `failover`,
-    /// `rejected` (batches; a rejected batch is dropped).
+    /// `rejected` (batches; a rejected batch is dropped, its flows counted
+    /// in `dropped{reason="rejected"}`), `refused_identity` (refusals of a
+    /// batch naming another agent than the certificate; the batch is kept).
     pub transport: Family<Labels, Counter>,
+    /// Spooled batches a collector refuses for the agent name they carry,
+    /// waiting to be offered again.
+    pub transport_held_batches: Gauge,
     /// 1 while connected to a collector.
     pub transport_connected: Gauge,
     scrape: Mutex<ScrapeSources>,
@@ -92,6 +97,7 @@ impl AgentMetrics {
             spool_bytes: Gauge::default(),
             transport: Family::default(),
             transport_connected: Gauge::default(),
+            transport_held_batches: Gauge::default(),
             scrape: Mutex::default(),
         };
         let registry = &mut m.registry;
@@ -157,8 +163,13 @@ impl AgentMetrics {
         );
         registry.register(
             "transport",
-            "Transport events by event: sent, acked, retried, failover, rejected (batches)",
+            "Transport events by event: sent, acked, retried, failover, rejected (dropped), refused_identity (kept) (batches)",
             m.transport.clone(),
+        );
+        registry.register(
+            "transport_held_batches",
+            "Spooled batches a collector refuses for the agent name they carry, kept to be offered again",
+            m.transport_held_batches.clone(),
         );
         registry.register(
             "transport_connected",
@@ -254,6 +265,11 @@ impl AgentMetrics {
                 ("retried", now.retries, seen.retries),
                 ("failover", now.failovers, seen.failovers),
                 ("rejected", now.rejected, seen.rejected),
+                (
+                    "refused_identity",
+                    now.refused_identity,
+                    seen.refused_identity,
+                ),
             ] {
                 self.transport
                     .get_or_create(&vec![("event", event.to_owned())])
@@ -264,6 +280,11 @@ impl AgentMetrics {
                 "spool_full",
                 dropped.saturating_sub(seen.dropped_spool_full_flows),
             );
+            self.count_drop(
+                "rejected",
+                now.rejected_flows.saturating_sub(seen.rejected_flows),
+            );
+            self.transport_held_batches.set(now.held_identity as i64);
             self.transport_connected
                 .set(i64::from(counters.connected_to().is_some()));
             *seen = now;
@@ -324,6 +345,10 @@ mod tests {
         shipper.spool_bytes.store(4096, Relaxed);
         shipper.acked.store(5, Relaxed);
         shipper.dropped_spool_full_flows.store(100, Relaxed);
+        shipper.refused_identity.store(4, Relaxed);
+        shipper.held_identity.store(2, Relaxed);
+        shipper.rejected.store(1, Relaxed);
+        shipper.rejected_flows.store(30, Relaxed);
         let text = m.render();
         for line in [
             "flowattr_agent_spool_batches 3",
@@ -331,6 +356,10 @@ mod tests {
             r#"flowattr_agent_transport_total{event="acked"} 5"#,
             r#"flowattr_agent_dropped_total{reason="spool_full"} 100"#,
             "flowattr_agent_transport_connected 0",
+            r#"flowattr_agent_transport_total{event="refused_identity"} 4"#,
+            "flowattr_agent_transport_held_batches 2",
+            r#"flowattr_agent_transport_total{event="rejected"} 1"#,
+            r#"flowattr_agent_dropped_total{reason="rejected"} 30"#,
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -122,7 +122,7 @@ fn app(name: &str) -> RawWorkload {
 
 fn config(tmp: &Path, plugins: &Path) -> AgentConfig {
     let mut config = AgentConfig {
-        name: "test-agent".into(),
+        name: Some("test-agent".into()),
         ..AgentConfig::default()
     };
     config.plugins.directory = plugins.to_owned();

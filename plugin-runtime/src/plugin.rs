@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flowattr_backoff::{Jitter, Policy};
 use flowattr_model::columns::TableMismatch;
 use flowattr_model::{Answers, AttributedFlow, IpEvent, LocalQuery, ResolveQuery, Verdict};
 use sha2::{Digest, Sha256};
@@ -93,11 +94,23 @@ struct Live {
     exports: Exports,
 }
 
-#[derive(Default)]
 struct Slot {
     live: Option<Live>,
     failures: u32,
     retry_at: Option<Instant>,
+    /// The rebuild backoff's randomness.
+    jitter: Jitter,
+}
+
+impl Slot {
+    fn new(jitter: Jitter) -> Self {
+        Self {
+            live: None,
+            failures: 0,
+            retry_at: None,
+            jitter,
+        }
+    }
 }
 
 /// A validated plugin, ready to call from any thread (calls to one plugin
@@ -120,14 +133,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Backoff before the `failures`-th rebuild: none for the first, then
-/// 50 ms doubling up to 30 s.
-pub fn backoff(failures: u32) -> Duration {
+/// The backoff between rebuilds after the first: full jitter under a
+/// ceiling of 50 ms doubling up to 30 s ([`flowattr_backoff`]).
+pub const REBUILD_BACKOFF: Policy = Policy::new(Duration::from_millis(50), Duration::from_secs(30));
+
+/// The wait before the `failures`-th rebuild in a row: none for the first
+/// (one bad batch should not cost the batches after it), then a delay
+/// drawn by [`REBUILD_BACKOFF`] for the failures after the first.
+pub fn rebuild_delay(failures: u32, jitter: &mut Jitter) -> Duration {
     if failures <= 1 {
         return Duration::ZERO;
     }
-    let ms = 50u64.saturating_mul(1 << (failures - 2).min(20));
-    Duration::from_millis(ms.min(30_000))
+    REBUILD_BACKOFF.delay(failures - 1, jitter)
 }
 
 impl Plugin {
@@ -211,7 +228,7 @@ impl Plugin {
             pre,
             spec,
             counters,
-            slot: Mutex::new(Slot::default()),
+            slot: Mutex::new(Slot::new(Jitter::from_entropy())),
         };
         let live = plugin.instantiate().map_err(|e| match e {
             InstantiateError::Refused(msg) => LoadError::Manifest(FieldError::new(
@@ -471,7 +488,7 @@ impl Plugin {
 
     fn record_failure(&self, slot: &mut Slot) {
         slot.failures = slot.failures.saturating_add(1);
-        slot.retry_at = Some(Instant::now() + backoff(slot.failures));
+        slot.retry_at = Some(Instant::now() + rebuild_delay(slot.failures, &mut slot.jitter));
     }
 
     /// A fresh instance: new store, instantiate from the pre-instance, `init`.
@@ -618,11 +635,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_starts_at_zero_then_doubles_to_a_cap() {
-        assert_eq!(backoff(1), Duration::ZERO);
-        assert_eq!(backoff(2), Duration::from_millis(50));
-        assert_eq!(backoff(3), Duration::from_millis(100));
-        assert_eq!(backoff(40), Duration::from_secs(30));
+    fn the_first_rebuild_is_at_once_then_jittered_under_a_doubling_ceiling() {
+        let mut jitter = Jitter::seeded(1);
+        assert_eq!(rebuild_delay(1, &mut jitter), Duration::ZERO);
+        for (failures, ceiling_ms) in [(2, 50), (3, 100), (4, 200), (40, 30_000)] {
+            let delays: Vec<_> = (0..200)
+                .map(|_| rebuild_delay(failures, &mut jitter))
+                .collect();
+            let ceiling = Duration::from_millis(ceiling_ms);
+            assert!(delays.iter().all(|d| *d <= ceiling), "{failures}");
+            // Spread out, not one value: some in each half.
+            assert!(delays.iter().any(|d| *d < ceiling / 2), "{failures}");
+            assert!(delays.iter().any(|d| *d > ceiling / 2), "{failures}");
+        }
     }
 
     #[test]

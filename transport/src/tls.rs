@@ -78,6 +78,9 @@ pub enum TlsError {
     },
     #[error("TLS configuration: {0}")]
     Config(String),
+    /// The certificate names no one: no Common Name and no DNS name.
+    #[error("{path}: the certificate names no one (no Common Name, no DNS name)")]
+    NoName { path: PathBuf },
 }
 
 /// The authenticated name of the agent at the other end of a connection.
@@ -121,6 +124,16 @@ impl PeerIdentity {
             .or_else(dns_name)
             .map(Self)
     }
+}
+
+/// The identity collectors will know the holder of the certificate file
+/// at `path` by (its first certificate's, as [`PeerIdentity::of`] reads
+/// it): an agent reads its own name this way.
+pub fn certificate_identity(path: &Path) -> Result<PeerIdentity, TlsError> {
+    let chain = load_certificates(path)?;
+    PeerIdentity::from_certificate(&chain[0]).ok_or_else(|| TlsError::NoName {
+        path: path.to_owned(),
+    })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -319,5 +332,17 @@ mod tests {
         let e = client_crypto(&files).unwrap_err();
         assert!(matches!(e, TlsError::Identity { .. }), "{e}");
         assert!(e.to_string().contains("b.key"), "{e}");
+    }
+
+    #[test]
+    fn a_certificate_file_names_its_holder_as_collectors_will() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::certs::generate_dev_pki(dir.path(), &["collector"], &["agent-7"]).unwrap();
+        let agent = certificate_identity(&dir.path().join("agent-7.pem")).unwrap();
+        assert_eq!(agent.0, "agent-7");
+        let collector = certificate_identity(&dir.path().join("collector.pem")).unwrap();
+        assert_eq!(collector.0, "collector");
+        let e = certificate_identity(&dir.path().join("missing.pem")).unwrap_err();
+        assert!(e.to_string().contains("missing.pem"), "{e}");
     }
 }

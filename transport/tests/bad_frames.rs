@@ -28,9 +28,14 @@ async fn exchange(conn: &quinn::Connection, bytes: &[u8], finish: bool) -> Frame
     codec::decode_frame(&answer, 1 << 16).unwrap()
 }
 
+/// The id and reason of a reject, which must say the frame was malformed:
+/// the agent drops such a batch.
 fn reject_of(frame: Frame) -> (Option<BatchId>, String) {
     match frame {
-        Frame::Reject { id, reason } => (id, reason),
+        Frame::Reject { id, kind, reason } => {
+            assert_eq!(kind, codec::RejectKind::Malformed, "{reason}");
+            (id, reason)
+        }
         other => panic!("expected a reject, got {other:?}"),
     }
 }

@@ -18,7 +18,7 @@ pub struct TransportConfig {
     /// The CA that signs collectors' and agents' certificates (PEM).
     pub ca: PathBuf,
     /// This agent's certificate chain (PEM); its Common Name is the name
-    /// collectors know the agent by.
+    /// collectors know the agent by, and so the agent's name.
     pub cert: PathBuf,
     /// This agent's private key (PEM).
     pub key: PathBuf,
@@ -31,7 +31,8 @@ pub struct TransportConfig {
     /// Batches sent and not yet acknowledged before the pipeline waits.
     #[serde(default = "max_in_flight")]
     pub max_in_flight: usize,
-    /// First delay after a failure, doubling up to `retry_max`.
+    /// The first delay after a failure is drawn from 0 up to this; the
+    /// ceiling doubles with each failure up to `retry_max`.
     #[serde(default = "retry_min", with = "flowattr_daemon::config::duration")]
     pub retry_min: Duration,
     #[serde(default = "retry_max", with = "flowattr_daemon::config::duration")]

@@ -36,7 +36,7 @@ use flowattr_model::{BatchId, FlowBatch};
 use prost::Message as _;
 
 pub use peek::peek_batch_id;
-use wire::{AckMsg, Body, FrameMsg, RejectMsg};
+use wire::{AckMsg, Body, FrameMsg, RejectKindMsg, RejectMsg};
 
 /// The protocol's major version, carried in every frame and in the ALPN
 /// (the history is in [`wire`]'s documentation).
@@ -76,14 +76,50 @@ pub enum Frame {
     Batch(FlowBatch),
     /// The collector has taken responsibility for this batch.
     Ack(BatchId),
-    /// The collector will never accept this batch; `id` is `None` when it
+    /// The collector will not accept this batch; `id` is `None` when it
     /// could not be read.
     Reject {
         /// The batch, when the receiver could read its id.
         id: Option<BatchId>,
+        /// Why, for the agent to act on.
+        kind: RejectKind,
         /// Why, for the agent's log.
         reason: String,
     },
+}
+
+/// Why a batch was refused, so the agent knows whether to keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RejectKind {
+    /// Not said: a receiver from before the kind existed, a refusal of
+    /// none of the kinds below, or a kind this reader does not know.
+    #[default]
+    Unspecified,
+    /// The frame could not be decoded, or was not a batch: these bytes
+    /// will never be accepted, so the agent drops the batch.
+    Malformed,
+    /// The batch names another agent than the sender's certificate: it
+    /// will be accepted once the two agree (a certificate issued for the
+    /// name, or the agent run under its certificate's name), so the agent
+    /// keeps it and offers it again.
+    Identity,
+}
+
+impl RejectKind {
+    /// A short name, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Malformed => "malformed",
+            Self::Identity => "identity",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why a frame could not be decoded.
@@ -189,15 +225,23 @@ pub fn encode_ack(id: &BatchId, out: &mut Vec<u8>) -> Result<(), FrameTooLarge> 
     encode(body, out)
 }
 
-/// Appends a reject of `id` (when known) for `reason` as one frame to `out`.
+/// Appends a reject of `id` (when known) of `kind`, for `reason`, as one
+/// frame to `out`.
 pub fn encode_reject(
     id: Option<&BatchId>,
+    kind: RejectKind,
     reason: &str,
     out: &mut Vec<u8>,
 ) -> Result<(), FrameTooLarge> {
+    let kind = match kind {
+        RejectKind::Unspecified => RejectKindMsg::Unspecified,
+        RejectKind::Malformed => RejectKindMsg::Malformed,
+        RejectKind::Identity => RejectKindMsg::Identity,
+    };
     let body = Body::Reject(RejectMsg {
         id: id.map(convert::id_to_msg),
         reason: reason.to_owned(),
+        kind: kind as i32,
     });
     encode(body, out)
 }
@@ -328,6 +372,11 @@ pub fn decode_body_stamped(body: &[u8]) -> Result<(Frame, Option<u64>), DecodeEr
         }
         Body::Reject(reject) => Frame::Reject {
             id: reject.id.map(convert::id_from_msg),
+            kind: match RejectKindMsg::try_from(reject.kind) {
+                Ok(RejectKindMsg::Malformed) => RejectKind::Malformed,
+                Ok(RejectKindMsg::Identity) => RejectKind::Identity,
+                Ok(RejectKindMsg::Unspecified) | Err(_) => RejectKind::Unspecified,
+            },
             reason: reject.reason,
         },
     };

@@ -96,14 +96,65 @@ fn acks_and_rejects_round_trip() {
     encode_ack(&id, &mut out).unwrap();
     assert_eq!(decode_frame(&out, MAX).unwrap(), Frame::Ack(id.clone()));
     for id in [Some(&id), None] {
-        let mut out = Vec::new();
-        encode_reject(id, "no", &mut out).unwrap();
-        let want = Frame::Reject {
-            id: id.cloned(),
-            reason: "no".into(),
-        };
-        assert_eq!(decode_frame(&out, MAX).unwrap(), want);
+        for kind in [
+            RejectKind::Unspecified,
+            RejectKind::Malformed,
+            RejectKind::Identity,
+        ] {
+            let mut out = Vec::new();
+            encode_reject(id, kind, "no", &mut out).unwrap();
+            let want = Frame::Reject {
+                id: id.cloned(),
+                kind,
+                reason: "no".into(),
+            };
+            assert_eq!(decode_frame(&out, MAX).unwrap(), want);
+        }
     }
+}
+
+#[test]
+fn a_reject_without_a_kind_or_of_an_unknown_kind_is_unspecified() {
+    let reject = |kind: Option<i32>| {
+        // An older receiver's reject has no field 3 at all.
+        let mut body = FrameMsg {
+            version: PROTOCOL_VERSION,
+            body: Some(Body::Reject(RejectMsg {
+                id: None,
+                reason: "no".into(),
+                kind: 0,
+            })),
+            sent_ns: None,
+        }
+        .encode_to_vec();
+        if let Some(kind) = kind {
+            // Field 3 of the reject (tag 4): merged into the body.
+            let mut extra = RejectMsg {
+                id: None,
+                reason: String::new(),
+                kind,
+            }
+            .encode_to_vec();
+            let mut field = vec![(4 << 3) | 2, extra.len() as u8];
+            field.append(&mut extra);
+            body.extend(field);
+        }
+        decode_body(&body).unwrap()
+    };
+    let unspecified = Frame::Reject {
+        id: None,
+        kind: RejectKind::Unspecified,
+        reason: "no".into(),
+    };
+    assert_eq!(reject(None), unspecified);
+    assert_eq!(reject(Some(77)), unspecified);
+    assert!(matches!(
+        reject(Some(2)),
+        Frame::Reject {
+            kind: RejectKind::Identity,
+            ..
+        }
+    ));
 }
 
 #[test]

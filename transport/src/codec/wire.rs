@@ -84,7 +84,7 @@ pub(crate) struct AckMsg {
     pub id: Option<BatchIdMsg>,
 }
 
-/// "This batch will never be accepted."
+/// "This batch will not be accepted", and why.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct RejectMsg {
     /// Absent when the receiver could not read it.
@@ -92,6 +92,21 @@ pub(crate) struct RejectMsg {
     pub id: Option<BatchIdMsg>,
     #[prost(string, tag = "2")]
     pub reason: String,
+    /// Added within version 2 (a new field, so no version change): an
+    /// older receiver leaves it out and it reads as `Unspecified`, an older
+    /// agent skips it. A value this reader does not know also reads as
+    /// `Unspecified`, not as a bad frame: the kind only advises the agent.
+    #[prost(enumeration = "RejectKindMsg", tag = "3")]
+    pub kind: i32,
+}
+
+/// [`super::RejectKind`] on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub(crate) enum RejectKindMsg {
+    Unspecified = 0,
+    Malformed = 1,
+    Identity = 2,
 }
 
 /// A workload identity (the dictionary entry).

@@ -117,7 +117,12 @@ pub struct FrameTiming {
 pub enum Reply {
     /// The collector has taken responsibility for the batch.
     Ack,
-    /// The batch will never be accepted; the agent drops it.
+    /// The batch is refused, for the reason given. The agent keeps a
+    /// batch that names another agent than the sender's certificate (the
+    /// receiver marks that refusal [`RejectKind::Identity`] in the frame)
+    /// and offers it again later; it drops any other.
+    ///
+    /// [`RejectKind::Identity`]: crate::codec::RejectKind::Identity
     Reject(String),
 }
 

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Delivery, FrameTiming, ReceiverCounters, Reply};
 use crate::{
-    codec::{self, DecodeError, ErrorClass, Frame},
+    codec::{self, DecodeError, ErrorClass, Frame, RejectKind},
     frame_io::{ReadError, Received, read_frame},
     tls::PeerIdentity,
 };
@@ -48,6 +48,14 @@ pub(super) async fn serve(
         })) => {
             ctx.counters.batches.fetch_add(1, Relaxed);
             let id = batch.id();
+            // The receiver knows both names: a batch that names another
+            // agent than its certificate is refused for identity, whatever
+            // words the collector chose, and the agent keeps it.
+            let refusal = if batch.agent == ctx.peer.0 {
+                RejectKind::Unspecified
+            } else {
+                RejectKind::Identity
+            };
             let (reply, answer) = oneshot::channel();
             let rtt = ctx.conn.rtt();
             let delivery = Delivery {
@@ -69,15 +77,25 @@ pub(super) async fn serve(
                 let _ = send.reset(NO_ANSWER.into());
                 return;
             }
-            match answer.await {
+            // An agent that gives up on the answer stops the stream: the
+            // answer is then dropped, so the collector sees the arrival as
+            // abandoned and does not take it.
+            let answer = tokio::select! {
+                answer = answer => answer,
+                _ = send.stopped() => {
+                    tracing::debug!(peer = %ctx.peer, batch = %id, "the agent stopped waiting for the answer");
+                    return;
+                }
+            };
+            match answer {
                 Ok(Reply::Ack) => {
                     ctx.counters.acked.fetch_add(1, Relaxed);
                     Answer::Ack(id)
                 }
                 Ok(Reply::Reject(reason)) => {
                     ctx.counters.rejected.fetch_add(1, Relaxed);
-                    tracing::warn!(peer = %ctx.peer, batch = %id, %reason, "the collector rejected a batch");
-                    Answer::Reject(Some(id), reason)
+                    tracing::warn!(peer = %ctx.peer, batch = %id, kind = %refusal, %reason, "the collector rejected a batch");
+                    Answer::Reject(Some(id), refusal, reason)
                 }
                 Err(_) => {
                     tracing::debug!(peer = %ctx.peer, batch = %id, "the collector dropped a batch unanswered; the agent will send it again");
@@ -94,7 +112,11 @@ pub(super) async fn serve(
                 Frame::Batch(_) => "batch",
             };
             tracing::warn!(peer = %ctx.peer, kind, "an agent sent a frame that is not a batch");
-            Answer::Reject(None, format!("expected a batch frame, got {kind}"))
+            Answer::Reject(
+                None,
+                RejectKind::Malformed,
+                format!("expected a batch frame, got {kind}"),
+            )
         }
         Ok(Err(ReadError::Decode { error, id })) => refuse(ctx, error, id),
         Ok(Err(ReadError::Io(error))) => {
@@ -116,7 +138,9 @@ pub(super) async fn serve(
     let mut bytes = Vec::new();
     let encoded = match &answer {
         Answer::Ack(id) => codec::encode_ack(id, &mut bytes),
-        Answer::Reject(id, reason) => codec::encode_reject(id.as_ref(), reason, &mut bytes),
+        Answer::Reject(id, kind, reason) => {
+            codec::encode_reject(id.as_ref(), *kind, reason, &mut bytes)
+        }
     };
     if encoded.is_err() {
         return;
@@ -134,12 +158,12 @@ pub(super) async fn serve(
 
 enum Answer {
     Ack(BatchId),
-    Reject(Option<BatchId>, String),
+    Reject(Option<BatchId>, RejectKind, String),
 }
 
 fn refuse(ctx: &StreamContext, error: DecodeError, id: Option<BatchId>) -> Answer {
     ctx.counters.bad_frame(error.class());
     let batch = id.as_ref().map(ToString::to_string);
     tracing::warn!(peer = %ctx.peer, batch, %error, "refused a bad frame");
-    Answer::Reject(id, error.to_string())
+    Answer::Reject(id, RejectKind::Malformed, error.to_string())
 }

@@ -1,6 +1,6 @@
 //! One attempt to deliver one batch: open a stream, stamp the frame with
 //! the send time (and, while an older batch is unanswered, a lower
-//! watermark), write it, finish, wait for the ack or reject.
+//! watermark), write it, finish, wait for the ack or reject (and its kind).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -9,7 +9,7 @@ use flowattr_model::BatchId;
 use super::counters::ShipperCounters;
 use crate::{
     clock::unix_now_ns,
-    codec::{self, Frame},
+    codec::{self, Frame, RejectKind},
     frame_io::{ReadError, read_frame},
 };
 
@@ -28,7 +28,10 @@ pub(super) enum Payload {
 #[derive(Debug)]
 pub(super) enum Outcome {
     Acked,
-    Rejected(String),
+    Rejected {
+        kind: RejectKind,
+        reason: String,
+    },
     /// The spool file is gone.
     Gone,
     /// To be retried; `abandon` when the connection is lost or unhealthy.
@@ -129,8 +132,9 @@ pub(super) async fn deliver(
         Ok(Frame::Ack(acked)) if acked == *id => Outcome::Acked,
         Ok(Frame::Reject {
             id: rejected,
+            kind,
             reason,
-        }) if rejected.as_ref().is_none_or(|r| r == id) => Outcome::Rejected(reason),
+        }) if rejected.as_ref().is_none_or(|r| r == id) => Outcome::Rejected { kind, reason },
         Ok(other) => Outcome::Failed {
             error: format!("unexpected answer: {}", kind(&other)),
             abandon: false,

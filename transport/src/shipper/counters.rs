@@ -26,8 +26,17 @@ pub struct ShipperCounters {
     pub retries: AtomicU64,
     /// Switches to the next collector after a failure.
     pub failovers: AtomicU64,
-    /// Batches a collector rejected (dropped: they would never be accepted).
+    /// Batches a collector rejected for good (malformed, or refused for a
+    /// reason other than identity): dropped.
     pub rejected: AtomicU64,
+    /// Flows in the batches rejected for good.
+    pub rejected_flows: AtomicU64,
+    /// Refusals of a batch because it names another agent than the
+    /// certificate (every attempt): the batch is kept and offered again.
+    pub refused_identity: AtomicU64,
+    /// Batches in the spool now whose agent name a collector refuses,
+    /// waiting to be offered again.
+    pub held_identity: AtomicU64,
     /// Batches dropped, oldest first, because the spool was full.
     pub dropped_spool_full: AtomicU64,
     /// Flows in the batches dropped because the spool was full.
@@ -45,6 +54,9 @@ pub struct ShipperStats {
     pub retries: u64,
     pub failovers: u64,
     pub rejected: u64,
+    pub rejected_flows: u64,
+    pub refused_identity: u64,
+    pub held_identity: u64,
     pub dropped_spool_full: u64,
     pub dropped_spool_full_flows: u64,
 }
@@ -56,6 +68,7 @@ impl ShipperCounters {
         // gauges read next are at least as new as the outcomes counted.
         let acked = self.acked.load(Acquire);
         let rejected = self.rejected.load(Acquire);
+        let refused_identity = self.refused_identity.load(Acquire);
         ShipperStats {
             spooled_batches: self.spooled_batches.load(Relaxed),
             spool_bytes: self.spool_bytes.load(Relaxed),
@@ -64,6 +77,9 @@ impl ShipperCounters {
             retries: self.retries.load(Relaxed),
             failovers: self.failovers.load(Relaxed),
             rejected,
+            rejected_flows: self.rejected_flows.load(Relaxed),
+            refused_identity,
+            held_identity: self.held_identity.load(Relaxed),
             dropped_spool_full: self.dropped_spool_full.load(Relaxed),
             dropped_spool_full_flows: self.dropped_spool_full_flows.load(Relaxed),
         }
@@ -81,6 +97,10 @@ impl ShipperCounters {
     pub(crate) fn spool(&self, batches: usize, bytes: u64) {
         self.spooled_batches.store(batches as u64, Relaxed);
         self.spool_bytes.store(bytes, Relaxed);
+    }
+
+    pub(crate) fn held(&self, batches: usize) {
+        self.held_identity.store(batches as u64, Relaxed);
     }
 
     pub(crate) fn inc(counter: &AtomicU64) {

@@ -1,7 +1,9 @@
 //! The shipper's one task that owns the connection: it connects (failing
 //! over round-robin with backoff), starts an attempt for each batch `send`
 //! hands over and for each spooled batch waiting, and settles the spool
-//! with each attempt's outcome.
+//! with each attempt's outcome: an ack removes the batch, a rejection for
+//! good drops it (counted), a refusal of its agent name keeps it for later
+//! (see [`super::refusal`]), a failure retries it after a backoff.
 //!
 //! A batch is in memory only while an attempt for it runs, and every
 //! attempt holds one of `max_in_flight` permits: while no collector is
@@ -12,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use flowattr_backoff::Backoff;
 use flowattr_model::BatchId;
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
@@ -22,9 +25,9 @@ use tokio::{
 use super::{
     ShipperConfig,
     attempt::{self, Outcome, Payload},
-    backoff::Backoff,
     counters::ShipperCounters,
     index::SpoolKey,
+    refusal::Refusals,
     spool::Spool,
 };
 
@@ -73,6 +76,9 @@ enum Event {
 
 pub(super) struct Dispatcher {
     pub config: Arc<ShipperConfig>,
+    /// The connection's backoff (also timing each batch's retry).
+    pub backoff: Backoff,
+    pub refusals: Refusals,
     pub endpoint: quinn::Endpoint,
     pub spool: Arc<Mutex<Spool>>,
     pub counters: Arc<ShipperCounters>,
@@ -83,7 +89,6 @@ pub(super) struct Dispatcher {
 
 struct State {
     link: Link,
-    backoff: Backoff,
     /// Index of the collector in use.
     target: usize,
     attempts: usize,
@@ -98,7 +103,6 @@ impl Dispatcher {
             link: Link::Down {
                 retry_at: Instant::now(),
             },
-            backoff: Backoff::new(self.config.retry_min, self.config.retry_max),
             target: 0,
             attempts: 0,
             draining: None,
@@ -190,7 +194,7 @@ impl Dispatcher {
 
     /// The connection failed or was abandoned: on to the next collector
     /// after the backoff.
-    fn link_lost(&self, state: &mut State, error: &str) {
+    fn link_lost(&mut self, state: &mut State, error: &str) {
         if let Link::Up(conn) = &state.link {
             conn.close(0u32.into(), b"abandoned");
         }
@@ -200,7 +204,7 @@ impl Dispatcher {
             state.target = (state.target + 1) % collectors.len();
             ShipperCounters::inc(&self.counters.failovers);
         }
-        let delay = state.backoff.fail();
+        let delay = self.backoff.fail();
         let next = collectors[state.target].addr;
         tracing::warn!(collector = %failed, %error, next = %next, retry_in = ?delay, "collector connection failed");
         self.counters.set_connected(None);
@@ -266,29 +270,47 @@ impl Dispatcher {
     }
 
     /// Settles the spool with an attempt's outcome.
-    fn settle(&self, state: &mut State, report: Report) {
+    fn settle(&mut self, state: &mut State, report: Report) {
         state.attempts -= 1;
         let id: BatchId = report.key.id();
-        let mut spool = self.spool.lock().unwrap();
+        let spool = self.spool.clone();
+        let mut spool = spool.lock().unwrap();
         match report.outcome {
             // The spool gauges are updated before the outcome is counted, so
             // whoever sees a batch counted also sees it gone from the spool.
             Outcome::Acked => {
-                state.backoff.succeed();
+                self.backoff.succeed();
                 tracing::debug!(batch = %id, "batch acknowledged");
                 if let Err(error) = spool.remove(&report.key) {
                     tracing::error!(batch = %id, %error, "could not delete an acknowledged batch from the spool; it may be sent again");
                 }
+                self.refusals
+                    .accepted(&mut spool.index, &report.key.agent, &self.counters);
                 self.counters.spool(spool.index.len(), spool.index.bytes());
                 ShipperCounters::inc(&self.counters.acked);
             }
-            Outcome::Rejected(reason) => {
-                state.backoff.succeed();
-                tracing::warn!(batch = %id, %reason, "a collector rejected a batch; it is dropped, as it would never be accepted");
+            Outcome::Rejected { kind, reason } if self.refusals.is_identity(kind, &id.agent) => {
+                // The connection works: its backoff starts over.
+                self.backoff.succeed();
+                self.refusals.refused(
+                    &mut spool.index,
+                    &report.key,
+                    &reason,
+                    Instant::now(),
+                    &self.counters,
+                );
+            }
+            Outcome::Rejected { kind, reason } => {
+                self.backoff.succeed();
+                let flows = spool.index.get(&report.key).map_or(0, |e| e.flows);
+                tracing::error!(batch = %id, %kind, flows, %reason, "A collector rejected a batch for good; it is dropped.");
                 if let Err(error) = spool.remove(&report.key) {
                     tracing::error!(batch = %id, %error, "could not delete a rejected batch from the spool");
                 }
                 self.counters.spool(spool.index.len(), spool.index.bytes());
+                self.counters
+                    .rejected_flows
+                    .fetch_add(flows, std::sync::atomic::Ordering::Relaxed);
                 ShipperCounters::inc(&self.counters.rejected);
             }
             Outcome::Gone => {
@@ -297,7 +319,7 @@ impl Dispatcher {
             }
             Outcome::Failed { error, abandon } => {
                 ShipperCounters::inc(&self.counters.retries);
-                let delay = state.backoff.current();
+                let delay = self.backoff.draw();
                 spool
                     .index
                     .release(&report.key, Some(Instant::now() + delay));
@@ -317,6 +339,7 @@ impl Dispatcher {
     fn publish(&self) {
         let spool = self.spool.lock().unwrap();
         self.counters.spool(spool.index.len(), spool.index.bytes());
+        self.counters.held(spool.index.held());
     }
 }
 

@@ -1,6 +1,8 @@
 //! The spool's bookkeeping (pure): which batches are spooled, in age
 //! order, their sizes, which are being sent, when a failed one may be sent
-//! again, and which to drop when the spool is over its bound.
+//! again, which to drop when the spool is over its bound, and which agent
+//! names a collector refuses (their batches wait, and one at a time is
+//! offered again as a probe).
 
 use std::collections::BTreeMap;
 
@@ -57,12 +59,23 @@ pub(crate) struct Evicted {
     pub flows: u64,
 }
 
+/// An agent name a collector refused batches of: none of its batches is
+/// sent before `until`, and then one at a time (the probe) until one is
+/// accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hold {
+    until: Instant,
+    probe: Option<SpoolKey>,
+}
+
 /// The spool's entries and their total size against a bound.
 #[derive(Debug)]
 pub(crate) struct SpoolIndex {
     max_bytes: u64,
     entries: BTreeMap<SpoolKey, Entry>,
     bytes: u64,
+    /// By agent name.
+    holds: BTreeMap<String, Hold>,
 }
 
 impl SpoolIndex {
@@ -71,7 +84,17 @@ impl SpoolIndex {
             max_bytes,
             entries: BTreeMap::new(),
             bytes: 0,
+            holds: BTreeMap::new(),
         }
+    }
+
+    /// The agent names the spooled batches carry, with how many each.
+    pub fn agents(&self) -> BTreeMap<&str, usize> {
+        let mut agents = BTreeMap::new();
+        for key in self.entries.keys() {
+            *agents.entry(key.agent.as_str()).or_default() += 1;
+        }
+        agents
     }
 
     pub fn len(&self) -> usize {
@@ -96,6 +119,7 @@ impl SpoolIndex {
 
     /// Removes an entry; whether it was there.
     pub fn remove(&mut self, key: &SpoolKey) -> bool {
+        self.end_probe(key);
         match self.entries.remove(key) {
             Some(old) => {
                 self.bytes -= old.bytes;
@@ -135,8 +159,12 @@ impl SpoolIndex {
     }
 
     /// Marks an entry as being sent; `false` when it is gone (dropped for
-    /// space) or already being sent.
+    /// space), already being sent, or of a held agent name (it waits for
+    /// [`SpoolIndex::take_ready`]).
     pub fn mark_in_flight(&mut self, key: &SpoolKey) -> bool {
+        if self.holds.contains_key(&key.agent) {
+            return false;
+        }
         match self.entries.get_mut(key) {
             Some(e) if !e.in_flight => {
                 e.in_flight = true;
@@ -149,34 +177,101 @@ impl SpoolIndex {
     /// Marks an entry as no longer being sent, to be sent again from
     /// `not_before` (or at once).
     pub fn release(&mut self, key: &SpoolKey, not_before: Option<Instant>) {
+        self.end_probe(key);
         if let Some(e) = self.entries.get_mut(key) {
             e.in_flight = false;
             e.not_before = not_before;
         }
     }
 
-    fn ready(e: &Entry, now: Instant) -> bool {
-        !e.in_flight && e.not_before.is_none_or(|t| t <= now)
+    /// Whether the refusal of batch `key` for its agent name should hold
+    /// that name back for longer: when the name is not held yet, when the
+    /// refused batch was the probe, or when the hold has run out. A batch
+    /// already on its way when the name was first refused does not.
+    pub fn refusal_extends_hold(&self, key: &SpoolKey, now: Instant) -> bool {
+        match self.holds.get(&key.agent) {
+            None => true,
+            Some(hold) => hold.probe.as_ref() == Some(key) || hold.until <= now,
+        }
+    }
+
+    /// Holds back the batches naming `agent` until `until`; then they are
+    /// offered one at a time.
+    pub fn hold(&mut self, agent: &str, until: Instant) {
+        self.holds
+            .insert(agent.to_owned(), Hold { until, probe: None });
+    }
+
+    /// Lets the batches naming `agent` go again; whether they were held.
+    pub fn unhold(&mut self, agent: &str) -> bool {
+        self.holds.remove(agent).is_some()
+    }
+
+    /// Spooled batches of held agent names.
+    pub fn held(&self) -> usize {
+        if self.holds.is_empty() {
+            return 0;
+        }
+        self.entries
+            .keys()
+            .filter(|k| self.holds.contains_key(&k.agent))
+            .count()
+    }
+
+    fn end_probe(&mut self, key: &SpoolKey) {
+        if let Some(hold) = self.holds.get_mut(&key.agent)
+            && hold.probe.as_ref() == Some(key)
+        {
+            hold.probe = None;
+        }
+    }
+
+    /// When the entry may be sent: `None` while it is being sent or its
+    /// agent name's probe is out, else the later of its retry time and its
+    /// name's hold (`Some(None)`: now).
+    fn due(&self, key: &SpoolKey, e: &Entry) -> Option<Option<Instant>> {
+        if e.in_flight {
+            return None;
+        }
+        match self.holds.get(&key.agent) {
+            None => Some(e.not_before),
+            Some(hold) if hold.probe.is_some() => None,
+            Some(hold) => Some(Some(e.not_before.map_or(hold.until, |t| t.max(hold.until)))),
+        }
+    }
+
+    fn ready(&self, key: &SpoolKey, e: &Entry, now: Instant) -> bool {
+        self.due(key, e)
+            .is_some_and(|at| at.is_none_or(|t| t <= now))
     }
 
     /// Whether an entry may be sent now.
     pub fn has_ready(&self, now: Instant) -> bool {
-        self.entries.values().any(|e| Self::ready(e, now))
+        self.entries.iter().any(|(k, e)| self.ready(k, e, now))
     }
 
-    /// The oldest entry that may be sent now, marked as being sent.
+    /// The oldest entry that may be sent now, marked as being sent (and,
+    /// of a held agent name, as its probe).
     pub fn take_ready(&mut self, now: Instant) -> Option<SpoolKey> {
-        let (key, entry) = self.entries.iter_mut().find(|(_, e)| Self::ready(e, now))?;
-        entry.in_flight = true;
-        Some(key.clone())
+        let key = self
+            .entries
+            .iter()
+            .find(|(k, e)| self.ready(k, e, now))
+            .map(|(k, _)| k.clone())?;
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.in_flight = true;
+        }
+        if let Some(hold) = self.holds.get_mut(&key.agent) {
+            hold.probe = Some(key.clone());
+        }
+        Some(key)
     }
 
     /// The earliest time a waiting entry becomes ready.
     pub fn next_ready_at(&self) -> Option<Instant> {
         self.entries
-            .values()
-            .filter(|e| !e.in_flight)
-            .filter_map(|e| e.not_before)
+            .iter()
+            .filter_map(|(k, e)| self.due(k, e).flatten())
             .min()
     }
 }
@@ -266,6 +361,59 @@ mod tests {
         assert!(index.remove(&key(1)));
         assert!(!index.remove(&key(1)));
         assert_eq!(index.bytes(), 0);
+    }
+
+    fn named(agent: &str, seq: u64) -> SpoolKey {
+        SpoolKey {
+            agent: agent.into(),
+            ..key(seq)
+        }
+    }
+
+    #[test]
+    fn a_refused_name_waits_then_sends_one_probe_at_a_time() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(1);
+        let mut index = SpoolIndex::new(u64::MAX);
+        for seq in 0..3 {
+            index.insert(named("old", seq), entry(1));
+        }
+        index.insert(named("new", 9), entry(1));
+        // Batch 0 goes, batch 1 follows before the first refusal comes back.
+        assert_eq!(index.take_ready(now), Some(named("old", 0)));
+        assert_eq!(index.take_ready(now), Some(named("old", 1)));
+        assert!(index.refusal_extends_hold(&named("old", 0), now));
+        index.hold("old", later);
+        index.release(&named("old", 0), None);
+        // The second refusal was already on its way: the hold stands.
+        assert!(!index.refusal_extends_hold(&named("old", 1), now));
+        index.release(&named("old", 1), None);
+        assert_eq!(index.held(), 3);
+        // Held: the other name's batch goes, none of "old"'s, not even a new one.
+        assert!(!index.mark_in_flight(&named("old", 2)));
+        assert_eq!(index.take_ready(now), Some(named("new", 9)));
+        assert_eq!(index.take_ready(now), None);
+        assert_eq!(index.next_ready_at(), Some(later));
+        // Then one probe, the oldest; nothing else of the name meanwhile.
+        assert_eq!(index.take_ready(later), Some(named("old", 0)));
+        assert_eq!(index.take_ready(later), None);
+        assert_eq!(index.next_ready_at(), None);
+        // The probe refused again: the hold is extended.
+        assert!(index.refusal_extends_hold(&named("old", 0), later));
+        let again = later + Duration::from_secs(2);
+        index.hold("old", again);
+        index.release(&named("old", 0), None);
+        assert_eq!(index.next_ready_at(), Some(again));
+        // A probe that fails otherwise (no answer) frees the next probe.
+        assert_eq!(index.take_ready(again), Some(named("old", 0)));
+        index.release(&named("old", 0), Some(again + Duration::from_secs(1)));
+        assert_eq!(index.take_ready(again), Some(named("old", 1)));
+        // Accepted: the name is let go, and everything of it flows.
+        index.remove(&named("old", 1));
+        assert!(index.unhold("old"));
+        assert_eq!(index.held(), 0);
+        assert!(index.mark_in_flight(&named("old", 2)));
+        assert_eq!(index.agents().get("old"), Some(&2));
     }
 
     #[test]

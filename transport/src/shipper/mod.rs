@@ -1,8 +1,8 @@
 //! The agent's side: every batch is written to a bounded on-disk spool
 //! first, then sent to a collector over QUIC; its spool file is deleted
-//! when a collector acknowledges it (or rejects it for good). Batches left
-//! in the spool by a crash or a shutdown are sent when the next shipper
-//! starts on the same directory.
+//! when a collector acknowledges it (or rejects it for good: a frame it
+//! cannot read). Batches left in the spool by a crash or a shutdown are
+//! sent when the next shipper starts on the same directory.
 //!
 //! - **Backpressure**: [`Shipper::send`] waits while `max_in_flight`
 //!   batches are being sent and not yet answered. While no collector is
@@ -12,8 +12,14 @@
 //!   silently.
 //! - **Failures**: a failed connection, a stream that errs or an answer
 //!   that does not come within `ack_timeout` is retried with exponential
-//!   backoff; a lost or timed-out connection fails over to the next
-//!   collector, round-robin.
+//!   backoff with full jitter ([`flowattr_backoff`]), so agents that lost
+//!   the same collector do not come back in step; a lost or timed-out
+//!   connection fails over to the next collector, round-robin.
+//! - **Refused names**: a batch refused because it names another agent
+//!   than the certificate stays in the spool, is counted
+//!   (`refused_identity`) and logged as an error (at most once a minute),
+//!   and is offered again with backoff, one batch of that name at a time,
+//!   until the certificate and the name agree (see [`refusal`]).
 //!
 //! ```no_run
 //! # async fn run(tls: flowattr_transport::tls::TlsFiles, batch: flowattr_model::FlowBatch) -> Result<(), Box<dyn std::error::Error>> {
@@ -27,10 +33,10 @@
 //! ```
 
 mod attempt;
-mod backoff;
 mod counters;
 mod dispatch;
 mod index;
+mod refusal;
 mod spool;
 
 use std::{
@@ -41,12 +47,14 @@ use std::{
     time::Duration,
 };
 
+use flowattr_backoff::{Backoff, Jitter, Policy};
 use flowattr_model::FlowBatch;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 pub use counters::{ShipperCounters, ShipperStats};
 use dispatch::{Command, Dispatcher, Handoff};
 use index::{Entry, SpoolKey};
+use refusal::Refusals;
 use spool::Spool;
 pub use spool::SpoolError;
 
@@ -107,15 +115,20 @@ pub struct ShipperConfig {
     pub spool_max_bytes: u64,
     /// Batches sent and not yet answered before `send` waits (default 8).
     pub max_in_flight: usize,
-    /// First delay after a failure (default 100 ms)...
+    /// The first delay after a failure is drawn from 0 to this (default
+    /// 100 ms)...
     pub retry_min: Duration,
-    /// ...doubling up to this (default 30 s).
+    /// ...and the ceiling doubles with each failure up to this (default
+    /// 30 s).
     pub retry_max: Duration,
     /// A connection attempt fails after this (default 5 s).
     pub connect_timeout: Duration,
     /// A batch without an answer after this is sent again, and the
     /// connection abandoned (default 60 s).
     pub ack_timeout: Duration,
+    /// Seeds the backoff's jitter, for tests that want the same delays
+    /// every run (default `None`: seeded from the process's randomness).
+    pub jitter_seed: Option<u64>,
 }
 
 impl ShipperConfig {
@@ -131,6 +144,7 @@ impl ShipperConfig {
             retry_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(60),
+            jitter_seed: None,
         }
     }
 }
@@ -185,6 +199,32 @@ impl Shipper {
         }
         let client = tls::client_config(&config.tls)?;
         let spool = Spool::open(&config.spool_dir, config.spool_max_bytes)?;
+        let own = tls::certificate_identity(&config.tls.cert)
+            .ok()
+            .map(|p| p.0);
+        if let Some(own) = &own {
+            for (agent, batches) in spool.index.agents() {
+                if agent != own {
+                    tracing::warn!(
+                        batches,
+                        spool = %config.spool_dir.display(),
+                        certificate = %config.tls.cert.display(),
+                        "The spool holds batches naming agent {agent:?}, but the certificate names {own:?}: collectors will refuse them (they stay in the spool) until a certificate for {agent:?} is used."
+                    );
+                }
+            }
+        }
+        let policy = Policy::new(config.retry_min, config.retry_max);
+        let seed = config
+            .jitter_seed
+            .unwrap_or_else(flowattr_backoff::entropy_seed);
+        let backoff = Backoff::new(policy, seed);
+        let refusals = Refusals::new(
+            own,
+            config.tls.cert.clone(),
+            policy,
+            Jitter::seeded(seed.wrapping_add(1)),
+        );
         let bind: SocketAddr = if config.collectors.iter().all(|c| c.addr.is_ipv4()) {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
@@ -201,6 +241,8 @@ impl Shipper {
         let spool_dir = config.spool_dir.clone();
         let dispatcher = Dispatcher {
             config: Arc::new(config),
+            backoff,
+            refusals,
             endpoint,
             spool: spool.clone(),
             counters: counters.clone(),
