@@ -247,7 +247,7 @@ async fn a_sink_failing_partway_through_a_release_loses_and_repeats_no_flow() {
     fleet.add_fixture_plugin(
         "flood-sink",
         "flaky",
-        "kind = \"sink\"\nwit = \"0.2.0\"\n[config]\nmode = \"flaky\"\n",
+        "kind = \"sink\"\nwit = \"0.3.0\"\n[config]\nmode = \"flaky\"\n",
     );
     let mut config = fleet.collector_config("collector-1");
     config.plugins.sink = "flaky".into();

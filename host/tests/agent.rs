@@ -323,7 +323,7 @@ fn policy_plugins_drop_and_redact_before_batching_and_drops_are_counted() {
     install(
         &plugins,
         "port-policy",
-        "kind = \"policy\"\nwit = \"0.2.0\"\n[config]\ndrop_ports = [7101]\nredact_process = true\n",
+        "kind = \"policy\"\nwit = \"0.3.0\"\n[config]\ndrop_ports = [7101]\nredact_process = true\n",
         None,
     );
     let client = Netns::new("pcli").unwrap();

@@ -111,10 +111,20 @@ pub struct AttributedFlow {
     /// How many flows this record stands for (more than 1 after sampling).
     #[serde(default = "one")]
     pub weight: u32,
+    /// The output record's stable id ([`crate::RecordIds`]), assigned by
+    /// the collector that first takes the agent's batch
+    /// ([`FlowBatch::assign_record_ids`]) and kept when the flow is
+    /// forwarded or written again; 0 until then.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub record_id: u64,
 }
 
 fn one() -> u32 {
     1
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Fields a policy may blank out.
@@ -146,6 +156,7 @@ impl AttributedFlow {
             local: Side::Pending,
             remote: Side::Pending,
             weight: 1,
+            record_id: 0,
         }
     }
 
@@ -227,6 +238,19 @@ impl FlowBatch {
             seq: self.seq,
         }
     }
+
+    /// Gives every flow without a record id (0) the id of its position in
+    /// this batch ([`crate::RecordIds`]); flows that already have one (a
+    /// batch forwarded from another region's collector) keep theirs. The
+    /// same batch, in the same order, gets the same ids every time.
+    pub fn assign_record_ids(&mut self) {
+        let ids = crate::RecordIds::of(&self.id());
+        for (position, f) in self.flows.iter_mut().enumerate() {
+            if f.record_id == 0 {
+                f.record_id = ids.at(position as u64);
+            }
+        }
+    }
 }
 
 /// Identifies one batch of one run of one agent.
@@ -285,6 +309,43 @@ mod tests {
         );
         // The new case is last: the codes of the others do not move.
         assert_eq!(AttributionSource::CaptureShared as u8, 4);
+    }
+
+    #[test]
+    fn record_ids_are_assigned_once_by_position() {
+        let mut batch = FlowBatch {
+            agent: "node-1".into(),
+            incarnation: 3,
+            seq: 9,
+            created_ns: 0,
+            complete_until_ns: 0,
+            flows: vec![flow(), flow(), flow()],
+        };
+        // The second was forwarded with its own id from another collector.
+        batch.flows[1].record_id = 77;
+        let mut again = batch.clone();
+        batch.assign_record_ids();
+        let ids = crate::RecordIds::of(&batch.id());
+        let got: Vec<u64> = batch.flows.iter().map(|f| f.record_id).collect();
+        assert_eq!(got, [ids.at(0), 77, ids.at(2)]);
+        // A replay of the same batch gets the same ids; assigning twice
+        // changes nothing.
+        again.assign_record_ids();
+        assert_eq!(again, batch);
+        batch.assign_record_ids();
+        assert_eq!(again, batch);
+    }
+
+    #[test]
+    fn a_record_id_is_left_out_of_json_until_assigned() {
+        let mut f = flow();
+        let json = serde_json::to_string(&f).unwrap();
+        assert!(!json.contains("record_id"), "{json}");
+        f.record_id = 5;
+        let json = serde_json::to_string(&f).unwrap();
+        assert!(json.contains("\"record_id\":5"), "{json}");
+        let back: AttributedFlow = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, f);
     }
 
     #[test]

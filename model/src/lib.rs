@@ -13,8 +13,10 @@ type FastMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
 mod answers;
 mod attribution;
 pub mod columns;
+mod community_id;
 mod flow;
 mod query;
+mod record_id;
 mod time;
 mod workload;
 
@@ -22,7 +24,9 @@ pub use answers::{Answer, AnswerScope, Answers, AnswersBuilder, Unanswered};
 pub use attribution::{
     AttributedFlow, Attribution, AttributionSource, BatchId, FlowBatch, Redactions, Side, Verdict,
 };
+pub use community_id::{CommunityId, community_id, community_id_v1};
 pub use flow::{Flow, FlowEnd, Initiator, Protocol};
 pub use query::{IpChange, IpEvent, LocalQuery, ResolveQuery};
+pub use record_id::{RecordIds, record_id, record_id_hex};
 pub use time::TimeRange;
 pub use workload::{UnattributedReason, Workload};

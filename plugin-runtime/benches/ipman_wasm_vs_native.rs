@@ -113,7 +113,7 @@ fn main() {
     std::fs::write(
         plugins.join("ipman.toml"),
         format!(
-            "kind = \"identity\"\nwit = \"0.2.0\"\nsha256 = \"{}\"\n[limits]\nmemory_mib = 64\ncall_timeout_ms = 1000\n\
+            "kind = \"identity\"\nwit = \"0.3.0\"\nsha256 = \"{}\"\n[limits]\nmemory_mib = 64\ncall_timeout_ms = 1000\n\
              [capabilities]\nread_dirs = [{{ host = \"{}\", guest = \"/ipman\" }}]\n[config]\nstate = \"/ipman/state.json\"\n",
             sha256_hex(&wasm),
             state_dir.display()

@@ -144,6 +144,7 @@ pub fn flow_batch(flows: &[AttributedFlow]) -> wit::FlowBatch {
         netns_id: c.netns_id,
         pid: c.pid,
         weight: c.weight,
+        record_ids: c.record_id,
         local: side_columns(c.local),
         remote: side_columns(c.remote),
     }
@@ -243,6 +244,21 @@ mod tests {
         for (m, w) in reason {
             assert_eq!(m as u8, w as u8, "{m:?}");
         }
+    }
+
+    #[test]
+    fn each_flow_s_record_id_is_in_the_record_ids_column() {
+        let flow = |record_id| AttributedFlow {
+            record_id,
+            ..AttributedFlow::new(flowattr_model::Flow::tcp(
+                "10.0.0.1:1".parse().unwrap(),
+                "10.0.0.2:2".parse().unwrap(),
+                3,
+            ))
+        };
+        let batch = flow_batch(&[flow(0x5d6c_620e_8e66_909b), flow(0), flow(u64::MAX)]);
+        assert_eq!(batch.record_ids, [0x5d6c_620e_8e66_909b, 0, u64::MAX]);
+        assert_eq!(batch.record_ids.len(), batch.weight.len());
     }
 
     #[test]

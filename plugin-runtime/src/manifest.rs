@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! kind = "identity"          # identity | resolver | policy | sink
-//! wit = "0.2.0"              # WIT package version the component implements
+//! wit = "0.3.0"              # WIT package version the component implements
 //! sha256 = "…"               # of NAME.wasm; stamped by `flowattr plugin install`
 //! order = 10                 # lower runs first within its kind
 //! mode = "active"            # active | shadow
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 /// The WIT package version this runtime implements.
 pub const WIT_VERSION: Version = Version {
     major: 0,
-    minor: 2,
+    minor: 3,
     patch: 0,
 };
 
@@ -346,7 +346,7 @@ mod tests {
 
     const GOOD: &str = r#"
         kind = "identity"
-        wit = "0.2.0"
+        wit = "0.3.0"
         sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
         order = 5
         [limits]
@@ -402,39 +402,39 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert_eq!(field_of("kind = \"transmogrify\"\nwit = \"0.2.0\""), "kind");
-        assert_eq!(field_of("kind = \"sink\"\nwit = \"0.3.0\""), "wit");
+        assert_eq!(field_of("kind = \"transmogrify\"\nwit = \"0.3.0\""), "kind");
+        assert_eq!(field_of("kind = \"sink\"\nwit = \"0.4.0\""), "wit");
         assert_eq!(field_of("kind = \"sink\"\nwit = \"one\""), "wit");
         assert_eq!(
-            field_of("kind = \"sink\"\nwit = \"0.2.0\"\nsha256 = \"xyz\""),
+            field_of("kind = \"sink\"\nwit = \"0.3.0\"\nsha256 = \"xyz\""),
             "sha256"
         );
         assert_eq!(
-            field_of("kind = \"sink\"\nwit = \"0.2.0\"\n[limits]\nmemory_mib = \"lots\""),
+            field_of("kind = \"sink\"\nwit = \"0.3.0\"\n[limits]\nmemory_mib = \"lots\""),
             "limits.memory_mib"
         );
         assert_eq!(
-            field_of("kind = \"sink\"\nwit = \"0.2.0\"\n[limits]\nmemory_mib = 0"),
+            field_of("kind = \"sink\"\nwit = \"0.3.0\"\n[limits]\nmemory_mib = 0"),
             "limits.memory_mib"
         );
         assert_eq!(
-            field_of("kind = \"sink\"\nwit = \"0.2.0\"\ncolour = 1"),
+            field_of("kind = \"sink\"\nwit = \"0.3.0\"\ncolour = 1"),
             "colour"
         );
         assert_eq!(
             field_of(
-                "kind = \"sink\"\nwit = \"0.2.0\"\n[capabilities]\nread_dirs = [{host=\"/x\", guest=\"x\"}]"
+                "kind = \"sink\"\nwit = \"0.3.0\"\n[capabilities]\nread_dirs = [{host=\"/x\", guest=\"x\"}]"
             ),
             "capabilities.read_dirs[0].guest"
         );
         assert_eq!(field_of("kind = "), "(syntax)");
         let e = Manifest::parse("kind = \"sink\"\nwit = \"0.1.0\"").unwrap_err();
-        assert!(e.to_string().contains("0.2.x"), "{e}");
+        assert!(e.to_string().contains("0.3.x"), "{e}");
     }
 
     #[test]
     fn unknown_top_level_field_is_named_in_the_message() {
-        let e = Manifest::parse("kind = \"sink\"\nwit = \"0.2.0\"\ncolour = 1").unwrap_err();
+        let e = Manifest::parse("kind = \"sink\"\nwit = \"0.3.0\"\ncolour = 1").unwrap_err();
         assert!(e.message.contains("colour"), "{e}");
     }
 

@@ -12,7 +12,7 @@ use wasmtime::component::{Linker, WasmList};
 use crate::sandbox::PluginState;
 
 /// The WIT instance and function the import is linked as.
-const INTERFACE: &str = "flowattr:plugin/output@0.2.0";
+const INTERFACE: &str = "flowattr:plugin/output@0.3.0";
 
 /// Why a write was refused (the call traps).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -79,7 +79,7 @@ fn a_workload_whose_attributes_change_is_answered_with_the_new_ones() {
     };
     write_state("web", 1_000);
     let manifest = format!(
-        "kind = \"identity\"\nwit = \"0.2.0\"\n[limits]\nmemory_mib = 64\ncall_timeout_ms = 1000\n\
+        "kind = \"identity\"\nwit = \"0.3.0\"\n[limits]\nmemory_mib = 64\ncall_timeout_ms = 1000\n\
          [capabilities]\nread_dirs = [{{ host = \"{}\", guest = \"/ipman\" }}]\n[config]\nstate = \"/ipman/state.json\"\n",
         state_dir.display()
     );
@@ -141,7 +141,7 @@ fn ipman_answers_for_a_shared_address_are_port_scoped() {
     });
     std::fs::write(state_dir.join("state.json"), text.to_string()).unwrap();
     let manifest = format!(
-        "kind = \"identity\"\nwit = \"0.2.0\"\n[limits]\nmemory_mib = 64\ncall_timeout_ms = 1000\n\
+        "kind = \"identity\"\nwit = \"0.3.0\"\n[limits]\nmemory_mib = 64\ncall_timeout_ms = 1000\n\
          [capabilities]\nread_dirs = [{{ host = \"{}\", guest = \"/ipman\" }}]\n[config]\nstate = \"/ipman/state.json\"\n",
         state_dir.display()
     );

@@ -61,7 +61,7 @@ fn an_unknown_kind_is_refused() {
     let wasm = component("misbehave");
     let (file, msg) = refusal_for(
         &wasm,
-        &stamped(&wasm, "kind = \"teleporter\"\nwit = \"0.2.0\""),
+        &stamped(&wasm, "kind = \"teleporter\"\nwit = \"0.3.0\""),
     );
     assert_eq!(file, "p.toml");
     assert!(
@@ -75,7 +75,7 @@ fn a_kind_the_component_does_not_implement_is_refused() {
     let wasm = component("misbehave");
     let (file, msg) = refusal_for(
         &wasm,
-        &stamped(&wasm, "kind = \"resolver\"\nwit = \"0.2.0\""),
+        &stamped(&wasm, "kind = \"resolver\"\nwit = \"0.3.0\""),
     );
     assert_eq!(file, "p.toml");
     assert!(
@@ -89,11 +89,11 @@ fn a_wrong_wit_version_is_refused() {
     let wasm = component("misbehave");
     let (file, msg) = refusal_for(
         &wasm,
-        &stamped(&wasm, "kind = \"identity\"\nwit = \"0.3.0\""),
+        &stamped(&wasm, "kind = \"identity\"\nwit = \"0.4.0\""),
     );
     assert_eq!(file, "p.toml");
     assert!(
-        msg.contains("field `wit`") && msg.contains("0.3.0"),
+        msg.contains("field `wit`") && msg.contains("0.4.0"),
         "{msg}"
     );
 }

@@ -154,7 +154,7 @@ fn calling_the_wrong_kind_is_refused_without_touching_the_instance() {
 /// The flood-sink fixture's manifest in `mode`.
 fn flood_manifest(mode: &str) -> String {
     format!(
-        "kind = \"sink\"\nwit = \"0.2.0\"\n[limits]\nmemory_mib = 16\ncall_timeout_ms = 1000\n[config]\nmode = \"{mode}\"\n"
+        "kind = \"sink\"\nwit = \"0.3.0\"\n[limits]\nmemory_mib = 16\ncall_timeout_ms = 1000\n[config]\nmode = \"{mode}\"\n"
     )
 }
 

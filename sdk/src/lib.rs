@@ -60,8 +60,9 @@ pub mod __private;
 
 pub use flowattr_model::{
     Answer, AnswerScope, Answers, AnswersBuilder, AttributedFlow, Attribution, AttributionSource,
-    Flow, FlowEnd, Initiator, IpChange, IpEvent, LocalQuery, Protocol, Redactions, ResolveQuery,
-    Side, TimeRange, Unanswered, UnattributedReason, Verdict, Workload,
+    BatchId, CommunityId, Flow, FlowEnd, Initiator, IpChange, IpEvent, LocalQuery, Protocol,
+    RecordIds, Redactions, ResolveQuery, Side, TimeRange, Unanswered, UnattributedReason, Verdict,
+    Workload, community_id, community_id_v1, record_id_hex,
 };
 pub use kinds::{IdentityPlugin, Plugin, PolicyPlugin, ResolverPlugin, SinkPlugin};
 

@@ -107,7 +107,13 @@ impl Core {
     /// A sender whose clock is not trusted claims nothing and answers for
     /// no one, and its flows' remote sides are `clock-skew`: their start
     /// cannot be compared with anyone's ranges.
+    ///
+    /// Every flow gets its output record id here, from the batch's id and
+    /// its position (a journal replay takes the same batch in the same
+    /// order, so a record written again has the same id); a forwarded flow
+    /// keeps the id its first collector gave it.
     pub(super) fn take(&mut self, peer: &str, mut batch: FlowBatch, clock_trusted: bool, now: u64) {
+        batch.assign_record_ids();
         let forwarded = self.settings.forward_peers.contains(peer);
         if !clock_trusted {
             for f in &mut batch.flows {

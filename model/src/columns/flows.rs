@@ -78,6 +78,9 @@ pub struct FlowBatchColumns {
     pub netns_id: Vec<u64>,
     pub pid: Vec<u32>,
     pub weight: Vec<u32>,
+    /// Each record's stable id ([`AttributedFlow::record_id`]; 0 where
+    /// none is assigned).
+    pub record_id: Vec<u64>,
     pub local: SideColumns,
     pub remote: SideColumns,
 }
@@ -264,6 +267,7 @@ impl FlowBatchColumns {
             netns_id: flows().map(|f| f.netns_id).collect(),
             pid: flows().map(|f| f.pid).collect(),
             weight: rows.iter().map(|f| f.weight).collect(),
+            record_id: rows.iter().map(|f| f.record_id).collect(),
             local,
             remote,
         }
@@ -293,6 +297,7 @@ impl FlowBatchColumns {
                 self.netns_id.len(),
                 self.pid.len(),
                 self.weight.len(),
+                self.record_id.len(),
             ],
             "flow batch",
         )?;
@@ -341,6 +346,7 @@ impl FlowBatchColumns {
                     .remote
                     .side(i, &self.workloads, &self.plugins, "remote")?,
                 weight: self.weight[i],
+                record_id: self.record_id[i],
             });
         }
         Ok(rows)
@@ -393,18 +399,21 @@ mod tests {
                 local: attributed(&web, AttributionSource::Capture, "ipman"),
                 remote: attributed(&db, AttributionSource::Heartbeat, ""),
                 weight: 1,
+                record_id: 0x0123_4567_89ab_cdef,
             },
             AttributedFlow {
                 flow: udp,
                 local: attributed(&web, AttributionSource::CaptureShared, "ipman"),
                 remote: Side::Unattributed(UnattributedReason::PluginFailed),
                 weight: 4,
+                record_id: u64::MAX,
             },
             AttributedFlow {
                 flow: tcp,
                 local: Side::Pending,
                 remote: attributed(&db, AttributionSource::Resolver, "sonar-legacy"),
                 weight: 1,
+                record_id: 0,
             },
         ];
         (rows, web, db)
@@ -425,6 +434,7 @@ mod tests {
         assert_eq!(columns.ipv4, [LOCAL_IPV4, REMOTE_IPV4, LOCAL_IPV4]);
         assert_eq!(columns.initiator, [2, 0, 2]);
         assert_eq!(columns.end_state, [0, 4, 0]);
+        assert_eq!(columns.record_id, [0x0123_4567_89ab_cdef, u64::MAX, 0]);
         assert_eq!(columns.into_rows().unwrap(), rows);
         assert!(
             FlowBatchColumns::from_rows(&[])
@@ -476,6 +486,12 @@ mod tests {
         assert!(
             refused(|c| {
                 c.weight.pop();
+            })
+            .contains("columns of 3 and 2")
+        );
+        assert!(
+            refused(|c| {
+                c.record_id.pop();
             })
             .contains("columns of 3 and 2")
         );

@@ -125,6 +125,6 @@ pub fn id_of(answers: &Answers, i: usize) -> String {
 /// The misbehave fixture's manifest, with extra lines.
 pub fn misbehave_manifest(extra: &str) -> String {
     format!(
-        "kind = \"identity\"\nwit = \"0.2.0\"\n[limits]\nmemory_mib = 16\ncall_timeout_ms = 200\n{extra}"
+        "kind = \"identity\"\nwit = \"0.3.0\"\n[limits]\nmemory_mib = 16\ncall_timeout_ms = 200\n{extra}"
     )
 }

@@ -24,7 +24,9 @@ pub enum DecodeError {
     #[error("no chunk at byte {offset}: the magic is {found:02x?}, not \"FACL\"")]
     BadMagic { offset: usize, found: [u8; 4] },
     /// A format version this reader does not know.
-    #[error("the chunk at byte {offset} is format version {version}; this reader reads version 1")]
+    #[error(
+        "the chunk at byte {offset} is format version {version}; this reader reads versions 2 and 3"
+    )]
     UnsupportedVersion { offset: usize, version: u8 },
     /// Header flags this reader does not know (they could change the layout).
     #[error("the chunk at byte {offset} has unknown flags {flags:#04x}")]
@@ -327,7 +329,7 @@ fn read_chunk(
         });
     }
     let version = header.u8("chunk header")?;
-    if version != layout::VERSION {
+    if !(layout::OLDEST_READABLE_VERSION..=layout::VERSION).contains(&version) {
         return Err(DecodeError::UnsupportedVersion {
             offset: at,
             version,
@@ -347,7 +349,7 @@ fn read_chunk(
         pos: body_start,
         end: body_start + body_len,
     };
-    if rows > body_len / layout::MIN_ROW_BYTES {
+    if rows > body_len / layout::min_row_bytes(version) {
         return Err(DecodeError::CountTooLarge {
             offset: at + 6,
             what: "rows",
@@ -393,6 +395,7 @@ fn read_chunk(
             local: Side::Pending,
             remote: Side::Pending,
             weight: 0,
+            record_id: 0,
         },
     );
     let rows_of = &mut flows[first..];
@@ -538,6 +541,12 @@ fn read_chunk(
             } else {
                 rows_of[i].remote = side;
             }
+            Ok(())
+        })?;
+    }
+    if version >= 3 {
+        column(&mut r, col::RECORD_ID, rows, true, |i, d| {
+            rows_of[i].record_id = u64::from_le_bytes(d.array("record_id")?);
             Ok(())
         })?;
     }

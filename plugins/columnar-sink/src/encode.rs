@@ -230,6 +230,7 @@ impl Encoder {
             varint::put(&mut c[col::WEIGHT], f.weight.into());
             varint::put(&mut c[col::LOCAL_SIDE], dicts.side_code(&f.local));
             varint::put(&mut c[col::REMOTE_SIDE], dicts.side_code(&f.remote));
+            c[col::RECORD_ID].extend_from_slice(&f.record_id.to_le_bytes());
         }
 
         let chunk_start = out.len();

@@ -1,4 +1,4 @@
-//! The constants of format version 1, shared by the writer and the reader
+//! The constants of format version 3, shared by the writer and the reader
 //! so the two cannot drift: header fields, column order, and the byte codes
 //! of every enum. The README describes the same layout for other languages.
 
@@ -6,17 +6,30 @@ use flowattr_sdk::{AttributionSource, FlowEnd, Initiator, Protocol, Unattributed
 
 /// The first four bytes of every chunk.
 pub const MAGIC: [u8; 4] = *b"FACL";
-/// The format version this crate writes and reads.
-pub const VERSION: u8 = 2;
+/// The format version this crate writes (and reads).
+pub const VERSION: u8 = 3;
+/// The oldest format version this crate reads: version 2 is version 3
+/// without the `record_id` column (its rows read as 0, unassigned).
+pub const OLDEST_READABLE_VERSION: u8 = 2;
 /// Magic (4), version (1), flags (1), row count (u32 LE), body length (u32 LE).
 pub const HEADER_LEN: usize = 14;
 /// Header flag: the `pid`, `cgroup_id` and `netns_id` columns hold values.
 pub const FLAG_PROCESS: u8 = 0b0000_0001;
 /// Every row takes at least this many body bytes (4 byte-columns, two IPv4
-/// addresses, two ports, 11 varint columns of at least a byte each); a
-/// reader uses it to refuse a row count the body cannot hold before
-/// allocating for it.
-pub const MIN_ROW_BYTES: usize = 4 + 8 + 4 + 11;
+/// addresses, two ports, 11 varint columns of at least a byte each, the
+/// 8-byte record id); a reader uses it to refuse a row count the body
+/// cannot hold before allocating for it.
+pub const MIN_ROW_BYTES: usize = 4 + 8 + 4 + 11 + 8;
+
+/// [`MIN_ROW_BYTES`] of a chunk of format `version` (version 2 has no
+/// record id column).
+pub const fn min_row_bytes(version: u8) -> usize {
+    if version >= 3 {
+        MIN_ROW_BYTES
+    } else {
+        MIN_ROW_BYTES - 8
+    }
+}
 
 /// Workload presence mask: which optional attributes follow the id.
 pub const HAS_APP: u8 = 1 << 0;
@@ -60,8 +73,11 @@ pub mod col {
     pub const WEIGHT: usize = 21;
     pub const LOCAL_SIDE: usize = 22;
     pub const REMOTE_SIDE: usize = 23;
-    /// How many columns a version 1 chunk has.
-    pub const COUNT: usize = 24;
+    /// `u64` little-endian per row: the record id (0 unassigned). Not in
+    /// version 2 chunks.
+    pub const RECORD_ID: usize = 24;
+    /// How many columns a version 3 chunk has.
+    pub const COUNT: usize = 25;
 
     /// Column names, for errors and the README.
     pub const NAMES: [&str; COUNT] = [
@@ -89,6 +105,7 @@ pub mod col {
         "weight",
         "local_side",
         "remote_side",
+        "record_id",
     ];
 }
 

@@ -39,6 +39,11 @@ pub use crate::config::Config;
 pub use crate::decode::{DecodeError, decode, decode_chunk};
 use crate::encode::Encoder;
 
+/// A decoded flow's Community ID, computed from the columns it hashes
+/// (addresses, ports, protocol), as the jsonl sink writes it; `None` where a
+/// policy blanked the endpoints. The record id is each flow's `record_id`.
+pub use flowattr_sdk::community_id;
+
 /// The media type of the output.
 pub const CONTENT_TYPE: &str = "application/x-flowattr-columnar";
 

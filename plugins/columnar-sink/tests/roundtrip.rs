@@ -129,6 +129,7 @@ fn example() -> AttributedFlow {
         }),
         remote: Side::Unattributed(UnattributedReason::NotFound),
         weight: 1,
+        record_id: 0x5d6c_620e_8e66_909b,
     }
 }
 
@@ -139,12 +140,12 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn the_readme_example_is_byte_for_byte_what_is_written() {
     let want = concat!(
-        // header: magic, version 2, flags (process), 1 row, body length 128
+        // header: magic, version 3, flags (process), 1 row, body length 137
         "4641434c",
-        "02",
+        "03",
         "01",
         "01000000",
-        "80000000",
+        "89000000",
         // plugins: 1, "ipman"
         "01",
         "05",
@@ -217,6 +218,9 @@ fn the_readme_example_is_byte_for_byte_what_is_written() {
         "09",
         "01",
         "01",
+        // record_id 0x5d6c620e8e66909b (u64 little-endian)
+        "08",
+        "9b90668e0e626c5d",
     );
     let chunk = format("{}", &[example()]);
     assert_eq!(hex(&chunk), want);
@@ -291,7 +295,7 @@ fn corrupted_chunks_never_panic() {
     for len in 1..2_000 {
         let garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         assert!(decode(&garbage).is_err());
-        let mut headed = b"FACL\x02\x01".to_vec();
+        let mut headed = b"FACL\x03\x01".to_vec();
         headed.extend(&garbage);
         let _ = decode(&headed);
     }
@@ -324,10 +328,10 @@ fn each_kind_of_damage_has_its_own_error() {
         }
     );
     assert_eq!(
-        e(&with(&chunk, 4, 3)),
+        e(&with(&chunk, 4, 4)),
         DecodeError::UnsupportedVersion {
             offset: 0,
-            version: 3
+            version: 4
         }
     );
     assert_eq!(
@@ -375,7 +379,7 @@ fn each_kind_of_damage_has_its_own_error() {
         }
     );
     // The local side's code names attribution 1 of 1.
-    let local_side = chunk.len() - 3;
+    let local_side = chunk.len() - 12;
     assert_eq!(
         e(&with(&chunk, local_side, 10)),
         DecodeError::IndexOutOfRange {
@@ -397,13 +401,13 @@ fn each_kind_of_damage_has_its_own_error() {
         e(&padded),
         DecodeError::BodyLength {
             offset: 0,
-            declared: 129,
-            used: 128
+            declared: 138,
+            used: 137
         }
     );
     // The weight column declares 2 bytes but its one row takes 1.
     let mut long_column = chunk.clone();
-    let weight = chunk.len() - 6;
+    let weight = chunk.len() - 15;
     long_column[weight] = 2;
     long_column.insert(weight + 2, 0);
     long_column[10] += 1;
@@ -420,6 +424,40 @@ fn each_kind_of_damage_has_its_own_error() {
     assert_eq!(
         e(&with(&chunk, 36, 5)).to_string(),
         "attribution source at byte 36: 5 is not a valid value"
+    );
+}
+
+#[test]
+fn a_format_2_chunk_reads_with_unassigned_record_ids() {
+    // Format 2 is format 3 without the record id column (the last one).
+    let v3 = format("{}", &[example()]);
+    let mut v2 = v3[..v3.len() - 9].to_vec();
+    v2[4] = 2;
+    v2[10] -= 9;
+    let mut want = example();
+    want.record_id = 0;
+    assert_eq!(decode(&v2).unwrap(), vec![want]);
+    // A format 3 chunk cut before the column is short, not a format 2 one.
+    assert!(decode(&v3[..v3.len() - 9]).is_err());
+}
+
+#[test]
+fn record_ids_and_community_ids_read_back() {
+    let flows = realistic(14, 1_000, 20);
+    let back = decode(&format("{}", &flows)).unwrap();
+    let ids: std::collections::HashSet<u64> = back.iter().map(|f| f.record_id).collect();
+    assert_eq!(ids.len(), flows.len(), "one batch: every id distinct");
+    for (got, want) in back.iter().zip(&flows) {
+        assert_eq!(got.record_id, want.record_id);
+        // The Community ID is computed from the columns it hashes.
+        assert_eq!(
+            columnar_sink::community_id(&got.flow),
+            flowattr_sdk::community_id(&want.flow)
+        );
+    }
+    assert!(
+        back.iter()
+            .all(|f| columnar_sink::community_id(&f.flow).is_some())
     );
 }
 
@@ -458,5 +496,6 @@ fn realistic_batch_is_a_fraction_of_its_json_lines() {
         columnar as f64 / 1e4
     );
     assert!(ratio > 10.0, "columnar is only {ratio:.1}x smaller");
-    assert!(columnar < 64 * flows.len(), "{columnar} bytes");
+    // 55 bytes a flow, and 8 for its record id.
+    assert!(columnar < 72 * flows.len(), "{columnar} bytes");
 }

@@ -20,7 +20,10 @@
 //! ));
 //! let bytes = sink.format(&[flow]).unwrap();
 //! assert!(bytes.starts_with(br#"{"start_ns":1000,"end_ns":1000,"protocol":"tcp""#));
-//! assert!(bytes.ends_with(b"\"weight\":1}\n"));
+//! // No record id outside a collector; the Community ID of 10.0.0.1:40000 ↔ 10.0.0.2:443.
+//! assert!(bytes.ends_with(
+//!     b"\"weight\":1,\"record_id\":null,\"community_id\":\"1:UWHKJ/x6OQ1YiVv4rIl0t3yhjg8=\"}\n"
+//! ));
 //! ```
 
 pub mod config;

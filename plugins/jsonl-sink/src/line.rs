@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use flowattr_sdk::{
     AttributedFlow, Attribution, AttributionSource, FlowEnd, Initiator, Protocol, Side, TimeRange,
-    Workload,
+    Workload, community_id, record_id_hex,
 };
 use rustc_hash::FxHashMap;
 
@@ -114,6 +114,23 @@ impl LineWriter {
         }
         out.extend_from_slice(b",\"weight\":");
         text::u64(out, f.weight.into());
+        out.extend_from_slice(b",\"record_id\":");
+        if f.record_id == 0 {
+            out.extend_from_slice(b"null");
+        } else {
+            out.push(b'"');
+            out.extend_from_slice(&record_id_hex(f.record_id));
+            out.push(b'"');
+        }
+        out.extend_from_slice(b",\"community_id\":");
+        match community_id(flow) {
+            Some(id) => {
+                out.push(b'"');
+                out.extend_from_slice(id.as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
         out.extend_from_slice(b"}\n");
     }
 

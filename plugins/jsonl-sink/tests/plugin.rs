@@ -113,6 +113,8 @@ fn example() -> AttributedFlow {
         }),
         remote: Side::Unattributed(UnattributedReason::NotFound),
         weight: 1,
+        // The first flow of batch node-1/1714564800000000000/42.
+        record_id: 0x5d6c_620e_8e66_909b,
     }
 }
 
@@ -126,7 +128,8 @@ fn a_line_is_exactly_the_documented_text() {
         r#""source":"capture","plugin":"ipman","valid_from_ns":1714564800000000000,"valid_until_ns":null},"#,
         r#""remote":{"ip":"2001:db8::2","port":443,"unattributed":"not-found"},"#,
         r#""bytes_sent":1200,"bytes_received":5400,"packets_sent":10,"packets_received":12,"#,
-        r#""retransmits":1,"srtt_us":250,"pid":4242,"cgroup_id":7,"netns_id":4026531840,"weight":1}"#,
+        r#""retransmits":1,"srtt_us":250,"pid":4242,"cgroup_id":7,"netns_id":4026531840,"weight":1,"#,
+        r#""record_id":"5d6c620e8e66909b","community_id":"1:TswRGTCe0RILtIXpSJli9uUBBf8="}"#,
         "\n"
     );
     let bytes = sink("{}").format(&[example()]).unwrap();
@@ -140,7 +143,8 @@ fn a_line_is_exactly_the_documented_text() {
         r#""source":"capture","plugin":"ipman","valid_from":"2024-05-01T12:00:00.000000000Z","valid_until":null},"#,
         r#""remote":{"ip":"2001:db8::2","port":443,"unattributed":"not-found"},"#,
         r#""bytes_sent":1200,"bytes_received":5400,"packets_sent":10,"packets_received":12,"#,
-        r#""retransmits":1,"srtt_us":250,"weight":1}"#,
+        r#""retransmits":1,"srtt_us":250,"weight":1,"#,
+        r#""record_id":"5d6c620e8e66909b","community_id":"1:TswRGTCe0RILtIXpSJli9uUBBf8="}"#,
         "\n"
     );
     let bytes = sink(r#"{"time_format": "rfc3339", "include_process": false}"#)
@@ -165,6 +169,39 @@ fn pending_sides_and_closed_validity_are_written_as_documented() {
         line.contains(r#""port":443,"unattributed":"pending"}"#),
         "{line}"
     );
+}
+
+#[test]
+fn record_and_community_ids_are_written_as_documented() {
+    use flowattr_sdk::{BatchId, RecordIds};
+    let batch = BatchId {
+        agent: "node-1".into(),
+        incarnation: 1_714_564_800_000_000_000,
+        seq: 42,
+    };
+    assert_eq!(example().record_id, RecordIds::of(&batch).at(0));
+    // No id assigned (outside a collector): null, never zeros.
+    let mut f = example();
+    f.record_id = 0;
+    let line = String::from_utf8(sink("{}").format(&[f]).unwrap()).unwrap();
+    assert!(line.contains(r#""record_id":null,"#), "{line}");
+    // Both ends of one connection write the same Community ID.
+    let mut other_end = example();
+    (other_end.flow.local, other_end.flow.remote) = (example().flow.remote, example().flow.local);
+    let lines = String::from_utf8(sink("{}").format(&[example(), other_end]).unwrap()).unwrap();
+    let ids: Vec<&str> = lines
+        .lines()
+        .map(|l| l.split(r#""community_id":"#).nth(1).unwrap())
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+    // Redacted endpoints join nothing: null.
+    let mut redacted = example();
+    redacted.redact(flowattr_sdk::Redactions {
+        remote_address: true,
+        ..Default::default()
+    });
+    let line = String::from_utf8(sink("{}").format(&[redacted]).unwrap()).unwrap();
+    assert!(line.ends_with("\"community_id\":null}\n"), "{line}");
 }
 
 #[test]

@@ -20,8 +20,8 @@ pub mod resolver {
         export_macro_name: "__export_resolver_world",
         runtime_path: "flowattr_sdk::__private::wit_bindgen::rt",
         with: {
-            "flowattr:plugin/types@0.2.0": flowattr_sdk::__private::bindings::identity::flowattr::plugin::types,
-            "flowattr:plugin/host@0.2.0": flowattr_sdk::__private::bindings::identity::flowattr::plugin::host,
+            "flowattr:plugin/types@0.3.0": flowattr_sdk::__private::bindings::identity::flowattr::plugin::types,
+            "flowattr:plugin/host@0.3.0": flowattr_sdk::__private::bindings::identity::flowattr::plugin::host,
         },
     });
 }
@@ -34,8 +34,8 @@ pub mod policy {
         export_macro_name: "__export_policy_world",
         runtime_path: "flowattr_sdk::__private::wit_bindgen::rt",
         with: {
-            "flowattr:plugin/types@0.2.0": flowattr_sdk::__private::bindings::identity::flowattr::plugin::types,
-            "flowattr:plugin/host@0.2.0": flowattr_sdk::__private::bindings::identity::flowattr::plugin::host,
+            "flowattr:plugin/types@0.3.0": flowattr_sdk::__private::bindings::identity::flowattr::plugin::types,
+            "flowattr:plugin/host@0.3.0": flowattr_sdk::__private::bindings::identity::flowattr::plugin::host,
         },
     });
 }
@@ -48,8 +48,8 @@ pub mod sink {
         export_macro_name: "__export_sink_world",
         runtime_path: "flowattr_sdk::__private::wit_bindgen::rt",
         with: {
-            "flowattr:plugin/types@0.2.0": flowattr_sdk::__private::bindings::identity::flowattr::plugin::types,
-            "flowattr:plugin/host@0.2.0": flowattr_sdk::__private::bindings::identity::flowattr::plugin::host,
+            "flowattr:plugin/types@0.3.0": flowattr_sdk::__private::bindings::identity::flowattr::plugin::types,
+            "flowattr:plugin/host@0.3.0": flowattr_sdk::__private::bindings::identity::flowattr::plugin::host,
         },
     });
 }

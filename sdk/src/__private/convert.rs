@@ -148,6 +148,7 @@ pub fn attributed_flows(b: wit::FlowBatch) -> Vec<AttributedFlow> {
         netns_id: b.netns_id,
         pid: b.pid,
         weight: b.weight,
+        record_id: b.record_ids,
         local: side_columns(b.local),
         remote: side_columns(b.remote),
     }

@@ -181,6 +181,7 @@ fn flow_to_msg<'a>(a: &'a AttributedFlow, dict: &mut Dictionary<'a>) -> FlowMsg 
         local_side: side_to_msg(&a.local, dict),
         remote_side: side_to_msg(&a.remote, dict),
         weight: a.weight,
+        record_id: (a.record_id != 0).then_some(a.record_id),
     }
 }
 
@@ -229,6 +230,7 @@ fn flow_from_msg(m: FlowMsg, tables: &Tables<'_>) -> Result<AttributedFlow, Deco
         local: side_from_msg(m.local_side, tables, "flow.local_side")?,
         remote: side_from_msg(m.remote_side, tables, "flow.remote_side")?,
         weight: m.weight,
+        record_id: m.record_id.unwrap_or(0),
     })
 }
 

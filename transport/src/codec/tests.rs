@@ -60,6 +60,50 @@ fn many_generated_batches_round_trip_exactly() {
     assert!(flows > 20_000);
 }
 
+/// `batch` with record ids on some of its flows, as a collector forwards
+/// them (every other flow, and the extremes).
+fn with_record_ids(mut batch: FlowBatch) -> FlowBatch {
+    for (i, f) in batch.flows.iter_mut().enumerate() {
+        f.record_id = match i % 4 {
+            0 => 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(i as u64 + 1) | 1,
+            1 => u64::MAX,
+            2 => 1,
+            _ => 0,
+        };
+    }
+    batch
+}
+
+#[test]
+fn record_ids_round_trip_and_are_written_only_when_assigned() {
+    for seed in 0..50 {
+        let batch = with_record_ids(generate::batch(seed, seed, 40 + seed as usize, 3));
+        let back = decode_frame(&encoded(&batch), MAX).unwrap();
+        assert_eq!(back, Frame::Batch(batch), "seed {seed}");
+    }
+    // An agent's batch (no ids) carries no record id field: not a byte more.
+    let plain = generate::batch(3, 1, 100, 2);
+    assert!(plain.flows.iter().all(|f| f.record_id == 0));
+    let msg = batch_msg(&plain);
+    assert!(msg.flows.iter().all(|f| f.record_id.is_none()));
+    let ids = with_record_ids(plain.clone());
+    // Each id: a 2-byte key (tag 20, fixed64) and 8 bytes.
+    for ((with, without), f) in batch_msg(&ids).flows.iter().zip(&msg.flows).zip(&ids.flows) {
+        let extra = if f.record_id == 0 { 0 } else { 10 };
+        assert_eq!(with.encoded_len(), without.encoded_len() + extra);
+    }
+    // What an older version 2 peer (without the field) writes is read as
+    // unassigned, and what it would skip is only the new field.
+    let mut old = batch_msg(&ids);
+    for f in &mut old.flows {
+        f.record_id = None;
+    }
+    let Frame::Batch(back) = decode_frame(&frame_of(&frame_msg(old)), MAX).unwrap() else {
+        panic!("a batch");
+    };
+    assert_eq!(back, plain);
+}
+
 #[test]
 fn ipv4_mapped_ipv6_with_scope_stays_ipv6() {
     let local = "[::ffff:10.0.0.1%3]:80"
@@ -278,12 +322,14 @@ mod newer {
         pub remote_side: Option<SideMsg>,
         #[prost(uint32, tag = "19")]
         pub weight: u32,
+        #[prost(fixed64, optional, tag = "20")]
+        pub record_id: Option<u64>,
         /// New flow fields: a string, a nested message, a packed list.
-        #[prost(string, tag = "20")]
+        #[prost(string, tag = "21")]
         pub tls_sni: String,
-        #[prost(message, optional, tag = "21")]
+        #[prost(message, optional, tag = "22")]
         pub gateway: Option<AddrMsg>,
-        #[prost(uint32, repeated, tag = "22")]
+        #[prost(uint32, repeated, tag = "23")]
         pub dscp: Vec<u32>,
     }
 }
@@ -325,6 +371,7 @@ fn a_newer_encoder_with_extra_fields_is_decoded() {
                     local_side: f.local_side,
                     remote_side: f.remote_side,
                     weight: f.weight,
+                    record_id: f.record_id,
                     tls_sni: "example.org".into(),
                     gateway: f.remote,
                     dscp: vec![1, 2, 3],
@@ -405,7 +452,7 @@ fn trailing_bytes_are_malformed() {
 fn garbage_is_malformed_and_flipped_bytes_never_panic() {
     let err = decode_body(&[0xff; 32]).unwrap_err();
     assert!(matches!(err, DecodeError::Malformed(_)), "{err:?}");
-    let bytes = encoded(&generate::batch(5, 5, 50, 3));
+    let bytes = encoded(&with_record_ids(generate::batch(5, 5, 50, 3)));
     let mut rng = generate::Rng(99);
     let mut errors = 0;
     for _ in 0..3_000 {

@@ -17,6 +17,9 @@
 //!   was released, so every version 2 reader knows it. A version 1 frame is
 //!   a version 2 frame without them, so frames written by version 1
 //!   (spools, journals) are still read ([`super::OLDEST_READABLE_VERSION`]).
+//!   `FlowMsg.record_id` (tag 20, optional, only on flows a collector
+//!   forwards) was added within version 2: a reader without it skips the
+//!   field, and the receiving collector then gives the flow a new id.
 
 /// The one message a frame carries.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -188,6 +191,11 @@ pub(crate) struct FlowMsg {
     pub remote_side: Option<SideMsg>,
     #[prost(uint32, tag = "19")]
     pub weight: u32,
+    /// The output record's id, written only when one is assigned (a
+    /// collector forwarding a flow to another region's): absent from an
+    /// agent's batches, so they do not grow, and read as 0 (unassigned).
+    #[prost(fixed64, optional, tag = "20")]
+    pub record_id: Option<u64>,
 }
 
 /// One side of a flow.

@@ -186,6 +186,12 @@ pub fn varied(seed: u64, n: usize, n_workloads: usize) -> Vec<AttributedFlow> {
                 local: odd_side(&mut rng, &workloads),
                 remote: odd_side(&mut rng, &workloads),
                 weight: rng.pick(&[1, 1, 10, 0, u32::MAX]),
+                record_id: match rng.below(4) {
+                    0 => 0,
+                    1 => 1,
+                    2 => u64::MAX,
+                    _ => rng.next(),
+                },
             }
         })
         .collect()
@@ -275,6 +281,11 @@ pub fn realistic(seed: u64, n: usize, n_workloads: usize) -> Vec<AttributedFlow>
         .collect();
     // ipman answers hold until it last checked its state file: one time per batch.
     let checked_ns = BATCH_START_NS + 10_000_000_000;
+    let batch_ids = flowattr_sdk::RecordIds::of(&flowattr_sdk::BatchId {
+        agent: "node-1".into(),
+        incarnation: BATCH_START_NS,
+        seq: seed,
+    });
     let spacing = 10_000_000_000 / n.max(1) as u64;
     (0..n)
         .map(|i| {
@@ -358,6 +369,9 @@ pub fn realistic(seed: u64, n: usize, n_workloads: usize) -> Vec<AttributedFlow>
                 }),
                 remote,
                 weight: if rng.chance(5) { 10 } else { 1 },
+                // Ids as a collector assigns them: by position in the
+                // agents' batches (one batch here).
+                record_id: batch_ids.at(i as u64),
             }
         })
         .collect()

@@ -197,6 +197,12 @@ pub fn flows(rng: &mut Rng, n: usize, workloads: &[Arc<Workload>]) -> Vec<Attrib
                 local: side(rng, workloads, &plugins),
                 remote: side(rng, workloads, &plugins),
                 weight: *rng.pick(&[1, 1, 1, 10, 0, u32::MAX]),
+                // Mostly assigned (in a collector), sometimes not (0).
+                record_id: match rng.below(5) {
+                    0 => 0,
+                    1 => u64::MAX,
+                    _ => rng.next() | 1,
+                },
             }
         })
         .collect()
@@ -355,12 +361,35 @@ pub fn read_line(line: &str, shape: Shape) -> AttributedFlow {
         flow.netns_id = n("netns_id");
     }
     let weight = n("weight").try_into().unwrap();
+    let record_id = match take(&mut obj, "record_id") {
+        Value::Null => 0,
+        v => {
+            let hex = string(v, "record_id");
+            assert_eq!(hex.len(), 16, "record_id: {hex}");
+            assert_eq!(hex, hex.to_lowercase(), "record_id is lower case");
+            let id = u64::from_str_radix(&hex, 16).unwrap();
+            assert_ne!(id, 0, "an unassigned id is null, not zeros");
+            id
+        }
+    };
+    // The Community ID is the one of the endpoints the line names, null
+    // exactly where they were blanked.
+    let community = match take(&mut obj, "community_id") {
+        Value::Null => None,
+        v => Some(string(v, "community_id")),
+    };
+    assert_eq!(
+        community,
+        flowattr_sdk::community_id(&flow).map(|c| c.to_string()),
+        "community_id of {line}"
+    );
     assert_empty(obj, "line");
     AttributedFlow {
         flow,
         local: local_side,
         remote: remote_side,
         weight,
+        record_id,
     }
 }
 
