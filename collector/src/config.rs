@@ -49,6 +49,11 @@ pub struct CollectorConfig {
     pub outputs: Vec<OutputSection>,
     /// What all outputs together may hold queued while one is down.
     pub max_queued_bytes: usize,
+    /// Arrivals that may wait for room in the hold, by count and by bytes
+    /// (frames and decoded flows); past either, the collector stops reading
+    /// from agents, and QUIC flow control slows them.
+    pub arrival_queue_batches: usize,
+    pub arrival_queue_bytes: usize,
     pub metrics: MetricsSection,
     /// The legacy address-event stream, for resolver plugins.
     pub legacy: Option<LegacySection>,
@@ -97,6 +102,8 @@ impl Default for CollectorConfig {
             plugins: PluginsSection::default(),
             outputs: vec![OutputSection::Stdout],
             max_queued_bytes: 256 << 20,
+            arrival_queue_batches: 256,
+            arrival_queue_bytes: 256 << 20,
             metrics: MetricsSection::default(),
             legacy: None,
             ab: None,
@@ -252,10 +259,52 @@ pub enum OutputSection {
         #[serde(default = "default_keep_files")]
         keep_files: usize,
     },
-    Kafka {
-        brokers: String,
-        topic: String,
-    },
+    Kafka(KafkaOutputSection),
+}
+
+/// `[[outputs]]` with `type = "kafka"`: see
+/// [`KafkaOutputConfig`](crate::output::kafka::KafkaOutputConfig).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaOutputSection {
+    pub brokers: String,
+    pub topic: String,
+    /// Create the topic when the broker does not know it. Default true.
+    #[serde(default = "yes")]
+    pub create: bool,
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Copies of each partition; default: the broker's default.
+    #[serde(default)]
+    pub replication_factor: Option<i32>,
+    /// The largest message sent (lowered to the topic's own limit).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// librdkafka producer properties, set over the collector's own
+    /// (`security.protocol`, `sasl.*`, `compression.type`, …).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_message_bytes() -> usize {
+    1_000_000
+}
+
+impl KafkaOutputSection {
+    pub fn to_config(&self) -> crate::output::kafka::KafkaOutputConfig {
+        crate::output::kafka::KafkaOutputConfig {
+            create: self.create,
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            max_message_bytes: self.max_message_bytes,
+            properties: self.properties.clone(),
+            ..crate::output::kafka::KafkaOutputConfig::new(&self.brokers, &self.topic)
+        }
+    }
 }
 
 fn default_prefix() -> String {

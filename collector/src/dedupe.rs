@@ -38,6 +38,12 @@ impl RecentBatches {
         true
     }
 
+    /// Forgets `id` (a batch that was not taken after all), so a copy of
+    /// it is taken.
+    pub fn remove(&mut self, id: &BatchId) {
+        self.set.remove(id);
+    }
+
     pub fn contains(&self, id: &BatchId) -> bool {
         self.set.contains(id)
     }

@@ -25,7 +25,7 @@ pub struct CollectorMetrics {
     pub flows_in: Family<Labels, Counter>,
     /// Batches received, by agent and outcome (accepted, duplicate, rejected).
     pub batches: Family<Labels, Counter>,
-    /// Flows written to the outputs.
+    /// Flows every output has for good (synced, or delivered).
     pub flows_out: Counter,
     /// Remote-side outcomes: heartbeat, resolver, forwarded, unattributed,
     /// with the reason or plugin.
@@ -52,6 +52,9 @@ pub struct CollectorMetrics {
     pub output_failures: Family<Labels, Gauge>,
     /// Batches journaled and not yet written out.
     pub journal_batches: Gauge,
+    /// Arrivals waiting for room in the hold, and their bytes.
+    pub arrivals_waiting: Gauge,
+    pub arrivals_waiting_bytes: Gauge,
     /// Sink plugin calls that failed or found no sink (flows kept, retried).
     pub sink_failures: Counter,
     /// Each sender's measured clock offset (its clock minus ours), and
@@ -95,6 +98,8 @@ impl CollectorMetrics {
             output_up: Family::default(),
             output_failures: Family::default(),
             journal_batches: Gauge::default(),
+            arrivals_waiting: Gauge::default(),
+            arrivals_waiting_bytes: Gauge::default(),
             sink_failures: Counter::default(),
             agent_clock_offset: Family::default(),
             agent_clock_trusted: Family::default(),
@@ -112,7 +117,7 @@ impl CollectorMetrics {
         );
         r.register(
             "flows_out",
-            "Flows written to the outputs",
+            "Flows every output has for good (synced to disk, or delivered and acknowledged)",
             m.flows_out.clone(),
         );
         r.register(
@@ -189,6 +194,16 @@ impl CollectorMetrics {
             "journal_batches",
             "Accepted batches not yet written out",
             m.journal_batches.clone(),
+        );
+        r.register(
+            "arrivals_waiting",
+            "Arrived batches waiting for room in the hold",
+            m.arrivals_waiting.clone(),
+        );
+        r.register(
+            "arrivals_waiting_bytes",
+            "Bytes of arrived batches waiting for room in the hold (frames and decoded flows)",
+            m.arrivals_waiting_bytes.clone(),
         );
         r.register(
             "sink_failures",

@@ -26,7 +26,9 @@ use flowattr_transport::{
 use crate::{
     clocks::ClockSample,
     config::{Claim, CollectorConfig, OutputSection},
-    core::{Arrival, Core, CoreParts, CoreSettings, Decision, Forwarder, Input, Sharing},
+    core::{
+        Arrival, Core, CoreParts, CoreSettings, Decision, Forwarder, Input, Replier, Sharing,
+    },
     journal::Journal,
     legacy::EventFollower,
     metrics::CollectorMetrics,
@@ -37,6 +39,10 @@ use crate::{
     sharing::{KafkaSharing, SharingConfig},
 };
 
+/// Inputs in flight between the receiver and the core (each channel): the
+/// core's arrival queue is the bounded, accounted one.
+const INPUT_CHANNEL: usize = 16;
+
 /// How long a starting collector waits for the shared history.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -45,6 +51,7 @@ pub struct Collector {
     receiver: Option<Receiver>,
     inputs: Option<mpsc::SyncSender<Input>>,
     core: Option<std::thread::JoinHandle<()>>,
+    stop_core: Arc<AtomicBool>,
     pump: Option<tokio::task::JoinHandle<()>>,
     metrics: Arc<CollectorMetrics>,
     metrics_server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -168,6 +175,8 @@ impl Collector {
                 .ab
                 .as_ref()
                 .map_or(Duration::ZERO, |ab| ab.shadow_hold),
+            arrival_queue_batches: config.arrival_queue_batches,
+            arrival_queue_bytes: config.arrival_queue_bytes,
         };
         let mut core = Core::new(
             settings,
@@ -198,10 +207,15 @@ impl Collector {
         })
         .await?;
 
-        let (inputs, rx) = mpsc::sync_channel(1024);
-        let core_thread = std::thread::Builder::new()
-            .name("collector-core".into())
-            .spawn(move || core.run(rx))?;
+        // Small: the core's own arrival queue is the bounded one.
+        let (inputs, rx) = mpsc::sync_channel(INPUT_CHANNEL);
+        let stop_core = Arc::new(AtomicBool::new(false));
+        let core_thread = {
+            let stop = stop_core.clone();
+            std::thread::Builder::new()
+                .name("collector-core".into())
+                .spawn(move || core.run(rx, &stop))?
+        };
 
         let legacy = match &config.legacy {
             None => None,
@@ -214,6 +228,7 @@ impl Collector {
 
         let mut receiver_config = ReceiverConfig::new(config.listen, tls);
         receiver_config.max_frame_bytes = codec::DEFAULT_MAX_FRAME_BYTES;
+        receiver_config.channel_capacity = INPUT_CHANNEL;
         let (receiver, deliveries) = Receiver::bind(receiver_config)?;
         let local_addr = receiver.local_addr();
         let pump = tokio::spawn(pump_deliveries(deliveries, inputs.clone()));
@@ -238,6 +253,7 @@ impl Collector {
             receiver: Some(receiver),
             inputs: Some(inputs),
             core: Some(core_thread),
+            stop_core,
             pump: Some(pump),
             metrics,
             metrics_server,
@@ -270,6 +286,7 @@ impl Collector {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         self.inputs = None;
+        self.stop_core.store(true, Ordering::Relaxed);
         if let Some(core) = self.core.take() {
             let _ = tokio::task::spawn_blocking(move || core.join()).await;
         }
@@ -314,12 +331,7 @@ async fn pump_deliveries(
                 received_ns: timing.received_ns,
                 rtt_ns: timing.rtt_ns,
             }),
-            reply: Box::new(move |decision| {
-                let _ = reply.send(match decision {
-                    Decision::Accepted | Decision::Duplicate => Reply::Ack,
-                    Decision::Rejected(why) => Reply::Reject(why),
-                });
-            }),
+            reply: Box::new(QuicReply(reply)),
         };
         // The core's queue is bounded: waiting here stops the receiver,
         // which stops reading, which slows the agents.
@@ -331,6 +343,23 @@ async fn pump_deliveries(
         if !matches!(sent, Ok(Ok(()))) {
             break;
         }
+    }
+}
+
+/// The answer to an arrival over QUIC. The stream drops its end when the
+/// agent stops waiting, which marks the arrival abandoned.
+struct QuicReply(tokio::sync::oneshot::Sender<Reply>);
+
+impl Replier for QuicReply {
+    fn reply(self: Box<Self>, decision: Decision) {
+        let _ = self.0.send(match decision {
+            Decision::Accepted | Decision::Duplicate => Reply::Ack,
+            Decision::Rejected(why) => Reply::Reject(why),
+        });
+    }
+
+    fn abandoned(&self) -> bool {
+        self.0.is_closed()
     }
 }
 
@@ -408,7 +437,7 @@ fn open_outputs(config: &CollectorConfig) -> anyhow::Result<Vec<Box<dyn Output>>
         .iter()
         .map(|o| -> anyhow::Result<Box<dyn Output>> {
             Ok(match o {
-                OutputSection::Stdout => Box::new(StdoutOutput),
+                OutputSection::Stdout => Box::new(StdoutOutput::default()),
                 OutputSection::File {
                     dir,
                     prefix,
@@ -426,12 +455,9 @@ fn open_outputs(config: &CollectorConfig) -> anyhow::Result<Vec<Box<dyn Output>>
                     })
                     .with_context(|| format!("file output {}", dir.display()))?,
                 ),
-                OutputSection::Kafka { brokers, topic } => Box::new(
-                    KafkaOutput::new(crate::output::kafka::KafkaOutputConfig::new(
-                        brokers.clone(),
-                        topic.clone(),
-                    ))
-                    .with_context(|| format!("Kafka output {topic}"))?,
+                OutputSection::Kafka(kafka) => Box::new(
+                    KafkaOutput::new(kafka.to_config())
+                        .with_context(|| format!("Kafka output {}", kafka.topic))?,
                 ),
             })
         })

@@ -79,6 +79,8 @@ impl Harness {
                 sink_batch: 1024,
                 forward_peers: HashSet::new(),
                 shadow_hold: Duration::ZERO,
+                arrival_queue_batches: 256,
+                arrival_queue_bytes: 256 << 20,
             },
             CoreParts {
                 table,

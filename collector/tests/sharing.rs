@@ -837,17 +837,28 @@ fn sharing_survives_a_broker_outage_and_restart() {
 
 /// Writes like the collector's output fan-out: a refused chunk is kept and
 /// offered again.
-fn write_retrying(out: &mut KafkaOutput, chunk: &[u8], broker: &Broker) {
+fn write_retrying(out: &mut KafkaOutput, seq: u64, chunk: &[u8], broker: &Broker) {
     wait_until("the output takes the chunk", WAIT, broker, || {
-        out.write(chunk)
+        out.write(seq, chunk)
             .map_err(|e| format!("{e}: {:?}", out.counters()))
     });
 }
 
-fn flush_retrying(out: &mut KafkaOutput, broker: &Broker) {
+/// Commits until every chunk before `below` is delivered; chunks reported
+/// lost are written again, as the fan-out does.
+fn deliver_all(out: &mut KafkaOutput, chunks: &[(u64, Vec<u8>)], below: u64, broker: &Broker) {
     wait_until("the output has delivered everything", WAIT, broker, || {
-        out.flush()
-            .map_err(|e| format!("{e}: {:?}", out.counters()))
+        let p = out.commit().map_err(|e| e.to_string())?;
+        if let Some(from) = p.resend_from {
+            for (seq, chunk) in chunks.iter().filter(|(s, _)| *s >= from) {
+                out.write(*seq, chunk).map_err(|e| e.to_string())?;
+            }
+        }
+        if p.durable_below >= below {
+            Ok(())
+        } else {
+            Err(format!("durable below {}: {:?}", p.durable_below, out.counters()))
+        }
     });
 }
 
@@ -884,23 +895,23 @@ fn read_all(broker: &Broker, topic: &str, expected: usize) -> Vec<Vec<u8>> {
 fn kafka_output_writes_each_chunk_as_one_message() {
     let broker = Broker::start();
     let config = KafkaOutputConfig {
-        create_partitions: Some(1),
+        partitions: 1,
         ..KafkaOutputConfig::new(broker.address(), "flows")
     };
     let mut out = KafkaOutput::new(config).unwrap();
-    let chunks: Vec<Vec<u8>> = (0..3)
-        .map(|i| format!("{{\"flow\":{i}}}\n{{\"flow\":{}}}\n", i + 100).into_bytes())
+    let chunks: Vec<(u64, Vec<u8>)> = (0..3)
+        .map(|i| (i, format!("{{\"flow\":{i}}}\n{{\"flow\":{}}}\n", i + 100).into_bytes()))
         .collect();
     // The first write waits for the output to create and see its topic.
-    for chunk in &chunks {
-        write_retrying(&mut out, chunk, &broker);
+    for (seq, chunk) in &chunks {
+        write_retrying(&mut out, *seq, chunk, &broker);
     }
     assert_eq!(
         broker.partitions("flows"),
         Some(1),
         "the output created its topic"
     );
-    out.flush().expect("flush waits for the deliveries");
+    deliver_all(&mut out, &chunks, 3, &broker);
     let c = out.counters();
     assert_eq!(
         (c.sent, c.delivered, c.failed, c.queue_full),
@@ -909,7 +920,7 @@ fn kafka_output_writes_each_chunk_as_one_message() {
     );
     assert_eq!(
         read_all(&broker, "flows", 3),
-        chunks,
+        chunks.into_iter().map(|(_, c)| c).collect::<Vec<_>>(),
         "each chunk is one message, in order"
     );
 }
@@ -918,24 +929,29 @@ fn kafka_output_writes_each_chunk_as_one_message() {
 fn kafka_output_loses_nothing_written_after_a_broker_restart() {
     let mut broker = Broker::start();
     let config = KafkaOutputConfig {
-        create_partitions: Some(1),
+        partitions: 1,
         ..KafkaOutputConfig::new(broker.address(), "flows")
     };
     let mut out = KafkaOutput::new(config).unwrap();
-    write_retrying(&mut out, b"before", &broker);
-    flush_retrying(&mut out, &broker);
+    let before = vec![(0, b"before".to_vec())];
+    write_retrying(&mut out, 0, b"before", &broker);
+    deliver_all(&mut out, &before, 1, &broker);
     // An empty broker on the same port. It would take chunks for the topic
     // it lost and drop them once the topic is created again; the output
     // must wait for the topic instead.
     broker.restart();
-    write_retrying(&mut out, b"after-1", &broker);
-    write_retrying(&mut out, b"after-2", &broker);
-    flush_retrying(&mut out, &broker);
-    let c = out.counters();
-    assert_eq!(c.failed, 0, "{c:?}");
-    assert_eq!(
-        read_all(&broker, "flows", 2),
-        vec![b"after-1".to_vec(), b"after-2".to_vec()],
-        "the new broker has exactly what was written after the restart"
+    let after = vec![(1, b"after-1".to_vec()), (2, b"after-2".to_vec())];
+    for (seq, chunk) in &after {
+        write_retrying(&mut out, *seq, chunk, &broker);
+    }
+    deliver_all(&mut out, &after, 3, &broker);
+    let got = read_all(&broker, "flows", 2);
+    assert!(
+        got.contains(&b"after-1".to_vec()) && got.contains(&b"after-2".to_vec()),
+        "the new broker has what was written after the restart: {got:?}"
+    );
+    assert!(
+        !got.contains(&b"before".to_vec()),
+        "and nothing from before (the broker lost it)"
     );
 }

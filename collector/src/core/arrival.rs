@@ -1,53 +1,107 @@
-//! Arrivals: dedupe, the sender's clock, journal, heartbeats, watermark,
-//! hold, acknowledgement; and the journal's replay at start.
+//! Arrivals: dedupe, the sender's clock, journal, sync, heartbeats,
+//! watermark, hold, acknowledgement; and the journal's replay at start.
 
 use std::sync::Arc;
 
 use flowattr_model::{FlowBatch, Side, TimeRange, UnattributedReason, Workload};
 use rustc_hash::FxHashMap;
 
-use super::{Arrival, Core, Decision};
-use crate::journal::{JournalEntry, Recovered};
+use super::{Arrival, Core, Decision, Decode, Unsynced};
+use crate::journal::{JournalEntry, Recovery};
 
 impl Core {
     /// Takes back what an earlier run journaled: written-out ids are
-    /// remembered as duplicates, pending batches are held again (their
+    /// remembered as duplicates, and pending batches are held again (their
     /// heartbeats replayed, trusting the sender's clock as it was trusted
-    /// then). `decode` turns a journaled frame body into a batch.
+    /// then), an entry at a time while the hold has room; until all are,
+    /// no arrival is taken. `decode` turns a journaled frame body into a
+    /// batch.
     pub fn recover(
         &mut self,
-        recovered: Recovered,
-        decode: impl Fn(&[u8]) -> Result<FlowBatch, String>,
+        mut recovery: Recovery,
+        decode: impl Fn(&[u8]) -> Result<FlowBatch, String> + Send + 'static,
     ) {
-        for id in recovered.emitted {
+        for id in std::mem::take(&mut recovery.emitted) {
             self.recent.insert(id);
         }
-        for path in &recovered.unreadable {
-            tracing::error!(path = %path.display(), "journal entry unreadable; left in place");
+        for name in &recovery.unreadable {
+            tracing::error!(file = name, "not a journal file; left in place");
             self.metrics.count_drop("journal_unreadable", 1);
         }
-        let now = (self.clock)();
-        for (id, bytes) in recovered.pending {
-            let decoded = JournalEntry::parse(&bytes)
-                .ok()
-                .and_then(|entry| Some((decode(entry.body).ok()?, entry)));
-            match decoded {
-                Some((batch, entry)) if batch.id() == id => {
-                    self.recent.insert(id);
-                    self.journaled += 1;
-                    let peer = entry.peer.to_owned();
-                    self.take(&peer, batch, entry.clock_trusted, now);
-                }
-                _ => {
-                    tracing::error!(%id, "journal entry does not decode; left in place");
-                    self.metrics.count_drop("journal_unreadable", 1);
-                }
-            }
-        }
+        self.recovery = Some((recovery, Box::new(decode) as Decode));
+        self.recover_some();
         self.update_gauges();
     }
 
+    /// Replays journal entries while the hold and outputs have room.
+    pub(super) fn recover_some(&mut self) {
+        let Some((mut recovery, decode)) = self.recovery.take() else {
+            return;
+        };
+        let now = (self.clock)();
+        while !self.is_full() {
+            let Some(entry) = self.journal.recover_next(&mut recovery) else {
+                if recovery.torn > 0 {
+                    tracing::info!(entries = recovery.torn, "dropped journal entries cut short by a crash (never acknowledged)");
+                }
+                self.metrics
+                    .count_drop("journal_damaged", recovery.damaged.len() as u64);
+                return;
+            };
+            let decoded = JournalEntry::parse(&entry.bytes)
+                .and_then(|e| Ok((decode(e.body)?, e)));
+            match decoded {
+                Ok((batch, e)) if batch.id() == e.id => {
+                    if !self.recent.insert(e.id) {
+                        self.journal.drop_recovered(&entry, false);
+                        continue;
+                    }
+                    let peer = e.peer.to_owned();
+                    let trusted = e.clock_trusted;
+                    self.take(&peer, batch, trusted, now);
+                }
+                _ => {
+                    tracing::error!(segment = entry.segment, "journal entry does not decode; its segment is left in place");
+                    self.metrics.count_drop("journal_unreadable", 1);
+                    self.journal.drop_recovered(&entry, true);
+                }
+            }
+        }
+        self.recovery = Some((recovery, decode));
+    }
+
+    /// An arrival that still needs deciding, or `None` when it was answered
+    /// (a duplicate) or dropped (its sender stopped waiting).
+    pub(super) fn screen(&mut self, arrival: Arrival) -> Option<Arrival> {
+        if arrival.reply.abandoned() {
+            self.count_batch(&arrival.peer, "abandoned");
+            return None;
+        }
+        let id = arrival.batch.id();
+        if !self.recent.contains(&id) {
+            return Some(arrival);
+        }
+        self.count_batch(&arrival.peer, "duplicate");
+        if self.unsynced.iter().any(|u| u.batch.id() == id) {
+            // Acknowledged with the first copy, once that is durable.
+            self.unsynced_duplicates.push(arrival.reply);
+        } else {
+            arrival.reply.reply(Decision::Duplicate);
+        }
+        None
+    }
+
+    pub(super) fn count_batch(&self, peer: &str, outcome: &str) {
+        let labels = vec![("agent", peer.to_owned()), ("outcome", outcome.to_owned())];
+        self.metrics.batches.get_or_create(&labels).inc();
+    }
+
+    /// Journals an arrival; it is taken and acknowledged at the next
+    /// [`Core::commit`].
     pub(super) fn arrive(&mut self, arrival: Arrival) {
+        let Some(arrival) = self.screen(arrival) else {
+            return;
+        };
         let Arrival {
             peer,
             batch,
@@ -56,51 +110,78 @@ impl Core {
             reply,
         } = arrival;
         let id = batch.id();
-        let agent_labels = vec![("agent", peer.clone())];
-        let count = |outcome: &str| {
-            let mut labels = agent_labels.clone();
-            labels.push(("outcome", outcome.to_owned()));
-            self.metrics.batches.get_or_create(&labels).inc();
-        };
         if batch.agent != peer {
-            count("rejected");
-            reply(Decision::Rejected(format!(
+            self.count_batch(&peer, "rejected");
+            reply.reply(Decision::Rejected(format!(
                 "batch names agent {:?} but the certificate is {peer:?}",
                 batch.agent
             )));
             return;
         }
-        if self.recent.contains(&id) {
-            count("duplicate");
-            reply(Decision::Duplicate);
-            return;
-        }
         let verdict = self.clocks.observe(&peer, clock);
         if !verdict.is_trusted() {
-            count("clock_skewed");
+            self.count_batch(&peer, "clock_skewed");
         }
-        let header = JournalEntry::header(&peer, verdict.is_trusted());
-        if let Err(e) = self.journal.append(&id, &[header.as_bytes(), &body]) {
+        let entry = JournalEntry {
+            id: id.clone(),
+            peer: &peer,
+            clock_trusted: verdict.is_trusted(),
+            body: &body,
+        };
+        if let Err(e) = self.journal.append(&entry) {
             // Not acknowledged: the agent keeps it and sends it again.
             tracing::error!(%id, error = %e, "journal write failed; batch not acknowledged");
-            count("journal_failed");
+            self.count_batch(&peer, "journal_failed");
             return;
         }
-        count("accepted");
-        self.journaled += 1;
-        self.metrics
-            .flows_in
-            .get_or_create(&agent_labels)
-            .inc_by(batch.flows.len() as u64);
         self.recent.insert(id);
-        let now = (self.clock)();
-        if let Some(watermark) = verdict.earliest_local(batch.complete_until_ns)
-            && batch.complete_until_ns > 0
-        {
-            self.completeness.report(&peer, watermark, now);
+        let watermark = verdict
+            .earliest_local(batch.complete_until_ns)
+            .filter(|_| batch.complete_until_ns > 0);
+        self.unsynced.push(Unsynced {
+            peer,
+            batch,
+            clock_trusted: verdict.is_trusted(),
+            watermark,
+            reply,
+        });
+    }
+
+    /// Makes the journaled arrivals durable with one sync, then takes and
+    /// acknowledges them. When the sync fails none is acknowledged: their
+    /// senders send them again.
+    pub(super) fn commit(&mut self) {
+        if self.unsynced.is_empty() {
+            return;
         }
-        self.take(&peer, batch, verdict.is_trusted(), now);
-        reply(Decision::Accepted);
+        let unsynced = std::mem::take(&mut self.unsynced);
+        let duplicates = std::mem::take(&mut self.unsynced_duplicates);
+        if let Err(e) = self.journal.sync() {
+            tracing::error!(error = %e, batches = unsynced.len(), "journal sync failed; batches not acknowledged");
+            let ids: Vec<_> = unsynced.iter().map(|u| u.batch.id()).collect();
+            for (u, id) in unsynced.iter().zip(&ids) {
+                self.count_batch(&u.peer, "journal_failed");
+                self.recent.remove(id);
+            }
+            self.journal.abandon(&ids);
+            return;
+        }
+        let now = (self.clock)();
+        for u in unsynced {
+            self.count_batch(&u.peer, "accepted");
+            self.metrics
+                .flows_in
+                .get_or_create(&vec![("agent", u.peer.clone())])
+                .inc_by(u.batch.flows.len() as u64);
+            if let Some(watermark) = u.watermark {
+                self.completeness.report(&u.peer, watermark, now);
+            }
+            self.take(&u.peer, u.batch, u.clock_trusted, now);
+            u.reply.reply(Decision::Accepted);
+        }
+        for reply in duplicates {
+            reply.reply(Decision::Duplicate);
+        }
     }
 
     /// Heartbeats and hold for a batch the collector is responsible for.

@@ -8,26 +8,38 @@
 //! A batch's way through:
 //!
 //! 1. **Arrival.** A batch id it remembers is a duplicate: acknowledged
-//!    again, not taken again. A batch whose `agent` is not the sender's
-//!    certificate name is refused. While the hold queue or the outputs are
-//!    full, arrivals wait unanswered (the agents' spools hold them).
-//! 2. **Journal, heartbeats, hold, acknowledgement.** The batch is written
-//!    to the journal; each flow whose local side the agent attributed
-//!    becomes a heartbeat claimed by the sender (forwarded batches claim
-//!    nothing); the batch joins the hold queue, and only then is it
-//!    acknowledged.
+//!    again, not taken again; an arrival whose sender stopped waiting is
+//!    dropped (it will be sent again). The rest wait in a queue bounded by
+//!    count and bytes; while the hold queue or the outputs are full they
+//!    stay there, and once the queue is full the core stops taking
+//!    arrivals at all, so the receiver stops reading and QUIC flow control
+//!    slows the agents (their spools hold the batches). A batch whose
+//!    `agent` is not the sender's certificate name is refused.
+//! 2. **Journal, heartbeats, hold, acknowledgement.** The batch is appended
+//!    to the journal; once a tick's batches are durable (one sync), each
+//!    flow whose local side the agent attributed becomes a heartbeat
+//!    claimed by the sender (forwarded batches claim nothing), the batch
+//!    joins the hold queue, and only then is it acknowledged.
 //! 3. **Release.** After the hold, remote sides are attributed
 //!    ([`crate::remote`]); flows for other regions are forwarded; the rest go
 //!    through the policy chain and the sink plugin to every output.
-//! 4. **Written out.** When every output has taken a batch's flows, its
-//!    journal entry is replaced by a line in the written-out log.
+//! 4. **Written out.** When every output has a batch's flows for good
+//!    (synced to disk, or delivered and acknowledged by Kafka), its journal
+//!    entry goes and its id joins the written-out log.
+//!
+//! A starting core replays the journal first, an entry at a time while the
+//! hold has room, before it takes any arrival.
 
 mod arrival;
 mod release;
 
 use std::{
     collections::{HashSet, VecDeque},
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::Duration,
 };
 
@@ -40,7 +52,7 @@ use crate::{
     counterpart::Counterparts,
     dedupe::RecentBatches,
     hold::HoldQueue,
-    journal::Journal,
+    journal::{Journal, Recovery},
     metrics::CollectorMetrics,
     output::Outputs,
     ownership::{OwnershipTable, RangeUpdate},
@@ -70,9 +82,33 @@ pub struct Arrival {
     /// measured; `None` from a sender that does not stamp its frames (its
     /// flows are then not trusted for remote attribution).
     pub clock: Option<ClockSample>,
-    /// Called once with the decision. Dropped uncalled when the collector
-    /// stops before deciding: the sender will send it again.
-    pub reply: Box<dyn FnOnce(Decision) + Send>,
+    /// Told the decision once. Dropped unanswered when the collector stops
+    /// before deciding or the sender stopped waiting: it will send it again.
+    pub reply: Box<dyn Replier>,
+}
+
+impl Arrival {
+    /// What the arrival costs while it waits: its frame and its flows.
+    fn cost(&self) -> usize {
+        self.body.len()
+            + self.batch.flows.len() * std::mem::size_of::<AttributedFlow>()
+    }
+}
+
+/// Where an arrival's decision goes.
+pub trait Replier: Send {
+    fn reply(self: Box<Self>, decision: Decision);
+    /// Whether the sender stopped waiting for this answer (it gave up and
+    /// will send the batch again): the arrival is then dropped untaken.
+    fn abandoned(&self) -> bool {
+        false
+    }
+}
+
+impl<F: FnOnce(Decision) + Send> Replier for F {
+    fn reply(self: Box<Self>, decision: Decision) {
+        (*self)(decision)
+    }
 }
 
 /// Everything the core is told.
@@ -109,6 +145,19 @@ pub trait Sharing: Send {
 /// Attributed flows not yet formatted, with the batches they came from.
 type Unformatted = (Vec<AttributedFlow>, Vec<BatchId>);
 
+/// Turns a journaled frame body into its batch.
+pub type Decode = Box<dyn Fn(&[u8]) -> Result<FlowBatch, String> + Send>;
+
+/// An arrival journaled but not yet synced.
+struct Unsynced {
+    peer: String,
+    batch: FlowBatch,
+    clock_trusted: bool,
+    /// The completeness watermark it reports, on the collector's clock.
+    watermark: Option<u64>,
+    reply: Box<dyn Replier>,
+}
+
 /// The core's settings.
 #[derive(Debug, Clone)]
 pub struct CoreSettings {
@@ -131,6 +180,10 @@ pub struct CoreSettings {
     /// The A/B's shadow resolver is asked this long after a flow's start (the
     /// legacy method's own hold), or at release if that is later.
     pub shadow_hold: Duration,
+    /// Arrivals that may wait for room, by count and by bytes (frames and
+    /// decoded flows); past either, [`Core::run`] stops taking arrivals.
+    pub arrival_queue_batches: usize,
+    pub arrival_queue_bytes: usize,
 }
 
 /// The core and everything it owns.
@@ -156,15 +209,24 @@ pub struct Core {
     comparison: Option<Box<dyn Comparison>>,
     /// Flows compared once the shadow's hold has passed: (due, flows).
     shadow_waiting: VecDeque<(u64, Vec<flowattr_ab::Compared>)>,
-    /// Arrivals waiting for room.
+    /// Arrivals waiting for room, and what they cost.
     waiting: VecDeque<Arrival>,
+    waiting_bytes: usize,
+    /// Arrivals journaled since the last sync: taken and acknowledged once
+    /// it succeeds.
+    unsynced: Vec<Unsynced>,
+    /// Answers to copies of unsynced batches, given after the sync.
+    unsynced_duplicates: Vec<Box<dyn Replier>>,
+    /// The journal still being replayed, and how its bodies decode.
+    recovery: Option<(Recovery, Decode)>,
     /// Attributed flows whose sink call failed, with their batches: formatted
     /// again before anything else is released.
     unformatted: VecDeque<Unformatted>,
     /// The emptied vector of the last formatted release, for the next one.
     spare_flows: Vec<AttributedFlow>,
-    /// Batches journaled and not yet written out.
-    journaled: usize,
+    /// Flows per sink call: `sink_batch`, or fewer where chunks that large
+    /// were more than an output takes.
+    chunk_flows: usize,
     forward_seq: u64,
     last_expire_ns: u64,
 }
@@ -194,6 +256,7 @@ impl Core {
     pub fn new(settings: CoreSettings, parts: CoreParts) -> Self {
         let ns = |d: Duration| d.as_nanos().min(u64::MAX as u128) as u64;
         let ownership = *parts.table.config();
+        let chunk_flows = settings.sink_batch;
         Self {
             hold: HoldQueue::new(ns(settings.hold), settings.max_held_flows),
             counterparts: Counterparts::new(
@@ -225,57 +288,111 @@ impl Core {
             comparison: parts.comparison,
             shadow_waiting: VecDeque::new(),
             waiting: VecDeque::new(),
+            waiting_bytes: 0,
+            unsynced: Vec::new(),
+            unsynced_duplicates: Vec::new(),
+            recovery: None,
             unformatted: VecDeque::new(),
             spare_flows: Vec::new(),
-            journaled: 0,
+            chunk_flows,
             forward_seq: 0,
             last_expire_ns: 0,
         }
     }
 
-    /// Runs until every sender of `inputs` is gone. What it still holds
-    /// stays journaled for the next start (attributed then, after its hold,
-    /// rather than early now).
-    pub fn run(mut self, inputs: mpsc::Receiver<Input>) {
-        loop {
-            match inputs.recv_timeout(TICK) {
-                Ok(input) => {
-                    self.handle(input);
-                    // Take what else is waiting before the next tick.
-                    while let Ok(input) = inputs.try_recv() {
-                        self.handle(input);
+    /// Runs until `stop` is set or every sender of `inputs` is gone. What
+    /// it still holds stays journaled for the next start (attributed then,
+    /// after its hold, rather than early now).
+    pub fn run(mut self, inputs: mpsc::Receiver<Input>, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            if self.has_room_to_wait() {
+                match inputs.recv_timeout(TICK) {
+                    Ok(input) => {
+                        self.accept(input);
+                        // Take what else is waiting before the next tick.
+                        while self.has_room_to_wait()
+                            && let Ok(input) = inputs.try_recv()
+                        {
+                            self.accept(input);
+                        }
                     }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            } else {
+                // Arrivals stay in the channel: the receiver stops reading
+                // and QUIC flow control slows the agents.
+                std::thread::sleep(TICK);
             }
             self.tick();
         }
     }
 
-    /// Handles one input.
+    /// Handles one input at once: an arrival is decided (and journaled and
+    /// synced) now if there is room. For callers that bound what they hand
+    /// over themselves (the simulator, tests); [`Core::run`] keeps the
+    /// arrival queue's bound.
     pub fn handle(&mut self, input: Input) {
+        self.accept(input);
+        self.take_waiting();
+        self.commit();
+    }
+
+    /// Queues an arrival (answering duplicates and dropping abandoned ones
+    /// at once), or gives address events to the resolvers.
+    fn accept(&mut self, input: Input) {
         match input {
             Input::Arrival(arrival) => {
-                if self.is_full() {
-                    self.metrics.backpressure.inc();
-                    self.waiting.push_back(arrival);
-                } else {
-                    self.arrive(arrival);
+                if self.answered_on_entry(arrival) {
+                    return;
                 }
             }
-            Input::IpEvents(events) => {
-                // Shadow resolvers learn the events too: the A/B compares them.
-                let all = self
-                    .plugins
-                    .chain(flowattr_plugin_runtime::manifest::PluginKind::Resolver);
-                for resolver in all {
-                    if let Err(error) = resolver.ingest(&events) {
-                        tracing::warn!(plugin = resolver.name(), %error, "resolver refused events");
-                        self.metrics
-                            .count_drop("resolver_ingest_failed", events.len() as u64);
-                    }
-                }
+            Input::IpEvents(events) => self.ingest_events(&events),
+        }
+    }
+
+    /// Answers a duplicate or drops an abandoned arrival; otherwise queues
+    /// it and returns false.
+    fn answered_on_entry(&mut self, arrival: Arrival) -> bool {
+        if let Some(arrival) = self.screen(arrival) {
+            if self.is_full() || self.recovery.is_some() {
+                self.metrics.backpressure.inc();
+            }
+            self.waiting_bytes += arrival.cost();
+            self.waiting.push_back(arrival);
+            return false;
+        }
+        true
+    }
+
+    /// Whether the arrival queue holds fewer than its bounds.
+    fn has_room_to_wait(&self) -> bool {
+        self.waiting.len() < self.settings.arrival_queue_batches.max(1)
+            && self.waiting_bytes < self.settings.arrival_queue_bytes.max(1)
+    }
+
+    /// Takes waiting arrivals while the hold and outputs have room and the
+    /// journal has been replayed.
+    fn take_waiting(&mut self) {
+        while !self.is_full()
+            && self.recovery.is_none()
+            && let Some(arrival) = self.waiting.pop_front()
+        {
+            self.waiting_bytes -= arrival.cost();
+            self.arrive(arrival);
+        }
+    }
+
+    fn ingest_events(&mut self, events: &[IpEvent]) {
+        // Shadow resolvers learn the events too: the A/B compares them.
+        let all = self
+            .plugins
+            .chain(flowattr_plugin_runtime::manifest::PluginKind::Resolver);
+        for resolver in all {
+            if let Err(error) = resolver.ingest(events) {
+                tracing::warn!(plugin = resolver.name(), %error, "resolver refused events");
+                self.metrics
+                    .count_drop("resolver_ingest_failed", events.len() as u64);
             }
         }
     }
@@ -306,11 +423,9 @@ impl Core {
         }
         self.finish_written();
         self.ask_shadow(now);
-        while !self.is_full()
-            && let Some(arrival) = self.waiting.pop_front()
-        {
-            self.arrive(arrival);
-        }
+        self.recover_some();
+        self.take_waiting();
+        self.commit();
         self.share(now);
         if now.saturating_sub(self.last_expire_ns) >= 1_000_000_000 {
             let before = *self.table.counters();
@@ -393,7 +508,9 @@ impl Core {
         m.hold_flows.set(self.hold.flows() as i64);
         m.counterpart_index.set(self.counterparts.len() as i64);
         m.hold_batches.set(self.hold.batches() as i64);
-        m.journal_batches.set(self.journaled as i64);
+        m.journal_batches.set(self.journal.pending() as i64);
+        m.arrivals_waiting.set(self.waiting.len() as i64);
+        m.arrivals_waiting_bytes.set(self.waiting_bytes as i64);
         if let Some(sharing) = &self.sharing {
             for (name, value) in sharing.counters() {
                 m.sharing

@@ -120,11 +120,14 @@ impl Core {
         }
     }
 
-    /// Formats `flows` with the sink plugin, a chunk of `sink_batch` flows at
-    /// a time, and hands each chunk to the outputs at once, so its buffer is
-    /// free again for the next one. When the sink is missing or fails, gives
-    /// back the flows not yet formatted; `ids` go with the last chunk, so the
-    /// batches count as written out only once all of their flows are.
+    /// Formats `flows` with the sink plugin, a chunk of at most
+    /// `sink_batch` flows at a time, and hands each chunk to the outputs at
+    /// once. A chunk larger than an output takes (Kafka's message limit) is
+    /// formatted again with fewer flows, and later chunks start from that
+    /// size; a single flow too large for an output is dropped and counted.
+    /// When the sink is missing or fails, gives back the flows not yet
+    /// formatted; `ids` go with the last chunk, so the batches count as
+    /// written out only once all of their flows are.
     pub(super) fn format(
         &mut self,
         mut flows: Vec<AttributedFlow>,
@@ -139,26 +142,50 @@ impl Core {
             self.metrics.sink_failures.inc();
             return Err((flows, ids));
         };
-        let step = self.settings.sink_batch.max(1);
+        let most = self.settings.sink_batch.max(1);
+        let limit = self.outputs.max_chunk_bytes();
         let mut done = 0;
         while done < flows.len() {
-            let end = (done + step).min(flows.len());
+            let mut n = self.chunk_flows.clamp(1, most).min(flows.len() - done);
             let mut bytes = self.outputs.buffer();
-            if let Err(error) = sink.format(&flows[done..end], &mut bytes) {
-                tracing::error!(sink = %self.settings.sink, %error, "sink plugin failed; retrying next tick");
-                self.metrics.sink_failures.inc();
-                flows.drain(..done);
-                return Err((flows, ids));
+            loop {
+                bytes.clear();
+                if let Err(error) = sink.format(&flows[done..done + n], &mut bytes) {
+                    tracing::error!(sink = %self.settings.sink, %error, "sink plugin failed; retrying next tick");
+                    self.metrics.sink_failures.inc();
+                    flows.drain(..done);
+                    return Err((flows, ids));
+                }
+                match limit {
+                    Some(limit) if bytes.len() > limit && n > 1 => {
+                        // Aim a tenth below the limit, and always shrink.
+                        let fit = (n as u128 * limit as u128 * 9 / (10 * bytes.len() as u128)) as usize;
+                        n = fit.clamp(1, n - 1);
+                        self.chunk_flows = n;
+                    }
+                    _ => break,
+                }
             }
-            self.metrics.flows_out.inc_by((end - done) as u64);
+            if limit.is_some_and(|limit| bytes.len() > limit) {
+                tracing::error!(bytes = bytes.len(), limit, "a single flow formats larger than an output takes; dropped");
+                self.metrics.count_drop("too_large_for_output", 1);
+                done += 1;
+                continue;
+            }
+            if n == self.chunk_flows && limit.is_some_and(|limit| 2 * bytes.len() < limit) {
+                self.chunk_flows = (2 * n).min(most);
+            }
+            let end = done + n;
             let batches = if end == flows.len() {
                 std::mem::take(&mut ids)
             } else {
                 Vec::new()
             };
-            self.outputs.push(bytes, batches);
-            self.finish_written();
+            self.outputs.push(bytes, n as u64, batches);
             done = end;
+        }
+        if !ids.is_empty() {
+            self.outputs.push_empty(ids);
         }
         flows.clear();
         self.spare_flows = flows;
@@ -174,11 +201,13 @@ impl Core {
         }
     }
 
+    /// Writes and commits the outputs, and retires the batches every output
+    /// now has for good.
     pub(super) fn finish_written(&mut self) {
-        let done = self.outputs.pump();
-        self.journaled -= done.len().min(self.journaled);
-        if !done.is_empty()
-            && let Err(e) = self.journal.written_out(&done)
+        let retired = self.outputs.pump();
+        self.metrics.flows_out.inc_by(retired.flows);
+        if !retired.batches.is_empty()
+            && let Err(e) = self.journal.written_out(&retired.batches)
         {
             tracing::error!(error = %e, "recording written-out batches failed");
         }

@@ -69,6 +69,12 @@ impl AppendFile {
         })
     }
 
+    /// Makes everything appended durable (`fdatasync`: the page-cache tail
+    /// and the file's size; direct writes bypassed the cache already).
+    pub fn sync(&self) -> io::Result<()> {
+        self.buffered.sync_data()
+    }
+
     /// Whether whole blocks are written around the page cache.
     pub fn is_direct(&self) -> bool {
         self.direct.is_some()

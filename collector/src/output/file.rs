@@ -1,7 +1,11 @@
 //! Rotating files: chunks are appended to `DIR/PREFIX-<start>.<ext>`, and a
 //! new file is started when the current one reaches its size or age bound.
 //! Only the newest `keep_files` are kept. Each chunk is in the kernel when
-//! its write returns, mostly written around the page cache ([`AppendFile`]).
+//! its write returns, mostly written around the page cache ([`AppendFile`]);
+//! [`Output::commit`] syncs the file (and the directory, for a new file),
+//! and only then are its chunks durable. A failed sync may have lost any
+//! page since the last good one, so the file is closed and its unsynced
+//! chunks are written again to a new file.
 
 use std::{
     fs,
@@ -10,7 +14,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use super::Output;
+use super::{Output, Progress};
 use super::append::AppendFile;
 
 /// Where and how files rotate.
@@ -32,6 +36,11 @@ pub struct FileOutput {
     name: String,
     current: Option<Current>,
     serial: u64,
+    /// One past the last chunk taken, and one past the last synced.
+    taken_below: u64,
+    synced_below: u64,
+    /// A file was created since the directory was last synced.
+    dir_unsynced: bool,
 }
 
 struct Current {
@@ -48,7 +57,26 @@ impl FileOutput {
             config,
             current: None,
             serial: 0,
+            taken_below: 0,
+            synced_below: 0,
+            dir_unsynced: false,
         })
+    }
+
+    /// Syncs the current file and, after a new file, the directory.
+    fn sync(&mut self) -> io::Result<()> {
+        if self.synced_below == self.taken_below && !self.dir_unsynced {
+            return Ok(());
+        }
+        if let Some(current) = &self.current {
+            current.file.sync()?;
+        }
+        if self.dir_unsynced {
+            fs::File::open(&self.config.dir)?.sync_all()?;
+            self.dir_unsynced = false;
+        }
+        self.synced_below = self.taken_below;
+        Ok(())
     }
 
     fn rotate_if_due(&mut self) -> io::Result<()> {
@@ -56,6 +84,8 @@ impl FileOutput {
             c.bytes >= self.config.rotate_bytes || c.opened.elapsed() >= self.config.rotate_after
         });
         if due {
+            // The old file's chunks are durable before it is left.
+            self.sync()?;
             self.current = None;
         }
         if self.current.is_none() {
@@ -69,6 +99,7 @@ impl FileOutput {
                 bytes: 0,
                 opened: Instant::now(),
             });
+            self.dir_unsynced = true;
             self.prune()?;
         }
         Ok(())
@@ -126,34 +157,55 @@ impl Output for FileOutput {
         &self.name
     }
 
-    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+    fn write(&mut self, seq: u64, chunk: &[u8]) -> io::Result<()> {
         self.rotate_if_due()?;
         let current = self.current.as_mut().expect("opened above");
         current.file.append(chunk)?;
         current.bytes += chunk.len() as u64;
+        self.taken_below = seq + 1;
         Ok(())
     }
 
-    /// Nothing to do: every chunk is in the kernel once `write` returns.
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    fn commit(&mut self) -> io::Result<Progress> {
+        let resend_from = match self.sync() {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(output = self.name, error = %e, "sync failed; the file is closed and its unsynced chunks are written again to a new one");
+                self.current = None;
+                Some(self.synced_below)
+            }
+        };
+        Ok(Progress {
+            durable_below: self.synced_below,
+            resend_from,
+        })
     }
 }
 
 /// An [`Output`] to standard output.
-pub struct StdoutOutput;
+#[derive(Default)]
+pub struct StdoutOutput {
+    taken_below: u64,
+}
 
 impl Output for StdoutOutput {
     fn name(&self) -> &str {
         "stdout"
     }
 
-    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        io::stdout().lock().write_all(chunk)
+    fn write(&mut self, seq: u64, chunk: &[u8]) -> io::Result<()> {
+        io::stdout().lock().write_all(chunk)?;
+        self.taken_below = seq + 1;
+        Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        io::stdout().lock().flush()
+    /// Flushed is as far as standard output goes.
+    fn commit(&mut self) -> io::Result<Progress> {
+        io::stdout().lock().flush()?;
+        Ok(Progress {
+            durable_below: self.taken_below,
+            resend_from: None,
+        })
     }
 }
 
@@ -174,9 +226,15 @@ mod tests {
         })
         .unwrap();
         for i in 0..5 {
-            out.write(format!("line-{i:04}\n").as_bytes()).unwrap();
+            out.write(i, format!("line-{i:04}\n").as_bytes()).unwrap();
         }
-        out.flush().unwrap();
+        assert_eq!(
+            out.commit().unwrap(),
+            Progress {
+                durable_below: 5,
+                resend_from: None
+            }
+        );
         let files = files_of(dir.path(), "flows", "jsonl").unwrap();
         assert_eq!(files.len(), 2);
         let text: Vec<String> = files

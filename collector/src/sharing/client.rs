@@ -32,7 +32,7 @@ use std::{
 
 use rdkafka::{
     ClientConfig, ClientContext, Message,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication},
     config::{FromClientConfigAndContext, RDKafkaLogLevel},
     error::{KafkaError, RDKafkaErrorCode},
     message::DeliveryResult,
@@ -134,6 +134,9 @@ pub(crate) struct TopicGate {
     ready: AtomicBool,
     /// The producer reported a lost connection since the owner last looked.
     outage: AtomicBool,
+    /// Outages reported so far (for owners that watch for a new one rather
+    /// than take the flag).
+    outages: AtomicU64,
 }
 
 impl TopicGate {
@@ -158,9 +161,20 @@ impl TopicGate {
 
     /// Called from the producer's callbacks: closes the gate for new
     /// messages at once; the owner purges when it sees [`TopicGate::take_outage`].
-    fn report_outage(&self) {
+    pub(crate) fn report_outage(&self) {
         self.ready.store(false, Ordering::Release);
         self.outage.store(true, Ordering::Release);
+        self.outages.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many outages were reported so far.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Acquire)
+    }
+
+    /// Closes the gate for new messages (the owner purges its producer).
+    pub fn shut(&self) {
+        self.ready.store(false, Ordering::Release);
     }
 
     /// Whether the producer lost its connection since the last call.
@@ -328,14 +342,20 @@ impl TopicAdmin {
             .filter(|&n| n > 0))
     }
 
-    /// Creates the topic; a topic that already exists is fine.
+    /// Creates the topic with `replication` copies of each partition
+    /// (`None`: the broker's default); a topic that already exists is fine.
     pub fn create(
         &self,
         topic: &str,
         partitions: i32,
+        replication: Option<i32>,
         timeout: Duration,
     ) -> Result<(), KafkaError> {
-        let new = NewTopic::new(topic, partitions.max(1), TopicReplication::Fixed(1));
+        let new = NewTopic::new(
+            topic,
+            partitions.max(1),
+            TopicReplication::Fixed(replication.unwrap_or(-1)),
+        );
         let options = AdminOptions::new()
             .request_timeout(Some(timeout))
             .operation_timeout(Some(timeout));
@@ -347,6 +367,28 @@ impl TopicAdmin {
             }
         }
         Ok(())
+    }
+}
+
+impl TopicAdmin {
+    /// The topic's `max.message.bytes`, if the broker reports it.
+    pub fn max_message_bytes(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Option<usize>, KafkaError> {
+        let options = AdminOptions::new().request_timeout(Some(timeout));
+        let results = block_on(
+            self.admin
+                .describe_configs([&ResourceSpecifier::Topic(topic)], &options),
+        )?;
+        for result in results {
+            let resource = result.map_err(KafkaError::AdminOp)?;
+            if let Some(entry) = resource.get("max.message.bytes") {
+                return Ok(entry.value.as_deref().and_then(|v| v.parse().ok()));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -359,7 +359,7 @@ impl Reader {
                 let t = &self.settings.topic;
                 match self
                     .admin
-                    .create(t, self.settings.partitions, REQUEST_TIMEOUT)
+                    .create(t, self.settings.partitions, Some(1), REQUEST_TIMEOUT)
                 {
                     Ok(()) => tracing::info!(
                         topic = t,
