@@ -170,6 +170,9 @@ struct Builder {
     clock: Arc<AtomicU64>,
     judge: Arc<Mutex<Judge>>,
     inboxes: Vec<Shared>,
+    /// Each region's journal, kept in memory across its collector's
+    /// restarts (the simulation kills processes, not machines).
+    journals: Vec<MemoryStore>,
 }
 
 impl Builder {
