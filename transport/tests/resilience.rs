@@ -375,11 +375,14 @@ async fn a_batch_overtaking_an_unanswered_one_states_no_watermark_past_it() {
     init_logs();
     let pki = Pki::new();
     let (receiver, rx) = receiver(&pki).await;
-    // Batch 1's first delivery goes unanswered (its ack lost): batches 2
-    // and 3 overtake it while it waits to be sent again.
-    let dropped = AtomicUsize::new(0);
+    // Batch 1 goes unanswered (its ack lost) until batches 2 and 3 have
+    // overtaken it, however soon the shipper sends it again.
+    let overtaken = AtomicUsize::new(0);
     let (seen, _c) = collector(rx, move |b| {
-        if b.seq == 1 && dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+        if b.seq >= 2 {
+            overtaken.fetch_add(1, Ordering::Relaxed);
+        }
+        if b.seq == 1 && overtaken.load(Ordering::Relaxed) < 2 {
             None
         } else {
             Some(Reply::Ack)
@@ -417,7 +420,8 @@ async fn a_batch_overtaking_an_unanswered_one_states_no_watermark_past_it() {
     };
     assert_eq!(watermarks(0), [100]);
     // Batch 1 states its own each time: nothing older is unanswered.
-    assert_eq!(watermarks(1), [200, 200]);
+    let ones = watermarks(1);
+    assert!(ones.len() >= 2 && ones.iter().all(|&w| w == 200), "{ones:?}");
     // While batch 1 was unanswered, later ones said no more than batch 0.
     assert_eq!(watermarks(2)[0], 100);
     assert_eq!(watermarks(3)[0], 100);

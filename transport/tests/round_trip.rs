@@ -57,7 +57,13 @@ async fn batches_arrive_intact_and_are_acknowledged() {
     }
     let mut got: Vec<_> = delivered.into_iter().map(|d| d.batch).collect();
     got.sort_by_key(|b| b.seq);
-    assert_eq!(got, sent, "every field of every flow arrives");
+    // A batch sent while an older one is unanswered states no watermark
+    // past it (the shipper caps it, depending on timing): at most its own.
+    for (g, s) in got.iter_mut().zip(&sent) {
+        assert!(g.complete_until_ns <= s.complete_until_ns, "batch {}", g.seq);
+        g.complete_until_ns = s.complete_until_ns;
+    }
+    assert_eq!(got, sent, "every other field of every flow arrives");
     let stats = counters.snapshot();
     assert_eq!(
         (
