@@ -116,9 +116,29 @@ impl Broker {
     /// Kills the broker and waits until it is gone. Its data is lost.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SAFETY: as in `signal`; a paused broker must be thawed to die
+            // promptly and release its port.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGCONT) };
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing is
+    /// answered, nothing is lost. [`Broker::resume`] thaws it.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("the broker is running");
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "signal {signal} to the broker failed");
     }
 
     /// Stops the broker (if running) and starts a new one on the same port.
