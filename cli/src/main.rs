@@ -11,6 +11,7 @@ mod plugin;
 mod show;
 mod signal;
 mod sim;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +45,8 @@ enum Command {
     Show(show::ShowArgs),
     /// Simulate a fleet with ground truth and compare heartbeat attribution with the legacy method.
     Sim(sim::SimArgs),
+    /// Two collectors, a broker and agents as real processes under faults: prove no flow is lost or wrong.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Show(args) => show::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Soak(args) => soak::run(args),
     };
     match result {
         Ok(code) => code,
