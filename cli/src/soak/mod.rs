@@ -126,13 +126,20 @@ pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
 
     let mut faults = Faults::default();
     let deadline = started + args.duration;
-    let fraction = |f: f64| started + args.duration.mul_f64(f);
-    let mut plan = vec![
-        (fraction(0.30), Fault::BrokerRestart),
-        (fraction(0.45), Fault::BrokerFreeze),
-        (fraction(0.60), Fault::DiskFull),
-        (fraction(0.75), Fault::SinkSwap),
-    ];
+    // The four faults at fixed points of every five minutes (or of the
+    // whole run, if shorter), kills throughout.
+    let cycle = args.duration.min(Duration::from_secs(300));
+    let cycles = (args.duration.as_secs_f64() / cycle.as_secs_f64()).floor().max(1.0) as u32;
+    let mut plan = Vec::new();
+    for k in 0..cycles {
+        let at = |f: f64| started + cycle.mul_f64(f64::from(k) + f);
+        plan.extend([
+            (at(0.30), Fault::BrokerRestart),
+            (at(0.45), Fault::BrokerFreeze),
+            (at(0.60), Fault::DiskFull),
+            (at(0.75), Fault::SinkSwap),
+        ]);
+    }
     let mut next_kill = started + args.kill_every;
     let mut victim = 0;
     while Instant::now() < deadline {
@@ -144,14 +151,15 @@ pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(i) = plan.iter().position(|(at, _)| Instant::now() >= *at) {
             let (_, fault) = plan.remove(i);
-            match fault {
-                Fault::BrokerRestart => broker.restart(&mut faults)?,
-                Fault::BrokerFreeze => broker.freeze(Duration::from_secs(10), &mut collectors, &mut faults)?,
-                Fault::DiskFull => collectors.fill_disk(Duration::from_secs(10), &mut faults)?,
-                Fault::SinkSwap => collectors.swap_sink(&args.plugins, &mut faults)?,
-            }
+            fault.inject(&mut broker, &mut collectors, &args.plugins, &mut faults)?;
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Faults the run had no time left for (the blocking ones take seconds
+    // each) still happen, under load.
+    for (_, fault) in plan {
+        fault.inject(&mut broker, &mut collectors, &args.plugins, &mut faults)?;
     }
 
     println!("soak: load stops; waiting for spools, journals and outputs to drain");
@@ -191,6 +199,26 @@ enum Fault {
     BrokerFreeze,
     DiskFull,
     SinkSwap,
+}
+
+/// How long a frozen broker or a full disk lasts.
+const OUTAGE: Duration = Duration::from_secs(10);
+
+impl Fault {
+    fn inject(
+        self,
+        broker: &mut Broker,
+        collectors: &mut Collectors,
+        plugins: &Path,
+        faults: &mut Faults,
+    ) -> anyhow::Result<()> {
+        match self {
+            Fault::BrokerRestart => broker.restart(faults),
+            Fault::BrokerFreeze => broker.freeze(OUTAGE, collectors, faults),
+            Fault::DiskFull => collectors.fill_disk(OUTAGE, faults),
+            Fault::SinkSwap => collectors.swap_sink(plugins, faults),
+        }
+    }
 }
 
 /// Waits until every agent's spool is empty and both collectors have
