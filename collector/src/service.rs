@@ -130,6 +130,20 @@ impl Collector {
                 .iter()
                 .map(|r| (r.name.clone(), r.prefixes.clone())),
         );
+        if !config.regions.is_empty() {
+            // Forwarded batches name this collector; the other region's
+            // collector refuses any that does not match the certificate.
+            let identity = flowattr_transport::tls::certificate_identity(&config.tls.cert)?;
+            anyhow::ensure!(
+                identity.0 == config.name,
+                "`name` is {:?} but {} names {:?}, and other regions' collectors refuse every forwarded batch that names anyone but its certificate: set `name = {:?}` or use a certificate issued for {:?}",
+                config.name,
+                config.tls.cert.display(),
+                identity.0,
+                identity.0,
+                config.name
+            );
+        }
         let mut forwarders: Vec<Box<dyn Forwarder>> = Vec::new();
         for region in &config.regions {
             let collectors = region
