@@ -32,23 +32,29 @@ fn side(v: &serde_json::Value) -> Result<String, String> {
     }
 }
 
-fn parse_lines(text: &str, into: &mut Vec<Record>, malformed: &mut u64) {
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            *malformed += 1;
-            continue;
-        };
-        let Some(id) = v["record_id"].as_str() else {
-            *malformed += 1;
-            continue;
-        };
-        into.push(Record {
-            id: id.to_owned(),
-            local_ip: v["local"]["ip"].as_str().and_then(|s| s.parse().ok()),
-            local: side(&v["local"]),
-            remote_ip: v["remote"]["ip"].as_str().and_then(|s| s.parse().ok()),
-            remote: side(&v["remote"]),
-        });
+/// Parses JSON lines into `out`. In a file (`file_tail`), an unfinished
+/// last line is a torn write of a collector killed mid-chunk (written again
+/// whole elsewhere), counted apart from malformed lines.
+fn parse_lines(text: &str, file_tail: bool, out: &mut OutputRecords) {
+    let torn_tail = file_tail && !text.is_empty() && !text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    for (i, line) in lines.iter().enumerate() {
+        let record = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| {
+                Some(Record {
+                    id: v["record_id"].as_str()?.to_owned(),
+                    local_ip: v["local"]["ip"].as_str().and_then(|s| s.parse().ok()),
+                    local: side(&v["local"]),
+                    remote_ip: v["remote"]["ip"].as_str().and_then(|s| s.parse().ok()),
+                    remote: side(&v["remote"]),
+                })
+            });
+        match record {
+            Some(r) => out.records.push(r),
+            None if torn_tail && i + 1 == lines.len() => out.torn += 1,
+            None => out.malformed += 1,
+        }
     }
 }
 
@@ -57,16 +63,21 @@ fn parse_lines(text: &str, into: &mut Vec<Record>, malformed: &mut u64) {
 pub struct OutputRecords {
     pub records: Vec<Record>,
     pub malformed: u64,
+    /// Unfinished last lines of files.
+    pub torn: u64,
 }
 
 /// Every record in the topic, read from the beginning of every partition
 /// until `want` distinct ids arrived and nothing more came for five
-/// seconds, or two minutes passed.
+/// seconds, or nothing at all came for a minute (a broker reads back at its
+/// own pace: a long soak's topic takes minutes).
 pub fn read_topic(brokers: &str, topic: &str, partitions: i32, want: usize) -> anyhow::Result<OutputRecords> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "soak-reader")
         .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "104857600")
+        .set("max.partition.fetch.bytes", "33554432")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
@@ -75,21 +86,21 @@ pub fn read_topic(brokers: &str, topic: &str, partitions: i32, want: usize) -> a
     consumer.assign(&tpl)?;
     let mut out = OutputRecords::default();
     let mut ids = HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = Instant::now();
-    while Instant::now() < deadline {
+    loop {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 let before = out.records.len();
                 let text = String::from_utf8_lossy(m.payload().unwrap_or_default());
-                parse_lines(&text, &mut out.records, &mut out.malformed);
+                parse_lines(&text, false, &mut out);
                 ids.extend(out.records[before..].iter().map(|r| r.id.clone()));
                 last = Instant::now();
             }
             Some(Err(e)) => tracing::debug!(error = %e, "soak reader"),
             None => {}
         }
-        if ids.len() >= want && last.elapsed() > Duration::from_secs(5) {
+        let quiet = last.elapsed();
+        if (ids.len() >= want && quiet > Duration::from_secs(5)) || quiet > Duration::from_secs(60) {
             break;
         }
     }
@@ -107,7 +118,7 @@ pub fn read_files(dirs: &[PathBuf]) -> anyhow::Result<OutputRecords> {
             .collect();
         files.sort();
         for f in files {
-            parse_lines(&std::fs::read_to_string(&f)?, &mut out.records, &mut out.malformed);
+            parse_lines(&std::fs::read_to_string(&f)?, true, &mut out);
         }
     }
     Ok(out)
@@ -128,6 +139,7 @@ pub struct Verdict {
     /// Records whose id the agents never sent.
     pub unknown: usize,
     pub malformed: u64,
+    pub torn: u64,
     pub unattributed: BTreeMap<String, usize>,
 }
 
@@ -136,6 +148,7 @@ impl Verdict {
         let mut v = Verdict {
             records: output.records.len(),
             malformed: output.malformed,
+            torn: output.torn,
             ..Verdict::default()
         };
         let mut first: HashMap<&str, &Record> = HashMap::new();
@@ -239,6 +252,7 @@ impl Report {
             println!("  {label:<20} {k:>10} {f:>10}");
         }
         println!("  {:<20} {:>10} {:>10}", "malformed lines", self.kafka.malformed, self.files.malformed);
+        println!("  {:<20} {:>10} {:>10}", "torn last lines", self.kafka.torn, self.files.torn);
         let reasons: HashSet<&String> = self.kafka.unattributed.keys().chain(self.files.unattributed.keys()).collect();
         let mut reasons: Vec<_> = reasons.into_iter().collect();
         reasons.sort();
