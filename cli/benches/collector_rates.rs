@@ -1,121 +1,293 @@
 //! The collector end to end: a load client ships flow batches over QUIC
-//! (mutual TLS) to a real `flowattr collector` process, which journals them,
-//! takes their heartbeats, holds them, attributes their remote sides, and
-//! formats them with the jsonl-sink component into a file.
+//! (mutual TLS) to a real `flowattr collector` process, which journals them
+//! (fdatasync before acknowledging), takes their heartbeats, holds them,
+//! attributes their remote sides, formats them with a sink component and
+//! writes them to a file (synced before the batch is retired).
 //!
-//! Prints flows per second of wall time and per CPU-second of the collector
-//! process (its own threads, from /proc), beside the target (250,000 per
-//! collector core) and the reference design (about 21,000 per vCPU), as
-//! ratios; and the collector's minor page faults per thousand flows: each is
-//! a page touched for the first time, the cost this VM makes most variable.
+//! Two loads, each against a collector of its own, in alternating order:
 //!
-//! `cargo bench -p flowattr --bench collector_rates` (after `scripts/build`).
-//! Under `cargo test` it runs once, small, to show it works.
+//! - **replayed**: the same 10,000 flows in every batch (the benchmark as it
+//!   was), so after the first batch every heartbeat is already covered and
+//!   every lookup asks what the previous batch asked;
+//! - **fresh**: a fleet's traffic. Every batch covers the next
+//!   [`SPAN_NS`] of fleet time with new connections (new ports, new
+//!   times); each connection between two agents' addresses is reported by
+//!   both ends; every address changes hands to a new workload every
+//!   [`TENURE`] batches, after a quiet gap, so the table keeps gaining
+//!   ranges; batches carry the agents' watermarks, as agents' batches do.
+//!
+//! Prints per run flows per second of wall time and per CPU-second of the
+//! collector process (its own threads, from /proc), its minor page faults
+//! per thousand flows (pages touched for the first time, the cost this VM
+//! makes most variable), and what the collector did with the load
+//! (heartbeats that made or grew a range, remote sides by outcome); then
+//! per sink the medians of both loads and their ratio, against the target
+//! (250,000 per collector CPU-second, JSON sink).
+//!
+//! `cargo bench -p flowattr --bench collector_rates [-- --rounds N]` (after
+//! `scripts/build`; 3 rounds by default). Under `cargo test` it runs one
+//! small round, to show it works.
 
 #[path = "../tests/common/collector_process.rs"]
 mod collector_process;
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
+    ops::Range,
     path::Path,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use collector_process::CollectorProcess;
 
 use flowattr_model::{
-    AttributedFlow, Attribution, AttributionSource, Flow, FlowBatch, Side, TimeRange, Workload,
+    AttributedFlow, Attribution, AttributionSource, Flow, FlowBatch, Initiator, Side, TimeRange,
+    Workload,
 };
 use flowattr_transport::{CollectorAddr, Shipper, ShipperConfig, tls::TlsFiles};
+use tokio::sync::Notify;
 
 const TARGET_PER_CORE: f64 = 250_000.0;
 const REFERENCE_PER_VCPU: f64 = 21_000.0;
 const FLOWS_PER_BATCH: usize = 10_000;
+/// The replayed load's agents.
 const AGENTS: [&str; 2] = ["load-1", "load-2"];
-/// Distinct workloads (and addresses) the flows run between.
+/// The fresh load's agents: as many flows a run, from more agents with one
+/// batch each unanswered at a time.
+const FLEET: [&str; 4] = ["fleet-1", "fleet-2", "fleet-3", "fleet-4"];
+/// Distinct addresses the flows run between (and, replayed, workloads).
 const WORKLOADS: usize = 2_000;
+const SINKS: [&str; 2] = ["jsonl-sink", "columnar-sink"];
+const SECOND: u64 = 1_000_000_000;
+
+/// Fleet time one fresh batch covers: its connections start and end inside
+/// it, and its watermark is its end.
+const SPAN_NS: u64 = 6 * SECOND;
+/// Every address is handed to a new workload every this many batches…
+const TENURE: u64 = 10;
+/// …and has no owner (and no traffic) for the first this many of them.
+const QUIET: u64 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    Replayed,
+    Fresh,
+}
+
+impl Load {
+    fn agents(self) -> &'static [&'static str] {
+        match self {
+            Self::Replayed => &AGENTS,
+            Self::Fresh => &FLEET,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Replayed => "replayed",
+            Self::Fresh => "fresh",
+        }
+    }
+}
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let batches_per_agent = if full { 100 } else { 3 };
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let rounds: usize = match args.iter().position(|a| a == "--rounds") {
+        Some(i) => args.get(i + 1).and_then(|n| n.parse().ok()).expect("--rounds N"),
+        None if full => 3,
+        None => 1,
+    };
+    // Batches per replayed agent; the fleet ships as many flows.
+    let batches = if full { 100 } else { 3 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     println!(
-        "collector end to end: QUIC → journal → heartbeats → hold (200 ms) → attribution → sink → file"
+        "collector end to end: QUIC → journal (synced) → heartbeats → hold (200 ms) → attribution → sink → file (synced)"
     );
     println!(
-        "{} flows a run, in batches of {FLOWS_PER_BATCH} from {} agents; CPU = the collector process's threads",
-        batches_per_agent * FLOWS_PER_BATCH as u64 * AGENTS.len() as u64,
+        "{} flows a run, in batches of {FLOWS_PER_BATCH} from {} agents; CPU = the collector process's threads; {rounds} rounds",
+        batches * (FLOWS_PER_BATCH * AGENTS.len()) as u64,
         AGENTS.len()
     );
     println!(
-        "{:<14} {:>10} {:>14} {:>16} {:>10} {:>12} {:>14} {:>17}",
-        "sink",
-        "wall s",
-        "flows/s wall",
-        "flows/CPU-second",
-        "vs target",
-        "vs reference",
-        "output B/flow",
-        "faults/1000 flows"
+        "{:<14} {:<9} {:>7} {:>13} {:>16} {:>14} {:>17}  what the collector did",
+        "sink", "load", "wall s", "flows/s wall", "flows/CPU-second", "output B/flow", "faults/1000 flows"
     );
-    for sink in ["jsonl-sink", "columnar-sink"] {
-        let tmp = tempfile::tempdir().unwrap();
-        let collector = CollectorProcess::start(tmp.path(), &AGENTS, "200ms", sink);
-        // Warm up: one batch per agent, unmeasured (compile cache, first
-        // connections).
-        let warm = runtime.block_on(load(tmp.path(), collector.addr, 1, 0));
-        collector.wait_flows(warm, Duration::from_secs(60));
-
-        let cpu_before = collector.cpu_seconds();
-        let faults_before = collector.minor_faults();
-        let started = Instant::now();
-        let sent = runtime.block_on(load(tmp.path(), collector.addr, batches_per_agent, 1));
-        collector.wait_flows(warm + sent, Duration::from_secs(600));
-        let wall = started.elapsed().as_secs_f64();
-        let cpu = collector.cpu_seconds() - cpu_before;
-        let faults = (collector.minor_faults() - faults_before) as f64 * 1000.0 / sent as f64;
-        let per_core = sent as f64 / cpu;
-        let bytes = collector.output_bytes() as f64 / (warm + sent) as f64;
+    let mut results: Vec<(&str, Load, Measured)> = Vec::new();
+    for round in 0..rounds {
+        for (s, sink) in SINKS.into_iter().enumerate() {
+            let order = if (round + s) % 2 == 0 {
+                [Load::Replayed, Load::Fresh]
+            } else {
+                [Load::Fresh, Load::Replayed]
+            };
+            for load in order {
+                let m = run(&runtime, sink, load, batches);
+                println!(
+                    "{sink:<14} {:<9} {:>7.2} {:>13.0} {:>16.0} {:>14.0} {:>17.0}  {}",
+                    load.name(),
+                    m.wall_s,
+                    m.flows as f64 / m.wall_s,
+                    m.per_cpu_second(),
+                    m.bytes_per_flow,
+                    m.faults_per_1000,
+                    m.did,
+                );
+                results.push((sink, load, m));
+            }
+        }
+    }
+    println!("\nmedians of {rounds} rounds; fresh / replayed");
+    println!(
+        "{:<14} {:>15} {:>15} {:>7} {:>17} {:>17} {:>7} {:>11} {:>12}",
+        "sink",
+        "replayed wall/s",
+        "fresh wall/s",
+        "ratio",
+        "replayed /CPU-s",
+        "fresh /CPU-s",
+        "ratio",
+        "vs target",
+        "vs reference"
+    );
+    for sink in SINKS {
+        let median_of = |load, f: &dyn Fn(&Measured) -> f64| {
+            median(
+                results
+                    .iter()
+                    .filter(|(s, l, _)| *s == sink && *l == load)
+                    .map(|(_, _, m)| f(m))
+                    .collect(),
+            )
+        };
+        let wall = |m: &Measured| m.flows as f64 / m.wall_s;
+        let cpu = |m: &Measured| m.per_cpu_second();
+        let (rw, fw) = (median_of(Load::Replayed, &wall), median_of(Load::Fresh, &wall));
+        let (rc, fc) = (median_of(Load::Replayed, &cpu), median_of(Load::Fresh, &cpu));
         println!(
-            "{sink:<14} {wall:>10.2} {:>14.0} {per_core:>16.0} {:>9.2}× {:>11.1}× {bytes:>14.0} {faults:>17.0}",
-            sent as f64 / wall,
-            per_core / TARGET_PER_CORE,
-            per_core / REFERENCE_PER_VCPU,
+            "{sink:<14} {rw:>15.0} {fw:>15.0} {:>6.2}× {rc:>17.0} {fc:>17.0} {:>6.2}× {:>10.2}× {:>11.1}×",
+            fw / rw,
+            fc / rc,
+            fc / TARGET_PER_CORE,
+            fc / REFERENCE_PER_VCPU,
         );
-        assert_eq!(collector.flows_out(), warm + sent, "every flow written");
     }
     println!(
-        "target: 250,000 flows/s per collector core (JSON sink); reference design: about 21,000 per vCPU"
+        "vs target/reference: the fresh load's flows per collector CPU-second against 250,000 (JSON sink) and the reference design's ~21,000 per vCPU"
     );
 }
 
-/// Ships `batches` batches of every agent; returns the flows sent.
-async fn load(dir: &Path, addr: SocketAddr, batches: u64, round: u64) -> u64 {
+/// One measured run.
+struct Measured {
+    wall_s: f64,
+    flows: u64,
+    cpu_s: f64,
+    faults_per_1000: f64,
+    bytes_per_flow: f64,
+    did: Outcomes,
+}
+
+impl Measured {
+    fn per_cpu_second(&self) -> f64 {
+        self.flows as f64 / self.cpu_s
+    }
+}
+
+/// A collector of its own for `load` through `sink`: one unmeasured batch
+/// per agent (compile cache, first connections), then `batches` per agent.
+fn run(runtime: &tokio::runtime::Runtime, sink: &str, load: Load, batches: u64) -> Measured {
+    let tmp = tempfile::tempdir().unwrap();
+    let agents = load.agents();
+    let batches = batches * AGENTS.len() as u64 / agents.len() as u64;
+    let hold = match (load, std::env::var("DEBUG_HOLD")) { (Load::Fresh, Ok(h)) => h, _ => "200ms".to_owned() };
+    let collector = CollectorProcess::start(tmp.path(), agents, &hold, sink);
+    // The fleet is quiet for a span between the warm-up and the run, so the
+    // warm-up's keep-alive states no more than is true.
+    let fleet = Fleet::new(now_ns(), batches + 3);
+    let send = |range, round| runtime.block_on(ship(tmp.path(), collector.addr, load, &fleet, range, round));
+    let warm = send(0..1, 0);
+    collector.wait_flows(warm, Duration::from_secs(60));
+
+    let cpu_before = collector.cpu_seconds();
+    let faults_before = collector.minor_faults();
+    let did_before = Outcomes::scrape(&collector);
+    let started = Instant::now();
+    let sent = send(2..batches + 2, 1);
+    collector.wait_flows(warm + sent, Duration::from_secs(600));
+    let wall_s = started.elapsed().as_secs_f64();
+    let cpu_s = collector.cpu_seconds() - cpu_before;
+    let faults = collector.minor_faults() - faults_before;
+    let did = Outcomes::scrape(&collector).since(&did_before);
+    if std::env::var_os("DEBUG_METRICS").is_some() {
+        let text = flowattr_daemon::metrics::scrape(collector.metrics).unwrap();
+        for l in text.lines().filter(|l| l.contains("agent") || l.contains("remote") || l.contains("hold") || l.contains("backpressure")) { eprintln!("{l}"); }
+    }
+    assert_eq!(collector.flows_out(), warm + sent, "every flow written");
+    Measured {
+        wall_s,
+        flows: sent,
+        cpu_s,
+        faults_per_1000: faults as f64 * 1000.0 / sent as f64,
+        bytes_per_flow: collector.output_bytes() as f64 / (warm + sent) as f64,
+        did,
+    }
+}
+
+/// Ships batches `range` of every agent; returns the flows sent. Then a
+/// fresh load's fleet goes quiet for a span: each agent sends an empty batch
+/// whose watermark covers its last one (the keep-alive an idle agent
+/// sends), so the last flows need not wait out the hold.
+async fn ship(
+    dir: &Path,
+    addr: SocketAddr,
+    load: Load,
+    fleet: &Fleet,
+    range: Range<u64>,
+    round: u64,
+) -> u64 {
     let now = now_ns();
-    let workloads: Vec<Arc<Workload>> = (0..WORKLOADS)
-        .map(|i| Arc::new(Workload::with_id(format!("w-{i}"))))
-        .collect();
+    let workloads: Arc<Vec<Arc<Workload>>> = Arc::new(
+        (0..WORKLOADS)
+            .map(|i| Arc::new(Workload::with_id(format!("w-{i}"))))
+            .collect(),
+    );
+    let clock = Arc::new(FleetClock::default());
     let mut tasks = Vec::new();
-    for (a, agent) in AGENTS.iter().enumerate() {
+    for (a, agent) in load.agents().iter().enumerate() {
         let mut config = ShipperConfig::new(
             vec![CollectorAddr::new(addr, "localhost")],
             TlsFiles::in_dir(&dir.join("pki"), agent),
             dir.join("spool").join(format!("{agent}-{round}")),
         );
-        config.max_in_flight = 16;
+        config.max_in_flight = match (load, std::env::var("DEBUG_INFLIGHT")) { (Load::Fresh, Ok(n)) => n.parse().unwrap(), _ => 16 };
         let shipper = Shipper::start(config).unwrap();
-        let workloads = workloads.clone();
+        let (workloads, fleet, range) = (workloads.clone(), fleet.clone(), range.clone());
+        let clock = clock.clone();
         tasks.push(tokio::spawn(async move {
             let mut sent = 0;
-            for seq in 0..batches {
-                let batch = make_batch(agent, round * 1_000_000 + seq, a, &workloads, now);
+            for (n, b) in range.clone().enumerate() {
+                let batch = match load {
+                    Load::Replayed => replayed_batch(agent, round * 1_000_000 + b, a, &workloads, now),
+                    Load::Fresh => {
+                        clock.wait_for_others(a, n as u64).await;
+                        fleet.batch(a, b)
+                    }
+                };
                 sent += batch.flows.len() as u64;
                 shipper.send(&batch).await.unwrap();
+                clock.sent(a);
+            }
+            if load == Load::Fresh {
+                shipper.send(&fleet.keep_alive(a, range.end)).await.unwrap();
             }
             let left = shipper.shutdown(Duration::from_secs(120)).await;
             assert_eq!(left, 0, "{agent}: batches left unacknowledged");
@@ -129,20 +301,51 @@ async fn load(dir: &Path, addr: SocketAddr, batches: u64, round: u64) -> u64 {
     sent
 }
 
-/// Flows between the fleet's workloads: the local side attributed (a
-/// heartbeat), the remote side another workload's address.
-fn make_batch(agent: &str, seq: u64, a: usize, workloads: &[Arc<Workload>], now: u64) -> FlowBatch {
+/// The fleet's agents share one clock: none ships a span of fleet time
+/// before every other has shipped the span before it (its watermark past
+/// it), as agents on real time cannot run minutes ahead of each other.
+#[derive(Default)]
+struct FleetClock {
+    /// Batches each agent has handed to its shipper.
+    sent: [AtomicU64; FLEET.len()],
+    changed: Notify,
+}
+
+impl FleetClock {
+    /// Waits until every agent but `a` has shipped its first `n - 1` batches.
+    async fn wait_for_others(&self, a: usize, n: u64) {
+        loop {
+            let changed = self.changed.notified();
+            let behind = (0..FLEET.len())
+                .filter(|&o| o != a)
+                .any(|o| self.sent[o].load(Ordering::Acquire) + 1 < n);
+            if !behind {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn sent(&self, a: usize) {
+        self.sent[a].fetch_add(1, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+}
+
+/// The replayed load's batch: the same flows every time. The local side
+/// attributed (a heartbeat), the remote side another workload's address.
+fn replayed_batch(agent: &str, seq: u64, a: usize, workloads: &[Arc<Workload>], now: u64) -> FlowBatch {
     let flows = (0..FLOWS_PER_BATCH)
         .map(|i| {
             let local = (i * 7 + a) % WORKLOADS;
             let remote = (i * 13 + 1 + a) % WORKLOADS;
-            let start = now - 60_000_000_000 + (i as u64 % 30) * 1_000_000_000;
+            let start = now - 60 * SECOND + (i as u64 % 30) * SECOND;
             let mut flow = Flow::tcp(
                 address(local, 40_000 + (i % 20_000) as u16),
                 address(remote, 443),
                 start,
             );
-            flow.end_ns = start + 2_000_000_000;
+            flow.end_ns = start + 2 * SECOND;
             flow.bytes_sent = 1_000 + i as u64;
             flow.bytes_received = 20_000;
             let mut f = AttributedFlow::new(flow);
@@ -150,7 +353,7 @@ fn make_batch(agent: &str, seq: u64, a: usize, workloads: &[Arc<Workload>], now:
                 workload: workloads[local].clone(),
                 source: AttributionSource::Capture,
                 plugin: "ipman".into(),
-                valid: TimeRange::new(start, start + 60_000_000_000),
+                valid: TimeRange::new(start, start + 60 * SECOND),
             });
             f
         })
@@ -165,8 +368,274 @@ fn make_batch(agent: &str, seq: u64, a: usize, workloads: &[Arc<Workload>], now:
     }
 }
 
+/// The fresh load's fleet: agent `a` holds addresses
+/// `a * PER_AGENT..(a + 1) * PER_AGENT`; batch `b` of every agent covers
+/// fleet time `[origin + b * SPAN_NS, origin + (b + 1) * SPAN_NS)`, which
+/// ends a minute before the run starts (heartbeats from the future are
+/// refused, and ranges expire after 15 minutes).
+#[derive(Clone)]
+struct Fleet {
+    origin_ns: u64,
+}
+
+const PER_AGENT: usize = WORKLOADS / FLEET.len();
+
+/// One connection of the fresh load, as its client end captured it.
+struct Connection {
+    client: SocketAddr,
+    server: SocketAddr,
+    start_ns: u64,
+    end_ns: u64,
+    request: u64,
+    response: u64,
+}
+
+impl Fleet {
+    fn new(now_ns: u64, batches: u64) -> Self {
+        Self {
+            origin_ns: now_ns - batches * SPAN_NS - 60 * SECOND,
+        }
+    }
+
+    fn window(&self, b: u64) -> u64 {
+        self.origin_ns + b * SPAN_NS
+    }
+
+    /// Which tenure of address `x` batch `b` falls in, unless the address
+    /// is quiet then. Tenures are staggered by address, so every batch a
+    /// twentieth of the addresses changes hands.
+    fn tenure(x: usize, b: u64) -> Option<u64> {
+        let t = b + (x as u64 % TENURE);
+        (t % TENURE >= QUIET).then_some(t / TENURE)
+    }
+
+    /// The addresses of agent `a` that have an owner in batch `b`.
+    fn owned(a: usize, b: u64) -> Vec<usize> {
+        (a * PER_AGENT..(a + 1) * PER_AGENT)
+            .filter(|&x| Self::tenure(x, b).is_some())
+            .collect()
+    }
+
+    /// The connections agent `a` opened in batch `b`, half a batch: from
+    /// its addresses to the other agents' owned addresses, at each one's
+    /// service port.
+    fn connections(&self, a: usize, b: u64) -> Vec<Connection> {
+        let mine = Self::owned(a, b);
+        let others: Vec<usize> = (0..FLEET.len())
+            .filter(|&o| o != a)
+            .flat_map(|o| Self::owned(o, b))
+            .collect();
+        let mut rng = SplitMix(((a as u64) << 32) ^ b ^ 0x5eed);
+        let window = self.window(b);
+        (0..FLOWS_PER_BATCH / 2)
+            .map(|_| {
+                let client = mine[rng.below(mine.len() as u64) as usize];
+                let server = others[rng.below(others.len() as u64) as usize];
+                let duration = 5_000_000 + rng.below(SECOND - 5_000_000);
+                let start_ns = window + rng.below(SPAN_NS - duration);
+                Connection {
+                    client: address(client, 32_768 + rng.below(28_232) as u16),
+                    server: address(server, [443, 8443, 5432, 6379][server % 4]),
+                    start_ns,
+                    end_ns: start_ns + duration,
+                    request: 100 + rng.below(4_000),
+                    response: 200 + rng.below(200_000),
+                }
+            })
+            .collect()
+    }
+
+    /// Agent `a`'s batch `b`: the client ends of the connections it opened
+    /// and the server ends of those the other agents opened to it, each
+    /// local side attributed to its address's owner of the time.
+    fn batch(&self, a: usize, b: u64) -> FlowBatch {
+        let plugin: Arc<str> = "ipman".into();
+        let mut owners: HashMap<usize, Arc<Workload>> = HashMap::new();
+        let mut attributed = |flow: Flow, x: usize| {
+            let tenure = Self::tenure(x, b).expect("traffic only on owned addresses");
+            let workload = owners
+                .entry(x)
+                .or_insert_with(|| Arc::new(Workload::with_id(format!("w-{x}-{tenure}"))))
+                .clone();
+            // The owner holds the address for its whole tenure.
+            let since = (tenure * TENURE + QUIET).saturating_sub(x as u64 % TENURE);
+            let mut f = AttributedFlow::new(flow);
+            f.local = Side::Attributed(Attribution {
+                workload,
+                source: AttributionSource::Capture,
+                plugin: plugin.clone(),
+                valid: TimeRange::new(self.window(since), self.window(since + TENURE - QUIET)),
+            });
+            f
+        };
+        let mut flows = Vec::with_capacity(FLOWS_PER_BATCH);
+        for c in self.connections(a, b) {
+            let mut flow = c.flow(c.client, c.server, Initiator::Local, 0);
+            (flow.bytes_sent, flow.bytes_received) = (c.request, c.response);
+            flows.push(attributed(flow, index_of(c.client)));
+        }
+        for o in (0..FLEET.len()).filter(|&o| o != a && std::env::var_os("DEBUG_NOMIRROR").is_none()) {
+            for c in self.connections(o, b) {
+                if index_of(c.server) / PER_AGENT != a {
+                    continue;
+                }
+                // The server sees the SYN a little after the client sent it.
+                let mut flow = c.flow(c.server, c.client, Initiator::Remote, 150_000);
+                (flow.bytes_sent, flow.bytes_received) = (c.response, c.request);
+                flows.push(attributed(flow, index_of(c.server)));
+            }
+        }
+        FlowBatch {
+            agent: FLEET[a].into(),
+            incarnation: 1,
+            seq: b,
+            created_ns: self.window(b + 1),
+            complete_until_ns: self.window(b + 1),
+            flows,
+        }
+    }
+
+    /// Agent `a`'s empty batch after batches `..end`, a span later.
+    fn keep_alive(&self, a: usize, end: u64) -> FlowBatch {
+        FlowBatch {
+            agent: FLEET[a].into(),
+            incarnation: 1,
+            seq: end,
+            created_ns: self.window(end + 1),
+            complete_until_ns: self.window(end + 1),
+            flows: Vec::new(),
+        }
+    }
+}
+
+impl Connection {
+    /// One end's record: `local` to `remote`, seen `late_ns` after the
+    /// client's start and before its end.
+    fn flow(&self, local: SocketAddr, remote: SocketAddr, initiator: Initiator, late_ns: u64) -> Flow {
+        let mut flow = Flow::tcp(local, remote, self.start_ns + late_ns);
+        flow.end_ns = self.end_ns - late_ns;
+        flow.initiator = initiator;
+        flow.packets_sent = 3 + self.request / 1_400;
+        flow.packets_received = 3 + self.response / 1_400;
+        flow.srtt_us = 80 + (self.start_ns % 400) as u32;
+        flow
+    }
+}
+
+/// Address `i` of the fleet (`10.0.0.1` up).
 fn address(i: usize, port: u16) -> SocketAddr {
     SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], port))
+}
+
+/// The inverse of [`address`].
+fn index_of(addr: SocketAddr) -> usize {
+    match addr.ip() {
+        std::net::IpAddr::V4(v4) => {
+            let [_, _, hi, lo] = v4.octets();
+            hi as usize * 250 + lo as usize - 1
+        }
+        std::net::IpAddr::V6(_) => unreachable!("the fleet is IPv4"),
+    }
+}
+
+/// What the collector did with a run's flows, from its metrics.
+#[derive(Debug, Clone, Copy, Default)]
+struct Outcomes {
+    /// Heartbeats that started a range, grew one, or changed nothing.
+    inserted: f64,
+    merged: f64,
+    covered: f64,
+    /// Remote sides by outcome.
+    heartbeat: f64,
+    counterpart: f64,
+    unattributed: f64,
+    incomplete: f64,
+    clock_skew: f64,
+    ranges: f64,
+}
+
+impl Outcomes {
+    fn scrape(collector: &CollectorProcess) -> Self {
+        let text = flowattr_daemon::metrics::scrape(collector.metrics).expect("collector metrics");
+        let m = |name, labels: &[(&str, &str)]| flowattr_daemon::metrics::metric_sum(&text, name, labels);
+        let own = |o| m("flowattr_collector_ownership", &[("outcome", o)]);
+        let remote = |labels: &[(&str, &str)]| m("flowattr_collector_remote", labels);
+        Self {
+            inserted: own("inserted"),
+            merged: own("merged"),
+            covered: own("covered"),
+            heartbeat: { if std::env::var_os("DEBUG_METRICS").is_some() { for l in text.lines().filter(|l| l.contains("remote_total")) { eprintln!("{l}"); } } remote(&[("outcome", "heartbeat")]) },
+            counterpart: remote(&[("outcome", "counterpart")]),
+            unattributed: remote(&[("outcome", "unattributed")]),
+            incomplete: remote(&[("reason", "incomplete")]),
+            clock_skew: remote(&[("reason", "clock-skew")]),
+            ranges: m("flowattr_collector_table_ranges", &[]),
+        }
+    }
+
+    /// The counts since `before` (the table's size as it is now).
+    fn since(self, before: &Self) -> Self {
+        Self {
+            inserted: self.inserted - before.inserted,
+            merged: self.merged - before.merged,
+            covered: self.covered - before.covered,
+            heartbeat: self.heartbeat - before.heartbeat,
+            counterpart: self.counterpart - before.counterpart,
+            unattributed: self.unattributed - before.unattributed,
+            incomplete: self.incomplete - before.incomplete,
+            clock_skew: self.clock_skew - before.clock_skew,
+            ranges: self.ranges,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcomes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let beats = (self.inserted + self.merged + self.covered).max(1.0);
+        let remote = (self.heartbeat + self.counterpart + self.unattributed).max(1.0);
+        let pct = |n: f64, of: f64| n * 100.0 / of;
+        write!(
+            f,
+            "heartbeats {:.1}% new range, {:.1}% grew one, {:.1}% covered; {} ranges; remote {:.1}% range, {:.1}% other end, {:.1}% unattributed ({:.1}% incomplete, {:.1}% clock-skew)",
+            pct(self.inserted, beats),
+            pct(self.merged, beats),
+            pct(self.covered, beats),
+            self.ranges,
+            pct(self.heartbeat, remote),
+            pct(self.counterpart, remote),
+            pct(self.unattributed, remote),
+            pct(self.incomplete, remote),
+            pct(self.clock_skew, remote),
+        )
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so every run ships the
+/// same fleet.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough in `0..n` for a load generator.
+    fn below(&mut self, n: u64) -> u64 {
+        ((self.next() as u128 * n as u128) >> 64) as u64
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn now_ns() -> u64 {
