@@ -1,20 +1,24 @@
 //! The collector end to end: a load client ships flow batches over QUIC
 //! (mutual TLS) to a real `flowattr collector` process, which journals them
-//! (fdatasync before acknowledging), takes their heartbeats, holds them,
-//! attributes their remote sides, formats them with a sink component and
-//! writes them to a file (synced before the batch is retired).
+//! (fdatasync before acknowledging), takes their heartbeats, holds them
+//! (200 ms at most), attributes their remote sides, formats them with a sink
+//! component and writes them to a file (synced before the batch is retired).
 //!
 //! Two loads, each against a collector of its own, in alternating order:
 //!
-//! - **replayed**: the same 10,000 flows in every batch (the benchmark as it
-//!   was), so after the first batch every heartbeat is already covered and
-//!   every lookup asks what the previous batch asked;
-//! - **fresh**: a fleet's traffic. Every batch covers the next
-//!   [`SPAN_NS`] of fleet time with new connections (new ports, new
-//!   times); each connection between two agents' addresses is reported by
-//!   both ends; every address changes hands to a new workload every
-//!   [`TENURE`] batches, after a quiet gap, so the table keeps gaining
-//!   ranges; batches carry the agents' watermarks, as agents' batches do.
+//! - **replayed** (the benchmark as it was): the same 10,000 flows in every
+//!   batch, 16 batches in flight per agent, no watermark. After the first
+//!   batch every heartbeat is already covered, every lookup asks what the
+//!   previous batch asked, and every flow waits out the hold and leaves
+//!   `incomplete`.
+//! - **fresh**: a fleet's traffic. Every batch covers the next [`SPAN_NS`]
+//!   of fleet time with new connections (new ports, new times) from the
+//!   agent's addresses to the other agent's, and each connection is
+//!   reported by both ends. Every address goes to a new workload every
+//!   [`TENURE`] batches after a quiet gap, staggered, so the table keeps
+//!   gaining ranges. Batches carry the agents' watermarks, and each agent
+//!   has one batch unanswered at a time, as agents on real time do, so
+//!   flows leave as soon as they are complete and ranges answer for them.
 //!
 //! Prints per run flows per second of wall time and per CPU-second of the
 //! collector process (its own threads, from /proc), its minor page faults
@@ -24,8 +28,9 @@
 //! per sink the medians of both loads and their ratio, against the target
 //! (250,000 per collector CPU-second, JSON sink).
 //!
-//! `cargo bench -p flowattr --bench collector_rates [-- --rounds N]` (after
-//! `scripts/build`; 3 rounds by default). Under `cargo test` it runs one
+//! `cargo bench -p flowattr --bench collector_rates [-- --rounds N]
+//! [--addresses N]` (after `scripts/build`; 3 rounds; the fresh fleet has
+//! 2,000 addresses by default, as many as the replayed load's workloads). Under `cargo test` it runs one
 //! small round, to show it works.
 
 #[path = "../tests/common/collector_process.rs"]
@@ -55,11 +60,7 @@ use tokio::sync::Notify;
 const TARGET_PER_CORE: f64 = 250_000.0;
 const REFERENCE_PER_VCPU: f64 = 21_000.0;
 const FLOWS_PER_BATCH: usize = 10_000;
-/// The replayed load's agents.
 const AGENTS: [&str; 2] = ["load-1", "load-2"];
-/// The fresh load's agents: as many flows a run, from more agents with one
-/// batch each unanswered at a time.
-const FLEET: [&str; 4] = ["fleet-1", "fleet-2", "fleet-3", "fleet-4"];
 /// Distinct addresses the flows run between (and, replayed, workloads).
 const WORKLOADS: usize = 2_000;
 const SINKS: [&str; 2] = ["jsonl-sink", "columnar-sink"];
@@ -69,7 +70,7 @@ const SECOND: u64 = 1_000_000_000;
 /// it, and its watermark is its end.
 const SPAN_NS: u64 = 6 * SECOND;
 /// Every address is handed to a new workload every this many batches…
-const TENURE: u64 = 10;
+const TENURE: u64 = 20;
 /// …and has no owner (and no traffic) for the first this many of them.
 const QUIET: u64 = 2;
 
@@ -80,13 +81,6 @@ enum Load {
 }
 
 impl Load {
-    fn agents(self) -> &'static [&'static str] {
-        match self {
-            Self::Replayed => &AGENTS,
-            Self::Fresh => &FLEET,
-        }
-    }
-
     fn name(self) -> &'static str {
         match self {
             Self::Replayed => "replayed",
@@ -98,12 +92,16 @@ impl Load {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--bench");
-    let rounds: usize = match args.iter().position(|a| a == "--rounds") {
-        Some(i) => args.get(i + 1).and_then(|n| n.parse().ok()).expect("--rounds N"),
-        None if full => 3,
-        None => 1,
+    let option = |name: &str| {
+        let i = args.iter().position(|a| a == name)?;
+        Some(args.get(i + 1).and_then(|n| n.parse().ok()).expect(name))
     };
-    // Batches per replayed agent; the fleet ships as many flows.
+    let rounds = option("--rounds").unwrap_or(if full { 3 } else { 1 });
+    let addresses = option("--addresses").unwrap_or(WORKLOADS);
+    assert!(
+        addresses <= 60_000 && addresses % AGENTS.len() == 0,
+        "--addresses: an even number up to 60,000"
+    );
     let batches = if full { 100 } else { 3 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -119,8 +117,17 @@ fn main() {
         AGENTS.len()
     );
     println!(
+        "replayed: {WORKLOADS} addresses and workloads; fresh: {addresses} addresses, each a new workload's every {TENURE} batches"
+    );
+    println!(
         "{:<14} {:<9} {:>7} {:>13} {:>16} {:>14} {:>17}  what the collector did",
-        "sink", "load", "wall s", "flows/s wall", "flows/CPU-second", "output B/flow", "faults/1000 flows"
+        "sink",
+        "load",
+        "wall s",
+        "flows/s wall",
+        "flows/CPU-second",
+        "output B/flow",
+        "faults/1000 flows"
     );
     let mut results: Vec<(&str, Load, Measured)> = Vec::new();
     for round in 0..rounds {
@@ -131,7 +138,7 @@ fn main() {
                 [Load::Fresh, Load::Replayed]
             };
             for load in order {
-                let m = run(&runtime, sink, load, batches);
+                let m = run(&runtime, sink, load, batches, addresses);
                 println!(
                     "{sink:<14} {:<9} {:>7.2} {:>13.0} {:>16.0} {:>14.0} {:>17.0}  {}",
                     load.name(),
@@ -171,8 +178,14 @@ fn main() {
         };
         let wall = |m: &Measured| m.flows as f64 / m.wall_s;
         let cpu = |m: &Measured| m.per_cpu_second();
-        let (rw, fw) = (median_of(Load::Replayed, &wall), median_of(Load::Fresh, &wall));
-        let (rc, fc) = (median_of(Load::Replayed, &cpu), median_of(Load::Fresh, &cpu));
+        let (rw, fw) = (
+            median_of(Load::Replayed, &wall),
+            median_of(Load::Fresh, &wall),
+        );
+        let (rc, fc) = (
+            median_of(Load::Replayed, &cpu),
+            median_of(Load::Fresh, &cpu),
+        );
         println!(
             "{sink:<14} {rw:>15.0} {fw:>15.0} {:>6.2}× {rc:>17.0} {fc:>17.0} {:>6.2}× {:>10.2}× {:>11.1}×",
             fw / rw,
@@ -204,16 +217,21 @@ impl Measured {
 
 /// A collector of its own for `load` through `sink`: one unmeasured batch
 /// per agent (compile cache, first connections), then `batches` per agent.
-fn run(runtime: &tokio::runtime::Runtime, sink: &str, load: Load, batches: u64) -> Measured {
+fn run(
+    runtime: &tokio::runtime::Runtime,
+    sink: &str,
+    load: Load,
+    batches: u64,
+    addresses: usize,
+) -> Measured {
     let tmp = tempfile::tempdir().unwrap();
-    let agents = load.agents();
-    let batches = batches * AGENTS.len() as u64 / agents.len() as u64;
-    let hold = match (load, std::env::var("DEBUG_HOLD")) { (Load::Fresh, Ok(h)) => h, _ => "200ms".to_owned() };
-    let collector = CollectorProcess::start(tmp.path(), agents, &hold, sink);
+    let collector = CollectorProcess::start(tmp.path(), &AGENTS, "200ms", sink);
     // The fleet is quiet for a span between the warm-up and the run, so the
     // warm-up's keep-alive states no more than is true.
-    let fleet = Fleet::new(now_ns(), batches + 3);
-    let send = |range, round| runtime.block_on(ship(tmp.path(), collector.addr, load, &fleet, range, round));
+    let fleet = Fleet::new(now_ns(), batches + 3, addresses);
+    let send = |range, round| {
+        runtime.block_on(ship(tmp.path(), collector.addr, load, &fleet, range, round))
+    };
     let warm = send(0..1, 0);
     collector.wait_flows(warm, Duration::from_secs(60));
 
@@ -227,10 +245,6 @@ fn run(runtime: &tokio::runtime::Runtime, sink: &str, load: Load, batches: u64) 
     let cpu_s = collector.cpu_seconds() - cpu_before;
     let faults = collector.minor_faults() - faults_before;
     let did = Outcomes::scrape(&collector).since(&did_before);
-    if std::env::var_os("DEBUG_METRICS").is_some() {
-        let text = flowattr_daemon::metrics::scrape(collector.metrics).unwrap();
-        for l in text.lines().filter(|l| l.contains("agent") || l.contains("remote") || l.contains("hold") || l.contains("backpressure")) { eprintln!("{l}"); }
-    }
     assert_eq!(collector.flows_out(), warm + sent, "every flow written");
     Measured {
         wall_s,
@@ -262,13 +276,20 @@ async fn ship(
     );
     let clock = Arc::new(FleetClock::default());
     let mut tasks = Vec::new();
-    for (a, agent) in load.agents().iter().enumerate() {
+    for (a, agent) in AGENTS.iter().enumerate() {
         let mut config = ShipperConfig::new(
             vec![CollectorAddr::new(addr, "localhost")],
             TlsFiles::in_dir(&dir.join("pki"), agent),
             dir.join("spool").join(format!("{agent}-{round}")),
         );
-        config.max_in_flight = match (load, std::env::var("DEBUG_INFLIGHT")) { (Load::Fresh, Ok(n)) => n.parse().unwrap(), _ => 16 };
+        // A fleet's agent has its last batch answered long before it closes
+        // the next; one sent while an older one is unanswered states no
+        // more than the watermark before that one (the shipper caps it), so
+        // sixteen in flight would leave every flow to wait out the hold.
+        config.max_in_flight = match load {
+            Load::Replayed => 16,
+            Load::Fresh => 1,
+        };
         let shipper = Shipper::start(config).unwrap();
         let (workloads, fleet, range) = (workloads.clone(), fleet.clone(), range.clone());
         let clock = clock.clone();
@@ -276,7 +297,9 @@ async fn ship(
             let mut sent = 0;
             for (n, b) in range.clone().enumerate() {
                 let batch = match load {
-                    Load::Replayed => replayed_batch(agent, round * 1_000_000 + b, a, &workloads, now),
+                    Load::Replayed => {
+                        replayed_batch(agent, round * 1_000_000 + b, a, &workloads, now)
+                    }
                     Load::Fresh => {
                         clock.wait_for_others(a, n as u64).await;
                         fleet.batch(a, b)
@@ -287,6 +310,11 @@ async fn ship(
                 clock.sent(a);
             }
             if load == Load::Fresh {
+                // Sent once the last batch is answered, or it would be capped.
+                let counters = shipper.counters();
+                while counters.spooled_batches.load(Ordering::Relaxed) > 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 shipper.send(&fleet.keep_alive(a, range.end)).await.unwrap();
             }
             let left = shipper.shutdown(Duration::from_secs(120)).await;
@@ -307,7 +335,7 @@ async fn ship(
 #[derive(Default)]
 struct FleetClock {
     /// Batches each agent has handed to its shipper.
-    sent: [AtomicU64; FLEET.len()],
+    sent: [AtomicU64; AGENTS.len()],
     changed: Notify,
 }
 
@@ -316,7 +344,7 @@ impl FleetClock {
     async fn wait_for_others(&self, a: usize, n: u64) {
         loop {
             let changed = self.changed.notified();
-            let behind = (0..FLEET.len())
+            let behind = (0..AGENTS.len())
                 .filter(|&o| o != a)
                 .any(|o| self.sent[o].load(Ordering::Acquire) + 1 < n);
             if !behind {
@@ -334,7 +362,13 @@ impl FleetClock {
 
 /// The replayed load's batch: the same flows every time. The local side
 /// attributed (a heartbeat), the remote side another workload's address.
-fn replayed_batch(agent: &str, seq: u64, a: usize, workloads: &[Arc<Workload>], now: u64) -> FlowBatch {
+fn replayed_batch(
+    agent: &str,
+    seq: u64,
+    a: usize,
+    workloads: &[Arc<Workload>],
+    now: u64,
+) -> FlowBatch {
     let flows = (0..FLOWS_PER_BATCH)
         .map(|i| {
             let local = (i * 7 + a) % WORKLOADS;
@@ -369,16 +403,15 @@ fn replayed_batch(agent: &str, seq: u64, a: usize, workloads: &[Arc<Workload>], 
 }
 
 /// The fresh load's fleet: agent `a` holds addresses
-/// `a * PER_AGENT..(a + 1) * PER_AGENT`; batch `b` of every agent covers
+/// `a * per_agent..(a + 1) * per_agent`; batch `b` of every agent covers
 /// fleet time `[origin + b * SPAN_NS, origin + (b + 1) * SPAN_NS)`, which
 /// ends a minute before the run starts (heartbeats from the future are
 /// refused, and ranges expire after 15 minutes).
 #[derive(Clone)]
 struct Fleet {
     origin_ns: u64,
+    per_agent: usize,
 }
-
-const PER_AGENT: usize = WORKLOADS / FLEET.len();
 
 /// One connection of the fresh load, as its client end captured it.
 struct Connection {
@@ -391,9 +424,10 @@ struct Connection {
 }
 
 impl Fleet {
-    fn new(now_ns: u64, batches: u64) -> Self {
+    fn new(now_ns: u64, batches: u64, addresses: usize) -> Self {
         Self {
             origin_ns: now_ns - batches * SPAN_NS - 60 * SECOND,
+            per_agent: addresses / AGENTS.len(),
         }
     }
 
@@ -410,8 +444,8 @@ impl Fleet {
     }
 
     /// The addresses of agent `a` that have an owner in batch `b`.
-    fn owned(a: usize, b: u64) -> Vec<usize> {
-        (a * PER_AGENT..(a + 1) * PER_AGENT)
+    fn owned(&self, a: usize, b: u64) -> Vec<usize> {
+        (a * self.per_agent..(a + 1) * self.per_agent)
             .filter(|&x| Self::tenure(x, b).is_some())
             .collect()
     }
@@ -420,10 +454,10 @@ impl Fleet {
     /// its addresses to the other agents' owned addresses, at each one's
     /// service port.
     fn connections(&self, a: usize, b: u64) -> Vec<Connection> {
-        let mine = Self::owned(a, b);
-        let others: Vec<usize> = (0..FLEET.len())
+        let mine = self.owned(a, b);
+        let others: Vec<usize> = (0..AGENTS.len())
             .filter(|&o| o != a)
-            .flat_map(|o| Self::owned(o, b))
+            .flat_map(|o| self.owned(o, b))
             .collect();
         let mut rng = SplitMix(((a as u64) << 32) ^ b ^ 0x5eed);
         let window = self.window(b);
@@ -474,9 +508,9 @@ impl Fleet {
             (flow.bytes_sent, flow.bytes_received) = (c.request, c.response);
             flows.push(attributed(flow, index_of(c.client)));
         }
-        for o in (0..FLEET.len()).filter(|&o| o != a && std::env::var_os("DEBUG_NOMIRROR").is_none()) {
+        for o in (0..AGENTS.len()).filter(|&o| o != a) {
             for c in self.connections(o, b) {
-                if index_of(c.server) / PER_AGENT != a {
+                if index_of(c.server) / self.per_agent != a {
                     continue;
                 }
                 // The server sees the SYN a little after the client sent it.
@@ -486,7 +520,7 @@ impl Fleet {
             }
         }
         FlowBatch {
-            agent: FLEET[a].into(),
+            agent: AGENTS[a].into(),
             incarnation: 1,
             seq: b,
             created_ns: self.window(b + 1),
@@ -498,7 +532,7 @@ impl Fleet {
     /// Agent `a`'s empty batch after batches `..end`, a span later.
     fn keep_alive(&self, a: usize, end: u64) -> FlowBatch {
         FlowBatch {
-            agent: FLEET[a].into(),
+            agent: AGENTS[a].into(),
             incarnation: 1,
             seq: end,
             created_ns: self.window(end + 1),
@@ -511,7 +545,13 @@ impl Fleet {
 impl Connection {
     /// One end's record: `local` to `remote`, seen `late_ns` after the
     /// client's start and before its end.
-    fn flow(&self, local: SocketAddr, remote: SocketAddr, initiator: Initiator, late_ns: u64) -> Flow {
+    fn flow(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        initiator: Initiator,
+        late_ns: u64,
+    ) -> Flow {
         let mut flow = Flow::tcp(local, remote, self.start_ns + late_ns);
         flow.end_ns = self.end_ns - late_ns;
         flow.initiator = initiator;
@@ -557,14 +597,16 @@ struct Outcomes {
 impl Outcomes {
     fn scrape(collector: &CollectorProcess) -> Self {
         let text = flowattr_daemon::metrics::scrape(collector.metrics).expect("collector metrics");
-        let m = |name, labels: &[(&str, &str)]| flowattr_daemon::metrics::metric_sum(&text, name, labels);
+        let m = |name, labels: &[(&str, &str)]| {
+            flowattr_daemon::metrics::metric_sum(&text, name, labels)
+        };
         let own = |o| m("flowattr_collector_ownership", &[("outcome", o)]);
         let remote = |labels: &[(&str, &str)]| m("flowattr_collector_remote", labels);
         Self {
             inserted: own("inserted"),
             merged: own("merged"),
             covered: own("covered"),
-            heartbeat: { if std::env::var_os("DEBUG_METRICS").is_some() { for l in text.lines().filter(|l| l.contains("remote_total")) { eprintln!("{l}"); } } remote(&[("outcome", "heartbeat")]) },
+            heartbeat: remote(&[("outcome", "heartbeat")]),
             counterpart: remote(&[("outcome", "counterpart")]),
             unattributed: remote(&[("outcome", "unattributed")]),
             incomplete: remote(&[("reason", "incomplete")]),
