@@ -26,9 +26,7 @@ use flowattr_transport::{
 use crate::{
     clocks::ClockSample,
     config::{Claim, CollectorConfig, OutputSection},
-    core::{
-        Arrival, Core, CoreParts, CoreSettings, Decision, Forwarder, Input, Replier, Sharing,
-    },
+    core::{Arrival, Core, CoreParts, CoreSettings, Decision, Forwarder, Input, Replier, Sharing},
     journal::Journal,
     legacy::EventFollower,
     metrics::CollectorMetrics,

@@ -52,7 +52,8 @@ fn consume(brokers: &str, topic: &str, partitions: i32, want: usize) -> Vec<Vec<
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut messages = Vec::new();
@@ -98,7 +99,12 @@ fn flows(n: u32, first_port: u32) -> Vec<AttributedFlow> {
         .map(|i| {
             let port = first_port + i;
             flow(
-                &format!("10.1.{}.{}:{}", port / 60_000, 5 + port % 200, 1024 + port % 60_000),
+                &format!(
+                    "10.1.{}.{}:{}",
+                    port / 60_000,
+                    5 + port % 200,
+                    1024 + port % 60_000
+                ),
                 &workload("api-1"),
                 "10.2.0.7:443",
                 t,
@@ -183,12 +189,19 @@ async fn a_kafka_consumer_reads_every_flow_of_a_collector_run_with_the_example_c
         messages.len()
     );
     for m in &messages {
-        assert!(m.len() <= limit, "a message of {} bytes over the limit {limit}", m.len());
+        assert!(
+            m.len() <= limit,
+            "a message of {} bytes over the limit {limit}",
+            m.len()
+        );
     }
     let m = collector.metrics();
     let deadline = Instant::now() + WAIT;
     while m.value("flowattr_collector_flows_out", &[]) < FLOWS as f64 {
-        assert!(Instant::now() < deadline, "flows_out never counted the delivered flows");
+        assert!(
+            Instant::now() < deadline,
+            "flows_out never counted the delivered flows"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     collector.shutdown().await;
@@ -226,7 +239,11 @@ async fn a_collector_stopped_before_kafka_delivered_delivers_after_its_restart()
     })
     .await
     .unwrap();
-    assert_eq!(got.len(), 200, "the journal replayed what Kafka had not acknowledged");
+    assert_eq!(
+        got.len(),
+        200,
+        "the journal replayed what Kafka had not acknowledged"
+    );
     collector.shutdown().await;
 }
 
@@ -287,12 +304,19 @@ async fn a_flood_while_the_output_is_down_stays_within_the_bounds_and_loses_noth
     let until = Instant::now() + Duration::from_secs(8);
     while Instant::now() < until {
         peak.0 = peak.0.max(m.value("flowattr_collector_hold_flows", &[]));
-        peak.1 = peak.1.max(m.value("flowattr_collector_arrivals_waiting", &[]));
-        peak.2 = peak.2.max(m.value("flowattr_collector_arrivals_waiting_bytes", &[]));
+        peak.1 = peak
+            .1
+            .max(m.value("flowattr_collector_arrivals_waiting", &[]));
+        peak.2 = peak
+            .2
+            .max(m.value("flowattr_collector_arrivals_waiting_bytes", &[]));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (held, waiting, waiting_bytes) = peak;
-    assert!(held <= 1100.0, "held {held} flows, bound 1000 (+ one batch)");
+    assert!(
+        held <= 1100.0,
+        "held {held} flows, bound 1000 (+ one batch)"
+    );
     assert!(waiting <= 4.0, "{waiting} arrivals waited, bound 4");
     let batch_cost = 200_000.0; // a 100-flow batch's frame and flows, generously
     assert!(
@@ -301,7 +325,11 @@ async fn a_flood_while_the_output_is_down_stays_within_the_bounds_and_loses_noth
     );
     let s = a.counters().snapshot();
     assert!(s.acked < BATCHES, "the agent was slowed: {s:?}");
-    assert_eq!((s.rejected, s.dropped_spool_full), (0, 0), "and not failed: {s:?}");
+    assert_eq!(
+        (s.rejected, s.dropped_spool_full),
+        (0, 0),
+        "and not failed: {s:?}"
+    );
 
     // Back up: every flow is written, each once.
     std::fs::remove_file(&out).unwrap();
@@ -318,7 +346,12 @@ async fn a_flood_while_the_output_is_down_stays_within_the_bounds_and_loses_noth
 
 /// A core on a test clock whose journal is a [`MemoryStore`], writing JSON
 /// lines into `dir`.
-fn core_on(store: &MemoryStore, fleet: &Fleet, dir: &str, clock: &Arc<AtomicU64>) -> (Core, Arc<ManualClock>) {
+fn core_on(
+    store: &MemoryStore,
+    fleet: &Fleet,
+    dir: &str,
+    clock: &Arc<AtomicU64>,
+) -> (Core, Arc<ManualClock>) {
     let plugin_clock = Arc::new(ManualClock::new(clock.load(Ordering::Relaxed)));
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: None,
@@ -441,6 +474,10 @@ fn every_acknowledged_batch_survives_a_power_loss() {
         *m.entry(l["local"]["port"].as_u64().unwrap()).or_default() += 1;
         m
     });
-    assert_eq!(per_port.len(), 200, "every acknowledged flow, written after the power loss");
+    assert_eq!(
+        per_port.len(),
+        200,
+        "every acknowledged flow, written after the power loss"
+    );
     assert!(per_port.values().all(|&n| n == 1));
 }

@@ -857,7 +857,11 @@ fn deliver_all(out: &mut KafkaOutput, chunks: &[(u64, Vec<u8>)], below: u64, bro
         if p.durable_below >= below {
             Ok(())
         } else {
-            Err(format!("durable below {}: {:?}", p.durable_below, out.counters()))
+            Err(format!(
+                "durable below {}: {:?}",
+                p.durable_below,
+                out.counters()
+            ))
         }
     });
 }
@@ -900,7 +904,12 @@ fn kafka_output_writes_each_chunk_as_one_message() {
     };
     let mut out = KafkaOutput::new(config).unwrap();
     let chunks: Vec<(u64, Vec<u8>)> = (0..3)
-        .map(|i| (i, format!("{{\"flow\":{i}}}\n{{\"flow\":{}}}\n", i + 100).into_bytes()))
+        .map(|i| {
+            (
+                i,
+                format!("{{\"flow\":{i}}}\n{{\"flow\":{}}}\n", i + 100).into_bytes(),
+            )
+        })
         .collect();
     // The first write waits for the output to create and see its topic.
     for (seq, chunk) in &chunks {

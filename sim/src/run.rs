@@ -440,7 +440,11 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<RunOutco
         work_dir: options.work_dir.clone(),
         clock,
         judge: judge.clone(),
-        journals: scenario.regions.iter().map(|_| MemoryStore::new()).collect(),
+        journals: scenario
+            .regions
+            .iter()
+            .map(|_| MemoryStore::new())
+            .collect(),
         inboxes: scenario
             .regions
             .iter()

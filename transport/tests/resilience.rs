@@ -421,7 +421,10 @@ async fn a_batch_overtaking_an_unanswered_one_states_no_watermark_past_it() {
     assert_eq!(watermarks(0), [100]);
     // Batch 1 states its own each time: nothing older is unanswered.
     let ones = watermarks(1);
-    assert!(ones.len() >= 2 && ones.iter().all(|&w| w == 200), "{ones:?}");
+    assert!(
+        ones.len() >= 2 && ones.iter().all(|&w| w == 200),
+        "{ones:?}"
+    );
     // While batch 1 was unanswered, later ones said no more than batch 0.
     assert_eq!(watermarks(2)[0], 100);
     assert_eq!(watermarks(3)[0], 100);

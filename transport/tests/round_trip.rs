@@ -60,7 +60,11 @@ async fn batches_arrive_intact_and_are_acknowledged() {
     // A batch sent while an older one is unanswered states no watermark
     // past it (the shipper caps it, depending on timing): at most its own.
     for (g, s) in got.iter_mut().zip(&sent) {
-        assert!(g.complete_until_ns <= s.complete_until_ns, "batch {}", g.seq);
+        assert!(
+            g.complete_until_ns <= s.complete_until_ns,
+            "batch {}",
+            g.seq
+        );
         g.complete_until_ns = s.complete_until_ns;
     }
     assert_eq!(got, sent, "every other field of every flow arrives");

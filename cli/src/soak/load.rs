@@ -64,12 +64,22 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn start(a: usize, agents: usize, pki: &Path, spool: &Path, collectors: &[SocketAddr]) -> anyhow::Result<Self> {
+    pub fn start(
+        a: usize,
+        agents: usize,
+        pki: &Path,
+        spool: &Path,
+        collectors: &[SocketAddr],
+    ) -> anyhow::Result<Self> {
         let addrs = collectors
             .iter()
             .map(|&c| CollectorAddr::new(c, "localhost"))
             .collect();
-        let mut config = ShipperConfig::new(addrs, TlsFiles::in_dir(pki, &agent_name(a)), spool.join(agent_name(a)));
+        let mut config = ShipperConfig::new(
+            addrs,
+            TlsFiles::in_dir(pki, &agent_name(a)),
+            spool.join(agent_name(a)),
+        );
         config.retry_max = Duration::from_secs(2);
         config.ack_timeout = Duration::from_secs(20);
         Ok(Self {
@@ -95,7 +105,8 @@ impl Agent {
                 let k = (n % u64::from(ADDRESSES)) as u8 + 1;
                 let other = (self.a + 1 + (n / 7) as usize % (self.agents - 1)) % self.agents;
                 let remote_k = ((n / 3) % u64::from(ADDRESSES)) as u8 + 1;
-                let local = SocketAddr::new(address(self.a, k).into(), 1024 + (n / 20 % 60_000) as u16);
+                let local =
+                    SocketAddr::new(address(self.a, k).into(), 1024 + (n / 20 % 60_000) as u16);
                 let remote = SocketAddr::new(address(other, remote_k).into(), 443);
                 let start = now - S;
                 let mut f = AttributedFlow::new(Flow::tcp(local, remote, start));

@@ -56,7 +56,10 @@ pub struct SoakArgs {
 }
 
 pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.agents >= 2, "--agents: at least 2 (flows go between agents)");
+    anyhow::ensure!(
+        args.agents >= 2,
+        "--agents: at least 2 (flows go between agents)"
+    );
     let exe = std::env::current_exe().context("the flowattr binary")?;
     let scratch;
     let dir = match &args.work_dir {
@@ -105,7 +108,11 @@ pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
     let mut load = Vec::new();
     for a in 0..args.agents {
         // Each agent prefers one collector and fails over to the other.
-        let order = if a % 2 == 0 { addrs } else { [addrs[1], addrs[0]] };
+        let order = if a % 2 == 0 {
+            addrs
+        } else {
+            [addrs[1], addrs[0]]
+        };
         let mut agent = runtime.block_on(async {
             Agent::start(a, args.agents, &dir.join("pki"), &dir.join("spool"), &order)
         })?;
@@ -129,7 +136,9 @@ pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
     // The four faults at fixed points of every five minutes (or of the
     // whole run, if shorter), kills throughout.
     let cycle = args.duration.min(Duration::from_secs(300));
-    let cycles = (args.duration.as_secs_f64() / cycle.as_secs_f64()).floor().max(1.0) as u32;
+    let cycles = (args.duration.as_secs_f64() / cycle.as_secs_f64())
+        .floor()
+        .max(1.0) as u32;
     let mut plan = Vec::new();
     for k in 0..cycles {
         let at = |f: f64| started + cycle.mul_f64(f64::from(k) + f);
@@ -182,10 +191,24 @@ pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
     });
 
     let sent = std::mem::take(&mut *sent.lock().unwrap_or_else(|e| e.into_inner()));
-    let kafka = report::read_topic(&broker.address(), procs::OUTPUT_TOPIC, procs::OUTPUT_PARTITIONS, sent.ids.len())?;
+    let kafka = report::read_topic(
+        &broker.address(),
+        procs::OUTPUT_TOPIC,
+        procs::OUTPUT_PARTITIONS,
+        sent.ids.len(),
+    )?;
     let files = report::read_files(&collectors.output_dirs())?;
     broker.stop();
-    let report = report::Report::judge(&sent, &kafka, &files, args.agents, faults, peak, bound, drained);
+    let report = report::Report::judge(
+        &sent,
+        &kafka,
+        &files,
+        args.agents,
+        faults,
+        peak,
+        bound,
+        drained,
+    );
     report.print(started.elapsed());
     Ok(if report.passed() {
         ExitCode::SUCCESS

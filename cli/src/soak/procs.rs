@@ -87,7 +87,13 @@ impl Broker {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let child = Command::new("tansu")
-                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
                 // A relative path: Tansu takes the URL's path as relative.
                 .args(["--storage-engine", "sqlite://tansu.db"])
                 .current_dir(&self.dir)
@@ -102,7 +108,11 @@ impl Broker {
                 return Ok(());
             }
             self.kill();
-            anyhow::ensure!(Instant::now() < deadline, "the broker did not start; see {}", self.dir.display());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the broker did not start; see {}",
+                self.dir.display()
+            );
         }
     }
 
@@ -125,9 +135,17 @@ impl Broker {
     }
 
     /// Freezes the broker for `for_`: the Kafka outputs and sharing stall.
-    pub fn freeze(&mut self, for_: Duration, collectors: &mut Collectors, faults: &mut Faults) -> anyhow::Result<()> {
+    pub fn freeze(
+        &mut self,
+        for_: Duration,
+        collectors: &mut Collectors,
+        faults: &mut Faults,
+    ) -> anyhow::Result<()> {
         let pid = self.child.as_ref().context("the broker is running")?.id();
-        println!("soak: freezing the broker for {}", humantime::format_duration(for_));
+        println!(
+            "soak: freezing the broker for {}",
+            humantime::format_duration(for_)
+        );
         signal(pid, libc::SIGSTOP);
         let until = Instant::now() + for_;
         while Instant::now() < until {
@@ -189,7 +207,13 @@ pub struct Collectors {
 }
 
 impl Collectors {
-    pub fn start(exe: &Path, dir: &Path, plugins: &Path, broker: &Broker, agents: usize) -> anyhow::Result<Self> {
+    pub fn start(
+        exe: &Path,
+        dir: &Path,
+        plugins: &Path,
+        broker: &Broker,
+        agents: usize,
+    ) -> anyhow::Result<Self> {
         let tmpfs_dir = dir.join("disk-2");
         fs::create_dir_all(&tmpfs_dir)?;
         let mounted = Command::new("mount")
@@ -225,7 +249,9 @@ impl Collectors {
             write(&c.config, &c.toml(dir, broker, agents))?;
             all.push(c);
         }
-        let all: [Collector; 2] = all.try_into().map_err(|_| anyhow::anyhow!("two collectors"))?;
+        let all: [Collector; 2] = all
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("two collectors"))?;
         let mut collectors = Self {
             exe: exe.to_owned(),
             dir: dir.to_owned(),
@@ -264,9 +290,17 @@ impl Collectors {
         let deadline = Instant::now() + Duration::from_secs(60);
         while scrape(c.metrics).is_none() {
             if let Some(status) = c.child.as_mut().and_then(|ch| ch.try_wait().ok().flatten()) {
-                anyhow::bail!("{} exited at start ({status}); see its log in {}", c.name, self.dir.display());
+                anyhow::bail!(
+                    "{} exited at start ({status}); see its log in {}",
+                    c.name,
+                    self.dir.display()
+                );
             }
-            anyhow::ensure!(Instant::now() < deadline, "{} did not start within a minute", c.name);
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} did not start within a minute",
+                c.name
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Ok(())
@@ -287,10 +321,16 @@ impl Collectors {
     /// Fills the second collector's tmpfs for `for_`, then frees it.
     pub fn fill_disk(&mut self, for_: Duration, faults: &mut Faults) -> anyhow::Result<()> {
         let Some(disk) = self.tmpfs.clone() else {
-            faults.skipped.push("disk full: no tmpfs (mounting needs root)".into());
+            faults
+                .skipped
+                .push("disk full: no tmpfs (mounting needs root)".into());
             return Ok(());
         };
-        println!("soak: filling {}'s disk for {}", self.all[1].name, humantime::format_duration(for_));
+        println!(
+            "soak: filling {}'s disk for {}",
+            self.all[1].name,
+            humantime::format_duration(for_)
+        );
         let filler = disk.join("filler");
         let file = fs::File::create(&filler)?;
         let free = free_bytes(&disk)?;
@@ -301,7 +341,12 @@ impl Collectors {
             loop {
                 // SAFETY: fallocate(2) on a file descriptor we own.
                 let rc = unsafe {
-                    libc::fallocate(file.as_raw_fd(), 0, taken as libc::off_t, chunk as libc::off_t)
+                    libc::fallocate(
+                        file.as_raw_fd(),
+                        0,
+                        taken as libc::off_t,
+                        chunk as libc::off_t,
+                    )
                 };
                 if rc != 0 || chunk == 0 {
                     break;
@@ -367,8 +412,15 @@ impl Collectors {
         let mut total = 0.0;
         for c in &self.all {
             let text = scrape(c.metrics)?;
-            total += flowattr_daemon::metrics::metric_sum(&text, "flowattr_collector_journal_batches", &[])
-                + flowattr_daemon::metrics::metric_sum(&text, "flowattr_collector_arrivals_waiting", &[]);
+            total += flowattr_daemon::metrics::metric_sum(
+                &text,
+                "flowattr_collector_journal_batches",
+                &[],
+            ) + flowattr_daemon::metrics::metric_sum(
+                &text,
+                "flowattr_collector_arrivals_waiting",
+                &[],
+            );
         }
         Some(total as u64)
     }
@@ -466,7 +518,11 @@ listen = "{metrics}"
 fn scrape(address: SocketAddr) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;

@@ -71,7 +71,12 @@ pub struct OutputRecords {
 /// until `want` distinct ids arrived and nothing more came for five
 /// seconds, or nothing at all came for a minute (a broker reads back at its
 /// own pace: a long soak's topic takes minutes).
-pub fn read_topic(brokers: &str, topic: &str, partitions: i32, want: usize) -> anyhow::Result<OutputRecords> {
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    want: usize,
+) -> anyhow::Result<OutputRecords> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "soak-reader")
@@ -100,7 +105,8 @@ pub fn read_topic(brokers: &str, topic: &str, partitions: i32, want: usize) -> a
             None => {}
         }
         let quiet = last.elapsed();
-        if (ids.len() >= want && quiet > Duration::from_secs(5)) || quiet > Duration::from_secs(60) {
+        if (ids.len() >= want && quiet > Duration::from_secs(5)) || quiet > Duration::from_secs(60)
+        {
             break;
         }
     }
@@ -111,7 +117,9 @@ pub fn read_topic(brokers: &str, topic: &str, partitions: i32, want: usize) -> a
 pub fn read_files(dirs: &[PathBuf]) -> anyhow::Result<OutputRecords> {
     let mut out = OutputRecords::default();
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
@@ -185,7 +193,10 @@ impl Verdict {
             }
         }
         v.delivered = first.len();
-        v.lost = sent.iter().filter(|id| !first.contains_key(id.as_str())).count();
+        v.lost = sent
+            .iter()
+            .filter(|id| !first.contains_key(id.as_str()))
+            .count();
         v
     }
 }
@@ -237,23 +248,44 @@ impl Report {
     pub fn print(&self, took: Duration) {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         println!();
-        println!("soak report ({} in all)", humantime::format_duration(Duration::from_secs(took.as_secs())));
-        println!("  flows sent           {:>10} in {} batches", self.sent, self.batches);
+        println!(
+            "soak report ({} in all)",
+            humantime::format_duration(Duration::from_secs(took.as_secs()))
+        );
+        println!(
+            "  flows sent           {:>10} in {} batches",
+            self.sent, self.batches
+        );
         println!("  {:<20} {:>10} {:>10}", "", "kafka", "files");
         for (label, k, f) in [
             ("records read", self.kafka.records, self.files.records),
             ("delivered", self.kafka.delivered, self.files.delivered),
             ("delivered again", self.kafka.repeated, self.files.repeated),
-            ("  differing", self.kafka.repeated_differing, self.files.repeated_differing),
+            (
+                "  differing",
+                self.kafka.repeated_differing,
+                self.files.repeated_differing,
+            ),
             ("lost (must be 0)", self.kafka.lost, self.files.lost),
             ("wrong (must be 0)", self.kafka.wrong, self.files.wrong),
             ("unknown ids", self.kafka.unknown, self.files.unknown),
         ] {
             println!("  {label:<20} {k:>10} {f:>10}");
         }
-        println!("  {:<20} {:>10} {:>10}", "malformed lines", self.kafka.malformed, self.files.malformed);
-        println!("  {:<20} {:>10} {:>10}", "torn last lines", self.kafka.torn, self.files.torn);
-        let reasons: HashSet<&String> = self.kafka.unattributed.keys().chain(self.files.unattributed.keys()).collect();
+        println!(
+            "  {:<20} {:>10} {:>10}",
+            "malformed lines", self.kafka.malformed, self.files.malformed
+        );
+        println!(
+            "  {:<20} {:>10} {:>10}",
+            "torn last lines", self.kafka.torn, self.files.torn
+        );
+        let reasons: HashSet<&String> = self
+            .kafka
+            .unattributed
+            .keys()
+            .chain(self.files.unattributed.keys())
+            .collect();
         let mut reasons: Vec<_> = reasons.into_iter().collect();
         reasons.sort();
         for r in reasons {

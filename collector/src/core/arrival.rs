@@ -42,14 +42,16 @@ impl Core {
         while !self.is_full() {
             let Some(entry) = self.journal.recover_next(&mut recovery) else {
                 if recovery.torn > 0 {
-                    tracing::info!(entries = recovery.torn, "dropped journal entries cut short by a crash (never acknowledged)");
+                    tracing::info!(
+                        entries = recovery.torn,
+                        "dropped journal entries cut short by a crash (never acknowledged)"
+                    );
                 }
                 self.metrics
                     .count_drop("journal_damaged", recovery.damaged.len() as u64);
                 return;
             };
-            let decoded = JournalEntry::parse(&entry.bytes)
-                .and_then(|e| Ok((decode(e.body)?, e)));
+            let decoded = JournalEntry::parse(&entry.bytes).and_then(|e| Ok((decode(e.body)?, e)));
             match decoded {
                 Ok((batch, e)) if batch.id() == e.id => {
                     if !self.recent.insert(e.id) {
@@ -61,7 +63,10 @@ impl Core {
                     self.take(&peer, batch, trusted, now);
                 }
                 _ => {
-                    tracing::error!(segment = entry.segment, "journal entry does not decode; its segment is left in place");
+                    tracing::error!(
+                        segment = entry.segment,
+                        "journal entry does not decode; its segment is left in place"
+                    );
                     self.metrics.count_drop("journal_unreadable", 1);
                     self.journal.drop_recovered(&entry, true);
                 }

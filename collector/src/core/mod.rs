@@ -90,8 +90,7 @@ pub struct Arrival {
 impl Arrival {
     /// What the arrival costs while it waits: its frame and its flows.
     fn cost(&self) -> usize {
-        self.body.len()
-            + self.batch.flows.len() * std::mem::size_of::<AttributedFlow>()
+        self.body.len() + self.batch.flows.len() * std::mem::size_of::<AttributedFlow>()
     }
 }
 

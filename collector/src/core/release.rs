@@ -159,7 +159,8 @@ impl Core {
                 match limit {
                     Some(limit) if bytes.len() > limit && n > 1 => {
                         // Aim a tenth below the limit, and always shrink.
-                        let fit = (n as u128 * limit as u128 * 9 / (10 * bytes.len() as u128)) as usize;
+                        let fit =
+                            (n as u128 * limit as u128 * 9 / (10 * bytes.len() as u128)) as usize;
                         n = fit.clamp(1, n - 1);
                         self.chunk_flows = n;
                     }
@@ -167,7 +168,11 @@ impl Core {
                 }
             }
             if limit.is_some_and(|limit| bytes.len() > limit) {
-                tracing::error!(bytes = bytes.len(), limit, "a single flow formats larger than an output takes; dropped");
+                tracing::error!(
+                    bytes = bytes.len(),
+                    limit,
+                    "a single flow formats larger than an output takes; dropped"
+                );
                 self.metrics.count_drop("too_large_for_output", 1);
                 done += 1;
                 continue;

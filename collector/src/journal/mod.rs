@@ -67,7 +67,9 @@ impl<'a> JournalEntry<'a> {
         } else {
             "untrusted"
         };
-        out.extend_from_slice(format!("{}\t{}\t{clock}\n", file_name(&self.id), self.peer).as_bytes());
+        out.extend_from_slice(
+            format!("{}\t{}\t{clock}\n", file_name(&self.id), self.peer).as_bytes(),
+        );
         out.extend_from_slice(self.body);
     }
 
@@ -197,10 +199,7 @@ impl Journal {
             store,
             current: None,
             next_segment: segments.last().map_or(0, |n| n + 1),
-            segments: segments
-                .iter()
-                .map(|&n| (n, Segment::default()))
-                .collect(),
+            segments: segments.iter().map(|&n| (n, Segment::default())).collect(),
             location: HashMap::new(),
             emitted_lines: emitted.len(),
             remember: remember.max(1),
@@ -253,7 +252,11 @@ impl Journal {
                 Ok(None) => {}
                 Err(EntryError::Torn) => recovery.torn += 1,
                 Err(EntryError::Damaged(why)) => {
-                    tracing::error!(segment = segment_name(n), why, "journal segment damaged; what follows the damage is not replayed, and the segment is left in place");
+                    tracing::error!(
+                        segment = segment_name(n),
+                        why,
+                        "journal segment damaged; what follows the damage is not replayed, and the segment is left in place"
+                    );
                     self.segment(n).damaged = true;
                     recovery.damaged.push(segment_name(n));
                 }
@@ -356,7 +359,9 @@ impl Journal {
         let removable: Vec<u64> = self
             .segments
             .iter()
-            .filter(|(n, s)| s.pending == 0 && !s.damaged && (s.sealed || self.is_current_idle(**n)))
+            .filter(|(n, s)| {
+                s.pending == 0 && !s.damaged && (s.sealed || self.is_current_idle(**n))
+            })
             .map(|(n, _)| *n)
             .collect();
         for n in removable {
@@ -387,7 +392,8 @@ impl Journal {
     /// Whether `n` is the current segment with nothing unsynced: all its
     /// entries are durable and, once none is pending, it may go.
     fn is_current_idle(&self, n: u64) -> bool {
-        self.current.is_some_and(|(c, _, unsynced)| c == n && !unsynced)
+        self.current
+            .is_some_and(|(c, _, unsynced)| c == n && !unsynced)
     }
 
     fn release(&mut self, id: &BatchId) {

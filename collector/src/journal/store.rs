@@ -92,7 +92,10 @@ impl Store for DirStore {
             }
             self.open.insert(name.to_owned(), file);
         }
-        self.open.get_mut(name).expect("opened above").write_all(bytes)
+        self.open
+            .get_mut(name)
+            .expect("opened above")
+            .write_all(bytes)
     }
 
     fn sync(&mut self, name: &str) -> io::Result<()> {

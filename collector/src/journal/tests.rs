@@ -60,7 +60,10 @@ fn only_synced_entries_survive_a_power_loss_and_every_one_of_them_does() {
     let (_, after_power_loss, rec) = recover_all(&store.power_loss());
     assert_eq!(
         after_power_loss,
-        vec![(id("a", 0), b"zero".to_vec()), (id("a", 1), b"one".to_vec())]
+        vec![
+            (id("a", 0), b"zero".to_vec()),
+            (id("a", 1), b"one".to_vec())
+        ]
     );
     assert!(rec.damaged.is_empty());
     let (_, after_kill, _) = recover_all(&store);

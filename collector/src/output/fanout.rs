@@ -283,7 +283,12 @@ mod tests {
             f
         }
         fn bytes(&self) -> Vec<u8> {
-            self.taken.lock().unwrap().iter().flat_map(|(_, c)| c.clone()).collect()
+            self.taken
+                .lock()
+                .unwrap()
+                .iter()
+                .flat_map(|(_, c)| c.clone())
+                .collect()
         }
     }
 
@@ -329,7 +334,13 @@ mod tests {
         chunk.extend_from_slice(b"abc");
         let capacity = chunk.capacity();
         outs.push(chunk, 1, vec![id(0)]);
-        assert_eq!(outs.pump(), Retired { batches: vec![id(0)], flows: 1 });
+        assert_eq!(
+            outs.pump(),
+            Retired {
+                batches: vec![id(0)],
+                flows: 1
+            }
+        );
         let reused = outs.buffer();
         assert!(reused.is_empty());
         assert_eq!(reused.capacity(), capacity, "the retired chunk's buffer");
@@ -352,7 +363,11 @@ mod tests {
         outs.push(b"defg".to_vec(), 4, vec![id(1)]);
         outs.push_empty(vec![id(2)]);
         outs.push(b"hijk".to_vec(), 4, vec![id(3)]);
-        assert_eq!(outs.pump(), Retired::default(), "the flaky output has not taken them");
+        assert_eq!(
+            outs.pump(),
+            Retired::default(),
+            "the flaky output has not taken them"
+        );
         assert_eq!(outs.queued_bytes(), 8);
         assert!(!outs.is_full());
         outs.push(b"lm".to_vec(), 2, vec![id(4)]);
@@ -364,7 +379,13 @@ mod tests {
         assert!(status[1].failures >= 2);
 
         flaky.down.store(false, Ordering::Relaxed);
-        assert_eq!(outs.pump(), Retired { batches: ids(&[1, 2, 3, 4]), flows: 10 });
+        assert_eq!(
+            outs.pump(),
+            Retired {
+                batches: ids(&[1, 2, 3, 4]),
+                flows: 10
+            }
+        );
         assert_eq!(flaky.bytes(), b"abcdefghijklm");
         assert_eq!(healthy.bytes(), b"abcdefghijklm");
         assert_eq!(outs.queued_bytes(), 0);
@@ -379,7 +400,13 @@ mod tests {
         assert_eq!(outs.pump(), Retired::default(), "taken, not durable");
         assert_eq!(slow.taken.lock().unwrap().len(), 2);
         slow.durable_below.store(1, Ordering::Relaxed);
-        assert_eq!(outs.pump(), Retired { batches: vec![id(0)], flows: 1 });
+        assert_eq!(
+            outs.pump(),
+            Retired {
+                batches: vec![id(0)],
+                flows: 1
+            }
+        );
         assert_eq!(outs.queued_bytes(), 3);
     }
 
@@ -395,7 +422,13 @@ mod tests {
         assert_eq!(outs.pump().batches, vec![id(0)]);
         lossy.durable_below.store(u64::MAX, Ordering::Relaxed);
         assert_eq!(outs.pump().batches, ids(&[1, 2]));
-        let seqs: Vec<u64> = lossy.taken.lock().unwrap().iter().map(|(s, _)| *s).collect();
+        let seqs: Vec<u64> = lossy
+            .taken
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
         assert_eq!(seqs, [0, 1, 2, 1, 2], "b and c were written again");
         assert!(outs.status()[0].up);
     }

@@ -14,8 +14,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use super::{Output, Progress};
 use super::append::AppendFile;
+use super::{Output, Progress};
 
 /// Where and how files rotate.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -326,13 +326,25 @@ impl Keeper {
                     self.limit_checked = false;
                     if self.config.create {
                         let c = &self.config;
-                        match self.admin.create(topic, c.partitions, c.replication_factor, TIMEOUT) {
-                            Ok(()) => tracing::info!(topic, partitions = c.partitions, "Created the Kafka output topic."),
-                            Err(error) => tracing::warn!(topic, %error, "Could not create the Kafka output topic; trying again."),
+                        match self
+                            .admin
+                            .create(topic, c.partitions, c.replication_factor, TIMEOUT)
+                        {
+                            Ok(()) => tracing::info!(
+                                topic,
+                                partitions = c.partitions,
+                                "Created the Kafka output topic."
+                            ),
+                            Err(error) => {
+                                tracing::warn!(topic, %error, "Could not create the Kafka output topic; trying again.")
+                            }
                         }
                     } else if !warned_missing {
                         warned_missing = true;
-                        tracing::error!(topic, "The Kafka output topic does not exist and `create = false`: create it (or set `create = true`); flows wait until then.");
+                        tracing::error!(
+                            topic,
+                            "The Kafka output topic does not exist and `create = false`: create it (or set `create = true`); flows wait until then."
+                        );
                     }
                 }
             }
@@ -351,10 +363,16 @@ impl Keeper {
                 self.limit_checked = true;
                 let configured = self.config.max_message_bytes;
                 if topic_limit < configured {
-                    tracing::warn!(topic, topic_limit, configured, "The Kafka topic takes smaller messages than `max_message_bytes`; chunks are cut to its limit.");
+                    tracing::warn!(
+                        topic,
+                        topic_limit,
+                        configured,
+                        "The Kafka topic takes smaller messages than `max_message_bytes`; chunks are cut to its limit."
+                    );
                 }
                 let limit = configured.min(topic_limit).max(2 * MESSAGE_OVERHEAD);
-                self.max_chunk.store(limit - MESSAGE_OVERHEAD, Ordering::Relaxed);
+                self.max_chunk
+                    .store(limit - MESSAGE_OVERHEAD, Ordering::Relaxed);
             }
             Ok(None) => self.limit_checked = true,
             Err(error) => {
@@ -384,8 +402,9 @@ impl Output for KafkaOutput {
         self.attempts += 1;
         let attempt = self.attempts;
         self.deliveries().in_flight.insert(seq, attempt);
-        let record = BaseRecord::<(), [u8], Attempt>::with_opaque_to(&self.topic, Box::new((seq, attempt)))
-            .payload(chunk);
+        let record =
+            BaseRecord::<(), [u8], Attempt>::with_opaque_to(&self.topic, Box::new((seq, attempt)))
+                .payload(chunk);
         let Err((error, _)) = self.producer.send(record) else {
             self.sent += 1;
             self.taken_below = seq + 1;
@@ -402,7 +421,10 @@ impl Output for KafkaOutput {
             }
             _ if client::retryable(&error) => Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
-                format!("the Kafka topic {} does not exist (yet): {error}", self.topic),
+                format!(
+                    "the Kafka topic {} does not exist (yet): {error}",
+                    self.topic
+                ),
             )),
             _ => Err(io::Error::other(format!("{error} ({} bytes)", chunk.len()))),
         }
@@ -499,7 +521,13 @@ mod tests {
         out.write(0, b"one").unwrap();
         out.write(1, b"two").unwrap();
         let progress = out.commit().unwrap();
-        assert_eq!(progress, Progress { durable_below: 0, resend_from: None });
+        assert_eq!(
+            progress,
+            Progress {
+                durable_below: 0,
+                resend_from: None
+            }
+        );
     }
 
     #[test]
@@ -518,7 +546,13 @@ mod tests {
             }
             thread::sleep(Duration::from_millis(20));
         };
-        assert_eq!(progress, Progress { durable_below: 0, resend_from: Some(0) });
+        assert_eq!(
+            progress,
+            Progress {
+                durable_below: 0,
+                resend_from: Some(0)
+            }
+        );
         assert_eq!(out.counters().failed, 2);
         assert!(out.deliveries().in_flight.is_empty());
     }
