@@ -58,18 +58,27 @@ async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::Resul
     Ok(n)
 }
 
-/// Reads and decodes one frame of at most `max_frame_bytes` from `r`,
-/// collecting its body in `body` as bytes arrive, so a length prefix alone
-/// reserves no memory and, if the future is dropped (a timeout), `body`
-/// holds what came. An oversized frame's body is not read beyond its first
-/// bytes. The receive time is taken as soon as the length prefix is in, so
-/// the frame's own transfer time does not count as delay.
+/// Reads and decodes one frame of at most `max_frame_bytes` from `r`
+/// ([`read_prefix`], [`read_body`], then decoding within the default
+/// limits). The receive time is taken as soon as the length prefix is in,
+/// so the frame's own transfer time does not count as delay.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max_frame_bytes: usize,
     body: &mut Vec<u8>,
 ) -> Result<Received, ReadError> {
-    body.clear();
+    let (len, received_ns) = read_prefix(r, max_frame_bytes).await?;
+    read_body(r, len, body).await?;
+    decode(body, &codec::DecodeLimits::default(), received_ns)
+}
+
+/// Reads a frame's length prefix: the body's length (at most
+/// `max_frame_bytes`) and when the prefix was in. An oversized frame's body
+/// is not read beyond its first bytes (for the batch id).
+pub(crate) async fn read_prefix<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_frame_bytes: usize,
+) -> Result<(usize, u64), ReadError> {
     let mut prefix = [0u8; LENGTH_PREFIX];
     let got = fill(r, &mut prefix).await?;
     let received_ns = unix_now_ns();
@@ -80,15 +89,26 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
         };
         return Err(decode_error(error, &[]));
     }
-    let len = match codec::body_length(prefix, max_frame_bytes) {
-        Ok(len) => len,
+    match codec::body_length(prefix, max_frame_bytes) {
+        Ok(len) => Ok((len, received_ns)),
         Err(error) => {
             let announced = u32::from_be_bytes(prefix) as usize;
             let mut head = vec![0u8; announced.min(PEEK_BYTES)];
             let n = fill(r, &mut head).await.unwrap_or(0);
-            return Err(decode_error(error, &head[..n]));
+            Err(decode_error(error, &head[..n]))
         }
-    };
+    }
+}
+
+/// Reads a body of `len` bytes into `body` as they arrive, so a length
+/// prefix alone reserves no memory and, if the future is dropped (a
+/// timeout), `body` holds what came.
+pub(crate) async fn read_body<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+    body: &mut Vec<u8>,
+) -> Result<(), ReadError> {
+    body.clear();
     let mut chunk = vec![0u8; len.min(CHUNK_BYTES)];
     while body.len() < len {
         let want = (len - body.len()).min(chunk.len());
@@ -104,7 +124,17 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
         };
         return Err(decode_error(error, body));
     }
-    match codec::decode_body_stamped(body) {
+    Ok(())
+}
+
+/// Decodes a whole body read at `received_ns` within `limits` (pure CPU
+/// work: the receiver runs it off the async workers).
+pub(crate) fn decode(
+    body: &[u8],
+    limits: &codec::DecodeLimits,
+    received_ns: u64,
+) -> Result<Received, ReadError> {
+    match codec::decode_body_limited(body, limits) {
         Ok((frame, sent_ns)) => Ok(Received {
             frame,
             sent_ns,

@@ -26,3 +26,17 @@ pub mod tls;
 
 pub use server::{Delivery, FrameTiming, Receiver, ReceiverConfig, Reply};
 pub use shipper::{CollectorAddr, Shipper, ShipperConfig};
+
+/// Reads and decodes one frame off `r` exactly as the collector's receiver
+/// does (its frame reader, within the default decode limits); for the
+/// reader's fuzz target.
+pub async fn read_one_frame<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    max_frame_bytes: usize,
+) -> Result<codec::Frame, String> {
+    let mut body = Vec::new();
+    frame_io::read_frame(r, max_frame_bytes, &mut body)
+        .await
+        .map(|received| received.frame)
+        .map_err(|e| e.to_string())
+}

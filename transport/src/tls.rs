@@ -252,7 +252,9 @@ pub fn server_config(
 }
 
 /// A quinn server configuration from a rustls one (whose ALPN and client
-/// verification are the caller's).
+/// verification are the caller's). Datagrams are not accepted: batches
+/// travel on streams only, and a peer's datagrams would be buffered
+/// unread.
 pub fn quic_server_config(
     crypto: rustls::ServerConfig,
     max_concurrent_streams: u32,
@@ -263,6 +265,7 @@ pub fn quic_server_config(
     transport
         .max_concurrent_bidi_streams(max_concurrent_streams.into())
         .max_concurrent_uni_streams(0u32.into())
+        .datagram_receive_buffer_size(None)
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("30s fits")));
     config.transport_config(Arc::new(transport));
     Ok(config)

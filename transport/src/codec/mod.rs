@@ -27,7 +27,9 @@
 //! ```
 
 mod convert;
+mod limits;
 mod peek;
+mod scan;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -35,6 +37,7 @@ mod wire;
 use flowattr_model::{BatchId, FlowBatch};
 use prost::Message as _;
 
+pub use limits::DecodeLimits;
 pub use peek::peek_batch_id;
 use wire::{AckMsg, Body, FrameMsg, RejectKindMsg, RejectMsg};
 
@@ -103,6 +106,10 @@ pub enum RejectKind {
     /// name, or the agent run under its certificate's name), so the agent
     /// keeps it and offers it again.
     Identity,
+    /// The sender's certificate is not in the collector's `[claims]`: it
+    /// will be accepted once the collector lists it, so the agent keeps
+    /// the batch and offers it again, as for [`RejectKind::Identity`].
+    Unclaimed,
 }
 
 impl RejectKind {
@@ -112,7 +119,14 @@ impl RejectKind {
             Self::Unspecified => "unspecified",
             Self::Malformed => "malformed",
             Self::Identity => "identity",
+            Self::Unclaimed => "unclaimed",
         }
+    }
+
+    /// Whether the agent keeps a batch refused so and offers it again: the
+    /// refusal is about who sent it, not what it holds.
+    pub fn keeps_batch(self) -> bool {
+        matches!(self, Self::Identity | Self::Unclaimed)
     }
 }
 
@@ -159,6 +173,18 @@ pub enum DecodeError {
     /// The frame carries no body this version knows.
     #[error("frame of unknown kind")]
     UnknownKind,
+    /// A batch holds more of something than [`DecodeLimits`] allow
+    /// (checked before decoding).
+    #[error("over a decoding limit: at least {count} {what}, at most {max} allowed")]
+    OverLimit {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    /// A message whose fields cannot be walked (a bad key or wire type, a
+    /// varint past 64 bits, a field running past its message's end).
+    #[error("malformed frame: the {message} message is not protobuf")]
+    Unwalkable { message: &'static str },
 }
 
 /// The class of a decode error, as receivers count them.
@@ -172,6 +198,21 @@ pub enum ErrorClass {
     Oversized,
     /// Another protocol version.
     Version,
+    /// Over a [`DecodeLimits`] limit.
+    Limit,
+}
+
+impl ErrorClass {
+    /// A short name, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Truncated => "truncated",
+            Self::Oversized => "oversized",
+            Self::Version => "version",
+            Self::Limit => "over_limit",
+        }
+    }
 }
 
 impl DecodeError {
@@ -181,7 +222,9 @@ impl DecodeError {
             Self::Truncated { .. } => ErrorClass::Truncated,
             Self::Oversized { .. } => ErrorClass::Oversized,
             Self::WrongVersion { .. } => ErrorClass::Version,
+            Self::OverLimit { .. } => ErrorClass::Limit,
             Self::Malformed(_)
+            | Self::Unwalkable { .. }
             | Self::TrailingBytes { .. }
             | Self::BadEnum { .. }
             | Self::IndexOutOfRange { .. }
@@ -237,6 +280,7 @@ pub fn encode_reject(
         RejectKind::Unspecified => RejectKindMsg::Unspecified,
         RejectKind::Malformed => RejectKindMsg::Malformed,
         RejectKind::Identity => RejectKindMsg::Identity,
+        RejectKind::Unclaimed => RejectKindMsg::Unclaimed,
     };
     let body = Body::Reject(RejectMsg {
         id: id.map(convert::id_to_msg),
@@ -327,7 +371,8 @@ pub fn body_length(
     Ok(len)
 }
 
-/// Decodes exactly one whole frame (length prefix and body) from `bytes`.
+/// Decodes exactly one whole frame (length prefix and body) from `bytes`,
+/// within the default [`DecodeLimits`].
 pub fn decode_frame(bytes: &[u8], max_frame_bytes: usize) -> Result<Frame, DecodeError> {
     let Some((prefix, rest)) = bytes.split_first_chunk::<LENGTH_PREFIX>() else {
         return Err(DecodeError::Truncated {
@@ -348,18 +393,30 @@ pub fn decode_frame(bytes: &[u8], max_frame_bytes: usize) -> Result<Frame, Decod
     }
 }
 
-/// Decodes a frame body (the bytes after the length prefix).
+/// Decodes a frame body (the bytes after the length prefix), within the
+/// default [`DecodeLimits`].
 pub fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
     decode_body_stamped(body).map(|(frame, _)| frame)
 }
 
-/// Decodes a frame body, with the sender's send time when it stamped one
-/// ([`stamp_sent`]; `None` from a sender that does not).
+/// Decodes a frame body within the default [`DecodeLimits`], with the
+/// sender's send time when it stamped one ([`stamp_sent`]; `None` from a
+/// sender that does not).
 pub fn decode_body_stamped(body: &[u8]) -> Result<(Frame, Option<u64>), DecodeError> {
+    decode_body_limited(body, &DecodeLimits::default())
+}
+
+/// [`decode_body_stamped`] within `limits`, checked on the bytes before
+/// anything is decoded.
+pub fn decode_body_limited(
+    body: &[u8],
+    limits: &DecodeLimits,
+) -> Result<(Frame, Option<u64>), DecodeError> {
     // Checked before decoding: another version's body may not parse at all.
     if let Some(got) = peek::version(body).filter(|&v| !readable(v)) {
         return Err(wrong_version(got));
     }
+    limits::check(body, limits)?;
     let msg = FrameMsg::decode(body).map_err(DecodeError::Malformed)?;
     if !readable(msg.version) {
         return Err(wrong_version(msg.version));
@@ -375,6 +432,7 @@ pub fn decode_body_stamped(body: &[u8]) -> Result<(Frame, Option<u64>), DecodeEr
             kind: match RejectKindMsg::try_from(reject.kind) {
                 Ok(RejectKindMsg::Malformed) => RejectKind::Malformed,
                 Ok(RejectKindMsg::Identity) => RejectKind::Identity,
+                Ok(RejectKindMsg::Unclaimed) => RejectKind::Unclaimed,
                 Ok(RejectKindMsg::Unspecified) | Err(_) => RejectKind::Unspecified,
             },
             reason: reject.reason,

@@ -451,7 +451,8 @@ fn trailing_bytes_are_malformed() {
 #[test]
 fn garbage_is_malformed_and_flipped_bytes_never_panic() {
     let err = decode_body(&[0xff; 32]).unwrap_err();
-    assert!(matches!(err, DecodeError::Malformed(_)), "{err:?}");
+    assert!(matches!(err, DecodeError::Unwalkable { .. }), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Malformed);
     let bytes = encoded(&with_record_ids(generate::batch(5, 5, 50, 3)));
     let mut rng = generate::Rng(99);
     let mut errors = 0;
@@ -822,5 +823,95 @@ fn a_capped_watermark_is_the_batch_s_watermark_and_nothing_else_changes() {
     assert_eq!(
         (got.complete_until_ns, got.flows.len()),
         (0, batch.flows.len())
+    );
+}
+
+fn limited(bytes: &[u8], limits: &DecodeLimits) -> Result<Frame, DecodeError> {
+    decode_body_limited(&bytes[LENGTH_PREFIX..], limits).map(|(f, _)| f)
+}
+
+#[test]
+fn a_batch_over_any_decoding_limit_is_refused_before_decoding_and_its_id_read() {
+    let batch = generate::batch(7, 7, 50, 4);
+    let bytes = encoded(&batch);
+    let loose = DecodeLimits::default();
+    assert_eq!(
+        limited(&bytes, &loose).unwrap(),
+        Frame::Batch(batch.clone())
+    );
+    let over = |edit: fn(&mut DecodeLimits), what: &str| {
+        let mut limits = loose;
+        edit(&mut limits);
+        match limited(&bytes, &limits) {
+            Err(e @ DecodeError::OverLimit { what: w, .. }) => {
+                assert!(w.contains(what), "{e}");
+                assert_eq!(e.class(), ErrorClass::Limit);
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    };
+    over(|l| l.max_flows = 49, "flows");
+    over(|l| l.max_workloads = 3, "workloads");
+    over(|l| l.max_plugins = 1, "plugin names");
+    over(|l| l.max_labels = 1, "labels");
+    over(|l| l.max_string_bytes = 8, "bytes of a string");
+    // Exactly at the limits passes.
+    let exact = DecodeLimits {
+        max_flows: 50,
+        ..loose
+    };
+    assert!(limited(&bytes, &exact).is_ok());
+    assert_eq!(peek_batch_id(&bytes[LENGTH_PREFIX..]), Some(batch.id()));
+}
+
+#[test]
+fn a_frame_of_empty_flows_is_refused_by_count_not_decoded() {
+    // 16 MiB of two-byte empty flows: 8 million of them, which prost would
+    // decode into gigabytes before any check.
+    let mut batch = vec![0x0a, 0x03, 0x0a, 0x01, b'a'];
+    let flows = (DEFAULT_MAX_FRAME_BYTES - 64) / 2;
+    batch.reserve(flows * 2);
+    for _ in 0..flows {
+        batch.extend([0x2a, 0x00]);
+    }
+    let mut body = vec![0x08, PROTOCOL_VERSION as u8, 0x12];
+    let mut len = batch.len();
+    while len >= 0x80 {
+        body.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    body.push(len as u8);
+    body.extend(batch);
+    let started = std::time::Instant::now();
+    let error = decode_body(&body).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            DecodeError::OverLimit {
+                what: "flows in a batch",
+                count: 100_001,
+                max: 100_000
+            }
+        ),
+        "{error}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn fields_the_walk_cannot_read_are_malformed_and_overlong_varints_too() {
+    // A batch whose inner field runs past its end.
+    let body = [0x08, 0x02, 0x12, 0x02, 0x2a, 0x05];
+    assert!(matches!(
+        decode_body(&body),
+        Err(DecodeError::Unwalkable { message: "batch" })
+    ));
+    // A version varint of eleven bytes.
+    let mut body = vec![0x08];
+    body.extend([0xff; 10]);
+    body.push(0x01);
+    assert_eq!(
+        decode_body(&body).unwrap_err().class(),
+        ErrorClass::Malformed
     );
 }

@@ -110,6 +110,9 @@ pub(crate) enum RejectKindMsg {
     Unspecified = 0,
     Malformed = 1,
     Identity = 2,
+    /// Added within version 2, as `kind` was: an older agent reads it as
+    /// `Unspecified`.
+    Unclaimed = 3,
 }
 
 /// A workload identity (the dictionary entry).

@@ -26,6 +26,18 @@ pub struct ReceiverCounters {
     pub oversized: AtomicU64,
     /// Frames of another protocol version.
     pub version: AtomicU64,
+    /// Batches over a decoding limit (flows, workloads, labels, string
+    /// bytes), refused before they were decoded.
+    pub over_limit: AtomicU64,
+    /// Connections refused because their identity held as many as it may.
+    pub connections_refused: AtomicU64,
+    /// Clients sent a QUIC retry to prove their address (handshakes had
+    /// piled up).
+    pub retries: AtomicU64,
+    /// Handshakes refused outright because far too many were in progress.
+    pub handshakes_shed: AtomicU64,
+    /// Frame bytes read or waiting for the collector's answer now.
+    pub in_flight_bytes: AtomicU64,
 }
 
 /// A copy of [`ReceiverCounters`] at one moment.
@@ -40,6 +52,11 @@ pub struct ReceiverStats {
     pub truncated: u64,
     pub oversized: u64,
     pub version: u64,
+    pub over_limit: u64,
+    pub connections_refused: u64,
+    pub retries: u64,
+    pub handshakes_shed: u64,
+    pub in_flight_bytes: u64,
 }
 
 impl ReceiverCounters {
@@ -55,6 +72,11 @@ impl ReceiverCounters {
             truncated: self.truncated.load(Relaxed),
             oversized: self.oversized.load(Relaxed),
             version: self.version.load(Relaxed),
+            over_limit: self.over_limit.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            handshakes_shed: self.handshakes_shed.load(Relaxed),
+            in_flight_bytes: self.in_flight_bytes.load(Relaxed),
         }
     }
 
@@ -64,6 +86,7 @@ impl ReceiverCounters {
             ErrorClass::Truncated => &self.truncated,
             ErrorClass::Oversized => &self.oversized,
             ErrorClass::Version => &self.version,
+            ErrorClass::Limit => &self.over_limit,
         };
         counter.fetch_add(1, Relaxed);
     }

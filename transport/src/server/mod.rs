@@ -10,6 +10,14 @@
 //! another: backpressure reaches it through QUIC's stream limit, with no
 //! buffering beyond `max_concurrent_streams` frames per connection.
 //!
+//! No agent can crowd out the others ([`admission`]): frames are read
+//! within a global budget of bytes in flight and a share of it per
+//! identity, each identity has a few connections at most, frames are
+//! checked against [`DecodeLimits`] before they are decoded, on a small
+//! blocking pool, and bad-frame warnings are limited per identity. When
+//! handshakes pile up, new clients must first prove their address (a QUIC
+//! retry); datagrams are not accepted.
+//!
 //! ```no_run
 //! # async fn run(tls: flowattr_transport::tls::TlsFiles) -> Result<(), Box<dyn std::error::Error>> {
 //! use flowattr_transport::{Receiver, ReceiverConfig, Reply};
@@ -23,19 +31,28 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod counters;
 mod stream;
 
-use std::{net::SocketAddr, sync::Arc, sync::atomic::Ordering::Relaxed, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
 use flowattr_model::FlowBatch;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use admission::{Admission, AdmissionLimits};
 pub use counters::{ReceiverCounters, ReceiverStats};
 use stream::StreamContext;
 
 use crate::{
-    codec::{ALPN, DEFAULT_MAX_FRAME_BYTES},
+    codec::{ALPN, DEFAULT_MAX_FRAME_BYTES, DecodeLimits, RejectKind},
     tls::{self, PeerIdentity, TlsError, TlsFiles},
 };
 
@@ -43,6 +60,11 @@ use crate::{
 const CLOSE_SHUTDOWN: u32 = 0;
 /// Connection close code: the client certificate names no one.
 const CLOSE_NO_IDENTITY: u32 = 2;
+/// Connection close code: the identity has as many connections as it may.
+const CLOSE_TOO_MANY: u32 = 3;
+
+/// A handshake must be done within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where and how a [`Receiver`] listens.
 #[derive(Debug, Clone)]
@@ -58,8 +80,26 @@ pub struct ReceiverConfig {
     pub max_concurrent_streams: u32,
     /// Deliveries waiting for the collector (default 64).
     pub channel_capacity: usize,
-    /// A stream's frame must be whole within this time (default 30 s).
+    /// A frame's length prefix, and then its body once admitted, must
+    /// each arrive within this time (default 30 s).
     pub read_timeout: Duration,
+    /// What a batch may hold, checked before it is decoded.
+    pub limits: DecodeLimits,
+    /// Frame bytes read or waiting for the collector's answer, over all
+    /// agents (default 256 MiB; at least one largest frame).
+    pub max_in_flight_bytes: usize,
+    /// The same, per identity (default 64 MiB; at least one largest
+    /// frame): a flooding agent waits on its own share.
+    pub max_in_flight_bytes_per_identity: usize,
+    /// Connections one identity may hold at once (default 4); with
+    /// `max_concurrent_streams`, its streams.
+    pub max_connections_per_identity: usize,
+    /// Handshakes in progress past which a client must first prove its
+    /// address with a QUIC retry (default 64); past four times as many,
+    /// new ones are refused.
+    pub max_pending_handshakes: usize,
+    /// Frames decoded at once, on the blocking pool (default 2).
+    pub decode_threads: usize,
 }
 
 impl ReceiverConfig {
@@ -72,6 +112,12 @@ impl ReceiverConfig {
             max_concurrent_streams: 16,
             channel_capacity: 64,
             read_timeout: Duration::from_secs(30),
+            limits: DecodeLimits::default(),
+            max_in_flight_bytes: 256 << 20,
+            max_in_flight_bytes_per_identity: 64 << 20,
+            max_connections_per_identity: 4,
+            max_pending_handshakes: 64,
+            decode_threads: 2,
         }
     }
 }
@@ -121,9 +167,11 @@ pub enum Reply {
     /// batch that names another agent than the sender's certificate (the
     /// receiver marks that refusal [`RejectKind::Identity`] in the frame)
     /// and offers it again later; it drops any other.
-    ///
-    /// [`RejectKind::Identity`]: crate::codec::RejectKind::Identity
     Reject(String),
+    /// The sender is not among those the collector takes batches from (its
+    /// `[claims]`), for the reason given: marked [`RejectKind::Unclaimed`],
+    /// so the agent keeps the batch and offers it again later.
+    Unclaimed(String),
 }
 
 /// A receiver that could not start.
@@ -177,7 +225,20 @@ impl Receiver {
         let (stop, stopped) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
         let counters = Arc::new(ReceiverCounters::default());
+        let admission = Arc::new(Admission::new(
+            AdmissionLimits {
+                in_flight_bytes: config.max_in_flight_bytes,
+                in_flight_bytes_per_identity: config.max_in_flight_bytes_per_identity,
+                connections_per_identity: config.max_connections_per_identity.max(1),
+                decode_threads: config.decode_threads,
+                decode: config.limits,
+            },
+            config.max_frame_bytes,
+            counters.clone(),
+        ));
         let shared = Shared {
+            admission,
+            pending_handshakes: Arc::new(AtomicUsize::new(0)),
             config,
             deliveries,
             counters: counters.clone(),
@@ -237,6 +298,9 @@ impl Drop for Receiver {
 #[derive(Clone)]
 struct Shared {
     config: ReceiverConfig,
+    admission: Arc<Admission>,
+    /// Handshakes begun and not yet done.
+    pending_handshakes: Arc<AtomicUsize>,
     deliveries: mpsc::Sender<Delivery>,
     counters: Arc<ReceiverCounters>,
     stopped: watch::Receiver<bool>,
@@ -245,6 +309,21 @@ struct Shared {
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
     while let Some(incoming) = endpoint.accept().await {
+        let pending = shared.pending_handshakes.load(Relaxed);
+        let limit = shared.config.max_pending_handshakes.max(1);
+        if pending >= limit && !incoming.remote_address_validated() {
+            // The client must come back with the token: a spoofed source
+            // address never does.
+            shared.counters.retries.fetch_add(1, Relaxed);
+            let _ = incoming.retry();
+            continue;
+        }
+        if pending >= limit.saturating_mul(4) {
+            shared.counters.handshakes_shed.fetch_add(1, Relaxed);
+            incoming.refuse();
+            continue;
+        }
+        shared.pending_handshakes.fetch_add(1, Relaxed);
         tokio::spawn(connection(incoming, shared.clone()));
     }
 }
@@ -253,11 +332,18 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
 async fn connection(incoming: quinn::Incoming, shared: Shared) {
     let remote_addr = incoming.remote_address();
     let counters = &shared.counters;
-    let conn = match incoming.await {
-        Ok(conn) => conn,
-        Err(error) => {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, async { incoming.await }).await;
+    shared.pending_handshakes.fetch_sub(1, Relaxed);
+    let conn = match handshake {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(error)) => {
             counters.handshake_refused.fetch_add(1, Relaxed);
             tracing::warn!(%remote_addr, %error, "refused a connection during the handshake");
+            return;
+        }
+        Err(_) => {
+            counters.handshake_refused.fetch_add(1, Relaxed);
+            tracing::warn!(%remote_addr, timeout = ?HANDSHAKE_TIMEOUT, "a handshake did not finish in time");
             return;
         }
     };
@@ -274,6 +360,15 @@ async fn connection(incoming: quinn::Incoming, shared: Shared) {
             return;
         }
     };
+    let Some(share) = shared.admission.connect(&peer.0) else {
+        counters.connections_refused.fetch_add(1, Relaxed);
+        tracing::warn!(%peer, %remote_addr, limit = shared.config.max_connections_per_identity, "refused a connection: this identity already holds as many as it may");
+        conn.close(
+            CLOSE_TOO_MANY.into(),
+            b"too many connections for this identity",
+        );
+        return;
+    };
     counters.connections.fetch_add(1, Relaxed);
     tracing::info!(%peer, %remote_addr, "agent connected");
     let ctx = Arc::new(StreamContext {
@@ -284,7 +379,16 @@ async fn connection(incoming: quinn::Incoming, shared: Shared) {
         counters: shared.counters.clone(),
         max_frame_bytes: shared.config.max_frame_bytes,
         read_timeout: shared.config.read_timeout,
+        admission: shared.admission.clone(),
+        share: share.clone(),
     });
+    serve_streams(&conn, &ctx, &shared).await;
+    shared.admission.disconnect(&peer.0, &share);
+}
+
+/// Serves a connection's streams until it ends or the receiver stops.
+async fn serve_streams(conn: &quinn::Connection, ctx: &Arc<StreamContext>, shared: &Shared) {
+    let (peer, remote_addr) = (&ctx.peer, ctx.remote_addr);
     let mut stopped = shared.stopped.clone();
     loop {
         let (send, recv) = tokio::select! {
@@ -303,5 +407,18 @@ async fn connection(incoming: quinn::Incoming, shared: Shared) {
             stream::serve(&ctx, send, recv).await;
             drop(alive);
         });
+    }
+}
+
+impl Reply {
+    /// The kind a refusal carries in its frame, given whether the batch
+    /// names the sender's certificate; `None` for an ack.
+    fn refusal(&self, names_sender: bool) -> Option<(RejectKind, &str)> {
+        match self {
+            Self::Ack => None,
+            Self::Reject(reason) if names_sender => Some((RejectKind::Unspecified, reason)),
+            Self::Reject(reason) => Some((RejectKind::Identity, reason)),
+            Self::Unclaimed(reason) => Some((RejectKind::Unclaimed, reason)),
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! One bidirectional stream: read a batch frame, hand the batch to the
+//! One bidirectional stream: read a batch frame within the sender's share
+//! of the budget, decode it on the blocking pool, hand the batch to the
 //! collector, write its ack or reject.
 
 use std::{net::SocketAddr, sync::Arc, sync::atomic::Ordering::Relaxed, time::Duration};
@@ -6,10 +7,13 @@ use std::{net::SocketAddr, sync::Arc, sync::atomic::Ordering::Relaxed, time::Dur
 use flowattr_model::BatchId;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Delivery, FrameTiming, ReceiverCounters, Reply};
+use super::{
+    Delivery, FrameTiming, ReceiverCounters,
+    admission::{Admission, Admitted, PeerShare},
+};
 use crate::{
     codec::{self, DecodeError, ErrorClass, Frame, RejectKind},
-    frame_io::{ReadError, Received, read_frame},
+    frame_io::{self, ReadError, Received},
     tls::PeerIdentity,
 };
 
@@ -26,6 +30,50 @@ pub(super) struct StreamContext {
     pub counters: Arc<ReceiverCounters>,
     pub max_frame_bytes: usize,
     pub read_timeout: Duration,
+    pub admission: Arc<Admission>,
+    /// The sender's share of the budget, and its warnings.
+    pub share: Arc<PeerShare>,
+}
+
+/// A stream whose frame did not arrive whole in time.
+struct TimedOut;
+
+/// Reads one frame: its prefix, then (once the bytes are admitted) its
+/// body, each within the read timeout; then decodes it on the blocking
+/// pool. The admission is held until the stream is answered.
+async fn receive(
+    ctx: &StreamContext,
+    recv: &mut quinn::RecvStream,
+    body: &mut Vec<u8>,
+) -> Result<(Result<Received, ReadError>, Option<Admitted>), TimedOut> {
+    let prefix = tokio::time::timeout(
+        ctx.read_timeout,
+        frame_io::read_prefix(recv, ctx.max_frame_bytes),
+    )
+    .await
+    .map_err(|_| TimedOut)?;
+    let (len, received_ns) = match prefix {
+        Ok(prefix) => prefix,
+        Err(error) => return Ok((Err(error), None)),
+    };
+    let admitted = ctx.admission.admit(&ctx.share, len).await;
+    let read = tokio::time::timeout(ctx.read_timeout, frame_io::read_body(recv, len, body))
+        .await
+        .map_err(|_| TimedOut)?;
+    if let Err(error) = read {
+        return Ok((Err(error), Some(admitted)));
+    }
+    let limits = *ctx.admission.decode_limits();
+    let bytes = std::mem::take(body);
+    let (bytes, decoded) = ctx
+        .admission
+        .decode(move || {
+            let decoded = frame_io::decode(&bytes, &limits, received_ns);
+            (bytes, decoded)
+        })
+        .await;
+    *body = bytes;
+    Ok((decoded, Some(admitted)))
 }
 
 /// Serves one stream to its end.
@@ -35,11 +83,10 @@ pub(super) async fn serve(
     mut recv: quinn::RecvStream,
 ) {
     let mut body = Vec::new();
-    let read = tokio::time::timeout(
-        ctx.read_timeout,
-        read_frame(&mut recv, ctx.max_frame_bytes, &mut body),
-    )
-    .await;
+    let (read, _admitted) = match receive(ctx, &mut recv, &mut body).await {
+        Ok((read, admitted)) => (Ok(read), admitted),
+        Err(TimedOut) => (Err(TimedOut), None),
+    };
     let answer = match read {
         Ok(Ok(Received {
             frame: Frame::Batch(batch),
@@ -51,11 +98,7 @@ pub(super) async fn serve(
             // The receiver knows both names: a batch that names another
             // agent than its certificate is refused for identity, whatever
             // words the collector chose, and the agent keeps it.
-            let refusal = if batch.agent == ctx.peer.0 {
-                RejectKind::Unspecified
-            } else {
-                RejectKind::Identity
-            };
+            let names_sender = batch.agent == ctx.peer.0;
             let (reply, answer) = oneshot::channel();
             let rtt = ctx.conn.rtt();
             let delivery = Delivery {
@@ -87,15 +130,15 @@ pub(super) async fn serve(
                     return;
                 }
             };
-            match answer {
-                Ok(Reply::Ack) => {
+            match answer.as_ref().map(|a| a.refusal(names_sender)) {
+                Ok(None) => {
                     ctx.counters.acked.fetch_add(1, Relaxed);
                     Answer::Ack(id)
                 }
-                Ok(Reply::Reject(reason)) => {
+                Ok(Some((kind, reason))) => {
                     ctx.counters.rejected.fetch_add(1, Relaxed);
-                    tracing::warn!(peer = %ctx.peer, batch = %id, kind = %refusal, %reason, "the collector rejected a batch");
-                    Answer::Reject(Some(id), refusal, reason)
+                    tracing::warn!(peer = %ctx.peer, batch = %id, %kind, %reason, "the collector rejected a batch");
+                    Answer::Reject(Some(id), kind, reason.to_owned())
                 }
                 Err(_) => {
                     tracing::debug!(peer = %ctx.peer, batch = %id, "the collector dropped a batch unanswered; the agent will send it again");
@@ -111,7 +154,9 @@ pub(super) async fn serve(
                 Frame::Reject { .. } => "reject",
                 Frame::Batch(_) => "batch",
             };
-            tracing::warn!(peer = %ctx.peer, kind, "an agent sent a frame that is not a batch");
+            if let Some(held_back) = ctx.share.may_warn() {
+                tracing::warn!(peer = %ctx.peer, kind, held_back, "an agent sent a frame that is not a batch");
+            }
             Answer::Reject(
                 None,
                 RejectKind::Malformed,
@@ -123,12 +168,14 @@ pub(super) async fn serve(
             tracing::debug!(peer = %ctx.peer, %error, "a stream failed before its frame was read");
             return;
         }
-        Err(_) => {
+        Err(TimedOut) => {
             // Not refused: the batch may be fine and the link slow. The
             // stream is reset, and the agent sends the batch again.
             let timeout = ctx.read_timeout;
             let batch = codec::peek_batch_id(&body).map(|id| id.to_string());
-            tracing::warn!(peer = %ctx.peer, batch, ?timeout, "a batch frame did not arrive in time");
+            if let Some(held_back) = ctx.share.may_warn() {
+                tracing::warn!(peer = %ctx.peer, batch, ?timeout, held_back, "a batch frame did not arrive in time");
+            }
             ctx.counters.bad_frame(ErrorClass::Truncated);
             let _ = recv.stop(NO_ANSWER.into());
             let _ = send.reset(NO_ANSWER.into());
@@ -162,8 +209,11 @@ enum Answer {
 }
 
 fn refuse(ctx: &StreamContext, error: DecodeError, id: Option<BatchId>) -> Answer {
-    ctx.counters.bad_frame(error.class());
-    let batch = id.as_ref().map(ToString::to_string);
-    tracing::warn!(peer = %ctx.peer, batch, %error, "refused a bad frame");
+    let class = error.class();
+    ctx.counters.bad_frame(class);
+    if let Some(held_back) = ctx.share.may_warn() {
+        let batch = id.as_ref().map(ToString::to_string);
+        tracing::warn!(peer = %ctx.peer, batch, %error, reason = class.as_str(), held_back, "refused a bad frame (later ones within 10 s are counted, not logged)");
+    }
     Answer::Reject(id, RejectKind::Malformed, error.to_string())
 }

@@ -34,8 +34,12 @@ pub struct ShipperCounters {
     /// Refusals of a batch because it names another agent than the
     /// certificate (every attempt): the batch is kept and offered again.
     pub refused_identity: AtomicU64,
-    /// Batches in the spool now whose agent name a collector refuses,
-    /// waiting to be offered again.
+    /// Refusals of a batch because the collector does not list this agent
+    /// in its `[claims]` (every attempt): the batch is kept and offered
+    /// again.
+    pub refused_unclaimed: AtomicU64,
+    /// Batches in the spool now whose agent name a collector refuses (for
+    /// identity, or unclaimed), waiting to be offered again.
     pub held_identity: AtomicU64,
     /// Batches dropped, oldest first, because the spool was full.
     pub dropped_spool_full: AtomicU64,
@@ -56,6 +60,7 @@ pub struct ShipperStats {
     pub rejected: u64,
     pub rejected_flows: u64,
     pub refused_identity: u64,
+    pub refused_unclaimed: u64,
     pub held_identity: u64,
     pub dropped_spool_full: u64,
     pub dropped_spool_full_flows: u64,
@@ -69,6 +74,7 @@ impl ShipperCounters {
         let acked = self.acked.load(Acquire);
         let rejected = self.rejected.load(Acquire);
         let refused_identity = self.refused_identity.load(Acquire);
+        let refused_unclaimed = self.refused_unclaimed.load(Acquire);
         ShipperStats {
             spooled_batches: self.spooled_batches.load(Relaxed),
             spool_bytes: self.spool_bytes.load(Relaxed),
@@ -79,6 +85,7 @@ impl ShipperCounters {
             rejected,
             rejected_flows: self.rejected_flows.load(Relaxed),
             refused_identity,
+            refused_unclaimed,
             held_identity: self.held_identity.load(Relaxed),
             dropped_spool_full: self.dropped_spool_full.load(Relaxed),
             dropped_spool_full_flows: self.dropped_spool_full_flows.load(Relaxed),

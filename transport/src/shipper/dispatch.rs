@@ -289,12 +289,14 @@ impl Dispatcher {
                 self.counters.spool(spool.index.len(), spool.index.bytes());
                 ShipperCounters::inc(&self.counters.acked);
             }
-            Outcome::Rejected { kind, reason } if self.refusals.is_identity(kind, &id.agent) => {
+            Outcome::Rejected { kind, reason } if self.refusals.kept(kind, &id.agent).is_some() => {
                 // The connection works: its backoff starts over.
                 self.backoff.succeed();
+                let kind = self.refusals.kept(kind, &id.agent).expect("kept");
                 self.refusals.refused(
                     &mut spool.index,
                     &report.key,
+                    kind,
                     &reason,
                     Instant::now(),
                     &self.counters,

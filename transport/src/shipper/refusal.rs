@@ -1,12 +1,14 @@
 //! Batches a collector refuses because they name another agent than the
-//! agent's certificate. That is the agent's own configuration, not the
-//! batch's content: fixed by a certificate issued for the name, or by
-//! running the agent under its certificate's name, after which the batches
-//! are accepted. So they are not dropped: they stay in the spool, the name
-//! is held back with backoff and then offered one batch at a time (see
-//! [`SpoolIndex::hold`]), every refusal is counted apart from other
-//! rejections, and each name's refusals are logged as an error at most
-//! once a minute.
+//! agent's certificate ([`RejectKind::Identity`]), or because the
+//! collector does not list the agent in its `[claims]`
+//! ([`RejectKind::Unclaimed`]). That is configuration, not the batch's
+//! content: fixed by a certificate issued for the name, by running the
+//! agent under its certificate's name, or by listing the agent at the
+//! collector, after which the batches are accepted. So they are not
+//! dropped: they stay in the spool, the name is held back with backoff and
+//! then offered one batch at a time (see [`SpoolIndex::hold`]), every
+//! refusal is counted apart from other rejections (by kind), and each
+//! name's refusals are logged as an error at most once a minute.
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
@@ -55,19 +57,25 @@ impl Refusals {
         }
     }
 
-    /// Whether a refusal of `kind` of a batch naming `agent` is for
-    /// identity: the receiver says so, or says no kind (a collector from
-    /// before the kind existed, whose only refusal of a readable batch was
-    /// this one) while the batch names another agent than the certificate.
-    pub fn is_identity(&self, kind: RejectKind, agent: &str) -> bool {
+    /// The kind of a refusal of `kind` of a batch naming `agent` when the
+    /// batch is kept: the receiver says identity or unclaimed, or says no
+    /// kind (a collector from before the kind existed, whose only refusal
+    /// of a readable batch was for identity) while the batch names another
+    /// agent than the certificate. `None`: the batch is refused for good.
+    pub fn kept(&self, kind: RejectKind, agent: &str) -> Option<RejectKind> {
         match kind {
-            RejectKind::Identity => true,
-            RejectKind::Malformed => false,
-            RejectKind::Unspecified => self.own.as_deref().is_some_and(|own| own != agent),
+            RejectKind::Identity | RejectKind::Unclaimed => Some(kind),
+            RejectKind::Malformed => None,
+            RejectKind::Unspecified => self
+                .own
+                .as_deref()
+                .is_some_and(|own| own != agent)
+                .then_some(RejectKind::Identity),
         }
     }
 
-    /// Batch `key` was refused for identity: it goes back to the spool's
+    /// Batch `key` was refused for `kind` (identity or unclaimed, see
+    /// [`Refusals::kept`]): it goes back to the spool's
     /// waiting batches, its name is held back for a backoff (unless a hold
     /// already covers this refusal), counted, and logged at most every
     /// [`REPORT_EVERY`] per name.
@@ -75,6 +83,7 @@ impl Refusals {
         &mut self,
         index: &mut SpoolIndex,
         key: &SpoolKey,
+        kind: RejectKind,
         reason: &str,
         now: Instant,
         counters: &ShipperCounters,
@@ -91,13 +100,27 @@ impl Refusals {
         });
         let held = index.held();
         counters.held(held);
-        ShipperCounters::inc(&counters.refused_identity);
+        ShipperCounters::inc(if kind == RejectKind::Unclaimed {
+            &counters.refused_unclaimed
+        } else {
+            &counters.refused_identity
+        });
         if refused
             .reported_at
             .is_none_or(|at| now.duration_since(at) >= REPORT_EVERY)
         {
             let certificate_name = self.own.as_deref().unwrap_or("(unreadable)");
-            tracing::error!(
+            if kind == RejectKind::Unclaimed {
+                tracing::error!(
+                    batch = %key.id(),
+                    refusals = refused.unreported,
+                    held_batches = held,
+                    ?retry_in,
+                    %reason,
+                    "A collector refuses this agent's batches: it does not list agent {certificate_name:?} in its [claims]. They stay in the spool and are offered again with backoff; add the agent to the collector's [claims].",
+                );
+            } else {
+                tracing::error!(
                 batch = %key.id(),
                 certificate = %self.cert.display(),
                 refusals = refused.unreported,
@@ -105,9 +128,10 @@ impl Refusals {
                 ?retry_in,
                 %reason,
                 "A collector refuses this agent's batches: they name agent {:?}, and the certificate names {certificate_name:?}. They stay in the spool and are offered again with backoff; issue a certificate for {:?}, or run the agent under its certificate's name.",
-                key.agent,
-                key.agent,
-            );
+                    key.agent,
+                    key.agent,
+                );
+            }
             refused.unreported = 0;
             refused.reported_at = Some(now);
         }
@@ -153,15 +177,17 @@ mod tests {
 
     #[test]
     fn an_older_collector_s_refusal_is_for_identity_when_the_names_differ() {
+        use RejectKind::*;
         let r = refusals(Some("agent-1"));
-        assert!(r.is_identity(RejectKind::Identity, "agent-1"));
-        assert!(r.is_identity(RejectKind::Unspecified, "agent-2"));
-        assert!(!r.is_identity(RejectKind::Unspecified, "agent-1"));
-        assert!(!r.is_identity(RejectKind::Malformed, "agent-2"));
+        assert_eq!(r.kept(Identity, "agent-1"), Some(Identity));
+        assert_eq!(r.kept(Unclaimed, "agent-1"), Some(Unclaimed));
+        assert_eq!(r.kept(Unspecified, "agent-2"), Some(Identity));
+        assert_eq!(r.kept(Unspecified, "agent-1"), None);
+        assert_eq!(r.kept(Malformed, "agent-2"), None);
         // Without a readable certificate name, only the receiver's word.
         let r = refusals(None);
-        assert!(!r.is_identity(RejectKind::Unspecified, "agent-2"));
-        assert!(r.is_identity(RejectKind::Identity, "agent-2"));
+        assert_eq!(r.kept(Unspecified, "agent-2"), None);
+        assert_eq!(r.kept(Identity, "agent-2"), Some(Identity));
     }
 
     #[test]
@@ -181,7 +207,14 @@ mod tests {
         index.insert(key("wrong", 1), entry);
         let now = Instant::now();
         let first = index.take_ready(now).unwrap();
-        r.refused(&mut index, &first, "no", now, &counters);
+        r.refused(
+            &mut index,
+            &first,
+            RejectKind::Identity,
+            "no",
+            now,
+            &counters,
+        );
         let until = index.next_ready_at().expect("held until the backoff");
         assert!(until <= now + Duration::from_millis(100));
         let s = counters.snapshot();
@@ -191,12 +224,18 @@ mod tests {
         let mut at = until;
         for _ in 0..10 {
             let probe = index.take_ready(at).unwrap();
-            r.refused(&mut index, &probe, "no", at, &counters);
+            let kind = if at == until {
+                RejectKind::Unclaimed
+            } else {
+                RejectKind::Identity
+            };
+            r.refused(&mut index, &probe, kind, "no", at, &counters);
             let next = index.next_ready_at().unwrap();
             assert!(next - at <= Duration::from_secs(1));
             at = next;
         }
-        assert_eq!(counters.snapshot().refused_identity, 11);
+        let s = counters.snapshot();
+        assert_eq!((s.refused_identity, s.refused_unclaimed), (10, 1));
         // ...then one is accepted: everything of the name goes.
         let probe = index.take_ready(at).unwrap();
         index.remove(&probe);
