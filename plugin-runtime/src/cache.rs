@@ -8,15 +8,51 @@
 //! now), and when a runtime opens the cache or writes a new entry, entries of
 //! any engine unused for [`MAX_UNUSED`] are removed, with write leftovers of
 //! a crashed process and engine directories left empty. Files the cache did
-//! not write are never touched, so the directory may be shared.
+//! not write are never touched.
+//!
+//! Entries are native code run without further checks, so the cache is used
+//! only when its directory and this engine's directory are owned by this
+//! process's user and writable by no one else; each entry starts with the
+//! SHA-256 of the bytes after it, checked before they are deserialized (an
+//! entry that fails is removed and compiled afresh).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use crate::trust::{Owners, check_path};
+
+/// The start of every entry, followed by the payload's SHA-256.
+const MAGIC: &[u8] = b"flowattr-cwasm1\n";
+
+/// What [`CompileCache::load`] found.
+pub(crate) enum Loaded {
+    Hit(Component),
+    Missing,
+    /// An entry that failed its check or could not be deserialized (removed).
+    Rejected,
+}
+
+/// An entry: magic, SHA-256 of the payload, the payload.
+fn seal(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAGIC.len() + 32 + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&Sha256::digest(payload));
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of an entry whose hash matches.
+fn unseal(entry: &[u8]) -> Option<&[u8]> {
+    let rest = entry.strip_prefix(MAGIC)?;
+    let (hash, payload) = rest.split_at_checked(32)?;
+    (Sha256::digest(payload).as_slice() == hash).then_some(payload)
+}
 
 /// How long an entry may go unused before it is removed: long enough that a
 /// plugin rolled back within a fortnight still loads without compiling.
@@ -66,18 +102,29 @@ fn is_stale(name: &str, modified: SystemTime, now: SystemTime) -> bool {
 }
 
 impl CompileCache {
-    /// Creates `root` if needed and prunes it.
-    pub fn open(root: &Path, engine: &Engine) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(root)
-            .with_context(|| format!("cannot create the compile cache {}", root.display()))?;
+    /// Creates `root` and this engine's directory if needed and prunes them;
+    /// `None` (with a warning) when either is owned by another user or
+    /// writable by others: then every load compiles.
+    pub fn open(root: &Path, engine: &Engine) -> anyhow::Result<Option<Self>> {
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let cache = Self {
             root: root.to_owned(),
             dir: root.join(format!("{:016x}", h.finish())),
         };
+        std::fs::create_dir_all(&cache.dir)
+            .with_context(|| format!("cannot create the compile cache {}", root.display()))?;
+        for dir in [&cache.root, &cache.dir] {
+            if let Err(why) = check_path(dir, Owners::Me) {
+                tracing::warn!(
+                    cache = %dir.display(),
+                    "Not using the compile cache: it {why}. Plugins are compiled on every load."
+                );
+                return Ok(None);
+            }
+        }
         cache.prune(SystemTime::now());
-        Ok(cache)
+        Ok(Some(cache))
     }
 
     fn path(&self, sha256: &str) -> PathBuf {
@@ -85,23 +132,37 @@ impl CompileCache {
     }
 
     /// The compiled component with content hash `sha256`, if cached; marks
-    /// the entry used. An unreadable entry is logged and treated as missing.
-    pub fn load(&self, engine: &Engine, sha256: &str) -> Option<Component> {
+    /// the entry used. An entry that fails its hash or cannot be
+    /// deserialized is logged and removed.
+    pub fn load(&self, engine: &Engine, sha256: &str) -> Loaded {
         let path = self.path(sha256);
-        if !path.exists() {
-            return None;
-        }
-        // SAFETY: the file was written by `Component::serialize` of an
-        // engine with the same compatibility hash (it is in the path), in a
-        // cache directory this process owns.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        let entry = match std::fs::read(&path) {
+            Ok(entry) => entry,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "Cannot read a compile-cache entry; compiling instead.");
+                return Loaded::Missing;
+            }
+        };
+        let loaded = match unseal(&entry) {
+            None => Err("its content does not match its hash".to_owned()),
+            // SAFETY: the bytes are what `Component::serialize` of an engine
+            // with the same compatibility hash (it is in the path) produced:
+            // their hash matches the one written with them, in directories
+            // only this user can write.
+            Some(payload) => {
+                unsafe { Component::deserialize(engine, payload) }.map_err(|e| e.to_string())
+            }
+        };
+        match loaded {
             Ok(component) => {
                 mark_used(&path);
-                Some(component)
+                Loaded::Hit(component)
             }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "Ignoring an unreadable compile-cache entry.");
-                None
+            Err(problem) => {
+                tracing::warn!(path = %path.display(), %problem, "Removed a bad compile-cache entry; compiling instead.");
+                let _ = std::fs::remove_file(&path);
+                Loaded::Rejected
             }
         }
     }
@@ -113,7 +174,7 @@ impl CompileCache {
         let written = component
             .serialize()
             .map_err(anyhow::Error::from)
-            .and_then(|bytes| write_atomically(&path, &bytes).map_err(anyhow::Error::from));
+            .and_then(|bytes| write_atomically(&path, &seal(&bytes)).map_err(anyhow::Error::from));
         if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "Could not write the compile cache; carrying on without it.");
         }
@@ -197,6 +258,17 @@ mod tests {
     use super::*;
 
     const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn an_entry_opens_only_with_its_hash_intact() {
+        let entry = seal(b"native code");
+        assert_eq!(unseal(&entry), Some(&b"native code"[..]));
+        let mut flipped = entry.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(unseal(&flipped), None);
+        assert_eq!(unseal(&entry[..MAGIC.len() + 10]), None);
+        assert_eq!(unseal(b"native code without a header"), None);
+    }
 
     #[test]
     fn only_the_caches_own_files_are_judged_and_only_by_age() {

@@ -20,6 +20,8 @@ pub struct Counters {
     pub(crate) busy_ns: AtomicU64,
     pub(crate) log_lines: AtomicU64,
     pub(crate) log_suppressed: AtomicU64,
+    pub(crate) resources_refused: AtomicU64,
+    pub(crate) cache_rejected: AtomicU64,
 }
 
 /// A point-in-time copy of one plugin's counters ([`crate::Plugin::counters`]).
@@ -47,11 +49,15 @@ pub struct CounterSnapshot {
     pub log_lines: u64,
     /// Log lines dropped by the rate limit.
     pub log_suppressed: u64,
+    /// Opens refused because the instance held its cap of resources.
+    pub resources_refused: u64,
+    /// Compile-cache entries of its component that failed their check.
+    pub cache_rejected: u64,
 }
 
 impl CounterSnapshot {
     /// Every counter with its stable name, for metric exporters.
-    pub fn named(&self) -> [(&'static str, u64); 11] {
+    pub fn named(&self) -> [(&'static str, u64); 13] {
         [
             ("calls", self.calls),
             ("records", self.records),
@@ -64,6 +70,8 @@ impl CounterSnapshot {
             ("busy_ns", self.busy_ns),
             ("log_lines", self.log_lines),
             ("log_suppressed", self.log_suppressed),
+            ("resources_refused", self.resources_refused),
+            ("cache_rejected", self.cache_rejected),
         ]
     }
 }
@@ -83,6 +91,8 @@ impl Counters {
             busy_ns: self.busy_ns.load(Relaxed),
             log_lines: self.log_lines.load(Relaxed),
             log_suppressed: self.log_suppressed.load(Relaxed),
+            resources_refused: self.resources_refused.load(Relaxed),
+            cache_rejected: self.cache_rejected.load(Relaxed),
         }
     }
 

@@ -6,6 +6,11 @@
 //! the field, and the version already running (if any) keeps running; plugins
 //! whose files are gone are unloaded. Calls in flight keep the `Arc<Plugin>`
 //! they started with, so a swap never loses a call.
+//!
+//! The directory and every plugin file (`NAME.toml`, `NAME.wasm`, and the
+//! optional signature `NAME.wasm.sig`) must be owned by this process's user
+//! or root and writable by no one else: whoever can write them chooses the
+//! code the host runs and what it may read.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +21,7 @@ use crate::counters::Counters;
 use crate::engine::Runtime;
 use crate::manifest::{Manifest, PluginKind};
 use crate::plugin::{LoadError, Plugin, sha256_hex};
+use crate::trust::{Owners, check_path};
 
 /// A plugin that could not be loaded, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +65,8 @@ enum Outcome {
     Refused((PathBuf, String, Option<Fingerprint>)),
 }
 
-/// Manifest text and component hash: what a version of a plugin is.
-type Fingerprint = (String, String);
+/// Manifest text, component hash and signature: what a version of a plugin is.
+type Fingerprint = (String, String, Option<Vec<u8>>);
 
 struct Entry {
     plugin: Arc<Plugin>,
@@ -95,6 +101,25 @@ struct OnDisk {
     wasm_path: PathBuf,
 }
 
+impl OnDisk {
+    fn signature_path(&self) -> PathBuf {
+        self.wasm_path.with_extension("wasm.sig")
+    }
+}
+
+/// Refuses a drop-in directory others can write, in one sentence.
+fn check_dir(dir: &Path) -> std::io::Result<()> {
+    check_path(dir, Owners::MeOrRoot).map_err(|why| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "plugin directory {} {why}, so nothing in it is trusted",
+                dir.display()
+            ),
+        )
+    })
+}
+
 impl PluginDirectory {
     /// Opens `dir` and loads everything valid in it.
     pub fn open(
@@ -108,6 +133,7 @@ impl PluginDirectory {
                 format!("plugin directory {} does not exist", dir.display()),
             ));
         }
+        check_dir(&dir)?;
         let this = Self {
             runtime: runtime.clone(),
             dir,
@@ -306,6 +332,7 @@ impl PluginDirectory {
 
     /// Lists `NAME.toml` / `NAME.wasm` pairs; lone `.wasm` files are refused.
     fn scan(&self, report: &mut ReloadReport) -> std::io::Result<BTreeMap<String, OnDisk>> {
+        check_dir(&self.dir)?;
         let mut found = BTreeMap::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
@@ -365,14 +392,35 @@ pub fn load_plugin_files(runtime: &Runtime, manifest_path: &Path) -> Result<Plug
         })
 }
 
-/// Reads a plugin's two files and fingerprints them.
+/// Reads a plugin's files (each only if no one else can write it) and
+/// fingerprints them.
 fn read_files(files: &OnDisk) -> Result<(Fingerprint, Vec<u8>), (PathBuf, String)> {
+    let trusted = |path: &Path| {
+        check_path(path, Owners::MeOrRoot).map_err(|why| {
+            (
+                path.to_owned(),
+                format!("{why}; a plugin file must be writable only by its owner"),
+            )
+        })
+    };
+    trusted(&files.manifest_path)?;
     let manifest_text = std::fs::read_to_string(&files.manifest_path)
         .map_err(|e| (files.manifest_path.clone(), format!("cannot read: {e}")))?;
+    trusted(&files.wasm_path)?;
     let wasm = std::fs::read(&files.wasm_path)
         .map_err(|e| (files.wasm_path.clone(), format!("cannot read: {e}")))?;
+    let signature_path = files.signature_path();
+    let signature = if signature_path.exists() {
+        trusted(&signature_path)?;
+        Some(
+            std::fs::read(&signature_path)
+                .map_err(|e| (signature_path.clone(), format!("cannot read: {e}")))?,
+        )
+    } else {
+        None
+    };
     let sha256 = sha256_hex(&wasm);
-    Ok(((manifest_text, sha256), wasm))
+    Ok(((manifest_text, sha256, signature), wasm))
 }
 
 /// Validates and loads one version of a plugin.
@@ -387,14 +435,25 @@ fn load_version(
     let manifest = Manifest::parse(&fingerprint.0)
         .map_err(|e| (files.manifest_path.clone(), e.to_string()))?;
     let manifest_dir = files.manifest_path.parent().unwrap_or(Path::new("."));
-    let plugin =
-        Plugin::load(runtime, name, manifest, manifest_dir, wasm, counters).map_err(|e| {
-            let file = match e {
-                LoadError::Manifest(_) => files.manifest_path.clone(),
-                LoadError::Component(_) => files.wasm_path.clone(),
-            };
-            (file, e.to_string())
-        })?;
+    let signature = fingerprint.2.as_deref();
+    let plugin = Plugin::load(
+        runtime,
+        name,
+        manifest,
+        manifest_dir,
+        wasm,
+        signature,
+        counters,
+    )
+    .map_err(|e| {
+        let file = match e {
+            LoadError::Manifest(_) => files.manifest_path.clone(),
+            LoadError::Component(_) => files.wasm_path.clone(),
+            LoadError::Signature(_) if signature.is_some() => files.signature_path(),
+            LoadError::Signature(_) => files.wasm_path.clone(),
+        };
+        (file, e.to_string())
+    })?;
     Ok(Entry {
         plugin: Arc::new(plugin),
         fingerprint,

@@ -1,7 +1,9 @@
 //! The one wasmtime engine a process uses for all its plugins: compiler
-//! settings, the epoch ticker that enforces call deadlines, the linker with
-//! the host imports, and its compile cache.
+//! settings, the two halves of every call deadline (the epoch ticker that
+//! stops guest code, the timer that stops a host call the guest waits in),
+//! the linker with the host imports, and its compile cache.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,20 +14,30 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::bindings::wit_host;
-use crate::cache::CompileCache;
+use crate::cache::{CompileCache, Loaded};
 use crate::clock::{Clock, SystemClock};
 use crate::sandbox::PluginState;
+use crate::trust::TrustPolicy;
 
 /// How often the engine's epoch advances; call deadlines are counted in these.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Threads the runtime's tokio pool may start for WASI file I/O. A read
+/// that never returns (a FIFO without a writer, a hung network mount) keeps
+/// its thread after the call is abandoned at its deadline; with every thread
+/// stuck, later file I/O waits, and those calls end at their deadlines too.
+pub const MAX_BLOCKING_THREADS: usize = 8;
+
 /// How a [`Runtime`] is set up.
 pub struct RuntimeConfig {
     /// Where compiled components are cached; `None` compiles every time.
-    /// Entries unused for [`crate::cache::MAX_UNUSED`] are pruned.
+    /// Entries unused for [`crate::cache::MAX_UNUSED`] are pruned. A
+    /// directory not owned by this user, or writable by others, is not used.
     pub cache_dir: Option<PathBuf>,
     /// The clock plugins read through `host.now-ns`.
     pub clock: Arc<dyn Clock>,
+    /// What plugins may be granted and which components are trusted.
+    pub trust: TrustPolicy,
 }
 
 impl Default for RuntimeConfig {
@@ -33,6 +45,7 @@ impl Default for RuntimeConfig {
         Self {
             cache_dir: None,
             clock: Arc::new(SystemClock),
+            trust: TrustPolicy::default(),
         }
     }
 }
@@ -42,6 +55,8 @@ impl Default for RuntimeConfig {
 pub enum CacheOutcome {
     Hit,
     Miss,
+    /// The entry failed its integrity check: removed, and compiled afresh.
+    Rejected,
     Disabled,
 }
 
@@ -56,14 +71,25 @@ struct RuntimeInner {
     linker: Linker<PluginState>,
     cache: Option<CompileCache>,
     clock: Arc<dyn Clock>,
+    trust: TrustPolicy,
     ticker: Arc<Ticker>,
+    /// Drives WASI's timers and its blocking file I/O; `None` only while
+    /// dropping.
+    io: Option<tokio::runtime::Runtime>,
 }
 
 impl Drop for RuntimeInner {
     fn drop(&mut self) {
         self.ticker.stop.store(true, Ordering::Relaxed);
-        let _lock = self.ticker.lock.lock().unwrap();
-        self.ticker.wake.notify_one();
+        {
+            let _lock = self.ticker.lock.lock().unwrap();
+            self.ticker.wake.notify_one();
+        }
+        // Without waiting: the last clone may drop inside an async task, and
+        // a thread stuck in a read never ends.
+        if let Some(io) = self.io.take() {
+            io.shutdown_background();
+        }
     }
 }
 
@@ -109,9 +135,12 @@ impl Runtime {
             .context("cannot create the Wasm engine")?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("cannot link WASI")?;
+        crate::resources::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link the capped open-at")?;
         wit_host::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("cannot link the host interface")?;
@@ -119,21 +148,47 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("cannot link the sink output interface")?;
 
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(MAX_BLOCKING_THREADS)
+            .thread_name("wasm-io")
+            .enable_time()
+            .build()
+            .context("cannot start the plugin I/O runtime")?;
         let ticker = Arc::new(Ticker::default());
         spawn_ticker(engine.clone(), ticker.clone())?;
-        let cache = config
-            .cache_dir
-            .map(|dir| CompileCache::open(&dir, &engine))
-            .transpose()?;
+        let cache = match config.cache_dir {
+            Some(dir) => CompileCache::open(&dir, &engine)?,
+            None => None,
+        };
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
                 cache,
                 clock: config.clock,
+                trust: config.trust,
                 ticker,
+                io: Some(io),
             }),
         })
+    }
+
+    /// Runs `call` to completion on this thread, or drops it when `deadline`
+    /// passes (`None`): whatever the guest waits in (a sleep, a poll, a file
+    /// read pushed to the blocking pool) is abandoned with it. Safe to call
+    /// from any thread, inside a tokio context or not: the call runs on a
+    /// plain executor, and only its timers and blocking I/O go to this
+    /// runtime's threads.
+    pub(crate) fn run_bounded<F: Future>(&self, deadline: Duration, call: F) -> Option<F::Output> {
+        let io = self.inner.io.as_ref().expect("present until dropped");
+        let _context = io.enter();
+        futures_executor::block_on(tokio::time::timeout(deadline, call)).ok()
+    }
+
+    /// What plugins may be granted and which components are trusted.
+    pub(crate) fn trust(&self) -> &TrustPolicy {
+        &self.inner.trust
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -157,12 +212,14 @@ impl Runtime {
                 CacheOutcome::Disabled,
             ));
         };
-        if let Some(component) = cache.load(self.engine(), sha256) {
-            return Ok((component, CacheOutcome::Hit));
-        }
+        let outcome = match cache.load(self.engine(), sha256) {
+            Loaded::Hit(component) => return Ok((component, CacheOutcome::Hit)),
+            Loaded::Missing => CacheOutcome::Miss,
+            Loaded::Rejected => CacheOutcome::Rejected,
+        };
         let component = Component::new(self.engine(), bytes)?;
         cache.store(sha256, &component);
-        Ok((component, CacheOutcome::Miss))
+        Ok((component, outcome))
     }
 }
 

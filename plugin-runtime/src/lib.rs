@@ -11,10 +11,14 @@
 //!   hash, pruned of entries unused for [`cache::MAX_UNUSED`]) and
 //!   pre-instantiates it; one live instance per plugin is reused for every
 //!   batch ([`Runtime`]);
-//! - sandboxes each instance: read-only grants only, a memory cap, a deadline
-//!   per call; a trap, timeout or overrun is contained, counted and logged
-//!   with the plugin's name, and the instance rebuilt with backoff
-//!   ([`Plugin`], [`CallError`]);
+//! - sandboxes each instance: read-only grants only (under the roots the
+//!   daemon allows), a memory cap, a cap on open resources, a deadline per
+//!   call that holds even while the guest waits in WASI; a trap, timeout or
+//!   overrun is contained, counted and logged with the plugin's name, and the
+//!   instance rebuilt with backoff ([`Plugin`], [`CallError`]);
+//! - trusts only what others cannot write: the drop-in directory and its
+//!   files, the compile cache (whose entries are hash-checked), and, with
+//!   keys configured, only signed components ([`TrustPolicy`]);
 //! - exposes typed, batch-first calls in the domain model's types
 //!   ([`Plugin::identify`], [`Plugin::resolve`], …) and per-plugin counters.
 //!
@@ -42,16 +46,22 @@ mod directory;
 mod engine;
 pub mod manifest;
 mod plugin;
+mod plugin_log;
 pub mod policy;
 mod ratelimit;
+mod resources;
 mod sandbox;
 mod sink_output;
+pub mod trust;
 mod watch;
 
 pub use counters::CounterSnapshot;
 pub use directory::{
     PluginDirectory, Refusal, ReloadReport, copy_plugin, install_plugin, load_plugin_files,
 };
-pub use engine::{CacheOutcome, Runtime, RuntimeConfig};
+pub use engine::{CacheOutcome, MAX_BLOCKING_THREADS, Runtime, RuntimeConfig};
 pub use plugin::{CallError, Failure, LoadError, Plugin, sha256_hex};
+pub use plugin_log::MAX_LINE;
+pub use resources::MAX_RESOURCES;
+pub use trust::TrustPolicy;
 pub use watch::DirectoryWatcher;

@@ -2,8 +2,14 @@
 //! instance it calls. Calls are bounded by a deadline and a memory cap; a
 //! trap, timeout or overrun is contained, counted and logged, and the
 //! instance is rebuilt on a later call with backoff.
+//!
+//! A deadline has two halves: the epoch deadline traps guest code that runs
+//! too long, and [`Runtime::run_bounded`] abandons a call whose guest waits
+//! in a host call (a WASI sleep, poll or blocked read) past the same instant.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +36,9 @@ pub enum LoadError {
     /// A problem with the component itself.
     #[error("{0}")]
     Component(String),
+    /// A problem with its signature file (`NAME.wasm.sig`).
+    #[error("{0}")]
+    Signature(String),
 }
 
 /// Why a call did not return an answer.
@@ -113,6 +122,9 @@ impl Slot {
     }
 }
 
+/// One call into the instance, borrowing its store for as long as it runs.
+type CallFuture<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<Result<T, String>>> + 'a>>;
+
 /// A validated plugin, ready to call from any thread (calls to one plugin
 /// run one at a time).
 pub struct Plugin {
@@ -148,18 +160,25 @@ pub fn rebuild_delay(failures: u32, jitter: &mut Jitter) -> Duration {
 }
 
 impl Plugin {
-    /// Validates and loads a component: its hash against the manifest, that it
-    /// implements the manifest's kind at a compatible WIT version, that its
-    /// imports can be satisfied, that its grants exist, and that `init`
-    /// accepts the config.
+    /// Validates and loads a component: its signature (`signature`, the
+    /// contents of `NAME.wasm.sig`) when the runtime requires one, its hash
+    /// against the manifest, that it implements the manifest's kind at a
+    /// compatible WIT version, that its imports can be satisfied, that its
+    /// grants exist under the allowed roots, and that `init` accepts the
+    /// config.
     pub fn load(
         runtime: &Runtime,
         name: &str,
         manifest: Manifest,
         manifest_dir: &Path,
         wasm: &[u8],
+        signature: Option<&[u8]>,
         counters: Arc<Counters>,
     ) -> Result<Self, LoadError> {
+        runtime
+            .trust()
+            .verify(wasm, signature)
+            .map_err(|why| LoadError::Signature(format!("{name}.wasm {why}")))?;
         let sha256 = sha256_hex(wasm);
         match &manifest.sha256 {
             None => {
@@ -181,6 +200,9 @@ impl Plugin {
         let (component, cache) = runtime.compile(wasm, &sha256).map_err(|e| {
             LoadError::Component(format!("not a valid Wasm component: {}", e.root_cause()))
         })?;
+        if cache == CacheOutcome::Rejected {
+            Counters::add(&counters.cache_rejected, 1);
+        }
         check_exports(runtime, &component, &manifest)?;
         let pre = runtime.linker().instantiate_pre(&component).map_err(|e| {
             LoadError::Component(format!("imports something this host does not offer: {e}"))
@@ -200,15 +222,20 @@ impl Plugin {
             }
             PluginKind::Sink => KindPre::Sink(sink::SinkPluginPre::new(pre).map_err(world)?),
         };
-        let read_dirs = manifest.resolved_read_dirs(manifest_dir);
-        for (i, (host, _)) in read_dirs.iter().enumerate() {
+        let mut read_dirs = manifest.resolved_read_dirs(manifest_dir);
+        for (i, (host, _)) in read_dirs.iter_mut().enumerate() {
+            let field = || format!("capabilities.read_dirs[{i}].host");
             if !host.is_dir() {
                 return Err(FieldError::new(
-                    format!("capabilities.read_dirs[{i}].host"),
+                    field(),
                     format!("{} is not a directory", host.display()),
                 )
                 .into());
             }
+            *host = runtime
+                .trust()
+                .check_grant(host, manifest_dir)
+                .map_err(|why| FieldError::new(field(), why))?;
         }
         let name: Arc<str> = name.into();
         let spec = SandboxSpec {
@@ -290,15 +317,22 @@ impl Plugin {
     pub fn identify(&self, queries: &[LocalQuery]) -> Result<Answers, CallError> {
         self.expect_kind(PluginKind::Identity)?;
         let input = convert::local_queries(queries);
-        let answers = self.call(queries.len(), |store, exports| match exports {
-            Exports::Identity(b) => {
-                let answers = b
-                    .flowattr_plugin_identity()
-                    .call_identify(&mut *store, &input)?;
-                read_answers(store, answers).map(Ok)
-            }
-            _ => unreachable!("kind checked above"),
-        })?;
+        let answers = self.call(
+            queries.len(),
+            move |store, exports| {
+                Box::pin(async move {
+                    let Exports::Identity(b) = exports else {
+                        unreachable!("kind checked above")
+                    };
+                    let answers = b
+                        .flowattr_plugin_identity()
+                        .call_identify(&mut *store, &input)
+                        .await?;
+                    read_answers(store, answers).map(Ok)
+                })
+            },
+            |_| {},
+        )?;
         self.checked_answers(answers, queries.len())
     }
 
@@ -306,25 +340,42 @@ impl Plugin {
     pub fn ingest(&self, events: &[IpEvent]) -> Result<(), CallError> {
         self.expect_kind(PluginKind::Resolver)?;
         let input: Vec<_> = events.iter().map(convert::ip_event).collect();
-        self.call(events.len(), |store, exports| match exports {
-            Exports::Resolver(b) => b.flowattr_plugin_resolver().call_ingest(store, &input),
-            _ => unreachable!("kind checked above"),
-        })
+        self.call(
+            events.len(),
+            move |store, exports| {
+                Box::pin(async move {
+                    let Exports::Resolver(b) = exports else {
+                        unreachable!("kind checked above")
+                    };
+                    b.flowattr_plugin_resolver()
+                        .call_ingest(store, &input)
+                        .await
+                })
+            },
+            |_| {},
+        )
     }
 
     /// Resolves remote addresses (resolver plugins).
     pub fn resolve(&self, queries: &[ResolveQuery]) -> Result<Answers, CallError> {
         self.expect_kind(PluginKind::Resolver)?;
         let input = convert::resolve_queries(queries);
-        let answers = self.call(queries.len(), |store, exports| match exports {
-            Exports::Resolver(b) => {
-                let answers = b
-                    .flowattr_plugin_resolver()
-                    .call_resolve(&mut *store, &input)?;
-                read_answers(store, answers).map(Ok)
-            }
-            _ => unreachable!("kind checked above"),
-        })?;
+        let answers = self.call(
+            queries.len(),
+            move |store, exports| {
+                Box::pin(async move {
+                    let Exports::Resolver(b) = exports else {
+                        unreachable!("kind checked above")
+                    };
+                    let answers = b
+                        .flowattr_plugin_resolver()
+                        .call_resolve(&mut *store, &input)
+                        .await?;
+                    read_answers(store, answers).map(Ok)
+                })
+            },
+            |_| {},
+        )?;
         self.checked_answers(answers, queries.len())
     }
 
@@ -332,10 +383,21 @@ impl Plugin {
     pub fn decide(&self, flows: &[AttributedFlow]) -> Result<Vec<Verdict>, CallError> {
         self.expect_kind(PluginKind::Policy)?;
         let input = convert::flow_batch(flows);
-        let verdicts = self.call(flows.len(), |store, exports| match exports {
-            Exports::Policy(b) => Ok(Ok(b.flowattr_plugin_policy().call_decide(store, &input)?)),
-            _ => unreachable!("kind checked above"),
-        })?;
+        let verdicts = self.call(
+            flows.len(),
+            move |store, exports| {
+                Box::pin(async move {
+                    let Exports::Policy(b) = exports else {
+                        unreachable!("kind checked above")
+                    };
+                    Ok(Ok(b
+                        .flowattr_plugin_policy()
+                        .call_decide(store, &input)
+                        .await?))
+                })
+            },
+            |_| {},
+        )?;
         if verdicts.len() != flows.len() {
             return Err(self.plugin_error(format!(
                 "returned {} verdicts for {} flows",
@@ -354,15 +416,24 @@ impl Plugin {
         self.expect_kind(PluginKind::Sink)?;
         let input = convert::flow_batch(flows);
         let kept = out.len();
-        let result = self.call(flows.len(), |store, exports| match exports {
-            Exports::Sink(b) => {
-                store.data_mut().sink_output().begin(std::mem::take(out));
-                let result = b.flowattr_plugin_sink().call_format(&mut *store, &input);
-                *out = store.data_mut().sink_output().end();
-                result
-            }
-            _ => unreachable!("kind checked above"),
-        });
+        let buffer = std::mem::take(out);
+        let result = self.call(
+            flows.len(),
+            move |store, exports| {
+                store.data_mut().sink_output().begin(buffer);
+                Box::pin(async move {
+                    let Exports::Sink(b) = exports else {
+                        unreachable!("kind checked above")
+                    };
+                    b.flowattr_plugin_sink()
+                        .call_format(&mut *store, &input)
+                        .await
+                })
+            },
+            // Also after a call abandoned at its deadline: the buffer is the
+            // caller's.
+            |store| *out = store.data_mut().sink_output().end(),
+        );
         if result.is_err() {
             out.truncate(kept);
         }
@@ -372,10 +443,21 @@ impl Plugin {
     /// The media type a sink produces.
     pub fn content_type(&self) -> Result<String, CallError> {
         self.expect_kind(PluginKind::Sink)?;
-        self.call(0, |store, exports| match exports {
-            Exports::Sink(b) => Ok(Ok(b.flowattr_plugin_sink().call_content_type(store)?)),
-            _ => unreachable!("kind checked above"),
-        })
+        self.call(
+            0,
+            |store, exports| {
+                Box::pin(async move {
+                    let Exports::Sink(b) = exports else {
+                        unreachable!("kind checked above")
+                    };
+                    Ok(Ok(b
+                        .flowattr_plugin_sink()
+                        .call_content_type(store)
+                        .await?))
+                })
+            },
+            |_| {},
+        )
     }
 
     fn expect_kind(&self, expected: PluginKind) -> Result<(), CallError> {
@@ -413,11 +495,13 @@ impl Plugin {
     }
 
     /// Runs `f` on the live instance (rebuilding it first if it was lost and
-    /// its backoff has passed) under the call deadline.
+    /// its backoff has passed) under the call deadline, then `after` on its
+    /// store whether the call finished or was abandoned.
     fn call<T>(
         &self,
         records: usize,
-        f: impl FnOnce(&mut Store<PluginState>, &Exports) -> wasmtime::Result<Result<T, String>>,
+        f: impl for<'a> FnOnce(&'a mut Store<PluginState>, &'a Exports) -> CallFuture<'a, T>,
+        after: impl FnOnce(&mut Store<PluginState>),
     ) -> Result<T, CallError> {
         let mut slot = self.slot.lock().unwrap();
         if slot.live.is_none() {
@@ -441,14 +525,23 @@ impl Plugin {
             }
         }
         let live = slot.live.as_mut().expect("instance present");
-        live.store
-            .set_epoch_deadline(deadline_ticks(self.manifest.limits.call_timeout_ms));
+        let timeout_ms = self.manifest.limits.call_timeout_ms;
+        live.store.set_epoch_deadline(deadline_ticks(timeout_ms));
         live.store.data_mut().take_memory_exceeded();
         let started = Instant::now();
         let ticking = self.runtime.ticking();
-        let result = f(&mut live.store, &live.exports);
+        let result = self.runtime.run_bounded(
+            Duration::from_millis(u64::from(timeout_ms)),
+            f(&mut live.store, &live.exports),
+        );
         drop(ticking);
+        after(&mut live.store);
         Counters::add(&self.counters.busy_ns, started.elapsed().as_nanos() as u64);
+        let Some(result) = result else {
+            Counters::add(&self.counters.timeouts, 1);
+            let failure = Failure::Timeout(timeout_ms);
+            return Err(self.lose_instance(&mut slot, failure, "waiting in a host call"));
+        };
         match result {
             Ok(Ok(v)) => {
                 Counters::add(&self.counters.calls, 1);
@@ -477,13 +570,19 @@ impl Plugin {
                     Counters::add(&self.counters.traps, 1);
                     Failure::Trap(e.root_cause().to_string())
                 };
-                tracing::warn!(plugin = %self.name, error = %failure, "Plugin call failed; its instance will be rebuilt.");
                 tracing::debug!(plugin = %self.name, details = ?e, "Plugin failure details.");
-                slot.live = None;
-                self.record_failure(&mut slot);
-                Err(self.error(failure))
+                Err(self.lose_instance(&mut slot, failure, "running guest code"))
             }
         }
+    }
+
+    /// Discards the instance after `failure` (already counted), stopped
+    /// while `how`, and schedules its rebuild.
+    fn lose_instance(&self, slot: &mut Slot, failure: Failure, how: &str) -> CallError {
+        tracing::warn!(plugin = %self.name, error = %failure, stopped_while = how, "Plugin call failed; its instance will be rebuilt.");
+        slot.live = None;
+        self.record_failure(slot);
+        self.error(failure)
     }
 
     fn record_failure(&self, slot: &mut Slot) {
@@ -491,7 +590,8 @@ impl Plugin {
         slot.retry_at = Some(Instant::now() + rebuild_delay(slot.failures, &mut slot.jitter));
     }
 
-    /// A fresh instance: new store, instantiate from the pre-instance, `init`.
+    /// A fresh instance: new store, instantiate from the pre-instance, `init`,
+    /// within ten call deadlines (`init` may parse a large state file).
     fn instantiate(&self) -> Result<Live, InstantiateError> {
         let failed = |e: wasmtime::Error| InstantiateError::Failed(e.root_cause().to_string());
         let state =
@@ -499,45 +599,55 @@ impl Plugin {
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| s.limiter());
         store.epoch_deadline_trap();
-        // `init` may parse a large state file: give it ten call deadlines.
-        store.set_epoch_deadline(deadline_ticks(
-            self.manifest.limits.call_timeout_ms.saturating_mul(10),
-        ));
+        let limit_ms = self.manifest.limits.call_timeout_ms.saturating_mul(10);
+        store.set_epoch_deadline(deadline_ticks(limit_ms));
         let _ticking = self.runtime.ticking();
-        let (exports, init) = match &self.pre {
-            KindPre::Identity(pre) => {
-                let b = pre.instantiate(&mut store).map_err(failed)?;
-                let r = b
-                    .flowattr_plugin_identity()
-                    .call_init(&mut store, &self.config_json);
-                (Exports::Identity(b), r)
-            }
-            KindPre::Resolver(pre) => {
-                let b = pre.instantiate(&mut store).map_err(failed)?;
-                let r = b
-                    .flowattr_plugin_resolver()
-                    .call_init(&mut store, &self.config_json);
-                (Exports::Resolver(b), r)
-            }
-            KindPre::Policy(pre) => {
-                let b = pre.instantiate(&mut store).map_err(failed)?;
-                let r = b
-                    .flowattr_plugin_policy()
-                    .call_init(&mut store, &self.config_json);
-                (Exports::Policy(b), r)
-            }
-            KindPre::Sink(pre) => {
-                let b = pre.instantiate(&mut store).map_err(failed)?;
-                let r = b
-                    .flowattr_plugin_sink()
-                    .call_init(&mut store, &self.config_json);
-                (Exports::Sink(b), r)
-            }
-        };
-        match init {
-            Ok(Ok(())) => Ok(Live { store, exports }),
-            Ok(Err(msg)) => Err(InstantiateError::Refused(msg)),
-            Err(e) => Err(failed(e)),
+        let config = self.config_json.as_str();
+        let started = self
+            .runtime
+            .run_bounded(Duration::from_millis(u64::from(limit_ms)), async {
+                Ok::<_, wasmtime::Error>(match &self.pre {
+                    KindPre::Identity(pre) => {
+                        let b = pre.instantiate_async(&mut store).await?;
+                        let r = b
+                            .flowattr_plugin_identity()
+                            .call_init(&mut store, config)
+                            .await?;
+                        (Exports::Identity(b), r)
+                    }
+                    KindPre::Resolver(pre) => {
+                        let b = pre.instantiate_async(&mut store).await?;
+                        let r = b
+                            .flowattr_plugin_resolver()
+                            .call_init(&mut store, config)
+                            .await?;
+                        (Exports::Resolver(b), r)
+                    }
+                    KindPre::Policy(pre) => {
+                        let b = pre.instantiate_async(&mut store).await?;
+                        let r = b
+                            .flowattr_plugin_policy()
+                            .call_init(&mut store, config)
+                            .await?;
+                        (Exports::Policy(b), r)
+                    }
+                    KindPre::Sink(pre) => {
+                        let b = pre.instantiate_async(&mut store).await?;
+                        let r = b
+                            .flowattr_plugin_sink()
+                            .call_init(&mut store, config)
+                            .await?;
+                        (Exports::Sink(b), r)
+                    }
+                })
+            });
+        match started {
+            None => Err(InstantiateError::Failed(format!(
+                "did not finish `init` within {limit_ms} ms"
+            ))),
+            Some(Err(e)) => Err(failed(e)),
+            Some(Ok((_, Err(msg)))) => Err(InstantiateError::Refused(msg)),
+            Some(Ok((exports, Ok(())))) => Ok(Live { store, exports }),
         }
     }
 }

@@ -1,10 +1,10 @@
 //! What one plugin instance's store holds: its WASI context (read-only
-//! preopens and nothing else), its memory cap, the host imports it may call
-//! (log, clock, and a sink's output) and the workloads it has sent.
+//! preopens, stdout and stderr into its log, nothing else), its memory and
+//! resource caps, the host imports it may call (log, clock, and a sink's
+//! output) and the workloads it has sent.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use flowattr_model::columns::WorkloadTable;
 use wasmtime::component::ResourceTable;
@@ -13,7 +13,8 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::bindings::wit_host;
 use crate::clock::Clock;
 use crate::counters::Counters;
-use crate::ratelimit::{Admit, LOG_BURST, LOG_PER_SECOND, RateLimiter};
+use crate::plugin_log::{LogOutput, PluginLog, SharedLog};
+use crate::resources::MAX_RESOURCES;
 use crate::sink_output::SinkOutput;
 
 /// Raised inside a call when the plugin asks for more memory than its cap.
@@ -29,7 +30,8 @@ pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     memory: MemoryCap,
-    log: PluginLog,
+    log: SharedLog,
+    counters: Arc<Counters>,
     clock: Arc<dyn Clock>,
     sink_output: SinkOutput,
     workload_table: WorkloadTable,
@@ -46,29 +48,31 @@ pub struct SandboxSpec {
 }
 
 impl PluginState {
-    /// A fresh sandbox: no environment, arguments, stdio or network; only the
-    /// granted directories, read-only. A granted directory that cannot be
-    /// opened is an error.
+    /// A fresh sandbox: no environment, arguments, stdin or network; stdout
+    /// and stderr go to the plugin's log; only the granted directories,
+    /// read-only. A granted directory that cannot be opened is an error.
     pub fn new(spec: &SandboxSpec) -> anyhow::Result<Self> {
+        let log = PluginLog::shared(spec.name.clone(), spec.counters.clone());
         let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(LogOutput::stdout(&log))
+            .stderr(LogOutput::stderr(&log));
         for (host, guest) in &spec.read_dirs {
             wasi.preopened_dir(host, guest, FsPerms::ReadOnly)
                 .map_err(|e| anyhow::anyhow!("cannot grant {} as {guest}: {e}", host.display()))?;
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         Ok(Self {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             memory: MemoryCap {
                 cap_bytes: spec.memory_cap_bytes,
                 current_bytes: 0,
                 peak_bytes: 0,
                 exceeded: false,
             },
-            log: PluginLog {
-                name: spec.name.clone(),
-                limiter: RateLimiter::new(LOG_BURST, LOG_PER_SECOND),
-                counters: spec.counters.clone(),
-            },
+            log,
+            counters: spec.counters.clone(),
             clock: spec.clock.clone(),
             sink_output: SinkOutput::new(spec.memory_cap_bytes),
             workload_table: WorkloadTable::default(),
@@ -94,6 +98,11 @@ impl PluginState {
     /// call hit it.
     pub fn take_memory_exceeded(&mut self) -> bool {
         std::mem::take(&mut self.memory.exceeded)
+    }
+
+    /// Counts an `open` refused for the resource cap.
+    pub fn note_refused_resource(&mut self) {
+        Counters::add(&self.counters.resources_refused, 1);
     }
 
     /// The memory limiter wasmtime consults on every growth.
@@ -152,40 +161,9 @@ impl wasmtime::ResourceLimiter for MemoryCap {
     }
 }
 
-/// A plugin's log: tagged with its name, rate-limited, counted.
-struct PluginLog {
-    name: Arc<str>,
-    limiter: RateLimiter,
-    counters: Arc<Counters>,
-}
-
-impl PluginLog {
-    fn write(&mut self, level: wit_host::Level, message: &str) {
-        let suppressed = match self.limiter.admit(Instant::now()) {
-            Admit::Write { suppressed } => suppressed,
-            Admit::Suppress => {
-                Counters::add(&self.counters.log_suppressed, 1);
-                return;
-            }
-        };
-        Counters::add(&self.counters.log_lines, 1);
-        if suppressed > 0 {
-            tracing::warn!(plugin = %self.name, suppressed, "Plugin log lines were dropped by the rate limit.");
-        }
-        let plugin = &*self.name;
-        match level {
-            wit_host::Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
-            wit_host::Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
-            wit_host::Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
-            wit_host::Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
-            wit_host::Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
-        }
-    }
-}
-
 impl wit_host::Host for PluginState {
     fn log(&mut self, level: wit_host::Level, message: String) {
-        self.log.write(level, &message);
+        self.log.lock().unwrap().write(level, "log", &message, 0);
     }
 
     fn now_ns(&mut self) -> u64 {

@@ -128,3 +128,39 @@ pub fn misbehave_manifest(extra: &str) -> String {
         "kind = \"identity\"\nwit = \"0.3.0\"\n[limits]\nmemory_mib = 16\ncall_timeout_ms = 200\n{extra}"
     )
 }
+
+/// Runs `f` with every `tracing` event on this thread recorded (the plugin
+/// runs on the calling thread); returns its result and the events' messages
+/// and fields as written, before any formatter escapes them.
+pub fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+    use std::sync::Mutex;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    #[derive(Default)]
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+    struct Fields(String);
+    impl tracing::field::Visit for Fields {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.push_str(&format!("{}={value} ", field.name()));
+        }
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!("{}={value:?} ", field.name()));
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.0.lock().unwrap().push(fields.0);
+        }
+    }
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(Recorder(lines.clone()));
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let lines = lines.lock().unwrap().clone();
+    (result, lines)
+}
