@@ -55,6 +55,7 @@ pub struct CollectorConfig {
     pub arrival_queue_batches: usize,
     pub arrival_queue_bytes: usize,
     pub metrics: MetricsSection,
+    pub ingest: IngestSection,
     /// The legacy address-event stream, for resolver plugins.
     pub legacy: Option<LegacySection>,
     /// A/B records: each flow's remote side beside the shadow resolver's.
@@ -105,9 +106,84 @@ impl Default for CollectorConfig {
             arrival_queue_batches: 256,
             arrival_queue_bytes: 256 << 20,
             metrics: MetricsSection::default(),
+            ingest: IngestSection::default(),
             legacy: None,
             ab: None,
         }
+    }
+}
+
+/// `[ingest]`: what the collector takes from whom, and how much at once.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSection {
+    /// Refuse batches from agents not listed in `[claims]` (the agent keeps
+    /// them and offers them again). Default true; false writes their flows
+    /// out with every local side they attributed unattributed.
+    pub refuse_unclaimed_agents: bool,
+    /// Flows in one batch at most (checked before decoding).
+    pub max_flows_per_batch: usize,
+    /// Workloads in one batch's dictionary at most.
+    pub max_workloads_per_batch: usize,
+    /// Labels of one workload at most.
+    pub max_labels_per_workload: usize,
+    /// Bytes of one string (names, workload fields, labels) at most.
+    pub max_string_bytes: usize,
+    /// Frame bytes read or waiting for an answer, over all agents.
+    pub max_in_flight_bytes: usize,
+    /// The same, per agent identity.
+    pub max_in_flight_bytes_per_agent: usize,
+    /// Connections one agent identity may hold at once.
+    pub max_connections_per_agent: usize,
+    /// Handshakes in progress past which new clients must prove their
+    /// address first (a QUIC retry).
+    pub max_pending_handshakes: usize,
+    /// Frames decoded at once, off the async workers.
+    pub decode_threads: usize,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        let limits = flowattr_transport::codec::DecodeLimits::default();
+        let receiver = flowattr_transport::ReceiverConfig::new(
+            "0.0.0.0:0".parse().expect("valid"),
+            flowattr_transport::tls::TlsFiles::in_dir(std::path::Path::new(""), ""),
+        );
+        Self {
+            refuse_unclaimed_agents: true,
+            max_flows_per_batch: limits.max_flows,
+            max_workloads_per_batch: limits.max_workloads,
+            max_labels_per_workload: limits.max_labels,
+            max_string_bytes: limits.max_string_bytes,
+            max_in_flight_bytes: receiver.max_in_flight_bytes,
+            max_in_flight_bytes_per_agent: receiver.max_in_flight_bytes_per_identity,
+            max_connections_per_agent: receiver.max_connections_per_identity,
+            max_pending_handshakes: receiver.max_pending_handshakes,
+            decode_threads: receiver.decode_threads,
+        }
+    }
+}
+
+impl IngestSection {
+    /// The decoding limits these keys set.
+    pub fn limits(&self) -> flowattr_transport::codec::DecodeLimits {
+        flowattr_transport::codec::DecodeLimits {
+            max_flows: self.max_flows_per_batch,
+            max_workloads: self.max_workloads_per_batch,
+            max_labels: self.max_labels_per_workload,
+            max_string_bytes: self.max_string_bytes,
+            ..Default::default()
+        }
+    }
+
+    /// Sets the receiver's limits from these keys.
+    pub fn apply(&self, receiver: &mut flowattr_transport::ReceiverConfig) {
+        receiver.limits = self.limits();
+        receiver.max_in_flight_bytes = self.max_in_flight_bytes;
+        receiver.max_in_flight_bytes_per_identity = self.max_in_flight_bytes_per_agent;
+        receiver.max_connections_per_identity = self.max_connections_per_agent;
+        receiver.max_pending_handshakes = self.max_pending_handshakes;
+        receiver.decode_threads = self.decode_threads;
     }
 }
 

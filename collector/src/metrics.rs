@@ -36,6 +36,11 @@ pub struct CollectorMetrics {
     pub legacy_events: Family<Labels, Counter>,
     /// Heartbeats and shared updates taken by the table, by outcome.
     pub ownership: Family<Labels, Counter>,
+    /// Sides an agent sent that the collector did not take as sent, by
+    /// agent and what (`local_outside_claims`, `remote_recomputed`).
+    pub authorization: Family<Labels, Counter>,
+    /// The QUIC receiver's counters, by counter (over_limit, retries, …).
+    pub receiver: Family<Labels, Gauge>,
     pub table_ranges: Gauge,
     pub table_addresses: Gauge,
     pub table_memory_bytes: Gauge,
@@ -68,6 +73,7 @@ pub struct CollectorMetrics {
     /// The plugin runtime's counters, by plugin and counter.
     pub plugin: Family<Labels, Gauge>,
     plugins: Mutex<Option<Arc<PluginDirectory>>>,
+    receiver_counters: Mutex<Option<Arc<flowattr_transport::server::ReceiverCounters>>>,
 }
 
 impl Default for CollectorMetrics {
@@ -87,6 +93,8 @@ impl CollectorMetrics {
             dropped: Family::default(),
             legacy_events: Family::default(),
             ownership: Family::default(),
+            authorization: Family::default(),
+            receiver: Family::default(),
             table_ranges: Gauge::default(),
             table_addresses: Gauge::default(),
             table_memory_bytes: Gauge::default(),
@@ -107,6 +115,7 @@ impl CollectorMetrics {
             sharing: Family::default(),
             plugin: Family::default(),
             plugins: Mutex::default(),
+            receiver_counters: Mutex::default(),
         };
         let r = &mut m.registry;
         r.register("flows_in", "Flows received, by agent", m.flows_in.clone());
@@ -227,6 +236,16 @@ impl CollectorMetrics {
         );
         r.register("sharing", "Kafka ownership sharing", m.sharing.clone());
         r.register(
+            "authorization",
+            "Flow sides an agent sent that were not taken as sent, by agent and what (local_outside_claims: unattributed; remote_recomputed: reset to pending)",
+            m.authorization.clone(),
+        );
+        r.register(
+            "receiver",
+            "QUIC receiver counters: frames refused by reason (malformed, truncated, oversized, version, over_limit), connections and handshakes refused, retries, bytes in flight",
+            m.receiver.clone(),
+        );
+        r.register(
             "plugin",
             "Plugin runtime counters, by plugin",
             m.plugin.clone(),
@@ -310,6 +329,11 @@ impl CollectorMetrics {
         }
     }
 
+    /// Exports the receiver's counters at every scrape.
+    pub fn watch_receiver(&self, counters: Arc<flowattr_transport::server::ReceiverCounters>) {
+        *self.receiver_counters.lock().unwrap() = Some(counters);
+    }
+
     /// Exports this directory's plugin counters at every scrape.
     pub fn watch_plugins(&self, directory: Arc<PluginDirectory>) {
         *self.plugins.lock().unwrap() = Some(directory);
@@ -317,6 +341,13 @@ impl CollectorMetrics {
 
     /// Refreshes scrape-time values and renders the text format.
     pub fn render(&self) -> String {
+        if let Some(counters) = &*self.receiver_counters.lock().unwrap() {
+            for (counter, value) in counters.snapshot().named() {
+                self.receiver
+                    .get_or_create(&vec![("counter", counter.into())])
+                    .set(value as i64);
+            }
+        }
         if let Some(directory) = &*self.plugins.lock().unwrap() {
             for plugin in directory.all() {
                 for (counter, value) in plugin.counters().named() {

@@ -189,6 +189,7 @@ impl Collector {
                 .map_or(Duration::ZERO, |ab| ab.shadow_hold),
             arrival_queue_batches: config.arrival_queue_batches,
             arrival_queue_bytes: config.arrival_queue_bytes,
+            refuse_unclaimed_agents: config.ingest.refuse_unclaimed_agents,
         };
         let mut core = Core::new(
             settings,
@@ -212,9 +213,12 @@ impl Collector {
             },
         );
         // Warm up and replay the journal before taking any batch.
+        let limits = config.ingest.limits();
         let core = tokio::task::spawn_blocking(move || {
             core.warm_up(WARM_UP_TIMEOUT);
-            core.recover(recovered, decode_journal_body);
+            core.recover(recovered, move |body| {
+                decode_journal_body_within(body, &limits)
+            });
             core
         })
         .await?;
@@ -241,7 +245,9 @@ impl Collector {
         let mut receiver_config = ReceiverConfig::new(config.listen, tls);
         receiver_config.max_frame_bytes = codec::DEFAULT_MAX_FRAME_BYTES;
         receiver_config.channel_capacity = INPUT_CHANNEL;
+        config.ingest.apply(&mut receiver_config);
         let (receiver, deliveries) = Receiver::bind(receiver_config)?;
+        metrics.watch_receiver(receiver.counters());
         let local_addr = receiver.local_addr();
         let pump = tokio::spawn(pump_deliveries(deliveries, inputs.clone()));
 
@@ -367,6 +373,7 @@ impl Replier for QuicReply {
         let _ = self.0.send(match decision {
             Decision::Accepted | Decision::Duplicate => Reply::Ack,
             Decision::Rejected(why) => Reply::Reject(why),
+            Decision::Unclaimed(why) => Reply::Unclaimed(why),
         });
     }
 
@@ -422,7 +429,16 @@ fn follow_legacy_events(
 /// A journaled frame body (see [`crate::journal::JournalEntry`]) as the
 /// batch it carries.
 pub fn decode_journal_body(body: &[u8]) -> Result<FlowBatch, String> {
-    match codec::decode_body(body) {
+    decode_journal_body_within(body, &codec::DecodeLimits::default())
+}
+
+/// [`decode_journal_body`] within `limits` (those batches were accepted
+/// under).
+pub fn decode_journal_body_within(
+    body: &[u8],
+    limits: &codec::DecodeLimits,
+) -> Result<FlowBatch, String> {
+    match codec::decode_body_limited(body, limits).map(|(frame, _)| frame) {
         Ok(Frame::Batch(batch)) => Ok(batch),
         Ok(_) => Err("not a batch frame".into()),
         Err(e) => Err(e.to_string()),

@@ -386,6 +386,7 @@ fn core_on(
             shadow_hold: Duration::ZERO,
             arrival_queue_batches: 256,
             arrival_queue_bytes: 256 << 20,
+            refuse_unclaimed_agents: true,
         },
         CoreParts {
             table,

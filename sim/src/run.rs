@@ -234,6 +234,7 @@ impl Builder {
                 shadow_hold: scenario.legacy.hold.max(scenario.legacy.asked_after),
                 arrival_queue_batches: 256,
                 arrival_queue_bytes: 256 << 20,
+                refuse_unclaimed_agents: true,
             },
             CoreParts {
                 table,
@@ -279,7 +280,7 @@ fn deliver(
         clock: Some(clock),
         reply: Box::new(move |d| {
             decisions.undecided.fetch_sub(1, Ordering::Relaxed);
-            if matches!(d, Decision::Rejected(_)) {
+            if matches!(d, Decision::Rejected(_) | Decision::Unclaimed(_)) {
                 decisions.rejected.fetch_add(1, Ordering::Relaxed);
             }
         }),

@@ -123,6 +123,19 @@ impl Core {
             )));
             return;
         }
+        if self.settings.refuse_unclaimed_agents
+            && !self.settings.forward_peers.contains(&peer)
+            && self.table.claims().number(&peer).is_none()
+        {
+            self.count_batch(&peer, "unclaimed");
+            if self.warnings.allow(&peer, (self.clock)()) {
+                tracing::warn!(agent = %peer, batch = %id, "refused a batch: the agent is not listed in [claims] (it keeps the batch and offers it again; list it, or set ingest.refuse_unclaimed_agents = false)");
+            }
+            reply.reply(Decision::Unclaimed(format!(
+                "agent {peer:?} is not listed in this collector's [claims]"
+            )));
+            return;
+        }
         let verdict = self.clocks.observe(&peer, clock);
         if !verdict.is_trusted() {
             self.count_batch(&peer, "clock_skewed");
@@ -201,6 +214,9 @@ impl Core {
     pub(super) fn take(&mut self, peer: &str, mut batch: FlowBatch, clock_trusted: bool, now: u64) {
         batch.assign_record_ids();
         let forwarded = self.settings.forward_peers.contains(peer);
+        if !forwarded {
+            self.authorize(peer, &mut batch);
+        }
         if !clock_trusted {
             for f in &mut batch.flows {
                 if matches!(f.remote, Side::Pending) {
@@ -250,5 +266,47 @@ impl Core {
                 && matches!(&f.local, Side::Attributed(a) if a.source.is_capture())
         });
         self.hold.push(batch, forwarded, now);
+    }
+
+    /// Takes from an agent only what it may say: a local side it attributed
+    /// at an address outside its claims is unattributed (`conflict`: its
+    /// word against `[claims]`), and every remote side is the collector's
+    /// to compute (only forward peers send those), so one it sent is reset
+    /// to pending. Both are counted per agent; a local side that would have
+    /// been a heartbeat is also counted as a refused heartbeat, as the
+    /// table would have.
+    fn authorize(&mut self, peer: &str, batch: &mut FlowBatch) {
+        let permits = self.table.claims().permits(peer);
+        let (mut outside, mut remote, mut beats) = (0u64, 0u64, 0u64);
+        for f in &mut batch.flows {
+            if let Side::Attributed(a) = &f.local
+                && !permits(f.flow.local.ip())
+            {
+                beats += u64::from(a.source.claims_address());
+                f.local = Side::Unattributed(UnattributedReason::Conflict);
+                outside += 1;
+            }
+            if !matches!(f.remote, Side::Pending) {
+                f.remote = Side::Pending;
+                remote += 1;
+            }
+        }
+        self.metrics
+            .count_ownership(&crate::ownership::OwnershipCounters {
+                refused: beats,
+                ..Default::default()
+            });
+        for (what, n) in [
+            ("local_outside_claims", outside),
+            ("remote_recomputed", remote),
+        ] {
+            if n > 0 {
+                let labels = vec![("agent", peer.to_owned()), ("what", what.to_owned())];
+                self.metrics.authorization.get_or_create(&labels).inc_by(n);
+            }
+        }
+        if (outside > 0 || remote > 0) && self.warnings.allow(peer, (self.clock)()) {
+            tracing::warn!(agent = %peer, batch = %batch.id(), local_outside_claims = outside, remote_recomputed = remote, "an agent attributed what it may not: local sides outside its claims go out unattributed, remote sides are computed here");
+        }
     }
 }

@@ -14,7 +14,8 @@
 //!    stay there, and once the queue is full the core stops taking
 //!    arrivals at all, so the receiver stops reading and QUIC flow control
 //!    slows the agents (their spools hold the batches). A batch whose
-//!    `agent` is not the sender's certificate name is refused.
+//!    `agent` is not the sender's certificate name is refused, and so is
+//!    one from an agent not in `[claims]` (unless configured otherwise).
 //! 2. **Journal, heartbeats, hold, acknowledgement.** The batch is appended
 //!    to the journal; once a tick's batches are durable (one sync), each
 //!    flow whose local side the agent attributed becomes a heartbeat
@@ -32,6 +33,7 @@
 
 mod arrival;
 mod release;
+mod warnings;
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -69,6 +71,9 @@ pub enum Decision {
     Duplicate,
     /// Never acceptable (the sender will drop it): why.
     Rejected(String),
+    /// The sender is not listed in `[claims]`: refused until it is (the
+    /// sender keeps the batch and offers it again): why.
+    Unclaimed(String),
 }
 
 /// A batch that arrived from an agent or another region's collector.
@@ -183,6 +188,9 @@ pub struct CoreSettings {
     /// decoded flows); past either, [`Core::run`] stops taking arrivals.
     pub arrival_queue_batches: usize,
     pub arrival_queue_bytes: usize,
+    /// Refuse batches from agents not listed in the claims (forward peers
+    /// excepted).
+    pub refuse_unclaimed_agents: bool,
 }
 
 /// The core and everything it owns.
@@ -228,6 +236,8 @@ pub struct Core {
     chunk_flows: usize,
     forward_seq: u64,
     last_expire_ns: u64,
+    /// Warnings about misbehaving agents, limited per agent.
+    warnings: warnings::Warnings,
 }
 
 /// The parts a core is built from.
@@ -296,6 +306,7 @@ impl Core {
             chunk_flows,
             forward_seq: 0,
             last_expire_ns: 0,
+            warnings: warnings::Warnings::default(),
         }
     }
 

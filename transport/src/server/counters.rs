@@ -59,6 +59,28 @@ pub struct ReceiverStats {
     pub in_flight_bytes: u64,
 }
 
+impl ReceiverStats {
+    /// Every value with its field's name, for metrics.
+    pub fn named(&self) -> [(&'static str, u64); 14] {
+        [
+            ("connections", self.connections),
+            ("handshake_refused", self.handshake_refused),
+            ("batches", self.batches),
+            ("acked", self.acked),
+            ("rejected", self.rejected),
+            ("malformed", self.malformed),
+            ("truncated", self.truncated),
+            ("oversized", self.oversized),
+            ("version", self.version),
+            ("over_limit", self.over_limit),
+            ("connections_refused", self.connections_refused),
+            ("retries", self.retries),
+            ("handshakes_shed", self.handshakes_shed),
+            ("in_flight_bytes", self.in_flight_bytes),
+        ]
+    }
+}
+
 impl ReceiverCounters {
     /// The counters' current values.
     pub fn snapshot(&self) -> ReceiverStats {
