@@ -18,6 +18,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::default(),
     };
+    // Before any thread starts, so every thread inherits it.
+    flowattr_host::privileges::forbid_new_privileges()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

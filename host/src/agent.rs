@@ -22,6 +22,11 @@
 //! When nothing is captured, a read still passes over the ring every
 //! `poll_interval + IDLE_READ`, and the batcher closes an empty batch every
 //! `max_age`, so the watermark advances on an idle host too.
+//!
+//! **Privileges.** Root is needed to load and attach the programs, and for
+//! nothing after: once they are attached the agent becomes
+//! `[privileges] user` with no capabilities ([`privileges`]), and only then
+//! loads plugins.
 
 use std::{
     future::Future,
@@ -47,6 +52,7 @@ use crate::{
     metrics::AgentMetrics,
     output::{JsonLinesOutput, Output, QuicOutput},
     policy::{self, PolicyDrop},
+    privileges,
 };
 
 /// How often the pipeline attributes the flows it has gathered and checks
@@ -60,6 +66,9 @@ const ATTRIBUTION_BATCH: usize = 4096;
 /// A read waits at most this long for records before passing over the ring
 /// anyway, so the watermark advances while nothing is captured.
 const IDLE_READ: Duration = Duration::from_millis(100);
+
+/// The compile cache of an agent that drops root, unless configured.
+const DROPPED_CACHE_DIR: &str = "/var/cache/flowattr";
 
 /// Taken off a read's watermark: a record the kernel was still writing when
 /// the ring was read holds back the records behind it until the next read,
@@ -83,14 +92,70 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     // First: a name collectors would refuse is a configuration error, not
     // batches lost one by one once the agent runs.
     let name = config.agent_name().map_err(anyhow::Error::msg)?;
+    let become_user = privileges::resolve(&config.privileges.user)?;
     let mut capture = Capture::start(config.capture.settings())?;
     let metrics = Arc::new(AgentMetrics::new());
     if let Some(reader) = capture.take_counters() {
         metrics.watch_kernel(reader);
     }
 
+    let _server = if config.metrics.enabled {
+        let listener = tokio::net::TcpListener::bind(config.metrics.listen)
+            .await
+            .with_context(|| format!("metrics endpoint {}", config.metrics.listen))?;
+        tracing::info!(address = %config.metrics.listen, "serving metrics");
+        let m = metrics.clone();
+        Some(AbortOnDrop(tokio::spawn(flowattr_daemon::metrics::serve(
+            listener,
+            Arc::new(move || m.render()),
+        ))))
+    } else {
+        None
+    };
+
+    let (output, shipper) = match &config.transport {
+        Some(transport) => {
+            if let Some(user) = &become_user {
+                privileges::hand_over(&transport.spool_dir, user)?;
+            }
+            let shipper = flowattr_transport::Shipper::start(transport.shipper_config())
+                .context("starting the transport to collectors")?;
+            metrics.watch_shipper(shipper.counters());
+            let shipper = Arc::new(shipper);
+            let output = QuicOutput::new(shipper.clone(), tokio::runtime::Handle::current());
+            tracing::info!(collectors = ?transport.collectors, spool = %transport.spool_dir.display(), "shipping batches to collectors");
+            (Output::Quic(output), Some(shipper))
+        }
+        None => {
+            let output = JsonLinesOutput::open(config.output.path.as_deref())
+                .context("opening the output")?;
+            (Output::JsonLines(output), None)
+        }
+    };
+    // Everything only root may do is done: the programs are attached, the
+    // metrics socket bound, the output and the TLS key open.
+    let cache_dir = match &become_user {
+        Some(user) => {
+            let dir = config
+                .plugins
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| DROPPED_CACHE_DIR.into());
+            privileges::hand_over(&dir, user)?;
+            privileges::drop_to(user)?;
+            let (permitted, effective) = privileges::capabilities()?;
+            tracing::info!(user = %user.name, uid = user.uid, permitted = format!("{permitted:x}"), effective = format!("{effective:x}"), "dropped root");
+            Some(dir)
+        }
+        None => {
+            tracing::warn!(
+                "running as root for the agent's whole life ([privileges] user = \"root\")"
+            );
+            config.plugins.cache_dir.clone()
+        }
+    };
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: config.plugins.cache_dir.clone(),
+        cache_dir,
         ..RuntimeConfig::default()
     })?;
     // Plugins run off the async threads: WASI's synchronous file system
@@ -109,36 +174,6 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     };
     metrics.watch_plugins(directory.clone());
 
-    let _server = if config.metrics.enabled {
-        let listener = tokio::net::TcpListener::bind(config.metrics.listen)
-            .await
-            .with_context(|| format!("metrics endpoint {}", config.metrics.listen))?;
-        tracing::info!(address = %config.metrics.listen, "serving metrics");
-        let m = metrics.clone();
-        Some(AbortOnDrop(tokio::spawn(flowattr_daemon::metrics::serve(
-            listener,
-            Arc::new(move || m.render()),
-        ))))
-    } else {
-        None
-    };
-
-    let (output, shipper) = match &config.transport {
-        Some(transport) => {
-            let shipper = flowattr_transport::Shipper::start(transport.shipper_config())
-                .context("starting the transport to collectors")?;
-            metrics.watch_shipper(shipper.counters());
-            let shipper = Arc::new(shipper);
-            let output = QuicOutput::new(shipper.clone(), tokio::runtime::Handle::current());
-            tracing::info!(collectors = ?transport.collectors, spool = %transport.spool_dir.display(), "shipping batches to collectors");
-            (Output::Quic(output), Some(shipper))
-        }
-        None => {
-            let output = JsonLinesOutput::open(config.output.path.as_deref())
-                .context("opening the output")?;
-            (Output::JsonLines(output), None)
-        }
-    };
     let (tx, rx) = mpsc::channel(256);
     let started_ns = unix_now_ns();
     let pipeline = Pipeline {

@@ -26,6 +26,7 @@ pub struct AgentConfig {
     pub batch: BatchConfig,
     pub output: OutputConfig,
     pub metrics: MetricsConfig,
+    pub privileges: PrivilegesConfig,
     /// When present, batches go to collectors over QUIC instead of
     /// `[output]`.
     pub transport: Option<TransportConfig>,
@@ -77,8 +78,9 @@ impl CaptureConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct PluginsConfig {
     pub directory: PathBuf,
-    /// Compiled-component cache (default: a `flowattr` directory in the
-    /// system cache location).
+    /// Compiled-component cache (default: `/var/cache/flowattr` for an
+    /// agent that drops root, else a `flowattr` directory in the user's
+    /// cache location).
     pub cache_dir: Option<PathBuf>,
     /// Reload when files in the directory change.
     pub watch: bool,
@@ -156,6 +158,33 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// `[privileges]`: who the agent is once capture is attached.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivilegesConfig {
+    /// The unprivileged user the agent becomes (no capabilities left);
+    /// `"root"` keeps root.
+    pub user: String,
+}
+
+impl Default for PrivilegesConfig {
+    fn default() -> Self {
+        Self {
+            user: "flowattr".into(),
+        }
+    }
+}
+
+impl PrivilegesConfig {
+    /// Keeps root: for an agent run inside a test process, whose other
+    /// tests still need root.
+    pub fn keep_root() -> Self {
+        Self {
+            user: "root".into(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod metrics;
 pub mod netns;
 pub mod output;
+pub mod privileges;
 
 /// The policy chain, shared with the collector.
 pub use flowattr_plugin_runtime::policy;

@@ -19,7 +19,7 @@ use std::{
 };
 
 use common::{install, install_bundled};
-use flowattr_host::config::AgentConfig;
+use flowattr_host::config::{AgentConfig, PrivilegesConfig};
 use flowattr_model::{AttributedFlow, FlowBatch, Side};
 use ipman::admin::{RawWorkload, StateFile};
 
@@ -123,6 +123,8 @@ fn app(name: &str) -> RawWorkload {
 fn config(tmp: &Path, plugins: &Path) -> AgentConfig {
     let mut config = AgentConfig {
         name: Some("test-agent".into()),
+        // The test process itself keeps root for the tests after this one.
+        privileges: PrivilegesConfig::keep_root(),
         ..AgentConfig::default()
     };
     config.plugins.directory = plugins.to_owned();
