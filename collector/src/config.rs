@@ -297,11 +297,29 @@ pub struct PluginsSection {
     pub directory: PathBuf,
     pub cache_dir: Option<PathBuf>,
     pub watch: bool,
+    /// Host directories plugin grants may point under; a grant elsewhere
+    /// is refused at load. Default: `/run/flowattr`, `/var/lib/flowattr`
+    /// and the directory that holds `directory`.
+    pub allowed_grant_roots: Option<Vec<PathBuf>>,
+    /// Ed25519 public keys (hex). When any are set, only components with a
+    /// `NAME.wasm.sig` by one of them load.
+    pub trusted_keys: Vec<String>,
     /// The sink plugin that formats flows for the outputs.
     pub sink: String,
     /// Flows per sink call (one output chunk). A call carries its flows'
     /// distinct workloads once, so larger calls repeat them less.
     pub sink_batch: usize,
+}
+
+impl PluginsSection {
+    /// The runtime's grant and signature policy.
+    pub fn trust(&self) -> anyhow::Result<flowattr_plugin_runtime::TrustPolicy> {
+        flowattr_plugin_runtime::TrustPolicy::new(
+            self.allowed_grant_roots.clone(),
+            &self.trusted_keys,
+        )
+        .map_err(|e| e.context("[plugins] trusted_keys"))
+    }
 }
 
 impl Default for PluginsSection {
@@ -310,6 +328,8 @@ impl Default for PluginsSection {
             directory: PathBuf::from("/etc/flowattr/plugins"),
             cache_dir: None,
             watch: true,
+            allowed_grant_roots: None,
+            trusted_keys: Vec::new(),
             sink: "jsonl-sink".into(),
             sink_batch: 16384,
         }

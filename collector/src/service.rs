@@ -82,6 +82,7 @@ impl Collector {
         // blocks on its own runtime.
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: config.plugins.cache_dir.clone(),
+            trust: config.plugins.trust()?,
             ..RuntimeConfig::default()
         })?;
         let plugin_dir = config.plugins.directory.clone();

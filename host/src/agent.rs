@@ -156,6 +156,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     };
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir,
+        trust: config.plugins.trust()?,
         ..RuntimeConfig::default()
     })?;
     // Plugins run off the async threads: WASI's synchronous file system

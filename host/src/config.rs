@@ -84,6 +84,24 @@ pub struct PluginsConfig {
     pub cache_dir: Option<PathBuf>,
     /// Reload when files in the directory change.
     pub watch: bool,
+    /// Host directories plugin grants may point under; a grant elsewhere
+    /// is refused at load. Default: `/run/flowattr`, `/var/lib/flowattr`
+    /// and the directory that holds `directory`.
+    pub allowed_grant_roots: Option<Vec<PathBuf>>,
+    /// Ed25519 public keys (hex). When any are set, only components with a
+    /// `NAME.wasm.sig` by one of them load.
+    pub trusted_keys: Vec<String>,
+}
+
+impl PluginsConfig {
+    /// The runtime's grant and signature policy.
+    pub fn trust(&self) -> anyhow::Result<flowattr_plugin_runtime::TrustPolicy> {
+        flowattr_plugin_runtime::TrustPolicy::new(
+            self.allowed_grant_roots.clone(),
+            &self.trusted_keys,
+        )
+        .map_err(|e| e.context("[plugins] trusted_keys"))
+    }
 }
 
 impl Default for PluginsConfig {
@@ -92,6 +110,8 @@ impl Default for PluginsConfig {
             directory: "/etc/flowattr/plugins".into(),
             cache_dir: None,
             watch: true,
+            allowed_grant_roots: None,
+            trusted_keys: Vec::new(),
         }
     }
 }
