@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 use serde::{Deserialize, Deserializer};
 
-use crate::ownership::{OwnershipConfig, Prefix};
+use crate::{
+    ownership::{OwnershipConfig, Prefix},
+    sharing::security::KafkaSecurity,
+};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -267,6 +270,124 @@ pub struct KafkaSection {
     /// the ownership expiry.
     #[serde(default, deserialize_with = "optional_duration")]
     pub warmup: Option<Duration>,
+    /// How the clients connect to the brokers (TLS, SASL).
+    #[serde(default)]
+    pub security: KafkaSecurity,
+    /// This collector's Ed25519 private key (PKCS#8 PEM): every message it
+    /// publishes is signed. Required unless `unauthenticated`.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+    /// The other collectors whose messages are taken: their public keys
+    /// and the claimants (agents) each may speak for.
+    #[serde(default)]
+    pub origins: BTreeMap<String, OriginSection>,
+    /// Take every well-formed message, signed or not (a warning at start).
+    /// Default false: sharing without a signing key refuses to start.
+    #[serde(default)]
+    pub unauthenticated: bool,
+    /// A message read larger than this is refused unparsed.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+/// `[kafka.origins.NAME]`: a collector whose sharing messages are trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginSection {
+    /// Its Ed25519 public keys (PEM `PUBLIC KEY`); more than one while it
+    /// changes keys.
+    pub public_keys: Vec<PathBuf>,
+    /// The agents (certificate names) it may publish ranges and watermarks
+    /// for, or `["any"]`.
+    pub claimants: Vec<String>,
+}
+
+impl KafkaSection {
+    /// The minimal section: `brokers` and `topic`, unauthenticated, the
+    /// rest default.
+    pub fn unauthenticated(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            partitions: default_partitions(),
+            warmup: None,
+            security: KafkaSecurity::default(),
+            signing_key: None,
+            origins: BTreeMap::new(),
+            unauthenticated: true,
+            max_message_bytes: default_max_message_bytes(),
+        }
+    }
+
+    /// The sharing's settings for collector `name`, keys read.
+    pub fn to_sharing_config(
+        &self,
+        name: &str,
+        expire_after: Duration,
+    ) -> Result<crate::sharing::SharingConfig, String> {
+        use crate::sharing::auth::{Claimants, PublicKey, Signer, Trust};
+        let mut c = crate::sharing::SharingConfig::new(&self.brokers, &self.topic);
+        c.partitions = self.partitions;
+        c.warmup_window = self.warmup.unwrap_or(expire_after);
+        c.security = self.security.clone();
+        c.max_message_bytes = self.max_message_bytes;
+        if let Some(path) = &self.signing_key {
+            let signer = Signer::from_pem_file(name, path)
+                .map_err(|e| format!("at `kafka.signing_key`: {e}"))?;
+            c.signer = Some(std::sync::Arc::new(signer));
+        }
+        if !self.unauthenticated {
+            let mut trust = Trust::default();
+            for (origin, o) in &self.origins {
+                let keys = o
+                    .public_keys
+                    .iter()
+                    .map(|p| PublicKey::from_pem_file(p))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("at `kafka.origins.{origin}.public_keys`: {e}"))?;
+                let claimants = if o.claimants.iter().any(|c| c == "any") {
+                    Claimants::Any
+                } else {
+                    Claimants::only(o.claimants.iter().map(String::as_str))
+                };
+                trust.add(origin, keys, claimants);
+            }
+            c.trust = Some(trust);
+        }
+        Ok(c)
+    }
+
+    fn check(&self, name: &str) -> Result<(), String> {
+        if !self.unauthenticated && self.signing_key.is_none() {
+            return Err("at `kafka`: sharing needs `signing_key` (this collector's Ed25519 key) \
+                        and `[kafka.origins.NAME]` for the collectors it trusts, or \
+                        `unauthenticated = true` to take any message from anyone who can \
+                        write to the topic"
+                .into());
+        }
+        for (origin, o) in &self.origins {
+            if origin == name {
+                return Err(format!(
+                    "at `kafka.origins.{origin}`: this collector's own messages are verified with its signing key; do not list it"
+                ));
+            }
+            if o.public_keys.is_empty() {
+                return Err(format!("at `kafka.origins.{origin}.public_keys`: no key given"));
+            }
+            if o.claimants.is_empty() {
+                return Err(format!(
+                    "at `kafka.origins.{origin}.claimants`: empty (list agents, or [\"any\"])"
+                ));
+            }
+        }
+        if self.max_message_bytes == 0 {
+            return Err("at `kafka.max_message_bytes`: must be above zero".into());
+        }
+        self.security
+            .resolve()
+            .map(drop)
+            .map_err(|e| format!("at `kafka.security`: {e}"))
+    }
 }
 
 fn default_topic() -> String {
@@ -376,8 +497,11 @@ pub struct KafkaOutputSection {
     /// The largest message sent (lowered to the topic's own limit).
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// How it connects (TLS, SASL): as `[kafka.security]`.
+    #[serde(default)]
+    pub security: KafkaSecurity,
     /// librdkafka producer properties, set over the collector's own
-    /// (`security.protocol`, `sasl.*`, `compression.type`, …).
+    /// (`compression.type`, …).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
@@ -397,6 +521,7 @@ impl KafkaOutputSection {
             partitions: self.partitions,
             replication_factor: self.replication_factor,
             max_message_bytes: self.max_message_bytes,
+            security: self.security.clone(),
             properties: self.properties.clone(),
             ..crate::output::kafka::KafkaOutputConfig::new(&self.brokers, &self.topic)
         }
@@ -454,6 +579,9 @@ impl CollectorConfig {
                 "hold: 0s with kafka sharing leaves no time for other collectors' heartbeats"
                     .into(),
             );
+        }
+        if let Some(kafka) = &self.kafka {
+            kafka.check(&self.name)?;
         }
         if self.outputs.is_empty() {
             return Err("at `outputs`: at least one output is needed".into());

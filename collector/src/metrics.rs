@@ -70,6 +70,9 @@ pub struct CollectorMetrics {
     pub agent_watermark_lag: Family<Labels, Seconds>,
     /// Kafka sharing counters, by name (published, consumed, malformed, lag…).
     pub sharing: Family<Labels, Gauge>,
+    /// Sharing messages refused since start, by reason (malformed, past a
+    /// limit, failing authentication).
+    pub sharing_refused: Family<Labels, Gauge>,
     /// The plugin runtime's counters, by plugin and counter.
     pub plugin: Family<Labels, Gauge>,
     plugins: Mutex<Option<Arc<PluginDirectory>>>,
@@ -113,6 +116,7 @@ impl CollectorMetrics {
             agent_clock_trusted: Family::default(),
             agent_watermark_lag: Family::default(),
             sharing: Family::default(),
+            sharing_refused: Family::default(),
             plugin: Family::default(),
             plugins: Mutex::default(),
             receiver_counters: Mutex::default(),
@@ -235,6 +239,11 @@ impl CollectorMetrics {
             m.agent_watermark_lag.clone(),
         );
         r.register("sharing", "Kafka ownership sharing", m.sharing.clone());
+        r.register(
+            "sharing_refused",
+            "Kafka sharing messages refused since start, by reason (syntax, limit, unsigned, bad_signature, not_allowed, …); nothing of them is used",
+            m.sharing_refused.clone(),
+        );
         r.register(
             "authorization",
             "Flow sides an agent sent that were not taken as sent, by agent and what (local_outside_claims: unattributed; remote_recomputed: reset to pending)",

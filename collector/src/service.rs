@@ -34,7 +34,7 @@ use crate::{
     ownership::{OwnershipTable, RangeUpdate},
     remote::Regions,
     shadow::RecordsFile,
-    sharing::{KafkaSharing, SharingConfig},
+    sharing::{KafkaSharing, codec::MalformedReason},
 };
 
 /// Inputs in flight between the receiver and the core (each channel): the
@@ -160,17 +160,15 @@ impl Collector {
         let sharing: Option<Box<dyn Sharing>> = match &config.kafka {
             None => None,
             Some(kafka) => {
-                let mut sharing_config =
-                    SharingConfig::new(kafka.brokers.clone(), kafka.topic.clone());
-                sharing_config.partitions = kafka.partitions;
-                sharing_config.warmup_window =
-                    kafka.warmup.unwrap_or(config.ownership.expire_after);
+                let sharing_config = kafka
+                    .to_sharing_config(&config.name, config.ownership.expire_after)
+                    .map_err(anyhow::Error::msg)?;
                 let name = config.name.clone();
                 let sharing =
                     tokio::task::spawn_blocking(move || KafkaSharing::new(sharing_config, &name))
                         .await?
                         .context("Kafka sharing")?;
-                Some(Box::new(KafkaShared(sharing)))
+                Some(Box::new(KafkaShared(sharing, metrics.clone())))
             }
         };
 
@@ -527,8 +525,9 @@ impl Forwarder for ShipperForwarder {
     }
 }
 
-/// [`KafkaSharing`] as the core's [`Sharing`].
-struct KafkaShared(KafkaSharing);
+/// [`KafkaSharing`] as the core's [`Sharing`]; sets the refusals by reason
+/// when the core reads the counters.
+struct KafkaShared(KafkaSharing, Arc<CollectorMetrics>);
 
 impl Sharing for KafkaShared {
     fn publish(&mut self, updates: &[RangeUpdate]) {
@@ -559,6 +558,12 @@ impl Sharing for KafkaShared {
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let c = self.0.counters();
+        for reason in MalformedReason::ALL {
+            self.1
+                .sharing_refused
+                .get_or_create(&vec![("reason", reason.as_str().to_owned())])
+                .set(c.malformed(reason) as i64);
+        }
         vec![
             ("published", c.published),
             ("delivered", c.delivered),
@@ -567,6 +572,7 @@ impl Sharing for KafkaShared {
             ("ranges_received", c.ranges_received),
             ("marks_published", c.marks_published),
             ("marks_invalid", c.marks_invalid),
+            ("ranges_invalid", c.ranges_invalid),
             ("marks_waiting", c.marks_waiting),
             ("marks_received", c.marks_received),
             ("marks_dropped", c.marks_dropped),

@@ -34,10 +34,8 @@ fn outcomes(lines: &[serde_json::Value]) -> BTreeMap<u64, (String, String)> {
 
 fn kafka(broker: &Broker, topic: &str) -> Option<KafkaSection> {
     Some(KafkaSection {
-        brokers: broker.address(),
-        topic: topic.into(),
         partitions: 3,
-        warmup: None,
+        ..KafkaSection::unauthenticated(broker.address(), topic)
     })
 }
 

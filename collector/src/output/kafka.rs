@@ -45,7 +45,10 @@ use rdkafka::{
 };
 
 use super::{Output, Progress};
-use crate::sharing::client::{self, TopicAdmin, TopicGate};
+use crate::sharing::{
+    client::{self, TopicAdmin, TopicGate},
+    security::KafkaSecurity,
+};
 
 /// Bytes a message adds to its payload in a record batch (headers, the
 /// batch's own framing), kept free below the message limit.
@@ -71,7 +74,10 @@ pub struct KafkaOutputConfig {
     pub queue_messages: usize,
     /// Bytes the producer holds.
     pub queue_bytes: usize,
-    /// librdkafka properties set last (security, tuning), over ours.
+    /// How the producer and the topic keeper connect (TLS, SASL): the
+    /// same settings as the sharing's.
+    pub security: KafkaSecurity,
+    /// librdkafka producer properties set last (tuning), over ours.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -87,6 +93,7 @@ impl KafkaOutputConfig {
             max_message_bytes: 1_000_000,
             queue_messages: 10_000,
             queue_bytes: 256 << 20,
+            security: KafkaSecurity::default(),
             properties: BTreeMap::new(),
         }
     }
@@ -196,8 +203,13 @@ impl KafkaOutput {
         let delivered = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let gate = Arc::new(TopicGate::default());
+        let security = config
+            .security
+            .resolve()
+            .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
         let mut settings = client::producer_config(
             &config.brokers,
+            &security,
             config.queue_messages.max(1),
             config.queue_bytes.max(1),
             // Never given up: a chunk waits for the broker as long as it
@@ -223,7 +235,7 @@ impl KafkaOutput {
         let max_chunk = Arc::new(AtomicUsize::new(limit - MESSAGE_OVERHEAD));
         let stop = Arc::new(AtomicBool::new(false));
         let keeper = Keeper {
-            admin: TopicAdmin::new(&config.brokers)?,
+            admin: TopicAdmin::new(&config.brokers, &security)?,
             config: config.clone(),
             gate: gate.clone(),
             max_chunk: max_chunk.clone(),

@@ -36,19 +36,24 @@ use rdkafka::{
     config::{FromClientConfigAndContext, RDKafkaLogLevel},
     error::{KafkaError, RDKafkaErrorCode},
     message::DeliveryResult,
+    message::OwnedHeaders,
     producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer},
 };
 
+use super::security::ResolvedSecurity;
+
 /// Settings every client gets: reconnect quickly once a broker is back (the
 /// default backs off to 10 s), and never ask the broker to create topics
-/// (the topic is created explicitly, with its partition count).
-pub(crate) fn base_config(brokers: &str) -> ClientConfig {
+/// (the topic is created explicitly, with its partition count); then how
+/// to connect (`security`, TLS and SASL, set last).
+pub(crate) fn base_config(brokers: &str, security: &ResolvedSecurity) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("allow.auto.create.topics", "false")
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "1000")
         .set("socket.connection.setup.timeout.ms", "5000");
+    security.apply(&mut c);
     c
 }
 
@@ -59,11 +64,12 @@ pub(crate) fn base_config(brokers: &str) -> ClientConfig {
 /// could reach a restarted broker (see the module documentation).
 pub(crate) fn producer_config(
     brokers: &str,
+    security: &ResolvedSecurity,
     messages: usize,
     bytes: usize,
     delivery_timeout: Duration,
 ) -> ClientConfig {
-    let mut c = base_config(brokers);
+    let mut c = base_config(brokers, security);
     c.set(
         "queue.buffering.max.messages",
         clamp_i32(messages).to_string(),
@@ -194,8 +200,8 @@ pub(crate) struct DeliveryStats {
     pub requeued: AtomicU64,
 }
 
-/// A message's key and payload.
-type Kept = (Option<Box<[u8]>>, Box<[u8]>);
+/// A message's key, payload and headers (the sharing's signature).
+type Kept = (Option<Box<[u8]>>, Box<[u8]>, Option<OwnedHeaders>);
 
 /// Messages to send again, oldest first, at most `bound`.
 pub(crate) struct Requeue {
@@ -212,12 +218,12 @@ impl Requeue {
     }
 
     /// Keeps a message; false if the queue is full.
-    pub fn push(&self, key: Option<&[u8]>, payload: &[u8]) -> bool {
+    pub fn push(&self, key: Option<&[u8]>, payload: &[u8], headers: Option<OwnedHeaders>) -> bool {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() >= self.bound {
             return false;
         }
-        q.push_back((key.map(Into::into), payload.into()));
+        q.push_back((key.map(Into::into), payload.into(), headers));
         true
     }
 
@@ -233,13 +239,16 @@ impl Requeue {
     {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let mut sent = 0;
-        while let Some((key, payload)) = q.pop_front() {
+        while let Some((key, payload, headers)) = q.pop_front() {
             let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(&payload);
             if let Some(k) = key.as_deref() {
                 record = record.key(k);
             }
+            if let Some(h) = &headers {
+                record = record.headers(h.clone());
+            }
             if producer.send(record).is_err() {
-                q.push_front((key, payload));
+                q.push_front((key, payload, headers));
                 break;
             }
             sent += 1;
@@ -282,9 +291,11 @@ impl ProducerContext for DeliveryContext {
             }
             Err((error, message))
                 if retryable(error)
-                    && self
-                        .requeue
-                        .push(message.key(), message.payload().unwrap_or_default()) =>
+                    && self.requeue.push(
+                        message.key(),
+                        message.payload().unwrap_or_default(),
+                        message.headers().map(|h| h.detach()),
+                    ) =>
             {
                 self.stats.requeued.fetch_add(1, Ordering::Relaxed);
             }
@@ -325,8 +336,9 @@ pub(crate) struct TopicAdmin {
 }
 
 impl TopicAdmin {
-    pub fn new(brokers: &str) -> Result<Self, KafkaError> {
-        let admin = AdminClient::from_config_and_context(&base_config(brokers), QuietContext)?;
+    pub fn new(brokers: &str, security: &ResolvedSecurity) -> Result<Self, KafkaError> {
+        let admin =
+            AdminClient::from_config_and_context(&base_config(brokers, security), QuietContext)?;
         Ok(Self { admin })
     }
 

@@ -111,6 +111,20 @@ pub const MAX_MARKS_PER_MESSAGE: usize = 512;
 /// agent's certificate name, at most a DNS name's 253 bytes in practice.
 pub const MAX_CLAIMANT_LEN: usize = 256;
 
+/// The longest origin name (bytes) a message may carry.
+pub const MAX_ORIGIN_LEN: usize = 256;
+
+/// The longest workload field (id, app, cluster, stack, account, region,
+/// a label's key or value), in bytes.
+pub const MAX_FIELD_LEN: usize = 1024;
+
+/// At most this many labels per workload.
+pub const MAX_LABELS: usize = 64;
+
+/// The largest message read by default (Kafka's default message limit);
+/// a larger one is refused before it is parsed.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
 /// The key of watermark messages is this, then the origin.
 pub const MARKS_KEY_PREFIX: &str = "marks/";
 
@@ -202,12 +216,32 @@ pub enum DecodeError {
     /// A mark has an empty claimant.
     #[error("mark {index} of the message has an empty claimant")]
     EmptyMarkClaimant { index: usize },
-    /// A mark's claimant is longer than [`MAX_CLAIMANT_LEN`] bytes.
+    /// A mark's or range's claimant is longer than [`MAX_CLAIMANT_LEN`]
+    /// bytes.
     #[error(
-        "mark {index} of the message names a claimant of {len} bytes; at most {} are read",
+        "mark or range {index} of the message names a claimant of {len} bytes; at most {} are read",
         MAX_CLAIMANT_LEN
     )]
     ClaimantTooLong { index: usize, len: usize },
+    /// The message is larger than the reader takes.
+    #[error("the message has {len} bytes; at most {max} are read")]
+    TooLarge { len: usize, max: usize },
+    /// A range message carries more than [`MAX_RANGES_PER_MESSAGE`] ranges.
+    #[error(
+        "the message carries {count} ranges; at most {} are read",
+        MAX_RANGES_PER_MESSAGE
+    )]
+    TooManyRanges { count: usize },
+    /// The origin is longer than [`MAX_ORIGIN_LEN`] bytes.
+    #[error(
+        "the message's origin has {len} bytes; at most {} are read",
+        MAX_ORIGIN_LEN
+    )]
+    OriginTooLong { len: usize },
+    /// A workload field is longer than [`MAX_FIELD_LEN`] bytes, or a
+    /// workload has more than [`MAX_LABELS`] labels.
+    #[error("range {index} of the message has a workload past the limits ({what})")]
+    WorkloadTooLarge { index: usize, what: &'static str },
 }
 
 /// The kind of a [`DecodeError`], for counters and metric labels.
@@ -222,13 +256,26 @@ pub enum MalformedReason {
     Claimant,
     Origin,
     Empty,
-    /// Past a decode-side limit (marks per message, claimant length).
+    /// Past a decode-side limit (message bytes, ranges or marks per
+    /// message, string lengths, labels).
     Limit,
+    /// Authentication (see [`auth`](super::auth)): no signature headers.
+    Unsigned,
+    /// Signed by an origin this reader does not trust.
+    UnknownOrigin,
+    /// Signed with a key this reader does not trust for its origin.
+    UnknownKey,
+    /// The signature does not verify (forged or altered).
+    BadSignature,
+    /// The payload's origin is not the signed origin.
+    OriginMismatch,
+    /// A range or mark for a claimant its origin may not speak for.
+    NotAllowed,
 }
 
 impl MalformedReason {
     /// Every reason, in the order of [`MalformedReason::index`].
-    pub const ALL: [MalformedReason; 10] = [
+    pub const ALL: [MalformedReason; 16] = [
         Self::Syntax,
         Self::Version,
         Self::Ip,
@@ -239,6 +286,12 @@ impl MalformedReason {
         Self::Origin,
         Self::Empty,
         Self::Limit,
+        Self::Unsigned,
+        Self::UnknownOrigin,
+        Self::UnknownKey,
+        Self::BadSignature,
+        Self::OriginMismatch,
+        Self::NotAllowed,
     ];
 
     /// Position in [`MalformedReason::ALL`].
@@ -259,6 +312,12 @@ impl MalformedReason {
             Self::Origin => "origin",
             Self::Empty => "empty",
             Self::Limit => "limit",
+            Self::Unsigned => "unsigned",
+            Self::UnknownOrigin => "unknown_origin",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::OriginMismatch => "origin_mismatch",
+            Self::NotAllowed => "not_allowed",
         }
     }
 }
@@ -277,7 +336,12 @@ impl DecodeError {
             }
             Self::EmptyOrigin => MalformedReason::Origin,
             Self::NoRanges | Self::NoMarks => MalformedReason::Empty,
-            Self::TooManyMarks { .. } | Self::ClaimantTooLong { .. } => MalformedReason::Limit,
+            Self::TooManyMarks { .. }
+            | Self::ClaimantTooLong { .. }
+            | Self::TooLarge { .. }
+            | Self::TooManyRanges { .. }
+            | Self::OriginTooLong { .. }
+            | Self::WorkloadTooLarge { .. } => MalformedReason::Limit,
         }
     }
 }
@@ -345,39 +409,42 @@ struct InMark<'a> {
     heard_ns: u64,
 }
 
-/// The marks of a message, or how many there were past the limit: the
-/// sequence is read one mark at a time and stops keeping them (it still
-/// checks the syntax) once past [`MAX_MARKS_PER_MESSAGE`], so a huge
-/// message costs no memory beyond the limit.
-enum BoundedMarks<'a> {
-    Within(Vec<InMark<'a>>),
+/// The elements of a list, or how many there were past the limit `N`:
+/// the sequence is read one element at a time and stops keeping them (it
+/// still checks the syntax) once past `N`, so a huge message costs no
+/// memory beyond the limit.
+enum Bounded<T, const N: usize> {
+    Within(Vec<T>),
     Over(usize),
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for BoundedMarks<'a> {
+type BoundedMarks<'a> = Bounded<InMark<'a>, MAX_MARKS_PER_MESSAGE>;
+type BoundedRanges<'a> = Bounded<InRange<'a>, MAX_RANGES_PER_MESSAGE>;
+
+impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Bounded<T, N> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
-            type Value = BoundedMarks<'a>;
+        struct Visit<T, const N: usize>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const N: usize> serde::de::Visitor<'de> for Visit<T, N> {
+            type Value = Bounded<T, N>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a list of marks")
+                write!(f, "a list of at most {N} elements")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut marks = Vec::new();
-                while let Some(m) = seq.next_element::<InMark<'de>>()? {
-                    if marks.len() == MAX_MARKS_PER_MESSAGE {
-                        let mut count = marks.len() + 1;
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<T>()? {
+                    if items.len() == N {
+                        let mut count = items.len() + 1;
                         while seq.next_element::<IgnoredAny>()?.is_some() {
                             count += 1;
                         }
-                        return Ok(BoundedMarks::Over(count));
+                        return Ok(Bounded::Over(count));
                     }
-                    marks.push(m);
+                    items.push(item);
                 }
-                Ok(BoundedMarks::Within(marks))
+                Ok(Bounded::Within(items))
             }
         }
         d.deserialize_seq(Visit(std::marker::PhantomData))
@@ -390,46 +457,105 @@ struct InMessage<'a> {
     origin: Cow<'a, str>,
     #[serde(borrow)]
     ip: Cow<'a, str>,
-    ranges: Vec<InRange>,
+    #[serde(borrow)]
+    ranges: BoundedRanges<'a>,
 }
 
+// Strings are borrowed from the payload where they can be (no escapes), so
+// their lengths are checked before any is copied.
 #[derive(Deserialize)]
-struct InRange {
-    workload: InWorkload,
+struct InRange<'a> {
+    #[serde(borrow)]
+    workload: InWorkload<'a>,
     start_ns: u64,
     end_ns: u64,
-    claimant: String,
+    #[serde(borrow)]
+    claimant: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
-struct InWorkload {
-    id: String,
-    #[serde(default)]
-    app: Option<String>,
-    #[serde(default)]
-    cluster: Option<String>,
-    #[serde(default)]
-    stack: Option<String>,
-    #[serde(default)]
-    account: Option<String>,
-    #[serde(default)]
-    region: Option<String>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
+struct InWorkload<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    app: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    cluster: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    stack: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    account: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    region: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    labels: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
 }
 
-impl From<InWorkload> for Workload {
-    fn from(w: InWorkload) -> Self {
+impl InWorkload<'_> {
+    /// Which limit the workload is past, if any.
+    fn past_limits(&self) -> Option<&'static str> {
+        let long = |s: &Option<Cow<'_, str>>| s.as_ref().is_some_and(|s| s.len() > MAX_FIELD_LEN);
+        if self.id.len() > MAX_FIELD_LEN {
+            return Some("id");
+        }
+        if [
+            &self.app,
+            &self.cluster,
+            &self.stack,
+            &self.account,
+            &self.region,
+        ]
+        .into_iter()
+        .any(long)
+        {
+            return Some("field");
+        }
+        if self.labels.len() > MAX_LABELS {
+            return Some("labels");
+        }
+        if self
+            .labels
+            .iter()
+            .any(|(k, v)| k.len() > MAX_FIELD_LEN || v.len() > MAX_FIELD_LEN)
+        {
+            return Some("label");
+        }
+        None
+    }
+
+    fn into_workload(self) -> Workload {
+        let own = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
         Workload {
-            id: w.id,
-            app: w.app,
-            cluster: w.cluster,
-            stack: w.stack,
-            account: w.account,
-            region: w.region,
-            labels: w.labels,
+            id: self.id.into_owned(),
+            app: own(self.app),
+            cluster: own(self.cluster),
+            stack: own(self.stack),
+            account: own(self.account),
+            region: own(self.region),
+            labels: self
+                .labels
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
         }
     }
+}
+
+/// Whether every reader would take a range of this update (its workload
+/// and claimant within the limits).
+pub fn valid_update(u: &RangeUpdate) -> bool {
+    let w = &u.workload;
+    let short = |s: &Option<String>| s.as_ref().is_none_or(|s| s.len() <= MAX_FIELD_LEN);
+    valid_claimant(&u.claimant)
+        && !w.id.is_empty()
+        && w.id.len() <= MAX_FIELD_LEN
+        && [&w.app, &w.cluster, &w.stack, &w.account, &w.region]
+            .into_iter()
+            .all(short)
+        && w.labels.len() <= MAX_LABELS
+        && w.labels
+            .iter()
+            .all(|(k, v)| k.len() <= MAX_FIELD_LEN && v.len() <= MAX_FIELD_LEN)
 }
 
 /// The text form of an address used for keys: IPv4-mapped IPv6 addresses
@@ -440,10 +566,12 @@ pub fn key_of(ip: IpAddr) -> String {
 
 /// Coalesces `updates` per address: one message per address (more only
 /// past [`MAX_RANGES_PER_MESSAGE`]), addresses in ascending order, ranges
-/// in their given order.
+/// in their given order. An update every reader would refuse (see
+/// [`valid_update`]) is left out rather than make its whole message
+/// refused; check with [`valid_update`] first to count them.
 pub fn encode(origin: &str, updates: &[RangeUpdate]) -> Vec<Encoded> {
     let mut by_ip: BTreeMap<IpAddr, Vec<&RangeUpdate>> = BTreeMap::new();
-    for u in updates {
+    for u in updates.iter().filter(|u| valid_update(u)) {
         by_ip.entry(u.ip.to_canonical()).or_default().push(u);
     }
     let mut out = Vec::with_capacity(by_ip.len());
@@ -519,8 +647,24 @@ pub fn encode_marks(origin: &str, marks: &[SharedMark]) -> Vec<Encoded> {
         .collect()
 }
 
+/// [`decode`], refusing a payload over `max_bytes` before it is parsed.
+pub fn decode_within(
+    key: Option<&[u8]>,
+    payload: &[u8],
+    max_bytes: usize,
+) -> Result<Decoded, DecodeError> {
+    if payload.len() > max_bytes {
+        return Err(DecodeError::TooLarge {
+            len: payload.len(),
+            max: max_bytes,
+        });
+    }
+    decode(key, payload)
+}
+
 /// Checks and decodes one message (its Kafka key and value), of either
-/// kind.
+/// kind, within the limits (ranges and marks per message, string lengths);
+/// see [`decode_within`] for the size.
 pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<Decoded, DecodeError> {
     // The version first, so a newer format is refused as such even when its
     // shape changed.
@@ -554,10 +698,19 @@ pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<Decoded, DecodeError
     if message.origin.is_empty() {
         return Err(DecodeError::EmptyOrigin);
     }
-    if message.ranges.is_empty() {
+    if message.origin.len() > MAX_ORIGIN_LEN {
+        return Err(DecodeError::OriginTooLong {
+            len: message.origin.len(),
+        });
+    }
+    let ranges = match message.ranges {
+        Bounded::Over(count) => return Err(DecodeError::TooManyRanges { count }),
+        Bounded::Within(ranges) => ranges,
+    };
+    if ranges.is_empty() {
         return Err(DecodeError::NoRanges);
     }
-    for (index, r) in message.ranges.iter().enumerate() {
+    for (index, r) in ranges.iter().enumerate() {
         if r.end_ns < r.start_ns {
             return Err(DecodeError::InvalidRange {
                 index,
@@ -571,16 +724,24 @@ pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<Decoded, DecodeError
         if r.claimant.is_empty() {
             return Err(DecodeError::EmptyClaimant { index });
         }
+        if r.claimant.len() > MAX_CLAIMANT_LEN {
+            return Err(DecodeError::ClaimantTooLong {
+                index,
+                len: r.claimant.len(),
+            });
+        }
+        if let Some(what) = r.workload.past_limits() {
+            return Err(DecodeError::WorkloadTooLarge { index, what });
+        }
     }
     // Ranges of one message usually share workloads and claimants: one
     // `Arc` each.
     let mut workloads: Vec<Arc<Workload>> = Vec::new();
     let mut claimants: Vec<Arc<str>> = Vec::new();
-    let updates = message
-        .ranges
+    let updates = ranges
         .into_iter()
         .map(|r| {
-            let workload = Workload::from(r.workload);
+            let workload = r.workload.into_workload();
             let workload = match workloads.iter().find(|w| ***w == workload) {
                 Some(w) => w.clone(),
                 None => {
@@ -592,7 +753,7 @@ pub fn decode(key: Option<&[u8]>, payload: &[u8]) -> Result<Decoded, DecodeError
             let claimant = match claimants.iter().find(|c| ***c == *r.claimant) {
                 Some(c) => c.clone(),
                 None => {
-                    let c: Arc<str> = r.claimant.into();
+                    let c: Arc<str> = r.claimant.as_ref().into();
                     claimants.push(c.clone());
                     c
                 }
@@ -625,9 +786,14 @@ fn decode_marks(key: Option<&[u8]>, payload: &[u8]) -> Result<Decoded, DecodeErr
             origin: message.origin.into_owned(),
         });
     }
+    if message.origin.len() > MAX_ORIGIN_LEN {
+        return Err(DecodeError::OriginTooLong {
+            len: message.origin.len(),
+        });
+    }
     let marks = match message.marks {
-        BoundedMarks::Over(count) => return Err(DecodeError::TooManyMarks { count }),
-        BoundedMarks::Within(marks) => marks,
+        Bounded::Over(count) => return Err(DecodeError::TooManyMarks { count }),
+        Bounded::Within(marks) => marks,
     };
     if marks.is_empty() {
         return Err(DecodeError::NoMarks);

@@ -19,6 +19,7 @@ pub(super) struct Counters {
     pub ranges_received: AtomicU64,
     pub marks_published: AtomicU64,
     pub marks_invalid: AtomicU64,
+    pub ranges_invalid: AtomicU64,
     pub marks_received: AtomicU64,
     pub marks_dropped: AtomicU64,
     pub own_skipped: AtomicU64,
@@ -63,6 +64,9 @@ pub struct SharingCounters {
     /// (a claimant empty or longer than
     /// [`MAX_CLAIMANT_LEN`](super::codec::MAX_CLAIMANT_LEN)).
     pub marks_invalid: u64,
+    /// Ranges not published because every reader would refuse them (a
+    /// workload or claimant past the [`codec`](super::codec) limits).
+    pub ranges_invalid: u64,
     /// Watermarks in the valid messages taken from the topic.
     pub marks_received: u64,
     /// Watermarks received but dropped because too many different agents'
@@ -71,7 +75,8 @@ pub struct SharingCounters {
     pub marks_dropped: u64,
     /// This collector's own messages skipped after warm-up.
     pub own_skipped: u64,
-    /// Refused messages, by [`MalformedReason::index`].
+    /// Refused messages (malformed, past a limit, or failing
+    /// authentication), by [`MalformedReason::index`].
     pub malformed: [u64; MalformedReason::ALL.len()],
     /// Messages on the broker not yet read, over all partitions (as of the
     /// client's last statistics, about every second).
@@ -117,6 +122,7 @@ impl Counters {
             ranges_received: get(&self.ranges_received),
             marks_published: get(&self.marks_published),
             marks_invalid: get(&self.marks_invalid),
+            ranges_invalid: get(&self.ranges_invalid),
             marks_received: get(&self.marks_received),
             marks_dropped: get(&self.marks_dropped),
             own_skipped: get(&self.own_skipped),

@@ -15,6 +15,7 @@ use std::{
 
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
+    message::{Header, OwnedHeaders},
     producer::{BaseRecord, Producer, ThreadedProducer},
 };
 
@@ -22,6 +23,8 @@ use rustc_hash::FxHashMap;
 
 use super::{
     SharingConfig, SharingError,
+    admit::Admission,
+    auth::{self, Claimants, Signer},
     client::{self, DeliveryContext, Requeue, TopicGate},
     codec::{self, Encoded},
     counters::{Counters, SharingCounters},
@@ -57,6 +60,7 @@ pub struct Published {
 pub struct KafkaSharing {
     origin: Arc<str>,
     topic: String,
+    signer: Option<Arc<Signer>>,
     producer: ThreadedProducer<DeliveryContext>,
     requeue: Arc<Requeue>,
     gate: Arc<TopicGate>,
@@ -90,12 +94,42 @@ impl KafkaSharing {
             ));
         }
         let origin: Arc<str> = origin.into();
+        if let Some(signer) = &config.signer
+            && signer.origin() != &origin
+        {
+            return Err(SharingError::Config(format!(
+                "the signing key is for origin {:?}, this collector is {origin:?}",
+                signer.origin()
+            )));
+        }
+        let security = config.security.resolve()?;
+        let trust = config.trust.clone().map(|mut trust| {
+            if let Some(signer) = &config.signer {
+                trust.add(&origin, vec![signer.public_key()], Claimants::Any);
+            }
+            trust
+        });
+        match (&config.signer, &trust) {
+            (_, None) => tracing::warn!(
+                topic = config.topic,
+                signed = config.signer.is_some(),
+                "Ownership sharing is UNAUTHENTICATED: any client that can write to the topic can inject ownership ranges and watermarks."
+            ),
+            (Some(signer), Some(trust)) => tracing::info!(
+                topic = config.topic,
+                key_id = signer.public_key().id(),
+                trusted_origins = trust.len(),
+                "Ownership sharing messages are signed and verified."
+            ),
+            (None, Some(_)) => unreachable!("validated: verifying needs a signer"),
+        }
         let counters = Arc::new(Counters::default());
         let requeue = Arc::new(Requeue::new(config.publish_queue_messages));
         let gate = Arc::new(TopicGate::default());
         let producer = client::producer(
             &client::producer_config(
                 &config.brokers,
+                &security,
                 config.publish_queue_messages,
                 config.publish_queue_bytes,
                 config.delivery_timeout,
@@ -114,6 +148,12 @@ impl KafkaSharing {
                 origin: origin.clone(),
                 partitions: config.partitions,
                 warmup_window: config.warmup_window,
+                security,
+                admission: Admission {
+                    topic: config.topic.clone(),
+                    max_message_bytes: config.max_message_bytes,
+                    trust,
+                },
             },
             producer.clone(),
             requeue.clone(),
@@ -132,6 +172,7 @@ impl KafkaSharing {
             unsent_marks: FxHashMap::default(),
             origin,
             topic: config.topic,
+            signer: config.signer,
             producer,
             requeue,
             gate,
@@ -165,6 +206,22 @@ impl KafkaSharing {
     pub fn publish(&self, updates: &[RangeUpdate]) -> Published {
         if updates.is_empty() {
             return Published::default();
+        }
+        let invalid = updates.iter().filter(|u| !codec::valid_update(u)).count() as u64;
+        if invalid > 0 {
+            let n = self
+                .counters
+                .ranges_invalid
+                .fetch_add(invalid, Ordering::Relaxed)
+                + invalid;
+            // Every one is counted; the log thins out (1, 2, 4, …).
+            if (n - invalid).checked_ilog2() != n.checked_ilog2() {
+                tracing::warn!(
+                    topic = self.topic,
+                    refused = n,
+                    "A range was not published: its workload or claimant is past the limits every reader keeps."
+                );
+            }
         }
         let messages = codec::encode(&self.origin, updates);
         let (report, _) = self.send(&messages, "An ownership update");
@@ -236,8 +293,12 @@ impl KafkaSharing {
         }
         let c = &self.counters;
         for m in messages {
+            let headers = self.sign(m);
             let error = if ready {
-                let record = BaseRecord::to(&self.topic).key(&m.key).payload(&m.payload);
+                let mut record = BaseRecord::to(&self.topic).key(&m.key).payload(&m.payload);
+                if let Some(h) = &headers {
+                    record = record.headers(h.clone());
+                }
                 match self.producer.send(record) {
                     Ok(()) => {
                         c.published.fetch_add(1, Ordering::Relaxed);
@@ -253,7 +314,11 @@ impl KafkaSharing {
             // The topic is not confirmed (or missing): keep the message
             // until the reader has seen the topic again.
             let keep = error.as_ref().is_none_or(client::retryable);
-            if keep && self.requeue.push(Some(m.key.as_bytes()), &m.payload) {
+            if keep
+                && self
+                    .requeue
+                    .push(Some(m.key.as_bytes()), &m.payload, headers)
+            {
                 c.deliveries.requeued.fetch_add(1, Ordering::Relaxed);
                 report.kept += 1;
                 taken.push(true);
@@ -283,6 +348,27 @@ impl KafkaSharing {
             }
         }
         (report, taken)
+    }
+
+    /// The authentication headers of a message, if this collector signs.
+    fn sign(&self, m: &Encoded) -> Option<OwnedHeaders> {
+        let signer = self.signer.as_ref()?;
+        let sig = signer.sign(&self.topic, m.key.as_bytes(), &m.payload);
+        Some(
+            OwnedHeaders::new_with_capacity(3)
+                .insert(Header {
+                    key: auth::ORIGIN_HEADER,
+                    value: Some(sig.origin.as_bytes()),
+                })
+                .insert(Header {
+                    key: auth::KEY_ID_HEADER,
+                    value: Some(sig.key_id.as_bytes()),
+                })
+                .insert(Header {
+                    key: auth::SIGNATURE_HEADER,
+                    value: Some(&sig.bytes[..]),
+                }),
+        )
     }
 
     /// Reads the retained history: every partition from `warmup_window`

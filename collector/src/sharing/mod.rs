@@ -9,7 +9,11 @@
 //! Optional: a single collector with no Kafka configured never builds any of
 //! this, and keeps its ownership table in process.
 //!
-//! - [`codec`] is the message format (pure, versioned, checked).
+//! - [`codec`] is the message format (pure, versioned, checked, bounded).
+//! - [`auth`] signs messages and checks who sent them and for whom they
+//!   may speak (pure); `admit` applies it, with the codec, to each message
+//!   read.
+//! - [`security`] is how the clients connect (TLS, SASL).
 //! - [`KafkaSharing`] is the shell: a producer and a reader thread on
 //!   librdkafka. The collector's core stays synchronous and sans-IO: it
 //!   drains the table's changes into [`KafkaSharing::publish`] and applies
@@ -59,20 +63,24 @@
 //! history's watermarks too, each with the time its agent was last heard:
 //! an agent silent since is not waited for, however recent the message.
 
+pub mod auth;
 pub mod codec;
+pub mod security;
 
+mod admit;
 pub(crate) mod client;
 mod counters;
 mod kafka;
 mod reader;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+pub use admit::Refusal;
 pub use counters::SharingCounters;
 pub use kafka::{KafkaSharing, MAX_MARKS_PENDING, Published};
 
 /// Where and how ranges are shared.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SharingConfig {
     /// Bootstrap brokers, `host:port[,host:port…]`.
     pub brokers: String,
@@ -98,6 +106,20 @@ pub struct SharingConfig {
     /// Messages read but not yet polled by the collector; past it, the
     /// reader waits (the broker keeps the rest). Default 10,000.
     pub inbound_queue: usize,
+    /// How the clients connect. Default plaintext.
+    pub security: security::KafkaSecurity,
+    /// A message read larger than this is refused before it is parsed.
+    /// Default 1,000,000.
+    pub max_message_bytes: usize,
+    /// This collector's signing key: every message it publishes is
+    /// signed. `None`: unsigned.
+    pub signer: Option<Arc<auth::Signer>>,
+    /// The origins whose messages are taken, with their keys and
+    /// claimants; this collector's own (with [`SharingConfig::signer`]'s
+    /// key, for any claimant) is added. `None`: nothing is verified, every
+    /// well-formed message is taken (unauthenticated sharing; logged as a
+    /// warning at start).
+    pub trust: Option<auth::Trust>,
 }
 
 impl SharingConfig {
@@ -112,6 +134,10 @@ impl SharingConfig {
             publish_queue_bytes: 64 << 20,
             delivery_timeout: Duration::from_secs(15 * 60),
             inbound_queue: 10_000,
+            security: security::KafkaSecurity::default(),
+            max_message_bytes: codec::DEFAULT_MAX_MESSAGE_BYTES,
+            signer: None,
+            trust: None,
         }
     }
 
@@ -132,6 +158,12 @@ impl SharingConfig {
         if self.inbound_queue == 0 {
             return bad("the inbound queue bound must be above zero");
         }
+        if self.max_message_bytes == 0 {
+            return bad("the largest message read must be above zero bytes");
+        }
+        if self.trust.is_some() && self.signer.is_none() {
+            return bad("verifying messages needs this collector's own signing key too");
+        }
         Ok(())
     }
 }
@@ -142,6 +174,9 @@ pub enum SharingError {
     /// The configuration is unusable.
     #[error("invalid Kafka sharing configuration: {0}")]
     Config(String),
+    /// The TLS or SASL settings are unusable.
+    #[error("invalid Kafka security settings: {0}")]
+    Security(#[from] security::SecurityError),
     /// librdkafka refused to create a client (usually a bad setting).
     #[error("could not create the Kafka client: {0}")]
     Client(#[source] rdkafka::error::KafkaError),

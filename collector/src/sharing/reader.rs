@@ -48,14 +48,18 @@ use rdkafka::{
     config::{FromClientConfigAndContext, RDKafkaLogLevel},
     consumer::{BaseConsumer, Consumer, ConsumerContext},
     error::{KafkaError, RDKafkaErrorCode},
+    message::{BorrowedMessage, Headers},
     producer::ThreadedProducer,
 };
 use rustc_hash::FxHashMap;
 
 use super::{
+    admit::{Admission, Refusal},
+    auth::{self, Envelope},
     client::{self, DeliveryContext, Requeue, TopicAdmin, TopicGate},
-    codec::{self, Content, DecodeError, Decoded},
+    codec::{Content, Decoded},
     counters::Counters,
+    security::ResolvedSecurity,
 };
 use crate::{completeness::SharedMark, ownership::RangeUpdate};
 
@@ -87,6 +91,9 @@ pub(super) struct ReaderSettings {
     pub origin: Arc<str>,
     pub partitions: i32,
     pub warmup_window: Duration,
+    pub security: ResolvedSecurity,
+    /// How each message is checked before it is handed on.
+    pub admission: Admission,
 }
 
 /// Collects the partitions' watermarks from the client's statistics.
@@ -162,7 +169,7 @@ impl Reader {
         counters: Arc<Counters>,
         stop: Arc<AtomicBool>,
     ) -> Result<Self, KafkaError> {
-        let mut config: ClientConfig = client::base_config(&settings.brokers);
+        let mut config: ClientConfig = client::base_config(&settings.brokers, &settings.security);
         // A group id is needed to assign partitions; the group is never
         // joined and nothing is committed.
         config
@@ -182,7 +189,7 @@ impl Reader {
             consumer: None,
             config,
             watermarks,
-            admin: TopicAdmin::new(&settings.brokers)?,
+            admin: TopicAdmin::new(&settings.brokers, &settings.security)?,
             producer,
             requeue,
             gate,
@@ -241,7 +248,7 @@ impl Reader {
                 Some(Ok(m)) => Ok((
                     m.partition(),
                     m.offset(),
-                    codec::decode(m.key(), m.payload().unwrap_or_default()),
+                    admit(&self.settings.admission, &m),
                 )),
                 Some(Err(e)) => Err(e),
             };
@@ -253,7 +260,7 @@ impl Reader {
         }
     }
 
-    fn on_message(&mut self, partition: i32, offset: i64, decoded: Result<Decoded, DecodeError>) {
+    fn on_message(&mut self, partition: i32, offset: i64, decoded: Result<Decoded, Refusal>) {
         let part = usize::try_from(partition)
             .ok()
             .and_then(|p| self.parts.get_mut(p));
@@ -278,7 +285,7 @@ impl Reader {
                         reason = reason.as_str(),
                         refused = n,
                         %error,
-                        "A malformed sharing message was refused."
+                        "A sharing message was refused; nothing of it is used."
                     );
                 }
             }
@@ -564,4 +571,21 @@ impl Reader {
             }
         }
     }
+}
+
+/// Checks one message read, with its authentication headers.
+fn admit(admission: &Admission, m: &BorrowedMessage<'_>) -> Result<Decoded, Refusal> {
+    let mut envelope = Envelope::default();
+    if let Some(headers) = m.headers() {
+        for h in headers.iter() {
+            let slot = match h.key {
+                auth::ORIGIN_HEADER => &mut envelope.origin,
+                auth::KEY_ID_HEADER => &mut envelope.key_id,
+                auth::SIGNATURE_HEADER => &mut envelope.signature,
+                _ => continue,
+            };
+            *slot = h.value;
+        }
+    }
+    admission.admit(m.key(), m.payload().unwrap_or_default(), &envelope)
 }
