@@ -359,11 +359,13 @@ impl KafkaSection {
 
     fn check(&self, name: &str) -> Result<(), String> {
         if !self.unauthenticated && self.signing_key.is_none() {
-            return Err("at `kafka`: sharing needs `signing_key` (this collector's Ed25519 key) \
+            return Err(
+                "at `kafka`: sharing needs `signing_key` (this collector's Ed25519 key) \
                         and `[kafka.origins.NAME]` for the collectors it trusts, or \
                         `unauthenticated = true` to take any message from anyone who can \
                         write to the topic"
-                .into());
+                    .into(),
+            );
         }
         for (origin, o) in &self.origins {
             if origin == name {
@@ -372,7 +374,9 @@ impl KafkaSection {
                 ));
             }
             if o.public_keys.is_empty() {
-                return Err(format!("at `kafka.origins.{origin}.public_keys`: no key given"));
+                return Err(format!(
+                    "at `kafka.origins.{origin}.public_keys`: no key given"
+                ));
             }
             if o.claimants.is_empty() {
                 return Err(format!(
