@@ -47,6 +47,7 @@ impl Harness {
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: None,
             clock: plugin_clock.clone(),
+            ..RuntimeConfig::default()
         })
         .unwrap();
         let (directory, _) = PluginDirectory::open(&runtime, fleet.plugins()).unwrap();

@@ -256,6 +256,7 @@ fn kafka_output(broker: &Broker, topic: &str) -> KafkaOutputSection {
         replication_factor: None,
         max_message_bytes: 1_000_000,
         properties: Default::default(),
+        security: Default::default(),
     }
 }
 
@@ -356,6 +357,7 @@ fn core_on(
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: None,
         clock: plugin_clock.clone(),
+        ..RuntimeConfig::default()
     })
     .unwrap();
     let (directory, _) = PluginDirectory::open(&runtime, fleet.plugins()).unwrap();

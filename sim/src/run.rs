@@ -427,6 +427,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<RunOutco
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: options.cache_dir.clone(),
         clock: plugin_clock.clone(),
+        ..RuntimeConfig::default()
     })?;
     let clock = Arc::new(AtomicU64::new(EPOCH_NS));
     let judge = Arc::new(Mutex::new(Judge::new(LEGACY_SHADOW)));

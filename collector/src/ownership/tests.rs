@@ -811,3 +811,77 @@ fn random_heartbeat_orders_never_yield_a_wrong_workload() {
         );
     }
 }
+
+/// A time near one of the edges the table's arithmetic must survive: 0,
+/// `u64::MAX`, the tolerance and merge gap around them, or anywhere.
+fn edge_time() -> impl proptest::strategy::Strategy<Value = u64> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(0),
+        Just(1),
+        Just(u64::MAX),
+        Just(u64::MAX - 1),
+        (0..=60 * S),
+        (u64::MAX - 60 * S..=u64::MAX),
+        any::<u64>(),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Heartbeats and lookups at edge times (0, `u64::MAX`, ranges open to
+    /// the end of time, empty and inverted ranges, "now" at either end):
+    /// nothing panics or overflows, the heartbeats' order does not change
+    /// the table, an address only one workload ever claimed is never
+    /// attributed to another, and every range the table holds lies inside
+    /// what was seen (merged with its neighbours) after expiry.
+    #[test]
+    fn edge_times_keep_the_tables_invariants(
+        beats in proptest::collection::vec(
+            (0u8..3, 0u8..3, edge_time(), edge_time()),
+            1..24,
+        ),
+        lookups in proptest::collection::vec((0u8..3, edge_time()), 1..16),
+        now in edge_time(),
+        seed in proptest::prelude::any::<u64>(),
+    ) {
+        let addr = |a: u8| IpAddr::from([10, 9, 0, a]);
+        // Address 0 is claimed by workload 0 only; the others by anyone.
+        let workloads = [w("w0"), w("w1"), w("w2")];
+        let beats: Vec<_> = beats
+            .into_iter()
+            .map(|(a, who, start, end)| {
+                let who = if a == 0 { 0 } else { who };
+                (addr(a), who as usize, TimeRange::new(start, end))
+            })
+            .collect();
+        let build = |beats: &[(IpAddr, usize, TimeRange)]| {
+            let mut t = table();
+            for (ip, who, seen) in beats {
+                t.heartbeat(*ip, &workloads[*who], *seen, "agent", now);
+            }
+            t
+        };
+        let table = build(&beats);
+        let mut shuffled = beats.clone();
+        Rng(seed | 1).shuffle(&mut shuffled);
+        proptest::prop_assert_eq!(build(&shuffled).dump(), table.dump());
+
+        for (a, t_ns) in lookups {
+            if let Ok((got, valid)) = table.lookup(addr(a), t_ns, now) {
+                if a == 0 {
+                    proptest::prop_assert_eq!(&got.id, "w0");
+                }
+                proptest::prop_assert!(valid.start_ns <= valid.end_ns);
+            }
+        }
+        let mut expired = table;
+        expired.expire(now);
+        for (ip, range, _) in expired.dump() {
+            proptest::prop_assert!(range.start_ns <= range.end_ns, "{ip} {range:?}");
+            let seen_min = beats.iter().filter(|b| b.0 == ip).map(|b| b.2.start_ns.min(b.2.end_ns)).min();
+            proptest::prop_assert!(seen_min.is_some_and(|m| m <= range.start_ns), "{ip} {range:?}");
+        }
+    }
+}
