@@ -240,11 +240,6 @@ impl CollectorMetrics {
         );
         r.register("sharing", "Kafka ownership sharing", m.sharing.clone());
         r.register(
-            "sharing_refused",
-            "Kafka sharing messages refused since start, by reason (syntax, limit, unsigned, bad_signature, not_allowed, …); nothing of them is used",
-            m.sharing_refused.clone(),
-        );
-        r.register(
             "authorization",
             "Flow sides an agent sent that were not taken as sent, by agent and what (local_outside_claims: unattributed; remote_recomputed: reset to pending)",
             m.authorization.clone(),
@@ -253,6 +248,11 @@ impl CollectorMetrics {
             "receiver",
             "QUIC receiver counters: frames refused by reason (malformed, truncated, oversized, version, over_limit), connections and handshakes refused, retries, bytes in flight",
             m.receiver.clone(),
+        );
+        r.register(
+            "sharing_refused",
+            "Kafka sharing messages refused since start, by reason (syntax, limit, unsigned, bad_signature, not_allowed, …); nothing of them is used",
+            m.sharing_refused.clone(),
         );
         r.register(
             "plugin",
