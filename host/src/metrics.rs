@@ -53,7 +53,9 @@ pub struct AgentMetrics {
     /// Transport events by event: `sent`, `acked`, `retried`, `failover`,
     /// `rejected` (batches; a rejected batch is dropped, its flows counted
     /// in `dropped{reason="rejected"}`), `refused_identity` (refusals of a
-    /// batch naming another agent than the certificate; the batch is kept).
+    /// batch naming another agent than the certificate; the batch is kept),
+    /// `refused_unclaimed` (refusals because the collector's `[claims]` do
+    /// not list this agent; the batch is kept).
     pub transport: Family<Labels, Counter>,
     /// Spooled batches a collector refuses for the agent name they carry,
     /// waiting to be offered again.
@@ -163,12 +165,12 @@ impl AgentMetrics {
         );
         registry.register(
             "transport",
-            "Transport events by event: sent, acked, retried, failover, rejected (dropped), refused_identity (kept) (batches)",
+            "Transport events by event: sent, acked, retried, failover, rejected (dropped), refused_identity and refused_unclaimed (kept) (batches)",
             m.transport.clone(),
         );
         registry.register(
             "transport_held_batches",
-            "Spooled batches a collector refuses for the agent name they carry, kept to be offered again",
+            "Spooled batches a collector refuses (for the agent name they carry, or an agent its claims do not list), kept to be offered again",
             m.transport_held_batches.clone(),
         );
         registry.register(
@@ -270,6 +272,11 @@ impl AgentMetrics {
                     now.refused_identity,
                     seen.refused_identity,
                 ),
+                (
+                    "refused_unclaimed",
+                    now.refused_unclaimed,
+                    seen.refused_unclaimed,
+                ),
             ] {
                 self.transport
                     .get_or_create(&vec![("event", event.to_owned())])
@@ -346,6 +353,7 @@ mod tests {
         shipper.acked.store(5, Relaxed);
         shipper.dropped_spool_full_flows.store(100, Relaxed);
         shipper.refused_identity.store(4, Relaxed);
+        shipper.refused_unclaimed.store(6, Relaxed);
         shipper.held_identity.store(2, Relaxed);
         shipper.rejected.store(1, Relaxed);
         shipper.rejected_flows.store(30, Relaxed);
@@ -357,6 +365,7 @@ mod tests {
             r#"flowattr_agent_dropped_total{reason="spool_full"} 100"#,
             "flowattr_agent_transport_connected 0",
             r#"flowattr_agent_transport_total{event="refused_identity"} 4"#,
+            r#"flowattr_agent_transport_total{event="refused_unclaimed"} 6"#,
             "flowattr_agent_transport_held_batches 2",
             r#"flowattr_agent_transport_total{event="rejected"} 1"#,
             r#"flowattr_agent_dropped_total{reason="rejected"} 30"#,
