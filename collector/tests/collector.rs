@@ -384,6 +384,22 @@ async fn attribution_goes_on_while_the_broker_is_down_and_sharing_resumes() {
         )],
     )
     .await;
+    // The range has reached c1 through Kafka (a busy machine may take
+    // longer than the hold to get it there).
+    let received = || {
+        c1.metrics().value(
+            "flowattr_collector_sharing",
+            &[("counter", "ranges_received")],
+        )
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while received() < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c1 never heard of db-1"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     ship_all(
         &a,
         &[batch(
@@ -423,7 +439,14 @@ async fn attribution_goes_on_while_the_broker_is_down_and_sharing_resumes() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     broker.restart();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while received() < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c1 never heard of cache-1"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     ship_all(
         &a,
         &[batch(
