@@ -132,6 +132,24 @@ fn example_config(fleet: &Fleet, broker: &Broker) -> CollectorConfig {
     c.ownership.max_skew = test.ownership.max_skew;
     if let Some(k) = &mut c.kafka {
         k.brokers = broker.address();
+        // The example's keys, made here (as `openssl genpkey -algorithm
+        // ed25519` would).
+        let keys = fleet.out_dir("sharing-keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        let key_pair = |name: &str| {
+            let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+            let (private, public) = (
+                keys.join(format!("{name}.key")),
+                keys.join(format!("{name}.pub")),
+            );
+            std::fs::write(&private, pair.serialize_pem()).unwrap();
+            std::fs::write(&public, pair.public_key_pem()).unwrap();
+            (private, public)
+        };
+        k.signing_key = Some(key_pair("collector-1").0);
+        for (name, origin) in &mut k.origins {
+            origin.public_keys = vec![key_pair(name).1];
+        }
     }
     for o in &mut c.outputs {
         match o {
