@@ -34,6 +34,15 @@ fn demo(dir: &Path, json: &Path) -> Command {
     cmd
 }
 
+/// A temporary directory the demo's agent can still reach once it has
+/// dropped root (a fresh one is root's alone).
+fn reachable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    tmp
+}
+
 /// Namespaces and processes the demo run `pid` (in `dir`) left behind.
 fn leftovers(pid: u32, dir: &Path) -> (Vec<String>, Vec<String>) {
     let netns = String::from_utf8_lossy(
@@ -62,7 +71,7 @@ fn leftovers(pid: u32, dir: &Path) -> (Vec<String>, Vec<String>) {
 #[test]
 fn every_attributed_flow_matches_the_owner_of_its_address_at_the_time() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = reachable_tempdir();
     let (dir, json) = (tmp.path().join("demo"), tmp.path().join("demo.json"));
     let child = demo(&dir, &json)
         .stdout(std::process::Stdio::piped())
@@ -100,7 +109,7 @@ fn every_attributed_flow_matches_the_owner_of_its_address_at_the_time() {
 #[test]
 fn an_interrupted_demo_removes_everything_it_made() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = reachable_tempdir();
     let (dir, json) = (tmp.path().join("demo"), tmp.path().join("demo.json"));
     let mut child = demo(&dir, &json).spawn().unwrap();
     let pid = child.id();

@@ -107,6 +107,16 @@ fn install(
 }
 
 /// Sleeps `d` unless interrupted; false when interrupted.
+/// Whether every directory from `/` down to `dir` lets other users in.
+fn reachable_by_others(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    dir.ancestors()
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
 fn pause(d: Duration, interrupted: &AtomicBool) -> bool {
     let end = Instant::now() + d;
     while Instant::now() < end {
@@ -252,6 +262,17 @@ records = "{d}/ab-records.jsonl"
             hold = HOLD.as_secs()
         ),
     )?;
+    // The agent drops root to `flowattr` once capture is attached, and then
+    // reads its plugins from `dir`: where that user cannot reach `dir`, the
+    // demo's agent keeps root, and says so.
+    let agent_user = if reachable_by_others(&dir) {
+        "flowattr"
+    } else {
+        step(&format!(
+            "note: {d} is not reachable by other users, so the demo's agent keeps root instead of dropping to flowattr"
+        ));
+        "root"
+    };
     std::fs::write(
         dir.join("agent.toml"),
         format!(
@@ -269,6 +290,8 @@ key = "{d}/pki/demo-host.key"
 spool_dir = "{d}/spool"
 [metrics]
 listen = "127.0.0.1:{agent_metrics}"
+[privileges]
+user = "{agent_user}"
 "#
         ),
     )?;
