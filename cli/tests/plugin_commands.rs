@@ -105,6 +105,37 @@ fn check_lists_the_three_bundled_plugins_as_loaded() {
 }
 
 #[test]
+fn check_shows_a_missing_identity_source_as_a_state_not_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = bundled(tmp.path());
+    std::fs::remove_file(dir.join("state/ec2/instance-identity.json")).unwrap();
+    let out = flowattr(
+        &["plugin", "check", dir.to_str().unwrap()],
+        &tmp.path().join("cache"),
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("3 loaded, 0 refused"), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let row = lines
+        .iter()
+        .position(|l| l.starts_with("ec2-disk"))
+        .expect("ec2-disk row");
+    assert!(
+        lines[row + 1]
+            .starts_with("  └ state: cannot read identity document /ec2/instance-identity.json"),
+        "{stdout}"
+    );
+    // The other identity plugin found its source and says so.
+    assert!(
+        stdout.contains("  └ state: Loaded IPMan state file /ipman/state.json"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("cannot read").count(), 1, "{stdout}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+}
+
+#[test]
 fn check_refuses_a_tampered_component_and_exits_non_zero() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = bundled(tmp.path());
