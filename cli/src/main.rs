@@ -3,6 +3,7 @@
 
 mod ab;
 mod agent;
+mod bundled;
 mod certs;
 mod collector;
 mod demo;

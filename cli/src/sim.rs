@@ -13,8 +13,9 @@ use crate::ab::ReportFiles;
 /// Arguments of `flowattr sim`.
 #[derive(clap::Args)]
 pub struct SimArgs {
-    /// The scenario file.
-    #[arg(default_value = "scenarios/default.toml")]
+    /// The scenario file [default: scenarios/default.toml here, or of the
+    /// checkout this flowattr was built in].
+    #[arg(default_value_os_t = crate::bundled::path("scenarios/default.toml"), hide_default_value = true)]
     scenario: PathBuf,
     /// Override the scenario's seed (with --explore: seeds the draws; 1 by
     /// default).
@@ -23,8 +24,9 @@ pub struct SimArgs {
     /// Override the simulated duration (such as 2h).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// Where the bundled plugins are installed (scripts/build puts them in plugins/).
-    #[arg(long, default_value = "plugins")]
+    /// Where the bundled plugins are installed [default: plugins/ here, or
+    /// of the checkout this flowattr was built in].
+    #[arg(long, default_value_os_t = crate::bundled::path("plugins"), hide_default_value = true)]
     plugins: PathBuf,
     /// Scratch directory (journals, outputs); a temporary one by default.
     #[arg(long)]
@@ -97,6 +99,9 @@ fn progress_bar() -> (indicatif::ProgressBar, Progress) {
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    if args.connect.is_empty() {
+        crate::bundled::require(&args.plugins, "sonar-legacy.wasm", "--plugins")?;
+    }
     if let Some(draws) = args.explore {
         return explored(draws, &args);
     }

@@ -228,3 +228,29 @@ fn ab_judges_a_records_file_by_recorded_ownership_and_known_dependencies() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn sim_finds_the_bundled_scenario_and_plugins_from_any_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = flowattr(&["sim", "--duration", "5m"], tmp.path());
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("sonar-legacy-shadow"), "{stdout}");
+
+    let out = flowattr(
+        &[
+            "sim",
+            "--duration",
+            "5m",
+            "--plugins",
+            tmp.path().to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no sonar-legacy.wasm in") && stderr.contains("pass --plugins DIR"),
+        "{stderr}"
+    );
+}

@@ -42,8 +42,9 @@ pub struct DemoArgs {
     /// Where the demo keeps its files (emptied first).
     #[arg(long, default_value = "target/demo")]
     dir: PathBuf,
-    /// Where the bundled plugins are installed (scripts/build puts them in plugins/).
-    #[arg(long, default_value = "plugins")]
+    /// Where the bundled plugins are installed [default: plugins/ here, or
+    /// of the checkout this flowattr was built in].
+    #[arg(long, default_value_os_t = crate::bundled::path("plugins"), hide_default_value = true)]
     plugins: PathBuf,
     /// How late the legacy event stream reports each address change.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
@@ -167,6 +168,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 fn run_as_root(args: &DemoArgs, interrupted: &AtomicBool) -> anyhow::Result<ExitCode> {
     let dir = std::path::absolute(&args.dir)?;
     let bundle = std::path::absolute(&args.plugins)?;
+    crate::bundled::require(&bundle, "sonar-legacy.wasm", "--plugins")?;
     let _ = std::fs::remove_dir_all(&dir);
     for sub in ["state/ipman", "state/ec2", "out"] {
         std::fs::create_dir_all(dir.join(sub))?;

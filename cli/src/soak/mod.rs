@@ -47,8 +47,9 @@ pub struct SoakArgs {
     /// Seconds between collector kills (SIGKILL), alternating collectors.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     kill_every: Duration,
-    /// Where the bundled plugins are installed (scripts/build puts them in plugins/).
-    #[arg(long, default_value = "plugins")]
+    /// Where the bundled plugins are installed [default: plugins/ here, or
+    /// of the checkout this flowattr was built in].
+    #[arg(long, default_value_os_t = crate::bundled::path("plugins"), hide_default_value = true)]
     plugins: PathBuf,
     /// Scratch directory; a temporary one by default.
     #[arg(long)]
@@ -72,12 +73,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
             scratch.path().to_owned()
         }
     };
-    let sink = args.plugins.join("jsonl-sink.wasm");
-    anyhow::ensure!(
-        sink.exists(),
-        "{} is missing: run scripts/build, or pass --plugins DIR",
-        sink.display()
-    );
+    crate::bundled::require(&args.plugins, "jsonl-sink.wasm", "--plugins")?;
     let agents: Vec<String> = (0..args.agents).map(load::agent_name).collect();
     let agent_refs: Vec<&str> = agents.iter().map(String::as_str).collect();
     flowattr_transport::certs::generate_dev_pki(
