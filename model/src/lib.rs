@@ -14,6 +14,7 @@ mod answers;
 mod attribution;
 pub mod columns;
 mod community_id;
+mod dictionary;
 mod flow;
 mod query;
 mod record_id;
@@ -25,6 +26,7 @@ pub use attribution::{
     AttributedFlow, Attribution, AttributionSource, BatchId, FlowBatch, Redactions, Side, Verdict,
 };
 pub use community_id::{CommunityId, community_id, community_id_v1};
+pub use dictionary::WorkloadDictionary;
 pub use flow::{Flow, FlowEnd, Initiator, Protocol};
 pub use query::{IpChange, IpEvent, LocalQuery, ResolveQuery};
 pub use record_id::{RecordIds, record_id, record_id_hex};

@@ -62,7 +62,7 @@ pub use flowattr_model::{
     Answer, AnswerScope, Answers, AnswersBuilder, AttributedFlow, Attribution, AttributionSource,
     BatchId, CommunityId, Flow, FlowEnd, Initiator, IpChange, IpEvent, LocalQuery, Protocol,
     RecordIds, Redactions, ResolveQuery, Side, TimeRange, Unanswered, UnattributedReason, Verdict,
-    Workload, community_id, community_id_v1, record_id_hex,
+    Workload, WorkloadDictionary, community_id, community_id_v1, record_id_hex,
 };
 pub use kinds::{IdentityPlugin, Plugin, PolicyPlugin, ResolverPlugin, SinkPlugin};
 

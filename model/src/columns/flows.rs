@@ -3,20 +3,19 @@
 //!
 //! A batch of ten thousand flows crosses the Wasm boundary as a few dozen
 //! arrays instead of ten thousand nested records, each field of which the
-//! runtime would otherwise store one at a time. Each distinct workload (by
-//! `Arc`) and plugin name is listed once and referred to by index.
+//! runtime would otherwise store one at a time. Each distinct workload
+//! ([`WorkloadDictionary`]) and plugin name is listed once and referred to
+//! by index.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-
-use rustc_hash::FxHashMap;
 
 use super::{
     address_count, address_octets_of, ipv6, mapped_ipv4, reason_code, reason_of_code, same_lengths,
 };
 use crate::{
     AttributedFlow, Attribution, AttributionSource, Flow, FlowEnd, Initiator, Protocol, Side,
-    TimeRange, Workload,
+    TimeRange, Workload, WorkloadDictionary,
 };
 
 /// Bit of [`FlowBatchColumns::ipv4`] set when the local address is IPv4.
@@ -85,24 +84,17 @@ pub struct FlowBatchColumns {
     pub remote: SideColumns,
 }
 
-/// Lists each distinct workload (by `Arc`) and plugin name once. The rows
-/// being converted keep every `Arc` alive, so an address names one workload
-/// for the whole conversion.
+/// Lists each distinct workload and plugin name once, for the rows being
+/// converted.
 #[derive(Default)]
-struct Dictionary {
-    workloads: Vec<Arc<Workload>>,
-    by_pointer: FxHashMap<*const Workload, u32>,
+struct Dictionary<'a> {
+    workloads: WorkloadDictionary<'a>,
     plugins: Vec<Arc<str>>,
 }
 
-impl Dictionary {
-    fn workload(&mut self, w: &Arc<Workload>) -> u32 {
-        let next = self.workloads.len() as u32;
-        let index = *self.by_pointer.entry(Arc::as_ptr(w)).or_insert(next);
-        if index == next {
-            self.workloads.push(w.clone());
-        }
-        index
+impl<'a> Dictionary<'a> {
+    fn workload(&mut self, w: &'a Arc<Workload>) -> u32 {
+        self.workloads.index(w)
     }
 
     /// A batch names a handful of plugins, so a scan beats hashing.
@@ -129,7 +121,7 @@ impl SideColumns {
         }
     }
 
-    fn push(&mut self, side: &Side, dictionary: &mut Dictionary) {
+    fn push<'a>(&mut self, side: &'a Side, dictionary: &mut Dictionary<'a>) {
         let (status, workload, source, plugin, valid) = match side {
             Side::Attributed(a) => (
                 0,
@@ -240,7 +232,12 @@ impl FlowBatchColumns {
             out
         };
         Self {
-            workloads: dictionary.workloads,
+            workloads: dictionary
+                .workloads
+                .workloads()
+                .iter()
+                .map(|w| Arc::clone(w))
+                .collect(),
             plugins: dictionary.plugins,
             protocol: flows().map(|f| f.protocol.number()).collect(),
             ipv4: flows()

@@ -2,15 +2,13 @@
 //! crate's README. Keys are always written in the same order; optional
 //! workload attributes are left out when unknown.
 
-use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use flowattr_sdk::{
     AttributedFlow, Attribution, AttributionSource, FlowEnd, Initiator, Protocol, Side, TimeRange,
-    Workload, community_id, record_id_hex,
+    Workload, WorkloadDictionary, community_id, record_id_hex,
 };
-use rustc_hash::FxHashMap;
 
 use crate::config::{Config, TimeFormat};
 use crate::text;
@@ -184,56 +182,25 @@ impl LineWriter {
     }
 }
 
-/// A workload compared by value but hashed by its id alone: ids are all but
-/// unique, so hashing every attribute would only cost time, while equality
-/// still compares every attribute (two workloads sharing an id stay apart).
-#[derive(Clone, Copy)]
-struct ById<'a>(&'a Workload);
-
-impl Hash for ById<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.id.hash(state);
-    }
-}
-
-impl PartialEq for ById<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-
-impl Eq for ById<'_> {}
-
 /// The workloads of one batch already written: each distinct workload's
 /// JSON object is built once and copied for every later flow.
-///
-/// Looked up by `Arc` address first (flows of one batch share their
-/// workloads' `Arc`s, and that lookup is a pointer hash), then by value
-/// (flows built apart, such as parsed one by one, carry equal workloads in
-/// separate `Arc`s).
 #[derive(Default)]
 pub(crate) struct Workloads<'a> {
-    by_address: FxHashMap<*const Workload, (usize, usize)>,
-    by_value: FxHashMap<ById<'a>, (usize, usize)>,
+    dictionary: WorkloadDictionary<'a>,
+    /// Each listed workload's object in `json`, by index.
+    ranges: Vec<(usize, usize)>,
     json: Vec<u8>,
 }
 
 impl<'a> Workloads<'a> {
     fn write(&mut self, out: &mut Vec<u8>, w: &'a Arc<Workload>) {
-        let address = Arc::as_ptr(w);
-        let (start, end) = match self.by_address.get(&address) {
-            Some(&range) => range,
-            None => {
-                let json = &mut self.json;
-                let range = *self.by_value.entry(ById(w)).or_insert_with(|| {
-                    let start = json.len();
-                    workload(json, w);
-                    (start, json.len())
-                });
-                self.by_address.insert(address, range);
-                range
-            }
-        };
+        let (index, new) = self.dictionary.insert(w);
+        if new {
+            let start = self.json.len();
+            workload(&mut self.json, w);
+            self.ranges.push((start, self.json.len()));
+        }
+        let (start, end) = self.ranges[index as usize];
         out.extend_from_slice(&self.json[start..end]);
     }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use flowattr_model::{
     AttributedFlow, Attribution, AttributionSource, BatchId, Flow, FlowBatch, FlowEnd, Initiator,
-    Protocol, Side, TimeRange, UnattributedReason, Workload,
+    Protocol, Side, TimeRange, UnattributedReason, Workload, WorkloadDictionary,
 };
 use rustc_hash::FxHashMap;
 
@@ -24,9 +24,7 @@ use super::{
 /// Workloads and plugin names seen so far in one batch, by index.
 #[derive(Default)]
 struct Dictionary<'a> {
-    /// Fast path: flows of one workload share its `Arc`.
-    by_pointer: FxHashMap<*const Workload, u32>,
-    by_value: FxHashMap<&'a Workload, u32>,
+    workload_index: WorkloadDictionary<'a>,
     workloads: Vec<WorkloadMsg>,
     plugin_index: FxHashMap<&'a str, u32>,
     plugins: Vec<String>,
@@ -34,15 +32,10 @@ struct Dictionary<'a> {
 
 impl<'a> Dictionary<'a> {
     fn workload(&mut self, workload: &'a Arc<Workload>) -> u32 {
-        if let Some(&i) = self.by_pointer.get(&Arc::as_ptr(workload)) {
-            return i;
-        }
-        let next = self.workloads.len() as u32;
-        let i = *self.by_value.entry(workload).or_insert(next);
-        if i == next {
+        let (i, new) = self.workload_index.insert(workload);
+        if new {
             self.workloads.push(workload_to_msg(workload));
         }
-        self.by_pointer.insert(Arc::as_ptr(workload), i);
         i
     }
 
