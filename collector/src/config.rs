@@ -481,6 +481,80 @@ pub enum OutputSection {
         keep_files: usize,
     },
     Kafka(KafkaOutputSection),
+    Otlp(OtlpOutputSection),
+}
+
+/// `[[outputs]]` with `type = "otlp"`: OpenTelemetry logs over OTLP/HTTP
+/// (protobuf), see [`crate::output::otlp`]. Needs a sink that writes OTLP
+/// (`[plugins] sink = "otlp-sink"`); the collector refuses to start
+/// otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpOutputSection {
+    /// `http://` or `https://` URL; without a path, `/v1/logs` is added
+    /// (`http://otel:4318` → `http://otel:4318/v1/logs`).
+    pub endpoint: String,
+    /// Headers sent with every request (`authorization`, a tenant id).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The most one request may take, answer included. Default 10s.
+    #[serde(
+        default = "default_otlp_timeout",
+        with = "flowattr_daemon::config::duration"
+    )]
+    pub timeout: Duration,
+    /// The largest request body; larger chunks are formatted again with
+    /// fewer flows. Default 8 MiB (the OpenTelemetry Collector's receiver
+    /// takes 20 MiB by default).
+    #[serde(default = "default_otlp_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Bytes of requests the output holds while the receiver is slow or
+    /// down (then the collector's `max_queued_bytes`). Default 64 MiB.
+    #[serde(default = "default_otlp_queue_bytes")]
+    pub queue_bytes: usize,
+    /// The first retry's longest wait; doubles up to `retry_max`.
+    /// Defaults 100ms and 30s.
+    #[serde(
+        default = "default_otlp_retry_initial",
+        with = "flowattr_daemon::config::duration"
+    )]
+    pub retry_initial: Duration,
+    #[serde(
+        default = "default_otlp_retry_max",
+        with = "flowattr_daemon::config::duration"
+    )]
+    pub retry_max: Duration,
+}
+
+fn default_otlp_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_otlp_max_request_bytes() -> usize {
+    8 << 20
+}
+fn default_otlp_queue_bytes() -> usize {
+    64 << 20
+}
+fn default_otlp_retry_initial() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_otlp_retry_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl OtlpOutputSection {
+    /// The output's settings; an endpoint that is not an http(s) URL is an
+    /// error naming it.
+    pub fn to_config(&self) -> Result<crate::output::otlp::OtlpOutputConfig, String> {
+        let mut config = crate::output::otlp::OtlpOutputConfig::new(&self.endpoint)?;
+        config.headers = self.headers.clone();
+        config.timeout = self.timeout;
+        config.max_request_bytes = self.max_request_bytes;
+        config.queue_bytes = self.queue_bytes;
+        config.retry_initial = self.retry_initial;
+        config.retry_max = self.retry_max;
+        Ok(config)
+    }
 }
 
 /// `[[outputs]]` with `type = "kafka"`: see
@@ -590,6 +664,19 @@ impl CollectorConfig {
         if self.outputs.is_empty() {
             return Err("at `outputs`: at least one output is needed".into());
         }
+        for output in &self.outputs {
+            if let OutputSection::Otlp(otlp) = output {
+                let config = otlp
+                    .to_config()
+                    .map_err(|e| format!("at `outputs` (otlp), `endpoint`: {e}"))?;
+                if config.timeout.is_zero() || config.max_request_bytes == 0 {
+                    return Err(
+                        "at `outputs` (otlp): `timeout` and `max_request_bytes` must be above 0"
+                            .into(),
+                    );
+                }
+            }
+        }
         for r in &self.regions {
             if r.collectors.is_empty() {
                 return Err(format!(
@@ -672,5 +759,47 @@ mod tests {
         assert!(e.starts_with("at `outputs"), "{e}");
         let e = CollectorConfig::parse("unknown = 1").unwrap_err();
         assert!(e.contains("unknown"), "{e}");
+    }
+
+    #[test]
+    fn an_otlp_output_gets_its_logs_path_and_a_bad_endpoint_is_named() {
+        let c = CollectorConfig::parse(
+            "[[outputs]]\ntype = \"otlp\"\nendpoint = \"http://otel:4318\"\ntimeout = \"2s\"\nheaders = { authorization = \"Bearer x\" }",
+        )
+        .unwrap();
+        let OutputSection::Otlp(otlp) = &c.outputs[0] else {
+            panic!("{:?}", c.outputs)
+        };
+        let config = otlp.to_config().unwrap();
+        assert_eq!(config.url, "http://otel:4318/v1/logs");
+        assert_eq!(config.timeout, Duration::from_secs(2));
+        assert_eq!(config.headers["authorization"], "Bearer x");
+        assert_eq!(config.max_request_bytes, 8 << 20);
+        let c = CollectorConfig::parse(
+            "[[outputs]]\ntype = \"otlp\"\nendpoint = \"https://logs.example/otlp/v1/logs\"",
+        )
+        .unwrap();
+        let OutputSection::Otlp(otlp) = &c.outputs[0] else {
+            panic!()
+        };
+        assert_eq!(
+            otlp.to_config().unwrap().url,
+            "https://logs.example/otlp/v1/logs"
+        );
+        for bad in ["otel:4318", "ftp://otel/v1/logs", "http://"] {
+            let e = CollectorConfig::parse(&format!(
+                "[[outputs]]\ntype = \"otlp\"\nendpoint = \"{bad}\""
+            ))
+            .unwrap_err();
+            assert!(
+                e.starts_with("at `outputs` (otlp), `endpoint`"),
+                "{bad}: {e}"
+            );
+        }
+        let e = CollectorConfig::parse(
+            "[[outputs]]\ntype = \"otlp\"\nendpoint = \"http://a\"\nretries = 3",
+        )
+        .unwrap_err();
+        assert!(e.contains("retries"), "{e}");
     }
 }

@@ -30,7 +30,10 @@ use crate::{
     journal::Journal,
     legacy::EventFollower,
     metrics::CollectorMetrics,
-    output::{FileOutput, FileOutputConfig, Output, Outputs, StdoutOutput, kafka::KafkaOutput},
+    output::{
+        FileOutput, FileOutputConfig, Output, Outputs, StdoutOutput, kafka::KafkaOutput,
+        otlp::OtlpOutput,
+    },
     ownership::{OwnershipTable, RangeUpdate},
     remote::Regions,
     shadow::RecordsFile,
@@ -103,6 +106,7 @@ impl Collector {
                 config.plugins.directory.display()
             );
         }
+        check_sink_for_outputs(&config, &directory).await?;
         let watch = if config.plugins.watch {
             Some(directory.watch().context("watching the plugin directory")?)
         } else {
@@ -453,6 +457,42 @@ fn parse_collector(text: &str) -> anyhow::Result<CollectorAddr> {
     Ok(CollectorAddr::new(addr, name))
 }
 
+/// Refuses an output whose format the sink does not write: an OTLP output
+/// sends the sink's chunks as OTLP protobuf requests, so its sink must
+/// write `application/x-protobuf` (`otlp-sink`).
+async fn check_sink_for_outputs(
+    config: &CollectorConfig,
+    directory: &Arc<PluginDirectory>,
+) -> anyhow::Result<()> {
+    if !config
+        .outputs
+        .iter()
+        .any(|o| matches!(o, OutputSection::Otlp(_)))
+    {
+        return Ok(());
+    }
+    let sink = directory
+        .get(&config.plugins.sink)
+        .context("the sink plugin is loaded")?;
+    // Plugins are called off the async threads.
+    let content_type = tokio::task::spawn_blocking(move || sink.content_type())
+        .await?
+        .with_context(|| {
+            format!(
+                "asking the sink plugin {:?} for its content type",
+                config.plugins.sink
+            )
+        })?;
+    if content_type != crate::output::otlp::CONTENT_TYPE {
+        anyhow::bail!(
+            "outputs: an `otlp` output sends OTLP protobuf ({}), but the sink plugin {:?} writes {content_type:?}; set [plugins] sink = \"otlp-sink\" (or move the otlp output to a collector whose sink writes OTLP)",
+            crate::output::otlp::CONTENT_TYPE,
+            config.plugins.sink,
+        );
+    }
+    Ok(())
+}
+
 fn open_outputs(config: &CollectorConfig) -> anyhow::Result<Vec<Box<dyn Output>>> {
     let extension = if config.plugins.sink.contains("json") {
         "jsonl"
@@ -485,6 +525,10 @@ fn open_outputs(config: &CollectorConfig) -> anyhow::Result<Vec<Box<dyn Output>>
                 OutputSection::Kafka(kafka) => Box::new(
                     KafkaOutput::new(kafka.to_config())
                         .with_context(|| format!("Kafka output {}", kafka.topic))?,
+                ),
+                OutputSection::Otlp(otlp) => Box::new(
+                    OtlpOutput::new(otlp.to_config().map_err(anyhow::Error::msg)?)
+                        .with_context(|| format!("OTLP output {}", otlp.endpoint))?,
                 ),
             })
         })

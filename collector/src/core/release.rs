@@ -211,6 +211,9 @@ impl Core {
     pub(super) fn finish_written(&mut self) {
         let retired = self.outputs.pump();
         self.metrics.flows_out.inc_by(retired.flows);
+        for (reason, flows) in &retired.dropped {
+            self.metrics.count_drop(reason, *flows);
+        }
         if !retired.batches.is_empty()
             && let Err(e) = self.journal.written_out(&retired.batches)
         {

@@ -12,7 +12,7 @@ use std::{collections::VecDeque, sync::Arc};
 
 use flowattr_model::BatchId;
 
-use super::Output;
+use super::{Dropped, Output};
 
 struct Slot {
     output: Box<dyn Output>,
@@ -44,6 +44,8 @@ pub struct OutputStatus {
 pub struct Retired {
     pub batches: Vec<BatchId>,
     pub flows: u64,
+    /// Flows an output refused for good, by reason (to count as dropped).
+    pub dropped: Vec<(String, u64)>,
 }
 
 /// How much memory the buffers of written chunks kept for the next chunks
@@ -141,9 +143,25 @@ impl Outputs {
     /// returns what every output now has for good.
     pub fn pump(&mut self) -> Retired {
         let mut freed = Vec::new();
+        let mut retired = Retired::default();
         for slot in &mut self.slots {
             slot.write_queued();
             freed.extend(slot.commit());
+            for Dropped {
+                seq,
+                reason,
+                records,
+            } in slot.output.take_dropped()
+            {
+                // The chunk is still open: this pump retires it at the earliest.
+                let flows = records.unwrap_or_else(|| {
+                    self.open
+                        .iter()
+                        .find(|o| o.seq == seq)
+                        .map_or(0, |o| o.flows)
+                });
+                retired.dropped.push((reason, flows));
+            }
         }
         for chunk in freed {
             // The last output to let go of a chunk frees its buffer.
@@ -155,7 +173,6 @@ impl Outputs {
                 }
             }
         }
-        let mut retired = Retired::default();
         while let Some(open) = self.open.front() {
             let seq = open.seq;
             let everywhere = self
@@ -338,7 +355,8 @@ mod tests {
             outs.pump(),
             Retired {
                 batches: vec![id(0)],
-                flows: 1
+                flows: 1,
+                ..Retired::default()
             }
         );
         let reused = outs.buffer();
@@ -383,7 +401,8 @@ mod tests {
             outs.pump(),
             Retired {
                 batches: ids(&[1, 2, 3, 4]),
-                flows: 10
+                flows: 10,
+                ..Retired::default()
             }
         );
         assert_eq!(flaky.bytes(), b"abcdefghijklm");
@@ -404,7 +423,8 @@ mod tests {
             outs.pump(),
             Retired {
                 batches: vec![id(0)],
-                flows: 1
+                flows: 1,
+                ..Retired::default()
             }
         );
         assert_eq!(outs.queued_bytes(), 3);
@@ -431,5 +451,60 @@ mod tests {
             .collect();
         assert_eq!(seqs, [0, 1, 2, 1, 2], "b and c were written again");
         assert!(outs.status()[0].up);
+    }
+
+    /// An output that refuses chunk 1 for good and one record of chunk 2.
+    struct Refusing {
+        taken: u64,
+        dropped: Vec<Dropped>,
+    }
+
+    impl Output for Refusing {
+        fn name(&self) -> &str {
+            "refusing"
+        }
+        fn write(&mut self, seq: u64, _: &[u8]) -> io::Result<()> {
+            let drop = |records| Dropped {
+                seq,
+                reason: "refused".into(),
+                records,
+            };
+            match seq {
+                1 => self.dropped.push(drop(None)),
+                2 => self.dropped.push(drop(Some(1))),
+                _ => {}
+            }
+            self.taken = seq + 1;
+            Ok(())
+        }
+        fn commit(&mut self) -> io::Result<Progress> {
+            Ok(Progress {
+                durable_below: self.taken,
+                resend_from: None,
+            })
+        }
+        fn take_dropped(&mut self) -> Vec<Dropped> {
+            std::mem::take(&mut self.dropped)
+        }
+    }
+
+    #[test]
+    fn a_chunk_refused_for_good_is_retired_and_its_flows_counted_as_dropped() {
+        let refusing = Refusing {
+            taken: 0,
+            dropped: Vec::new(),
+        };
+        let mut outs = Outputs::new(vec![Box::new(refusing)], 1 << 20);
+        outs.push(b"a".to_vec(), 2, vec![id(0)]);
+        outs.push(b"b".to_vec(), 5, vec![id(1)]);
+        outs.push(b"c".to_vec(), 3, vec![id(2)]);
+        assert_eq!(
+            outs.pump(),
+            Retired {
+                batches: ids(&[0, 1, 2]),
+                flows: 10,
+                dropped: vec![("refused".into(), 5), ("refused".into(), 1)],
+            }
+        );
     }
 }

@@ -1,12 +1,14 @@
-//! Where formatted flows go: rotating files, stdout, a Kafka topic. An
-//! output that is down makes the collector buffer within a bound and report
-//! it, never drop silently; a batch is retired only once every output has
-//! its flows for good.
+//! Where formatted flows go: rotating files, stdout, a Kafka topic, an
+//! OpenTelemetry receiver (OTLP/HTTP). An output that is down makes the
+//! collector buffer within a bound and report it, never drop silently; a
+//! batch is retired only once every output has its flows for good (or has
+//! refused them for good, counted as dropped with the reason).
 
 mod append;
 mod fanout;
 mod file;
 pub mod kafka;
+pub mod otlp;
 
 pub use fanout::{OutputStatus, Outputs, Retired};
 pub use file::{FileOutput, FileOutputConfig, StdoutOutput, files_of};
@@ -32,6 +34,25 @@ pub trait Output: Send {
     fn max_chunk_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// What it gave up on for good since the last call: chunks (or records
+    /// of them) a receiver refused in a way no retry changes. Such a chunk
+    /// is done (its `durable_below` passes it no earlier than this reports
+    /// it), and the collector counts its flows as dropped with the reason.
+    fn take_dropped(&mut self) -> Vec<Dropped> {
+        Vec::new()
+    }
+}
+
+/// Flows an output refused for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// The chunk.
+    pub seq: u64,
+    /// The `dropped_total` label: short, low-cardinality.
+    pub reason: String,
+    /// Records of it refused; `None`: all of the chunk's flows.
+    pub records: Option<u64>,
 }
 
 /// How far an output's chunks are safe.
