@@ -1,8 +1,10 @@
 //! `flowattr plugin …`: check a drop-in directory, run a plugin on a fixture,
-//! install a built component into a drop-in directory.
+//! install a built component into a drop-in directory, scaffold a new plugin
+//! crate.
 
 mod check;
 mod install;
+mod new;
 mod run;
 
 use std::path::PathBuf;
@@ -60,6 +62,23 @@ pub enum PluginCommand {
         /// `/guest=host/path` (repeatable).
         #[arg(long = "grant", value_name = "GUEST=HOST")]
         grants: Vec<String>,
+    },
+    /// Create a Rust plugin crate NAME/ that builds, passes its native test
+    /// and `plugin check` as generated: Cargo.toml, src/lib.rs, the manifest
+    /// template NAME.toml and a README.
+    New {
+        /// The plugin's name: lowercase letters, digits and dashes.
+        name: String,
+        /// The plugin kind.
+        #[arg(long, value_enum)]
+        kind: new::Kind,
+        /// Where to create NAME/.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The flowattr checkout's sdk/ directory [default: the checkout the
+        /// crate is created in, else the one this binary was built from].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
 }
 
@@ -120,5 +139,11 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             name,
             grants,
         } => install::install(&wasm, &manifest, &dir, name.as_deref(), &grants),
+        PluginCommand::New {
+            name,
+            kind,
+            dir,
+            sdk,
+        } => new::new(&name, kind, &dir, sdk.as_deref()),
     }
 }
