@@ -83,9 +83,12 @@ try {
   // componentize-js lets the module import only files under the working
   // directory (it maps that directory into the build), so work from the
   // deepest directory holding both the plugin and this SDK: the plugin may
-  // then import flowattr.js by its relative path.
+  // then import flowattr.js by its relative path. Where that is `/` (which
+  // componentize-js 0.23 mishandles), from the plugin's own directory: a
+  // copy of flowattr.js and columns.js there is what it imports.
   const sourcePath = resolve(source);
-  process.chdir(commonAncestor(dirname(sourcePath), here));
+  const common = commonAncestor(dirname(sourcePath), here);
+  process.chdir(common === sep ? dirname(sourcePath) : common);
   const started = Date.now();
   const { component } = await componentize({
     sourcePath,
@@ -98,6 +101,12 @@ try {
   console.error(`built ${out} (${kind} plugin, ${mib} MiB) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (e) {
   console.error(`flowattr-js-build: ${source}: ${e?.message ?? e}`);
+  if (/Error loading module/.test(String(e?.message)) && process.cwd() === dirname(resolve(source))) {
+    console.error(
+      `flowattr-js-build: ${source} and ${here} share no directory but /, so the plugin can import only files ` +
+        `in its own directory: copy flowattr.js and columns.js next to it and import './flowattr.js'`,
+    );
+  }
   process.exitCode = 1;
 } finally {
   rmSync(witDir, { recursive: true, force: true });
