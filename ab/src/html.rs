@@ -11,8 +11,17 @@ use crate::{MethodReport, Report, TimeBucket};
 pub const HEARTBEAT_COLOUR: &str = "#1b9e77";
 /// The legacy method's colour in every chart.
 pub const LEGACY_COLOUR: &str = "#d95f02";
-const WRONG_COLOUR: &str = "#c0392b";
-const RIGHT_COLOUR: &str = "#7fb3d5";
+/// Wrong edges' bars.
+pub const WRONG_COLOUR: &str = "#c0392b";
+/// Right edges' bars.
+pub const RIGHT_COLOUR: &str = "#7fb3d5";
+/// Missed edges' bars.
+pub const MISSED_COLOUR: &str = "#e6b800";
+/// The frame around the timeline's plot area (tests find the area by it;
+/// the legend is outside).
+pub const TIMELINE_FRAME: &str = "#5b6f8a";
+/// The frame around the edge bars.
+pub const EDGES_FRAME: &str = "#8a5b6f";
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -53,8 +62,10 @@ fn timeline_chart(buckets: &[TimeBucket], legacy: &str) -> String {
         .map(|b| share(b, b.legacy_wrong).max(share(b, b.heartbeat_wrong)))
         .fold(1.0_f64, f64::max)
         .ceil();
-    let n = buckets.len().max(2) as f64 - 1.0;
-    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / n;
+    // Positioned by time, so a stretch without judged flows is a gap.
+    let first = buckets.first().map_or(0, |b| b.start_ns);
+    let span = buckets.last().map_or(0, |b| b.start_ns - first).max(1) as f64;
+    let x = |b: &TimeBucket| pad + (w - 2.0 * pad) * (b.start_ns - first) as f64 / span;
     let y = |v: f64| h - pad - (h - 2.0 * pad) * v / max;
     let _ = write!(
         svg,
@@ -66,22 +77,31 @@ fn timeline_chart(buckets: &[TimeBucket], legacy: &str) -> String {
         xe = w - pad - 40.0,
         span = span_label(buckets),
     );
-    for (colour, label, pick) in [
+    let _ = write!(
+        svg,
+        r#"<rect x="{pad}" y="{pad}" width="{pw}" height="{ph}" fill="none" stroke="{TIMELINE_FRAME}" stroke-width="2" shape-rendering="crispEdges"/>"#,
+        pw = w - 2.0 * pad,
+        ph = h - 2.0 * pad,
+    );
+    // The heartbeat line on top and narrower, so it shows where both agree.
+    for (colour, label, width, pick) in [
         (
-            HEARTBEAT_COLOUR,
-            "heartbeat",
-            (|b: &TimeBucket| b.heartbeat_wrong) as fn(&TimeBucket) -> u64,
+            LEGACY_COLOUR,
+            legacy,
+            6,
+            (|b: &TimeBucket| b.legacy_wrong) as fn(&TimeBucket) -> u64,
         ),
-        (LEGACY_COLOUR, legacy, |b: &TimeBucket| b.legacy_wrong),
+        (HEARTBEAT_COLOUR, "heartbeat", 3, |b: &TimeBucket| {
+            b.heartbeat_wrong
+        }),
     ] {
         let points: Vec<String> = buckets
             .iter()
-            .enumerate()
-            .map(|(i, b)| format!("{:.1},{:.1}", x(i), y(share(b, pick(b)))))
+            .map(|b| format!("{:.1},{:.1}", x(b), y(share(b, pick(b)))))
             .collect();
         let _ = write!(
             svg,
-            r#"<polyline fill="none" stroke="{colour}" stroke-width="4" points="{}"><title>{}</title></polyline>"#,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="{width}" points="{}"><title>{}</title></polyline>"#,
             points.join(" "),
             esc(label)
         );
@@ -98,7 +118,7 @@ fn timeline_chart(buckets: &[TimeBucket], legacy: &str) -> String {
     svg
 }
 
-/// Right and wrong edges per method, as stacked bars.
+/// Right, wrong and missed edges per method, as stacked bars.
 fn edges_chart(methods: &[(&str, &str, &MethodReport)], focus: Option<&str>) -> String {
     let (w, row, pad) = (760.0, 34.0, 250.0);
     let rows: Vec<(String, &str, crate::EdgeCounts)> = methods
@@ -113,40 +133,53 @@ fn edges_chart(methods: &[(&str, &str, &MethodReport)], focus: Option<&str>) -> 
         .collect();
     let max = rows
         .iter()
-        .map(|r| r.2.right + r.2.wrong)
+        .map(|r| r.2.right + r.2.wrong + r.2.missed)
         .max()
         .unwrap_or(1)
         .max(1) as f64;
-    let h = row * rows.len() as f64 + 30.0;
+    let h = row * rows.len() as f64 + 40.0;
     let mut svg = format!(
-        r#"<svg id="edges" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="dependency edges right and wrong">"#
+        r#"<svg id="edges" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="dependency edges right, wrong and missed">"#
+    );
+    let _ = write!(
+        svg,
+        r#"<rect x="{fx}" y="2" width="{fw}" height="{fh}" fill="none" stroke="{EDGES_FRAME}" stroke-width="2" shape-rendering="crispEdges"/>"#,
+        fx = pad - 4.0,
+        fw = w - pad + 2.0,
+        fh = row * rows.len() as f64 + 4.0,
     );
     for (i, (label, colour, e)) in rows.iter().enumerate() {
         let top = 6.0 + row * i as f64;
         let scale = (w - pad - 170.0) / max;
         let right = e.right as f64 * scale;
         let wrong = e.wrong as f64 * scale;
+        let missed = e.missed as f64 * scale;
         let _ = write!(
             svg,
-            r#"<rect x="0" y="{top}" width="8" height="22" fill="{colour}"/><text x="14" y="{ty}" font-size="12">{}</text><rect x="{pad}" y="{top}" width="{right:.1}" height="22" fill="{RIGHT_COLOUR}"><title>right: {}</title></rect><rect x="{wx:.1}" y="{top}" width="{wrong:.1}" height="22" fill="{WRONG_COLOUR}"><title>wrong: {}</title></rect><text x="{tx:.1}" y="{ty}" font-size="12">{} right, {} wrong</text>"#,
+            r#"<rect x="0" y="{top}" width="8" height="22" fill="{colour}"/><text x="14" y="{ty}" font-size="12">{}</text><rect x="{pad}" y="{top}" width="{right:.1}" height="22" fill="{RIGHT_COLOUR}"><title>right: {}</title></rect><rect x="{wx:.1}" y="{top}" width="{wrong:.1}" height="22" fill="{WRONG_COLOUR}"><title>wrong: {}</title></rect><rect x="{mx:.1}" y="{top}" width="{missed:.1}" height="22" fill="{MISSED_COLOUR}"><title>missed: {}</title></rect><text x="{tx:.1}" y="{ty}" font-size="12">{} right, {} wrong, {} missed</text>"#,
             esc(label),
             e.right,
             e.wrong,
+            e.missed,
             e.right,
             e.wrong,
+            e.missed,
             ty = top + 16.0,
             wx = pad + right,
-            tx = pad + right + wrong + 6.0,
+            mx = pad + right + wrong,
+            tx = pad + right + wrong + missed + 6.0,
         );
     }
     let _ = write!(
         svg,
-        r#"<rect x="{pad}" y="{ly}" width="12" height="12" fill="{RIGHT_COLOUR}"/><text x="{a}" y="{lt}" font-size="12">right</text><rect x="{b}" y="{ly}" width="12" height="12" fill="{WRONG_COLOUR}"/><text x="{c}" y="{lt}" font-size="12">wrong</text></svg>"#,
+        r#"<rect x="{pad}" y="{ly}" width="12" height="12" fill="{RIGHT_COLOUR}"/><text x="{a}" y="{lt}" font-size="12">right</text><rect x="{b}" y="{ly}" width="12" height="12" fill="{WRONG_COLOUR}"/><text x="{c}" y="{lt}" font-size="12">wrong</text><rect x="{d}" y="{ly}" width="12" height="12" fill="{MISSED_COLOUR}"/><text x="{e}" y="{lt}" font-size="12">missed (real dependencies no flow showed)</text></svg>"#,
         ly = h - 20.0,
         lt = h - 10.0,
         a = pad + 16.0,
         b = pad + 70.0,
         c = pad + 86.0,
+        d = pad + 140.0,
+        e = pad + 156.0,
     );
     svg
 }
@@ -178,7 +211,97 @@ fn heading(what: &str, name: &str, colour: &str) -> String {
     )
 }
 
+/// One summary card: a big figure and what it counts.
+fn card(colour: &str, figure: &str, what: &str) -> String {
+    format!(
+        r#"<div class="card" style="border-color:{colour}"><div class="figure">{}</div><div>{}</div></div>"#,
+        esc(figure),
+        esc(what)
+    )
+}
+
 impl Report {
+    /// The headline per method: misattributed flows, wrong edges (of the
+    /// focus service where there is one), unattributed flows.
+    fn cards_html(&self) -> String {
+        let mut out = String::from(r#"<div class="cards">"#);
+        for ((name, m), colour) in self.methods().iter().zip([HEARTBEAT_COLOUR, LEGACY_COLOUR]) {
+            let edges = m.focus_edges.unwrap_or(m.edges);
+            let whose = self
+                .focus
+                .as_deref()
+                .map_or(String::new(), |f| format!("{f} "));
+            out.push_str(&card(
+                colour,
+                &format!("{:.2}%", m.misattributed_pct),
+                &format!(
+                    "{name}: flows misattributed ({} of {})",
+                    m.misattributed, m.judged
+                ),
+            ));
+            out.push_str(&card(
+                colour,
+                &format!("{} of {}", edges.wrong, edges.total),
+                &format!(
+                    "{name}: {whose}dependency edges wrong ({} missed)",
+                    edges.missed
+                ),
+            ));
+            out.push_str(&card(
+                colour,
+                &m.unattributed.to_string(),
+                &format!(
+                    "{name}: flows unattributed ({} not ambiguous)",
+                    m.unattributed_unambiguous
+                ),
+            ));
+        }
+        out.push_str("</div>");
+        out
+    }
+
+    /// Both methods side by side, how often they agree, and examples of
+    /// disagreement.
+    fn summary_html(&self) -> String {
+        let [(hb, _), (legacy, _)] = self.methods();
+        let mut out = String::from("<h2>Side by side</h2>");
+        out.push_str(&table(
+            &["", hb, legacy],
+            &self.summary_rows(),
+            |(label, cells)| vec![label.clone(), cells[0].clone(), cells[1].clone()],
+        ));
+        let a = &self.agreement;
+        out.push_str("<h2>Agreement</h2>");
+        let rows = [
+            ("same workload", a.same_workload),
+            ("different workloads", a.different_workloads),
+            ("heartbeat only", a.heartbeat_only),
+            (&format!("{legacy} only") as &str, a.legacy_only),
+            ("neither", a.neither),
+        ];
+        out.push_str(&table(&["answers", "flows"], &rows, |(what, n)| {
+            vec![what.to_string(), n.to_string()]
+        }));
+        if !self.disagreements.is_empty() {
+            out.push_str("<h3>Examples of disagreement</h3>");
+            out.push_str(&table(
+                &["start (s)", "local", "remote", "heartbeat", legacy, "truth"],
+                &self.disagreements,
+                |d| {
+                    vec![
+                        (d.start_ns / 1_000_000_000).to_string(),
+                        d.local.clone(),
+                        d.remote.clone(),
+                        d.heartbeat.clone(),
+                        d.legacy.clone(),
+                        d.truth.clone().unwrap_or_else(|| "?".to_owned()),
+                    ]
+                },
+            ));
+        }
+        out
+    }
+
     /// Per method, the heartbeat method first: flows by attribution path,
     /// misattributed flows, wrong and missed edges.
     fn details_html(&self) -> String {
@@ -281,6 +404,7 @@ impl Report {
             self.flows,
             self.judged
         );
+        body.push_str(&self.cards_html());
         let _ = write!(
             body,
             "<h2>Misattribution over time (% of judged flows)</h2>{}",
@@ -291,12 +415,10 @@ impl Report {
             "<h2>Dependency edges</h2>{}",
             edges_chart(&methods, self.focus.as_deref())
         );
-        body.push_str("<h2>Summary</h2><pre>");
-        body.push_str(&esc(&self.summary()));
-        body.push_str("</pre>");
+        body.push_str(&self.summary_html());
         body.push_str(&self.details_html());
         format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;margin:2em;max-width:60em}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}td,th{{padding:2px 10px;text-align:left}}.key{{display:inline-block;width:12px;height:12px;margin-right:8px}}</style></head><body>{body}</body></html>\n",
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;margin:2em;max-width:60em}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}table{{border-collapse:collapse;margin:0.5em 0}}td,th{{padding:3px 10px;text-align:left;border-bottom:1px solid #ddd}}th{{background:#f0f0f0}}.cards{{display:flex;flex-wrap:wrap;gap:12px}}.card{{border-left:6px solid;padding:8px 14px;background:#fafafa;min-width:13em;max-width:17em}}.figure{{font-size:1.8em;font-weight:bold}}.key{{display:inline-block;width:12px;height:12px;margin-right:8px}}</style></head><body>{body}</body></html>\n",
             esc(title)
         )
     }

@@ -36,7 +36,7 @@
 //! # let _ = UnattributedReason::Conflict;
 //! ```
 
-mod html;
+pub mod html;
 mod method;
 mod record;
 mod report;

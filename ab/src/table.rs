@@ -27,23 +27,13 @@ impl Report {
         out
     }
 
-    /// The counts, both methods side by side, and the disagreements.
-    pub(crate) fn summary(&self) -> String {
-        let mut out = String::new();
+    /// The counts, both methods side by side: a label (indented by two
+    /// spaces under the row it details) and each method's cell.
+    pub(crate) fn summary_rows(&self) -> Vec<(String, [String; 2])> {
         let methods = self.methods();
-        let _ = writeln!(
-            out,
-            "{} flows compared, {} with a known owner",
-            self.flows, self.judged
-        );
-        let _ = writeln!(out, "{:<34} {:>16} {:>16}", "", methods[0].0, methods[1].0);
+        let mut rows = Vec::new();
         let mut row = |label: &str, f: &dyn Fn(&MethodReport) -> String| {
-            let _ = writeln!(
-                out,
-                "{label:<34} {:>16} {:>16}",
-                f(methods[0].1),
-                f(methods[1].1)
-            );
+            rows.push((label.to_owned(), [f(methods[0].1), f(methods[1].1)]));
         };
         row("attributed", &|m| m.attributed.to_string());
         row("misattributed (of judged)", &|m| {
@@ -63,6 +53,7 @@ impl Report {
             )
         });
         row("dependency edges", &|m| m.edges.total.to_string());
+        row("  right edges", &|m| m.edges.right.to_string());
         row("  wrong edges", &|m| {
             format!("{} ({:.1}%)", m.edges.wrong, m.edges.wrong_pct())
         });
@@ -70,6 +61,9 @@ impl Report {
         if let Some(focus) = &self.focus {
             row(&format!("{focus} edges"), &|m| {
                 m.focus_edges.map_or(0, |e| e.total).to_string()
+            });
+            row(&format!("  right {focus} edges"), &|m| {
+                m.focus_edges.map_or(0, |e| e.right).to_string()
             });
             row(&format!("  wrong {focus} edges"), &|m| {
                 m.focus_edges.map_or_else(String::new, |e| {
@@ -79,6 +73,22 @@ impl Report {
             row(&format!("  missed {focus} edges"), &|m| {
                 m.focus_edges.map_or(0, |e| e.missed).to_string()
             });
+        }
+        rows
+    }
+
+    /// The counts, both methods side by side, and the disagreements.
+    pub(crate) fn summary(&self) -> String {
+        let mut out = String::new();
+        let methods = self.methods();
+        let _ = writeln!(
+            out,
+            "{} flows compared, {} with a known owner",
+            self.flows, self.judged
+        );
+        let _ = writeln!(out, "{:<34} {:>16} {:>16}", "", methods[0].0, methods[1].0);
+        for (label, [hb, legacy]) in self.summary_rows() {
+            let _ = writeln!(out, "{label:<34} {hb:>16} {legacy:>16}");
         }
         let a = &self.agreement;
         let _ = writeln!(

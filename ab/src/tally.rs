@@ -12,12 +12,16 @@ use crate::{
     report::{Agreement, Disagreement, Report, TimeBucket},
 };
 
-const MINUTE_NS: u64 = 60_000_000_000;
+/// The timeline's finest bucket: a second, so a 40-second demo has a line.
+const SECOND_NS: u64 = 1_000_000_000;
+/// Timeline buckets kept at most: past it the buckets double in width, so
+/// a day ends with buckets of a minute or so.
+const MAX_BUCKETS: usize = 2048;
 /// Disagreements kept as examples.
 const EXAMPLES: usize = 12;
 
 /// Running counts of compared flows. Its memory is bounded by the number of
-/// services, edges and minutes seen: examples are capped.
+/// services and edges seen: examples and timeline buckets are capped.
 #[derive(Debug)]
 pub struct Tally {
     legacy_plugin: String,
@@ -33,8 +37,9 @@ pub struct Tally {
     examples_heartbeat_wrong: Vec<Disagreement>,
     examples_legacy_wrong: Vec<Disagreement>,
     examples_other: Vec<Disagreement>,
-    /// minute → (judged flows, heartbeat wrong, legacy wrong).
-    minutes: BTreeMap<u64, (u64, u64, u64)>,
+    /// start / `bucket_ns` → (judged flows, heartbeat wrong, legacy wrong).
+    buckets: BTreeMap<u64, (u64, u64, u64)>,
+    bucket_ns: u64,
 }
 
 impl Tally {
@@ -52,7 +57,8 @@ impl Tally {
             examples_heartbeat_wrong: Vec::new(),
             examples_legacy_wrong: Vec::new(),
             examples_other: Vec::new(),
-            minutes: BTreeMap::new(),
+            buckets: BTreeMap::new(),
+            bucket_ns: SECOND_NS,
         }
     }
 
@@ -69,12 +75,18 @@ impl Tally {
         let legacy = self
             .legacy
             .add(record, &record.legacy, Some(&self.legacy_path), owner);
-        let minute = self.minutes.entry(record.start_ns / MINUTE_NS).or_default();
         if owner.is_some() {
             self.judged += 1;
-            minute.0 += 1;
-            minute.1 += u64::from(hb == Judgement::Wrong);
-            minute.2 += u64::from(legacy == Judgement::Wrong);
+            let bucket = self
+                .buckets
+                .entry(record.start_ns / self.bucket_ns)
+                .or_default();
+            bucket.0 += 1;
+            bucket.1 += u64::from(hb == Judgement::Wrong);
+            bucket.2 += u64::from(legacy == Judgement::Wrong);
+            if self.buckets.len() > MAX_BUCKETS {
+                self.widen_buckets();
+            }
         }
         let same = match (&record.heartbeat, &record.legacy) {
             (Outcome::Attributed(a), Outcome::Attributed(b)) if a.id == b.id => {
@@ -112,15 +124,28 @@ impl Tally {
         }
     }
 
+    /// Doubles the timeline buckets' width, merging neighbours.
+    fn widen_buckets(&mut self) {
+        let mut wider = BTreeMap::new();
+        for (k, (judged, hb, legacy)) in std::mem::take(&mut self.buckets) {
+            let w: &mut (u64, u64, u64) = wider.entry(k / 2).or_default();
+            w.0 += judged;
+            w.1 += hb;
+            w.2 += legacy;
+        }
+        self.buckets = wider;
+        self.bucket_ns *= 2;
+    }
+
     /// The report; `focus` names the service whose edges are counted apart
     /// (the gateway); edges are judged with `truth`'s dependencies where it
     /// has them, else by the flows that made them.
     pub fn report(&self, focus: Option<&str>, truth: &dyn Truth) -> Report {
         let timeline = self
-            .minutes
+            .buckets
             .iter()
-            .map(|(&minute, &(judged, hb, legacy))| TimeBucket {
-                start_ns: minute * MINUTE_NS,
+            .map(|(&k, &(judged, hb, legacy))| TimeBucket {
+                start_ns: k * self.bucket_ns,
                 judged,
                 heartbeat_wrong: hb,
                 legacy_wrong: legacy,
@@ -187,6 +212,44 @@ mod tests {
             heartbeat_path: path,
             legacy,
         }
+    }
+
+    /// `flows` flows a second apart over `secs` seconds, the legacy method
+    /// wrong on every third; the report's timeline.
+    fn timeline_of(secs: u64) -> (Tally, Vec<crate::TimeBucket>) {
+        let mut t = Tally::new("legacy");
+        let right = Outcome::Attributed(w("api-1", "api"));
+        let wrong = Outcome::Attributed(w("batch-7", "batch"));
+        for s in 0..secs {
+            let mut c = compared(
+                Initiator::Local,
+                right.clone(),
+                if s % 3 == 0 {
+                    wrong.clone()
+                } else {
+                    right.clone()
+                },
+            );
+            c.start_ns = 1_000_000_000_000 + s * SECOND_NS;
+            t.add(&c, &Owner("api-1"));
+        }
+        let timeline = t.report(None, &Owner("api-1")).timeline;
+        (t, timeline)
+    }
+
+    #[test]
+    fn a_forty_second_run_has_a_timeline_and_a_day_stays_bounded() {
+        let (_, demo) = timeline_of(40);
+        assert!(demo.len() >= 30, "{} buckets", demo.len());
+        assert_eq!(demo.iter().map(|b| b.legacy_wrong).sum::<u64>(), 14);
+
+        let (day, timeline) = timeline_of(86_400);
+        assert!(day.buckets.len() <= MAX_BUCKETS, "{}", day.buckets.len());
+        assert!((30..=60).contains(&timeline.len()), "{}", timeline.len());
+        assert_eq!(timeline.iter().map(|b| b.judged).sum::<u64>(), 86_400);
+        assert_eq!(timeline.iter().map(|b| b.legacy_wrong).sum::<u64>(), 28_800);
+        let span = timeline.last().unwrap().start_ns - timeline[0].start_ns;
+        assert!(span > 80_000 * SECOND_NS, "the whole day: {span}");
     }
 
     #[test]
