@@ -63,8 +63,9 @@ use crate::record::{RecordWriter, Workloads};
 pub const CONTENT_TYPE: &str = "application/x-protobuf";
 
 /// Bytes reserved per flow before formatting a chunk: a record with both
-/// sides attributed to workloads with several attributes is about 900.
-const RESERVE_PER_FLOW: usize = 1024;
+/// sides attributed to workloads with six attributes and a label is about
+/// 1,700.
+const RESERVE_PER_FLOW: usize = 1800;
 
 /// Field numbers of the nesting, from the OTLP `.proto` files.
 mod field {
@@ -87,8 +88,6 @@ pub struct OtlpSink {
     resource: Vec<u8>,
     scope: Vec<u8>,
     records: RecordWriter,
-    /// The chunk's records, before the nesting's lengths are known.
-    body: Vec<u8>,
 }
 
 impl OtlpSink {
@@ -104,28 +103,48 @@ impl OtlpSink {
         if flows.is_empty() {
             return;
         }
-        let body = &mut self.body;
-        body.clear();
-        body.reserve(flows.len() * RESERVE_PER_FLOW);
+        // The records go straight into `out`, after room for the nesting's
+        // header at its longest (two 5-byte lengths: a chunk is under
+        // 4 GiB); the header is written once their length is known, and
+        // the records moved up to meet it if it came out shorter.
+        let most = self.header_len(u64::from(u32::MAX));
+        let start = out.len();
+        out.reserve(most + flows.len() * RESERVE_PER_FLOW);
+        out.resize(start + most, 0);
         let mut workloads = Workloads::default();
         for f in flows {
             self.records
-                .write(body, field::LOG_RECORDS, f, &mut workloads);
+                .write(out, field::LOG_RECORDS, f, &mut workloads);
         }
-        let scope_logs = self.scope.len() + body.len();
+        let records = out.len() - start - most;
+        let mut header = Vec::with_capacity(most);
+        let scope_logs = self.scope.len() + records;
         let resource_logs = self.resource.len() + delimited_len(field::SCOPE_LOGS, scope_logs);
-        out.reserve(delimited_len(field::RESOURCE_LOGS, resource_logs));
-        encode_key(field::RESOURCE_LOGS, WireType::LengthDelimited, out);
-        encode_varint(resource_logs as u64, out);
-        out.extend_from_slice(&self.resource);
-        encode_key(field::SCOPE_LOGS, WireType::LengthDelimited, out);
-        encode_varint(scope_logs as u64, out);
-        out.extend_from_slice(&self.scope);
-        out.extend_from_slice(body);
-        // A chunk's worth of scratch is not kept between calls.
-        if body.capacity() > 16 << 20 {
-            *body = Vec::new();
+        encode_key(field::RESOURCE_LOGS, WireType::LengthDelimited, &mut header);
+        encode_varint(resource_logs as u64, &mut header);
+        header.extend_from_slice(&self.resource);
+        encode_key(field::SCOPE_LOGS, WireType::LengthDelimited, &mut header);
+        encode_varint(scope_logs as u64, &mut header);
+        header.extend_from_slice(&self.scope);
+        let gap = most - header.len();
+        out[start + gap..start + most].copy_from_slice(&header);
+        if gap > 0 {
+            out.copy_within(start + gap.., start);
+            out.truncate(out.len() - gap);
         }
+    }
+
+    /// The header's length for `records` bytes of records (in `u64`: on
+    /// wasm32 a `usize` cannot hold the longest case).
+    fn header_len(&self, records: u64) -> usize {
+        let scope_logs = self.scope.len() as u64 + records;
+        let resource_logs = self.resource.len() as u64
+            + (prost::encoding::key_len(field::SCOPE_LOGS)
+                + prost::encoding::encoded_len_varint(scope_logs)) as u64
+            + scope_logs;
+        prost::encoding::key_len(field::RESOURCE_LOGS)
+            + prost::encoding::encoded_len_varint(resource_logs)
+            + (resource_logs - records) as usize
     }
 }
 
@@ -166,7 +185,6 @@ impl Plugin for OtlpSink {
             config,
             resource: resource_bytes,
             scope: scope_bytes,
-            body: Vec::new(),
         })
     }
 }
