@@ -199,27 +199,64 @@ impl Completeness {
     /// `now_ns`, overall and per prefix. Call once per tick, before
     /// asking.
     pub fn refresh(&mut self, now_ns: u64) {
-        let waited = |m: &Option<Mark>| -> Option<u64> {
-            let m = m.unwrap_or(Mark {
-                watermark_ns: 0,
-                heard_ns: self.started_ns,
-            });
-            (now_ns.saturating_sub(m.heard_ns) <= self.silent_after_ns).then_some(m.watermark_ns)
-        };
         let lowest_of = |list: &[u32]| {
             list.iter()
-                .filter_map(|&i| waited(&self.marks[i as usize]))
+                .filter_map(|&i| self.waited(self.marks[i as usize], now_ns))
                 .min()
                 .unwrap_or(u64::MAX)
         };
-        self.lowest_any = lowest_of(&self.any);
+        let lowest_any = lowest_of(&self.any);
         let lowest: FxHashMap<(u8, u128), u64> = self
             .prefixes
             .iter()
             .map(|(&k, list)| (k, lowest_of(list)))
             .collect();
-        self.floor = lowest.values().copied().fold(self.lowest_any, u64::min);
+        self.lowest_any = lowest_any;
+        self.floor = lowest.values().copied().fold(lowest_any, u64::min);
         self.lowest = lowest;
+    }
+
+    /// The watermark of a claimant waited for at `now_ns` (heard within
+    /// `silent_after`; one never heard from counts as heard at the start,
+    /// with nothing complete), or `None` if it is not waited for.
+    fn waited(&self, mark: Option<Mark>, now_ns: u64) -> Option<u64> {
+        let m = mark.unwrap_or(Mark {
+            watermark_ns: 0,
+            heard_ns: self.started_ns,
+        });
+        (now_ns.saturating_sub(m.heard_ns) <= self.silent_after_ns).then_some(m.watermark_ns)
+    }
+
+    /// How far past a flow's end the watermarks must reach.
+    pub fn tolerance_ns(&self) -> u64 {
+        self.tolerance_ns
+    }
+
+    /// The claimants that may claim `ip` (by the claim policy), each with
+    /// its mark (`None`: never heard from) and its watermark if it is
+    /// waited for at `now_ns`: what [`Completeness::is_complete`] takes the
+    /// lowest of.
+    pub fn claimants_of(
+        &self,
+        ip: IpAddr,
+        now_ns: u64,
+    ) -> Vec<(&Arc<str>, Option<Mark>, Option<u64>)> {
+        let key = prefix::key(ip);
+        let mut numbers: Vec<u32> = self.any.clone();
+        for &len in &self.lengths {
+            if let Some(list) = self.prefixes.get(&(len, key & prefix::mask(len))) {
+                numbers.extend(list);
+            }
+        }
+        numbers.sort_unstable();
+        numbers.dedup();
+        numbers
+            .into_iter()
+            .map(|i| {
+                let mark = self.marks[i as usize];
+                (&self.names[i as usize], mark, self.waited(mark, now_ns))
+            })
+            .collect()
     }
 
     /// Whether every flow that ended by `end_ns` is complete, whatever its
@@ -339,6 +376,29 @@ mod tests {
         c.report("b", T0 + 400 * S, T0 + SILENT + 2);
         c.refresh(T0 + SILENT + 2);
         assert!(!c.is_complete(ip("10.0.2.1"), T0 + 399 * S), "b is back");
+    }
+
+    #[test]
+    fn the_claimants_of_an_address_are_those_is_complete_waits_for() {
+        let mut c = Completeness::new(&policy(), TOL, SILENT, T0);
+        c.report("b", T0 + 10 * S, T0);
+        c.report("c", T0 + 5 * S, T0);
+        let names = |ip: &str, now| {
+            c.claimants_of(self::ip(ip), now)
+                .into_iter()
+                .map(|(n, _, w)| (n.to_string(), w))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names("10.0.2.9", T0),
+            vec![
+                ("b".into(), Some(T0 + 10 * S)),
+                ("c".into(), Some(T0 + 5 * S))
+            ]
+        );
+        assert_eq!(names("10.0.1.9", T0), vec![("a".into(), Some(0))]);
+        assert_eq!(names("10.0.1.9", T0 + SILENT + 1), vec![("a".into(), None)]);
+        assert!(names("10.9.9.9", T0).is_empty());
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct CollectorConfig {
     pub arrival_queue_batches: usize,
     pub arrival_queue_bytes: usize,
     pub metrics: MetricsSection,
+    /// The owner lookup, service map and page on the metrics endpoint.
+    pub live: crate::live::LiveSection,
     pub ingest: IngestSection,
     /// The legacy address-event stream, for resolver plugins.
     pub legacy: Option<LegacySection>,
@@ -109,6 +111,7 @@ impl Default for CollectorConfig {
             arrival_queue_batches: 256,
             arrival_queue_bytes: 256 << 20,
             metrics: MetricsSection::default(),
+            live: crate::live::LiveSection::default(),
             ingest: IngestSection::default(),
             legacy: None,
             ab: None,

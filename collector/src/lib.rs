@@ -12,6 +12,7 @@ pub mod dedupe;
 pub mod hold;
 pub mod journal;
 pub mod legacy;
+pub mod live;
 pub mod metrics;
 pub mod output;
 pub mod ownership;

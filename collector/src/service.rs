@@ -217,7 +217,7 @@ impl Collector {
         );
         // Warm up and replay the journal before taking any batch.
         let limits = config.ingest.limits();
-        let core = tokio::task::spawn_blocking(move || {
+        let mut core = tokio::task::spawn_blocking(move || {
             core.warm_up(WARM_UP_TIMEOUT);
             core.recover(recovered, move |body| {
                 decode_journal_body_within(body, &limits)
@@ -225,6 +225,9 @@ impl Collector {
             core
         })
         .await?;
+        // The live view is served on the metrics endpoint, so only with it.
+        let live =
+            (config.live.enabled && config.metrics.enabled).then(|| core.serve_live(&config.live));
 
         // Small: the core's own arrival queue is the bounded one.
         let (inputs, rx) = mpsc::sync_channel(INPUT_CHANNEL);
@@ -261,9 +264,11 @@ impl Collector {
             tracing::info!(address = %config.metrics.listen, "serving metrics");
             {
                 let m = metrics.clone();
-                Some(tokio::spawn(flowattr_daemon::metrics::serve(
+                let routes = live.map(crate::live::http::router).unwrap_or_default();
+                Some(tokio::spawn(flowattr_daemon::metrics::serve_with(
                     listener,
                     Arc::new(move || m.render()),
+                    routes,
                 )))
             }
         } else {

@@ -8,8 +8,17 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     render: Arc<dyn Fn() -> String + Send + Sync>,
 ) -> std::io::Result<()> {
-    use axum::{Router, http::header, routing::get};
-    let app = Router::new().route(
+    serve_with(listener, render, axum::Router::new()).await
+}
+
+/// [`serve`], with `routes` served beside `/metrics`.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    routes: axum::Router,
+) -> std::io::Result<()> {
+    use axum::{http::header, routing::get};
+    let app = routes.route(
         "/metrics",
         get(move || {
             let render = render.clone();
@@ -36,6 +45,25 @@ pub fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     Ok(text)
+}
+
+/// `GET path` (with its query) from `addr` over plain HTTP/1.0: the status
+/// code and the body.
+pub fn get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((status, body.to_owned()))
 }
 
 /// Sums the samples of `name` (with or without `_total`) in Prometheus text

@@ -32,6 +32,7 @@
 //! hold has room, before it takes any arrival.
 
 mod arrival;
+mod live;
 mod release;
 mod warnings;
 
@@ -238,6 +239,8 @@ pub struct Core {
     last_expire_ns: u64,
     /// Warnings about misbehaving agents, limited per agent.
     warnings: warnings::Warnings,
+    /// Live queries and the service map, once [`Core::serve_live`] is called.
+    live: Option<live::Live>,
 }
 
 /// The parts a core is built from.
@@ -307,6 +310,7 @@ impl Core {
             forward_seq: 0,
             last_expire_ns: 0,
             warnings: warnings::Warnings::default(),
+            live: None,
         }
     }
 
@@ -325,6 +329,7 @@ impl Core {
                         {
                             self.accept(input);
                         }
+                        self.answer_queries();
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -335,6 +340,7 @@ impl Core {
                 std::thread::sleep(TICK);
             }
             self.tick();
+            self.answer_queries();
         }
     }
 
@@ -444,6 +450,7 @@ impl Core {
                 .count_ownership(&self.table.counters().since(&before));
             self.last_expire_ns = now;
             self.update_agent_gauges(now);
+            self.sample_rates(now);
         }
         self.update_gauges();
     }

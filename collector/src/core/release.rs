@@ -77,6 +77,9 @@ impl Core {
             };
             metrics.count_drop(&reason, n);
         });
+        if let Some(live) = &mut self.live {
+            live.map.add(&kept, now);
+        }
         if let Err(back) = self.format(kept, ids) {
             self.unformatted.push_back(back);
         }

@@ -361,6 +361,27 @@ impl OwnershipTable {
             .unwrap_or_default()
     }
 
+    /// The ranges held for `ip` with their claimants, by start, and the
+    /// time before which ranges were forgotten (expired or evicted; 0 if
+    /// none were): what a lookup of `ip` reads.
+    pub fn claimed_ranges(&self, ip: IpAddr) -> (Vec<(TimeRange, &Arc<Workload>, &Arc<str>)>, u64) {
+        let Some(e) = self.state.ips.get(&prefix::key(ip)) else {
+            return (Vec::new(), 0);
+        };
+        let ranges = e
+            .ranges
+            .iter()
+            .map(|r| {
+                (
+                    TimeRange::new(r.start_ns, r.end_ns),
+                    self.state.workloads.get(r.owner),
+                    self.claims.name(r.claimant()),
+                )
+            })
+            .collect();
+        (ranges, e.forgotten_until_ns)
+    }
+
     /// Every range held, as `(address, range, workload)`, sorted by address,
     /// start, end and workload id: two tables with equal dumps answer every
     /// lookup alike.
