@@ -155,7 +155,7 @@ fn example_config(fleet: &Fleet, broker: &Broker) -> CollectorConfig {
         match o {
             OutputSection::Kafka(k) => k.brokers = broker.address(),
             OutputSection::File { dir, .. } => *dir = fleet.out_dir("collector-1"),
-            OutputSection::Stdout => {}
+            OutputSection::Stdout | OutputSection::Otlp(_) => {}
         }
     }
     c

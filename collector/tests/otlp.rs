@@ -380,24 +380,25 @@ async fn a_receiver_that_answers_503_loses_nothing_reorders_nothing_and_retires_
     })
     .await;
 
-    let received = rx.received.lock().unwrap();
-    let statuses: Vec<u16> = received.iter().map(|r| r.status).collect();
-    assert_eq!(&statuses[..5], [503, 503, 503, 503, 200], "{statuses:?}");
-    // The same chunk went again until taken, and only then the next ones.
-    for r in &received[1..5] {
-        assert!(r.body == received[0].body, "the front chunk is sent again");
-    }
-    let bodies: Vec<&Vec<u8>> = received[4..].iter().map(|r| &r.body).collect();
-    assert!(statuses[4..].iter().all(|&s| s == 200), "{statuses:?}");
-    for (i, a) in bodies.iter().enumerate() {
-        for b in &bodies[i + 1..] {
-            assert!(a != b, "each chunk taken once");
+    {
+        let received = rx.received.lock().unwrap();
+        let statuses: Vec<u16> = received.iter().map(|r| r.status).collect();
+        assert_eq!(&statuses[..5], [503, 503, 503, 503, 200], "{statuses:?}");
+        // The same chunk went again until taken, and only then the next ones.
+        for r in &received[1..5] {
+            assert!(r.body == received[0].body, "the front chunk is sent again");
         }
+        let bodies: Vec<&Vec<u8>> = received[4..].iter().map(|r| &r.body).collect();
+        assert!(statuses[4..].iter().all(|&s| s == 200), "{statuses:?}");
+        for (i, a) in bodies.iter().enumerate() {
+            for b in &bodies[i + 1..] {
+                assert!(a != b, "each chunk taken once");
+            }
+        }
+        // Retry-After: 1 was honoured.
+        let waited = received[3].at - received[2].at;
+        assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
     }
-    // Retry-After: 1 was honoured.
-    let waited = received[3].at - received[2].at;
-    assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
-    drop(received);
     assert_eq!(
         by_ports(&rx.flows()).len(),
         sent.len(),
