@@ -183,3 +183,104 @@ pub fn without_process(flows: &[AttributedFlow]) -> Vec<AttributedFlow> {
     }
     flows
 }
+
+/// Start of the realistic batch's ten seconds.
+pub const BATCH_START_NS: u64 = 1_714_564_800_000_000_000;
+
+/// A batch as one collector formats it, for sizes and speeds that mean
+/// something: `n` flows of `n_workloads` workloads (six attributes and a
+/// label each; IPv4, a quarter IPv6), local sides attributed at capture,
+/// remote sides 60% by heartbeat, 10% by the legacy resolver (load
+/// balancers), the rest not found or expired.
+pub fn realistic(seed: u64, n: usize, n_workloads: usize) -> Vec<AttributedFlow> {
+    let mut rng = Rng(seed);
+    let apps = ["api-gateway", "playback", "search", "billing", "catalog"];
+    let hosts: Vec<(Arc<Workload>, IpAddr)> = (0..n_workloads.max(1))
+        .map(|i| {
+            let app = apps[i % apps.len()];
+            let workload = Workload {
+                id: format!("titus-{:08x}-{i:04x}", rng.next() as u32),
+                app: Some(app.into()),
+                cluster: Some(format!("{app}-prod-v{:03}", 40 + i % 7)),
+                stack: Some("prod".into()),
+                account: Some("149510111645".into()),
+                region: Some(["us-east-1", "us-west-2", "eu-west-1"][i % 3].into()),
+                labels: BTreeMap::from([("team".to_string(), format!("{app}-team"))]),
+            };
+            let ip = if i % 4 == 3 {
+                IpAddr::V6(Ipv6Addr::new(
+                    0x2600, 0x1f18, 0x41, 0x9d00, 0, 0, 0x10, i as u16,
+                ))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(
+                    100,
+                    66,
+                    (i / 200) as u8,
+                    (i % 200) as u8 + 10,
+                ))
+            };
+            (Arc::new(workload), ip)
+        })
+        .collect();
+    let elb = Arc::new(Workload {
+        app: Some("elb".into()),
+        ..Workload::with_id("elb-0-prod")
+    });
+    let ids = flowattr_sdk::RecordIds::of(&flowattr_sdk::BatchId {
+        agent: "node-1".into(),
+        incarnation: BATCH_START_NS,
+        seq: seed,
+    });
+    (0..n)
+        .map(|i| {
+            let (me, my_ip) = rng.pick(&hosts);
+            let attributed = |workload, source, plugin: &str| {
+                Side::Attributed(Attribution {
+                    workload,
+                    source,
+                    plugin: plugin.into(),
+                    valid: TimeRange::since(BATCH_START_NS - 3_600_000_000_000),
+                })
+            };
+            let (remote_ip, remote) = match rng.below(100) {
+                0..60 => {
+                    let (peer, ip) = rng.pick(&hosts);
+                    (ip, attributed(peer, AttributionSource::Heartbeat, ""))
+                }
+                60..70 => (
+                    IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1)),
+                    attributed(elb.clone(), AttributionSource::Resolver, "sonar-legacy"),
+                ),
+                70..95 => (
+                    IpAddr::V4(Ipv4Addr::from(0x3400_0000 + rng.below(1 << 24) as u32)),
+                    Side::Unattributed(UnattributedReason::NotFound),
+                ),
+                _ => (
+                    IpAddr::V4(Ipv4Addr::new(100, 66, 9, rng.below(250) as u8)),
+                    Side::Unattributed(UnattributedReason::Expired),
+                ),
+            };
+            let start_ns = BATCH_START_NS + i as u64 * (10_000_000_000 / n as u64);
+            let mut flow = Flow::tcp(
+                SocketAddr::new(my_ip, 32_768 + rng.below(28_000) as u16),
+                SocketAddr::new(remote_ip, rng.pick(&[443, 8080, 7001, 9092])),
+                start_ns,
+            );
+            flow.end_ns = start_ns + rng.below(60_000_000_000);
+            flow.initiator = rng.pick(&[Initiator::Local, Initiator::Local, Initiator::Remote]);
+            flow.bytes_sent = 100 + rng.below(10_000_000);
+            flow.bytes_received = 100 + rng.below(10_000_000);
+            flow.packets_sent = flow.bytes_sent / 1_200 + 2;
+            flow.packets_received = flow.bytes_received / 1_200 + 2;
+            flow.srtt_us = 100 + rng.below(50_000) as u32;
+            (flow.pid, flow.cgroup_id, flow.netns_id) = (4242, 8_123, 4_026_531_840);
+            AttributedFlow {
+                flow,
+                local: attributed(me, AttributionSource::Capture, "ipman"),
+                remote,
+                weight: 1,
+                record_id: ids.at(i as u64),
+            }
+        })
+        .collect()
+}
