@@ -8,6 +8,7 @@ mod certs;
 mod collector;
 mod demo;
 mod ipman;
+mod owner;
 mod plugin;
 mod show;
 mod signal;
@@ -39,6 +40,8 @@ enum Command {
     /// Play IPMan: assign and release container addresses in its state file.
     #[command(subcommand)]
     Ipman(ipman::IpmanCommand),
+    /// Who owned an address at a time: asks a running collector.
+    Owner(owner::OwnerArgs),
     /// Check, run and install Wasm plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -66,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Command::Collector(args) => collector::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Ipman(cmd) => ipman::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Owner(args) => owner::run(args),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Show(args) => show::run(args),
         Command::Sim(args) => sim::run(args),
