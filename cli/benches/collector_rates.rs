@@ -63,7 +63,7 @@ const FLOWS_PER_BATCH: usize = 10_000;
 const AGENTS: [&str; 2] = ["load-1", "load-2"];
 /// Distinct addresses the flows run between (and, replayed, workloads).
 const WORKLOADS: usize = 2_000;
-const SINKS: [&str; 2] = ["jsonl-sink", "columnar-sink"];
+const SINKS: [&str; 3] = ["jsonl-sink", "arrow-sink", "parquet-sink"];
 const SECOND: u64 = 1_000_000_000;
 
 /// Fleet time one fresh batch covers: its connections start and end inside

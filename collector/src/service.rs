@@ -499,10 +499,16 @@ async fn check_sink_for_outputs(
 }
 
 fn open_outputs(config: &CollectorConfig) -> anyhow::Result<Vec<Box<dyn Output>>> {
-    let extension = if config.plugins.sink.contains("json") {
-        "jsonl"
+    // By the bundled sinks' names; a Parquet chunk is a whole file.
+    let sink = config.plugins.sink.as_str();
+    let (extension, file_per_chunk) = if sink.contains("json") {
+        ("jsonl", false)
+    } else if sink.contains("parquet") {
+        ("parquet", true)
+    } else if sink.contains("arrow") {
+        ("arrows", false)
     } else {
-        "bin"
+        ("bin", false)
     };
     config
         .outputs
@@ -524,6 +530,7 @@ fn open_outputs(config: &CollectorConfig) -> anyhow::Result<Vec<Box<dyn Output>>
                         rotate_bytes: *rotate_bytes,
                         rotate_after: *rotate_after,
                         keep_files: *keep_files,
+                        file_per_chunk,
                     })
                     .with_context(|| format!("file output {}", dir.display()))?,
                 ),

@@ -63,6 +63,7 @@ impl Harness {
             rotate_bytes: 1 << 30,
             rotate_after: Duration::from_secs(86_400),
             keep_files: 0,
+            file_per_chunk: false,
         })
         .unwrap();
         let clock = Arc::new(AtomicU64::new(T0));

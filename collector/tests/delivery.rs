@@ -389,6 +389,7 @@ fn core_on(
         rotate_bytes: 1 << 30,
         rotate_after: Duration::from_secs(86_400),
         keep_files: 0,
+        file_per_chunk: false,
     })
     .unwrap();
     let now = clock.clone();

@@ -206,6 +206,7 @@ impl Builder {
             rotate_bytes: 64 << 20,
             rotate_after: Duration::from_secs(3600),
             keep_files: 2,
+            file_per_chunk: false,
         })?;
         let others: Vec<usize> = (0..scenario.regions.len()).filter(|&o| o != r).collect();
         let regions = Regions::new(others.iter().map(|&o| {

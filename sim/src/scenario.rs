@@ -207,7 +207,7 @@ impl Default for CollectorSection {
             hold: Duration::from_secs(60),
             max_skew: Duration::from_secs(2),
             silent_after: Duration::from_secs(300),
-            sink: "columnar-sink".into(),
+            sink: "arrow-sink".into(),
             restarts: Vec::new(),
         }
     }

@@ -96,7 +96,7 @@ pub fn run(
                 bytes.clear();
                 plugin.format(&fixture.flows, &mut bytes)?;
             }
-            // Text formats print as text; binary ones (columnar) as hex.
+            // Text formats print as text; binary ones (Arrow, Parquet) as hex.
             let output = match String::from_utf8(bytes) {
                 Ok(text) => json!({"content_type": plugin.content_type()?, "output": text}),
                 Err(e) => json!({

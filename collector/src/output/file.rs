@@ -1,5 +1,7 @@
 //! Rotating files: chunks are appended to `DIR/PREFIX-<start>.<ext>`, and a
-//! new file is started when the current one reaches its size or age bound.
+//! new file is started when the current one reaches its size or age bound,
+//! or for every chunk where each chunk is a whole file (Parquet: a file
+//! needs its footer, so chunks cannot be appended).
 //! Only the newest `keep_files` are kept. Each chunk is in the kernel when
 //! its write returns, mostly written around the page cache ([`AppendFile`]);
 //! [`Output::commit`] syncs the file (and the directory, for a new file),
@@ -28,6 +30,8 @@ pub struct FileOutputConfig {
     pub rotate_after: Duration,
     /// Files kept, the newest; older ones are deleted. 0 keeps all.
     pub keep_files: usize,
+    /// Every chunk to a file of its own (a sink writing whole files).
+    pub file_per_chunk: bool,
 }
 
 /// An [`Output`] to rotating files.
@@ -81,7 +85,9 @@ impl FileOutput {
 
     fn rotate_if_due(&mut self) -> io::Result<()> {
         let due = self.current.as_ref().is_some_and(|c| {
-            c.bytes >= self.config.rotate_bytes || c.opened.elapsed() >= self.config.rotate_after
+            c.bytes >= self.config.rotate_bytes
+                || c.opened.elapsed() >= self.config.rotate_after
+                || (self.config.file_per_chunk && c.bytes > 0)
         });
         if due {
             // The old file's chunks are durable before it is left.
@@ -223,6 +229,7 @@ mod tests {
             rotate_bytes: 10,
             rotate_after: Duration::from_secs(3600),
             keep_files: 2,
+            file_per_chunk: false,
         })
         .unwrap();
         for i in 0..5 {

@@ -1,16 +1,19 @@
-//! Per-flow cost of both sink plugins, natively (the plugin type called
-//! through the SDK harness) and through Wasm (the real component called
-//! through the plugin runtime, as the collector calls it), on realistic
-//! batches of 1,000 and 10,000 flows over 50 workloads.
+//! Per-flow cost of the JSON-lines, Arrow IPC and Parquet sink plugins side
+//! by side, natively (the plugin type called through the SDK harness) and
+//! through Wasm (the real component called through the plugin runtime, as
+//! the collector calls it), on realistic batches of 1,000 and 10,000 flows
+//! over 50 workloads.
 //!
 //! ```sh
 //! scripts/build     # builds the components
-//! cargo bench -p columnar-sink --bench sinks
+//! cargo bench -p arrow-sink --bench sinks
 //! ```
 //!
 //! Prints one table: ns per flow native and in Wasm, their ratio, output
-//! bytes per flow, and the Wasm instance's peak memory; then the native
-//! reader's cost. Under `cargo test` it runs each case once, as a check.
+//! bytes per flow, and the Wasm instance's peak memory; then the cost of
+//! reading the Arrow streams back, and what a Parquet file per rotation
+//! (instead of one per chunk) would save. Under `cargo test` it runs each
+//! case once, as a check.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -19,12 +22,14 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use columnar_sink::ColumnarSink;
+use arrow_sink::ArrowSink;
 use flowattr_plugin_runtime::manifest::Manifest;
 use flowattr_plugin_runtime::{Plugin, Runtime, RuntimeConfig, install_plugin, load_plugin_files};
 use flowattr_sdk::testing::Harness;
 use flowattr_sdk::{AttributedFlow, Side, UnattributedReason};
 use jsonl_sink::JsonlSink;
+use parquet::arrow::ArrowWriter;
+use parquet_sink::ParquetSink;
 
 const BATCHES: [usize; 2] = [1_000, 10_000];
 const WORKLOADS: usize = 50;
@@ -91,6 +96,32 @@ struct Sink<'a> {
     name: &'static str,
     native: Format<'a>,
     wasm: Plugin,
+    /// Whether two outputs hold the same flows: the same bytes for text;
+    /// the same columns for Arrow and Parquet, whose LZ4 and Snappy blocks
+    /// differ between 32- and 64-bit builds.
+    same: fn(&[u8], &[u8]) -> bool,
+}
+
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a == b
+}
+
+fn same_streams(a: &[u8], b: &[u8]) -> bool {
+    arrow_sink::read_streams(a).unwrap() == arrow_sink::read_streams(b).unwrap()
+}
+
+fn parquet_batches(file: &[u8]) -> Vec<flow_arrow::arrow_array::RecordBatch> {
+    let file = bytes::Bytes::copy_from_slice(file);
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn same_files(a: &[u8], b: &[u8]) -> bool {
+    parquet_batches(a) == parquet_batches(b)
 }
 
 /// Formats into `chunk`, reused from call to call as the collector reuses
@@ -108,7 +139,8 @@ fn main() {
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
 
     let mut jsonl = Harness::<JsonlSink>::new("{}").unwrap();
-    let mut columnar = Harness::<ColumnarSink>::new("{}").unwrap();
+    let mut arrow = Harness::<ArrowSink>::new("{}").unwrap();
+    let mut parquet = Harness::<ParquetSink>::new("{}").unwrap();
     let mut sinks = [
         Sink {
             name: "jsonl",
@@ -119,16 +151,29 @@ fn main() {
                 "jsonl-sink",
                 include_str!("../../jsonl-sink/jsonl-sink.toml"),
             ),
+            same: same_bytes,
         },
         Sink {
-            name: "columnar",
-            native: Box::new(move |f| columnar.format(f).unwrap()),
+            name: "arrow",
+            native: Box::new(move |f| arrow.format(f).unwrap()),
             wasm: load(
                 &runtime,
                 tmp.path(),
-                "columnar-sink",
-                include_str!("../columnar-sink.toml"),
+                "arrow-sink",
+                include_str!("../arrow-sink.toml"),
             ),
+            same: same_streams,
+        },
+        Sink {
+            name: "parquet",
+            native: Box::new(move |f| parquet.format(f).unwrap()),
+            wasm: load(
+                &runtime,
+                tmp.path(),
+                "parquet-sink",
+                include_str!("../../parquet-sink/parquet-sink.toml"),
+            ),
+            same: same_files,
         },
     ];
 
@@ -148,11 +193,11 @@ fn main() {
     for n in BATCHES {
         let flows = common::realistic(n as u64, n, WORKLOADS);
         for sink in &mut sinks {
-            // Both must write the same bytes before their speeds mean anything.
+            // Both must write the same flows before their speeds mean anything.
             let bytes = (sink.native)(&flows);
             let mut chunk = Vec::new();
             assert!(
-                wasm_format(&sink.wasm, &flows, &mut chunk) == bytes.as_slice(),
+                (sink.same)(wasm_format(&sink.wasm, &flows, &mut chunk), &bytes),
                 "{}: Wasm and native differ",
                 sink.name
             );
@@ -195,17 +240,79 @@ fn main() {
             );
         }
     }
-    let chunk = Harness::<ColumnarSink>::new("{}")
+    let chunk = Harness::<ArrowSink>::new("{}")
         .unwrap()
         .format(&flows)
         .unwrap();
-    let decode = time(quick, budget, || {
-        columnar_sink::decode(&chunk).unwrap().len()
+    let read = time(quick, budget, || {
+        arrow_sink::read_streams(&chunk).unwrap().len()
     });
     if !quick {
         println!(
-            "columnar decode (native), batch 10000: {:.0} ns/flow",
-            decode * 1e9 / 1e4
+            "arrow read (native, arrow-ipc), batch 10000: {:.0} ns/flow",
+            read * 1e9 / 1e4
         );
+    }
+    rotation(quick, budget);
+}
+
+/// What a native output writing one Parquet file per rotation would write,
+/// against the sink's file per chunk: ten chunks of 10,000 flows as ten
+/// files, as one file of ten row groups, and as one file of one row group
+/// (all ten chunks held until rotation).
+fn rotation(quick: bool, budget: Duration) {
+    let chunks: Vec<_> = (0..10)
+        .map(|i| common::realistic(100 + i, 10_000, WORKLOADS))
+        .collect();
+    let mut sink = Harness::<ParquetSink>::new("{}").unwrap();
+    let properties = || {
+        parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build()
+    };
+    let one_file = |batches: &[flow_arrow::arrow_array::RecordBatch]| {
+        let mut out = Vec::new();
+        let mut w =
+            ArrowWriter::try_new(&mut out, flow_arrow::schema(), Some(properties())).unwrap();
+        for b in batches {
+            w.write(b).unwrap();
+            w.flush().unwrap();
+        }
+        w.close().unwrap();
+        out.len()
+    };
+    let mut per_chunk = 0;
+    let t_files = time(quick, budget, || {
+        per_chunk = chunks.iter().map(|c| sink.format(c).unwrap().len()).sum();
+        per_chunk
+    });
+    let mut groups = 0;
+    let t_groups = time(quick, budget, || {
+        let batches: Vec<_> = chunks
+            .iter()
+            .map(|c| flow_arrow::record_batch(c, true))
+            .collect();
+        groups = one_file(&batches);
+        groups
+    });
+    let all: Vec<_> = chunks.concat();
+    let mut whole = 0;
+    let t_whole = time(quick, budget, || {
+        whole = one_file(&[flow_arrow::record_batch(&all, true)]);
+        whole
+    });
+    if !quick {
+        println!("\nParquet, 10 chunks of 10,000 realistic flows (native):");
+        for (what, bytes, secs) in [
+            ("a file per chunk (the sink)", per_chunk, t_files),
+            ("one file, a row group per chunk", groups, t_groups),
+            ("one file, one row group", whole, t_whole),
+        ] {
+            println!(
+                "  {what:<34} {:>6.1} bytes/flow {:>6.0} ns/flow",
+                bytes as f64 / 1e5,
+                secs * 1e9 / 1e5
+            );
+        }
     }
 }

@@ -7,15 +7,26 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Whether chunks carry the `pid`, `cgroup_id` and `netns_id` columns
-    /// (header flag bit 0). Default `true`; without them a reader sees 0.
+    /// Whether the `pid`, `cgroup_id` and `netns_id` columns carry values
+    /// (otherwise they are null). Default `true`.
     pub include_process: bool,
+    /// Buffer compression: `"lz4"` (LZ4 frame, the default) or `"none"`.
+    pub compression: Compression,
+}
+
+/// The IPC buffers' compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Lz4,
+    None,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             include_process: true,
+            compression: Compression::Lz4,
         }
     }
 }
