@@ -224,8 +224,9 @@ impl Report {
     /// The headline per method: misattributed flows, wrong edges (of the
     /// focus service where there is one), unattributed flows.
     fn cards_html(&self) -> String {
-        let mut out = String::from(r#"<div class="cards">"#);
+        let mut out = String::new();
         for ((name, m), colour) in self.methods().iter().zip([HEARTBEAT_COLOUR, LEGACY_COLOUR]) {
+            out.push_str(r#"<div class="cards">"#);
             let edges = m.focus_edges.unwrap_or(m.edges);
             let whose = self
                 .focus
@@ -255,8 +256,8 @@ impl Report {
                     m.unattributed_unambiguous
                 ),
             ));
+            out.push_str("</div>");
         }
-        out.push_str("</div>");
         out
     }
 
@@ -268,7 +269,14 @@ impl Report {
         out.push_str(&table(
             &["", hb, legacy],
             &self.summary_rows(),
-            |(label, cells)| vec![label.clone(), cells[0].clone(), cells[1].clone()],
+            |(label, cells)| {
+                // A detail row is indented under the row it details.
+                let label = match label.strip_prefix("  ") {
+                    Some(detail) => format!("\u{a0}\u{a0}\u{a0}\u{a0}{detail}"),
+                    None => label.clone(),
+                };
+                vec![label, cells[0].clone(), cells[1].clone()]
+            },
         ));
         let a = &self.agreement;
         out.push_str("<h2>Agreement</h2>");
@@ -418,7 +426,7 @@ impl Report {
         body.push_str(&self.summary_html());
         body.push_str(&self.details_html());
         format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;margin:2em;max-width:60em}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}table{{border-collapse:collapse;margin:0.5em 0}}td,th{{padding:3px 10px;text-align:left;border-bottom:1px solid #ddd}}th{{background:#f0f0f0}}.cards{{display:flex;flex-wrap:wrap;gap:12px}}.card{{border-left:6px solid;padding:8px 14px;background:#fafafa;min-width:13em;max-width:17em}}.figure{{font-size:1.8em;font-weight:bold}}.key{{display:inline-block;width:12px;height:12px;margin-right:8px}}</style></head><body>{body}</body></html>\n",
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;margin:2em;max-width:60em}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}table{{border-collapse:collapse;margin:0.5em 0}}td,th{{padding:3px 10px;text-align:left;border-bottom:1px solid #ddd}}th{{background:#f0f0f0}}.cards{{display:flex;gap:12px;margin-bottom:12px}}.card{{flex:1 1 0;border-left:6px solid;padding:8px 14px;background:#fafafa}}.figure{{font-size:1.8em;font-weight:bold}}.key{{display:inline-block;width:12px;height:12px;margin-right:8px}}</style></head><body>{body}</body></html>\n",
             esc(title)
         )
     }

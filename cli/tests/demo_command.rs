@@ -5,6 +5,8 @@
 //! caught misattributing; nothing the demo made may be left behind, also
 //! when it is interrupted.
 
+mod common;
+
 use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
@@ -94,11 +96,30 @@ fn every_attributed_flow_matches_the_owner_of_its_address_at_the_time() {
         r["legacy"]["misattributed"].as_u64().unwrap() > 10,
         "the late legacy stream misattributes: {stdout}"
     );
+    // The report worker's address went to an api instance the gateway
+    // calls: the late legacy stream makes an edge gateway → report.
+    assert_eq!(r["heartbeat"]["edges"]["wrong"], 0, "{stdout}");
+    let legacy_wrong = r["legacy"]["wrong_edges"].as_array().unwrap();
+    assert!(
+        legacy_wrong
+            .iter()
+            .any(|e| e["source"] == "gateway" && e["destination"] == "report"),
+        "the legacy method's wrong edge gateway -> report: {stdout}"
+    );
     assert!(
         stdout.contains("c-batch-7") && stdout.contains("c-cache-4"),
         "flows to the new owners:\n{stdout}"
     );
-    assert!(dir.join("ab.html").exists());
+    // The demo's page: its 40-second timeline and the legacy method's wrong
+    // edge drawn inside their charts.
+    common::screen::check_ab_report(
+        &dir.join("ab.html"),
+        &dir,
+        &[
+            flowattr_ab::html::RIGHT_COLOUR,
+            flowattr_ab::html::WRONG_COLOUR,
+        ],
+    );
     assert_eq!(
         leftovers(pid, &dir),
         (vec![], vec![]),

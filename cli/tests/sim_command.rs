@@ -4,6 +4,8 @@
 //! and HTML reports, and the HTML is rendered by headless Chromium (installed
 //! by `scripts/bootstrap`) with its charts on screen.
 
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -27,25 +29,6 @@ fn flowattr(args: &[&str], cwd: &Path) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Pixels of `png` within a small distance of `rgb`.
-fn pixels_near(png: &Path, rgb: [u8; 3]) -> usize {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    assert!(channels >= 3, "an RGB screenshot");
-    buf[..info.buffer_size()]
-        .chunks(channels)
-        .filter(|p| (0..3).all(|i| p[i].abs_diff(rgb[i]) <= 12))
-        .count()
-}
-
-fn hex(colour: &str) -> [u8; 3] {
-    let v = u32::from_str_radix(colour.trim_start_matches('#'), 16).unwrap();
-    [(v >> 16) as u8, (v >> 8) as u8, v as u8]
 }
 
 #[test]
@@ -79,41 +62,16 @@ fn sim_prints_the_comparison_and_writes_reports_that_chromium_renders() {
     assert_eq!(report["flows"], report["records"], "every record compared");
     assert_eq!(report["seed"], 20261126);
 
-    // Headless Chromium renders the page; both methods' colours and the
-    // wrong-edge bars are on screen.
-    let shot = tmp.path().join("ab.png");
-    let status = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1000,1100",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            tmp.path().join("chromium").display()
-        ))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .expect("chromium is installed by scripts/bootstrap");
-    assert!(status.status.success(), "{}", text(&status.stderr));
-    let page = std::fs::read_to_string(&html).unwrap();
-    for (name, colour) in [
-        ("heartbeat", "#1b9e77"),
-        ("legacy", "#d95f02"),
-        ("wrong edges", "#c0392b"),
-    ] {
-        assert!(page.contains(colour), "{name} colour in the page");
-        let n = pixels_near(&shot, hex(colour));
-        assert!(n > 150, "{name} ({colour}): only {n} pixels on screen");
-    }
+    // Headless Chromium renders the page: both methods' lines inside the
+    // timeline, right and wrong edge bars inside the edges chart.
+    common::screen::check_ab_report(
+        &html,
+        tmp.path(),
+        &[
+            flowattr_ab::html::RIGHT_COLOUR,
+            flowattr_ab::html::WRONG_COLOUR,
+        ],
+    );
 }
 
 #[test]

@@ -299,7 +299,7 @@ user = "{agent_user}"
     )?;
 
     step(
-        "network namespaces: one instance and three containers on a bridge; addresses assigned through IPMan",
+        "network namespaces: one instance and four containers on a bridge; addresses assigned through IPMan",
     );
     let mut ledger = Ledger::new(
         &dir.join("state/ipman/state.json"),
@@ -328,6 +328,9 @@ user = "{agent_user}"
     let mut db = spawn("db1", "c-db-1", "db", 31, true, &mut ledger)?;
     let mut api1 = spawn("api1", "c-api-1", "api", 21, true, &mut ledger)?;
     let mut api2 = spawn("api2", "c-api-2", "api", 22, true, &mut ledger)?;
+    // A report worker the gateway never calls, whose address an api
+    // instance scaled out later takes over.
+    let mut report3 = spawn("report3", "c-report-3", "report", 23, true, &mut ledger)?;
 
     step("flowattr collector and flowattr agent (eBPF capture, QUIC with mutual TLS)");
     let mut collector = Child::spawn(
@@ -353,6 +356,7 @@ user = "{agent_user}"
         api.serve(APP_PORT)?;
         api.call(db_target.clone(), Duration::from_millis(300))?;
     }
+    report3.call(db_target.clone(), Duration::from_millis(300))?;
     gateway.call(api_targets, Duration::from_millis(100))?;
     step(&format!(
         "traffic: gateway -> api (10.77.0.21, .22) -> db; the legacy stream reports changes {} late",
@@ -379,7 +383,20 @@ user = "{agent_user}"
         Ok(Some(new))
     };
     let mut late = Vec::new();
-    if pause(Duration::from_secs(8), interrupted) {
+    // Scaling out: the new api instance gets the batch worker's address and
+    // the gateway starts calling it. Until the late event arrives the legacy
+    // method names the batch worker: an edge gateway → batch that never was.
+    if pause(Duration::from_secs(4), interrupted) {
+        step("churn: c-report-3 stops; 3 s later c-api-3 gets 10.77.0.23 and the gateway calls it");
+        if let Some(api3) = hand_over(report3, ("api3", "c-api-3", "api"), true, &mut ledger)? {
+            gateway.call(
+                vec![SocketAddr::new(IpAddr::V4(ip(23)), APP_PORT)],
+                Duration::from_millis(100),
+            )?;
+            late.push(api3);
+        }
+    }
+    if pause(Duration::from_secs(5), interrupted) {
         step(
             "churn: c-api-2 stops; 3 s later c-batch-7 gets 10.77.0.22 and serves on the same port",
         );
