@@ -147,7 +147,23 @@ pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
     }
     let mut next_kill = started + args.kill_every;
     let mut victim = 0;
+    // On a terminal only (indicatif draws nothing when stderr is not one).
+    let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1)).with_style(
+        indicatif::ProgressStyle::with_template("soak [{bar:40}] {elapsed}/{duration} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
     while Instant::now() < deadline {
+        bar.set_position(started.elapsed().as_secs());
+        bar.set_message(format!(
+            "{} flows sent · {} kills, {} broker restarts, {} freezes, {} disk fills, {} sink swaps",
+            sent.lock().map(|s| s.ids.len()).unwrap_or(0),
+            faults.collector_kills,
+            faults.broker_restarts,
+            faults.broker_freezes,
+            faults.disk_fills,
+            faults.sink_swaps
+        ));
         collectors.sample_rss();
         if Instant::now() >= next_kill {
             collectors.kill_and_restart(victim, &mut faults)?;
@@ -167,6 +183,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
         fault.inject(&mut broker, &mut collectors, &args.plugins, &mut faults)?;
     }
 
+    bar.finish_and_clear();
     println!("soak: load stops; waiting for spools, journals and outputs to drain");
     stop_load.store(true, Ordering::Relaxed);
     let agents: Vec<Agent> = runtime.block_on(async {
