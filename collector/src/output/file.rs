@@ -250,4 +250,32 @@ mod tests {
             .collect();
         assert_eq!(text, vec!["line-0003\n", "line-0004\n"]);
     }
+
+    #[test]
+    fn a_file_per_chunk_holds_each_chunk_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = FileOutput::new(FileOutputConfig {
+            dir: dir.path().to_owned(),
+            prefix: "flows".into(),
+            extension: "parquet".into(),
+            rotate_bytes: 1 << 30,
+            rotate_after: Duration::from_secs(3600),
+            keep_files: 0,
+            file_per_chunk: true,
+        })
+        .unwrap();
+        for i in 0..3 {
+            out.write(i, format!("PAR1 chunk {i} PAR1").as_bytes()).unwrap();
+        }
+        assert_eq!(out.commit().unwrap().durable_below, 3);
+        let text: Vec<String> = files_of(dir.path(), "flows", "parquet")
+            .unwrap()
+            .iter()
+            .map(|f| fs::read_to_string(f).unwrap())
+            .collect();
+        assert_eq!(
+            text,
+            ["PAR1 chunk 0 PAR1", "PAR1 chunk 1 PAR1", "PAR1 chunk 2 PAR1"]
+        );
+    }
 }
