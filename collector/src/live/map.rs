@@ -122,6 +122,10 @@ impl Traffic {
     }
 }
 
+/// The memo's edge for a flow that was dropped (no edge has this index:
+/// there are at most `max_edges` < 2^32 - 1).
+const DROPPED: u32 = u32::MAX;
+
 #[derive(Debug, Default)]
 struct Window {
     started_ns: u64,
@@ -154,14 +158,24 @@ fn service(w: &Workload) -> &str {
     w.app.as_deref().unwrap_or(&w.id)
 }
 
-fn end_of(side: &Side) -> (EndRef<'_>, *const Workload) {
+/// What identifies an end within one call, compared before any hashing: a
+/// workload by its `Arc` (alive for the call, so no two differ by value
+/// but share a pointer), a reason by itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Memo {
+    Workload(*const Workload),
+    Reason(UnattributedReason),
+    Pending,
+}
+
+fn end_of(side: &Side) -> (EndRef<'_>, Memo) {
     match side {
         Side::Attributed(a) => (
             EndRef::Service(service(&a.workload)),
-            Arc::as_ptr(&a.workload),
+            Memo::Workload(Arc::as_ptr(&a.workload)),
         ),
-        Side::Unattributed(r) => (EndRef::Unattributed(*r), std::ptr::null()),
-        Side::Pending => (EndRef::Pending, std::ptr::null()),
+        Side::Unattributed(r) => (EndRef::Unattributed(*r), Memo::Reason(*r)),
+        Side::Pending => (EndRef::Pending, Memo::Pending),
     }
 }
 
@@ -198,28 +212,27 @@ impl ServiceMap {
         }
         self.rotate(now_ns);
         let w = &mut self.current;
-        // The last flow's workloads (by pointer, alive for this call) and
-        // its edge: the common case costs two comparisons.
-        let mut last: Option<(*const Workload, *const Workload, u32)> = None;
+        // The last flow's ends and its edge: the common case (a batch's
+        // flows share a few pairs of workloads) costs two comparisons.
+        let mut last: Option<((Memo, Memo), u32)> = None;
         for f in flows {
-            let (local, local_ptr) = end_of(&f.local);
-            let (remote, remote_ptr) = end_of(&f.remote);
-            let (client, server, pointers) = match f.flow.initiator {
-                Initiator::Remote => (remote, local, (remote_ptr, local_ptr)),
-                Initiator::Local | Initiator::Unknown => (local, remote, (local_ptr, remote_ptr)),
+            let (local, local_memo) = end_of(&f.local);
+            let (remote, remote_memo) = end_of(&f.remote);
+            let (client, server, memo) = match f.flow.initiator {
+                Initiator::Remote => (remote, local, (remote_memo, local_memo)),
+                Initiator::Local | Initiator::Unknown => (local, remote, (local_memo, remote_memo)),
             };
             let traffic = Traffic {
                 flows: 1,
                 bytes: f.flow.bytes_sent + f.flow.bytes_received,
             };
-            // A null pointer (an unattributed side) never hits the memo:
-            // the reason may differ.
-            if let Some((a, b, i)) = last
-                && !a.is_null()
-                && !b.is_null()
-                && (a, b) == pointers
+            if let Some((m, i)) = last
+                && m == memo
             {
-                w.traffic[i as usize].add(traffic);
+                match w.traffic.get_mut(i as usize) {
+                    Some(t) => t.add(traffic),
+                    None => w.dropped.add(traffic),
+                }
                 continue;
             }
             let key = KeyRef(client, server);
@@ -227,7 +240,7 @@ impl ServiceMap {
                 Some(&i) => i,
                 None if w.traffic.len() >= self.max_edges => {
                     w.dropped.add(traffic);
-                    last = None;
+                    last = Some((memo, DROPPED));
                     continue;
                 }
                 None => {
@@ -238,7 +251,7 @@ impl ServiceMap {
                 }
             };
             w.traffic[i as usize].add(traffic);
-            last = Some((pointers.0, pointers.1, i));
+            last = Some((memo, i));
         }
     }
 
@@ -449,13 +462,10 @@ mod tests {
         map.add(&flows, S);
         let s = map.snapshot(S);
         assert_eq!(s.edges.len(), 2);
-        assert_eq!(
-            s.dropped,
-            Traffic {
-                flows: 3,
-                bytes: 30
-            }
-        );
+        assert_eq!((s.dropped.flows, s.dropped.bytes), (3, 30));
+        // Consecutive flows of a dropped edge are dropped too (by the memo).
+        map.add(&[flows[4].clone(), flows[4].clone()], S);
+        assert_eq!(map.snapshot(S).dropped.flows, 5);
         // A known edge still counts past the cap.
         map.add(&flows[..1], 2 * S);
         assert_eq!(map.snapshot(2 * S).edges[0].traffic.flows, 2);
@@ -463,7 +473,7 @@ mod tests {
         // windows later they are gone, and so is what was dropped.
         map.add(&flows[4..], 101 * S);
         let s = map.snapshot(101 * S);
-        assert_eq!((s.edges.len(), s.dropped.flows), (3, 3));
+        assert_eq!((s.edges.len(), s.dropped.flows), (3, 5));
         let s = map.snapshot(202 * S);
         assert_eq!((s.edges.len(), s.dropped.flows), (1, 0));
         let s = map.snapshot(303 * S);
