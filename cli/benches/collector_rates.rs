@@ -20,18 +20,24 @@
 //!   has one batch unanswered at a time, as agents on real time do, so
 //!   flows leave as soon as they are complete and ranges answer for them.
 //!
+//! Each load runs with `workers = 1` (the core thread does everything) and
+//! `workers = 2` (a sink worker formats while the core attributes).
+//!
 //! Prints per run flows per second of wall time and per CPU-second of the
 //! collector process (its own threads, from /proc), its minor page faults
 //! per thousand flows (pages touched for the first time, the cost this VM
 //! makes most variable), and what the collector did with the load
 //! (heartbeats that made or grew a range, remote sides by outcome); then
-//! per sink the medians of both loads and their ratio, against the target
-//! (250,000 per collector CPU-second, JSON sink).
+//! per sink and load the medians with 1 and 2 workers and their ratio,
+//! against the target (250,000 per collector CPU-second, JSON sink). Last,
+//! with `--bench` or `--memory`, the memory a held flow and a stored range
+//! cost: a collector holding every flow for a minute, sampled as it fills.
 //!
 //! `cargo bench -p flowattr --bench collector_rates [-- --rounds N]
-//! [--addresses N]` (after `scripts/build`; 3 rounds; the fresh fleet has
-//! 2,000 addresses by default, as many as the replayed load's workloads). Under `cargo test` it runs one
-//! small round, to show it works.
+//! [--addresses N] [--sinks jsonl-sink,arrow-sink] [--memory]` (after
+//! `scripts/build`; 3 rounds; the fresh fleet has 2,000 addresses by
+//! default, as many as the replayed load's workloads). Under `cargo test` it
+//! runs one small round, to show it works.
 
 #[path = "../tests/common/collector_process.rs"]
 mod collector_process;
@@ -63,7 +69,10 @@ const FLOWS_PER_BATCH: usize = 10_000;
 const AGENTS: [&str; 2] = ["load-1", "load-2"];
 /// Distinct addresses the flows run between (and, replayed, workloads).
 const WORKLOADS: usize = 2_000;
-const SINKS: [&str; 3] = ["jsonl-sink", "arrow-sink", "parquet-sink"];
+const SINKS: [&str; 4] = ["jsonl-sink", "arrow-sink", "parquet-sink", "otlp-sink"];
+/// `workers` of the collector: the core thread alone, and it with one sink
+/// worker.
+const WORKERS: [usize; 2] = [1, 2];
 const SECOND: u64 = 1_000_000_000;
 
 /// Fleet time one fresh batch covers: its connections start and end inside
@@ -78,6 +87,9 @@ const QUIET: u64 = 2;
 enum Load {
     Replayed,
     Fresh,
+    /// The fresh load's batches without watermarks, so every flow waits out
+    /// the hold: the memory a held flow costs.
+    Held,
 }
 
 impl Load {
@@ -85,6 +97,7 @@ impl Load {
         match self {
             Self::Replayed => "replayed",
             Self::Fresh => "fresh",
+            Self::Held => "held",
         }
     }
 }
@@ -119,28 +132,37 @@ fn main() {
     println!(
         "replayed: {WORKLOADS} addresses and workloads; fresh: {addresses} addresses, each a new workload's every {TENURE} batches"
     );
+    let sinks: Vec<String> = option_str(&args, "--sinks").map_or_else(
+        || SINKS.iter().map(|s| s.to_string()).collect(),
+        |s| s.split(',').map(str::to_owned).collect(),
+    );
     println!(
-        "{:<14} {:<9} {:>7} {:>13} {:>16} {:>14} {:>17}  what the collector did",
+        "{:<14} {:<9} {:>7} {:>7} {:>13} {:>16} {:>14} {:>17}  what the collector did",
         "sink",
         "load",
+        "workers",
         "wall s",
         "flows/s wall",
         "flows/CPU-second",
         "output B/flow",
         "faults/1000 flows"
     );
-    let mut results: Vec<(&str, Load, Measured)> = Vec::new();
+    let mut results: Vec<(String, Load, usize, Measured)> = Vec::new();
     for round in 0..rounds {
-        for (s, sink) in SINKS.into_iter().enumerate() {
-            let order = if (round + s) % 2 == 0 {
-                [Load::Replayed, Load::Fresh]
-            } else {
-                [Load::Fresh, Load::Replayed]
-            };
-            for load in order {
-                let m = run(&runtime, sink, load, batches, addresses);
+        for (s, sink) in sinks.iter().enumerate() {
+            let mut order = vec![];
+            for (l, load) in [Load::Replayed, Load::Fresh].into_iter().enumerate() {
+                for workers in WORKERS {
+                    order.push((load, workers, (round + s + l + workers) % 2));
+                }
+            }
+            // Alternating: which load and which worker count goes first
+            // changes from round to round and sink to sink.
+            order.sort_by_key(|&(_, _, first)| first);
+            for (load, workers, _) in order {
+                let m = run(&runtime, sink, load, workers, batches, addresses);
                 println!(
-                    "{sink:<14} {:<9} {:>7.2} {:>13.0} {:>16.0} {:>14.0} {:>17.0}  {}",
+                    "{sink:<14} {:<9} {workers:>7} {:>7.2} {:>13.0} {:>16.0} {:>14.0} {:>17.0}  {}",
                     load.name(),
                     m.wall_s,
                     m.flows as f64 / m.wall_s,
@@ -149,54 +171,136 @@ fn main() {
                     m.faults_per_1000,
                     m.did,
                 );
-                results.push((sink, load, m));
+                results.push((sink.clone(), load, workers, m));
             }
         }
     }
-    println!("\nmedians of {rounds} rounds; fresh / replayed");
+    println!("\nmedians of {rounds} rounds; 2 workers / 1 worker");
     println!(
-        "{:<14} {:>15} {:>15} {:>7} {:>17} {:>17} {:>7} {:>11} {:>12}",
+        "{:<14} {:<9} {:>13} {:>13} {:>7} {:>15} {:>15} {:>11} {:>12}",
         "sink",
-        "replayed wall/s",
-        "fresh wall/s",
+        "load",
+        "1 w wall/s",
+        "2 w wall/s",
         "ratio",
-        "replayed /CPU-s",
-        "fresh /CPU-s",
-        "ratio",
+        "1 w /CPU-s",
+        "2 w /CPU-s",
         "vs target",
         "vs reference"
     );
-    for sink in SINKS {
-        let median_of = |load, f: &dyn Fn(&Measured) -> f64| {
-            median(
-                results
-                    .iter()
-                    .filter(|(s, l, _)| *s == sink && *l == load)
-                    .map(|(_, _, m)| f(m))
-                    .collect(),
-            )
-        };
-        let wall = |m: &Measured| m.flows as f64 / m.wall_s;
-        let cpu = |m: &Measured| m.per_cpu_second();
-        let (rw, fw) = (
-            median_of(Load::Replayed, &wall),
-            median_of(Load::Fresh, &wall),
-        );
-        let (rc, fc) = (
-            median_of(Load::Replayed, &cpu),
-            median_of(Load::Fresh, &cpu),
-        );
-        println!(
-            "{sink:<14} {rw:>15.0} {fw:>15.0} {:>6.2}× {rc:>17.0} {fc:>17.0} {:>6.2}× {:>10.2}× {:>11.1}×",
-            fw / rw,
-            fc / rc,
-            fc / TARGET_PER_CORE,
-            fc / REFERENCE_PER_VCPU,
-        );
+    for sink in &sinks {
+        for load in [Load::Replayed, Load::Fresh] {
+            let median_of = |workers, f: &dyn Fn(&Measured) -> f64| {
+                median(
+                    results
+                        .iter()
+                        .filter(|(s, l, w, _)| s == sink && *l == load && *w == workers)
+                        .map(|(_, _, _, m)| f(m))
+                        .collect(),
+                )
+            };
+            let wall = |m: &Measured| m.flows as f64 / m.wall_s;
+            let cpu = |m: &Measured| m.per_cpu_second();
+            let (w1, w2) = (median_of(1, &wall), median_of(2, &wall));
+            let (c1, c2) = (median_of(1, &cpu), median_of(2, &cpu));
+            println!(
+                "{sink:<14} {:<9} {w1:>13.0} {w2:>13.0} {:>6.2}× {c1:>15.0} {c2:>15.0} {:>10.2}× {:>11.1}×",
+                load.name(),
+                w2 / w1,
+                c2 / TARGET_PER_CORE,
+                c2 / REFERENCE_PER_VCPU,
+            );
+        }
     }
     println!(
-        "vs target/reference: the fresh load's flows per collector CPU-second against 250,000 (JSON sink) and the reference design's ~21,000 per vCPU"
+        "vs target/reference: flows per collector CPU-second with 2 workers against 250,000 (JSON sink) and the reference design's ~21,000 per vCPU"
     );
+    if full || args.iter().any(|a| a == "--memory") {
+        held_memory(&runtime, addresses);
+    }
+}
+
+fn option_str(args: &[String], name: &str) -> Option<String> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).cloned()
+}
+
+/// Memory per held flow and per stored range: a collector holding every
+/// flow for a minute (no watermarks), its resident memory sampled as the
+/// held flows grow, and a line fitted through the samples; the table's own
+/// account of its bytes per range.
+fn held_memory(runtime: &tokio::runtime::Runtime, addresses: usize) {
+    const STEPS: u64 = 10;
+    const PER_STEP: u64 = 10;
+    let tmp = tempfile::tempdir().unwrap();
+    let collector = CollectorProcess::start_with(
+        tmp.path(),
+        &AGENTS,
+        "60s",
+        "jsonl-sink",
+        "workers = 2\nmax_held_flows = 10000000",
+    );
+    let fleet = Fleet::new(now_ns(), STEPS * PER_STEP + 2, addresses);
+    println!(
+        "\nmemory at a 1-minute hold (jsonl-sink, 2 workers, no watermarks: every flow waits the hold)"
+    );
+    println!(
+        "{:>12} {:>10} {:>12} {:>14} {:>16}",
+        "held flows", "RSS MiB", "ranges", "table MiB", "table B/range"
+    );
+    let mut samples = Vec::new();
+    for step in 0..=STEPS {
+        if step > 0 {
+            let range = (step - 1) * PER_STEP..step * PER_STEP;
+            runtime.block_on(ship(
+                tmp.path(),
+                collector.addr,
+                Load::Held,
+                &fleet,
+                range,
+                step,
+            ));
+        }
+        // Until what was acknowledged is all in the hold.
+        let want = step * PER_STEP * FLOWS_PER_BATCH as u64 * AGENTS.len() as u64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while (collector.metric("flowattr_collector_hold_flows") as u64) < want {
+            assert!(Instant::now() < deadline, "flows did not reach the hold");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let held = collector.metric("flowattr_collector_hold_flows");
+        let rss = collector.rss_bytes() as f64;
+        let ranges = collector.metric("flowattr_collector_table_ranges");
+        let table = collector.metric("flowattr_collector_table_memory_bytes");
+        println!(
+            "{held:>12.0} {:>10.1} {ranges:>12.0} {:>14.1} {:>16.1}",
+            rss / (1 << 20) as f64,
+            table / (1 << 20) as f64,
+            table / ranges.max(1.0),
+        );
+        samples.push((held, rss, ranges, table));
+    }
+    let (slope, intercept) = fit(&samples.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>());
+    let (ranges, table) = samples.last().map(|s| (s.2, s.3)).unwrap();
+    println!(
+        "resident bytes per held flow (fitted): {slope:.0}; at 10 million held flows: {:.1} GiB; bytes per stored range (the table's account): {:.1}",
+        (intercept + slope * 1e7) / (1u64 << 30) as f64,
+        table / ranges.max(1.0),
+    );
+}
+
+/// Least-squares line through `points`: (slope, intercept).
+fn fit(points: &[(f64, f64)]) -> (f64, f64) {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (num, den) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
+        (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
+    });
+    let slope = num / den;
+    (slope, my - slope * mx)
 }
 
 /// One measured run.
@@ -221,11 +325,18 @@ fn run(
     runtime: &tokio::runtime::Runtime,
     sink: &str,
     load: Load,
+    workers: usize,
     batches: u64,
     addresses: usize,
 ) -> Measured {
     let tmp = tempfile::tempdir().unwrap();
-    let collector = CollectorProcess::start(tmp.path(), &AGENTS, "200ms", sink);
+    let collector = CollectorProcess::start_with(
+        tmp.path(),
+        &AGENTS,
+        "200ms",
+        sink,
+        &format!("workers = {workers}"),
+    );
     // The fleet is quiet for a span between the warm-up and the run, so the
     // warm-up's keep-alive states no more than is true.
     let fleet = Fleet::new(now_ns(), batches + 3, addresses);
@@ -287,7 +398,7 @@ async fn ship(
         // more than the watermark before that one (the shipper caps it), so
         // sixteen in flight would leave every flow to wait out the hold.
         config.max_in_flight = match load {
-            Load::Replayed => 16,
+            Load::Replayed | Load::Held => 16,
             Load::Fresh => 1,
         };
         let shipper = Shipper::start(config).unwrap();
@@ -304,6 +415,10 @@ async fn ship(
                         clock.wait_for_others(a, n as u64).await;
                         fleet.batch(a, b)
                     }
+                    Load::Held => FlowBatch {
+                        complete_until_ns: 0,
+                        ..fleet.batch(a, b)
+                    },
                 };
                 sent += batch.flows.len() as u64;
                 shipper.send(&batch).await.unwrap();

@@ -31,6 +31,10 @@ pub struct SimArgs {
     /// Scratch directory (journals, outputs); a temporary one by default.
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Each simulated collector's workers (`workers` in its config); 0: the
+    /// machine's cores. The outcome is the same for any count.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
     /// Sweep one parameter instead of a single run.
     #[arg(long, value_enum)]
     sweep: Option<SweepArg>,
@@ -67,6 +71,12 @@ pub struct SimArgs {
     out: ReportFiles,
     #[command(flatten)]
     cache: crate::plugin::CacheArgs,
+}
+
+impl SimArgs {
+    fn workers(&self) -> usize {
+        flowattr_collector::config::worker_threads(self.workers)
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -125,6 +135,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| scratch.path().to_owned()),
         cache_dir: args.cache.dir(),
         progress: Some(progress),
+        workers: args.workers(),
     };
     if !args.connect.is_empty() {
         return connected(&scenario, &args, &options);
@@ -277,6 +288,7 @@ fn explored(draws: u32, args: &SimArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| scratch.path().to_owned()),
             cache_dir: args.cache.dir(),
             progress: None,
+            workers: args.workers(),
         },
         failures: args.failures.clone(),
         adjust: None,

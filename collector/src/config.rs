@@ -32,6 +32,10 @@ pub struct CollectorConfig {
     pub silent_after: Duration,
     /// Flows held at most; beyond it no batch is accepted until some leave.
     pub max_held_flows: usize,
+    /// Threads doing the per-flow work: the core's (attribution) and
+    /// `workers - 1` running the sink plugin, each with an instance of its
+    /// own. 0 (the default): the machine's cores.
+    pub workers: usize,
     /// Batch ids remembered to drop duplicates.
     pub remember_batches: usize,
     pub tls: TlsConfig,
@@ -89,6 +93,21 @@ pub struct AbSection {
     pub shadow_hold: Duration,
 }
 
+impl CollectorConfig {
+    /// `workers`, with 0 read as the machine's cores.
+    pub fn worker_threads(&self) -> usize {
+        worker_threads(self.workers)
+    }
+}
+
+/// A `workers` setting, with 0 read as the machine's cores.
+pub fn worker_threads(workers: usize) -> usize {
+    match workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 impl Default for CollectorConfig {
     fn default() -> Self {
         Self {
@@ -98,6 +117,7 @@ impl Default for CollectorConfig {
             hold: Duration::from_secs(120),
             silent_after: Duration::from_secs(300),
             max_held_flows: 4_000_000,
+            workers: 0,
             remember_batches: 100_000,
             tls: TlsConfig::default(),
             ownership: OwnershipSection::default(),

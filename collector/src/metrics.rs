@@ -60,6 +60,9 @@ pub struct CollectorMetrics {
     /// Arrivals waiting for room in the hold, and their bytes.
     pub arrivals_waiting: Gauge,
     pub arrivals_waiting_bytes: Gauge,
+    /// Runs of released flows being formatted or waiting for an earlier run
+    /// to be, before they reach the outputs.
+    pub formatting_jobs: Gauge,
     /// Sink plugin calls that failed or found no sink (flows kept, retried).
     pub sink_failures: Counter,
     /// Each sender's measured clock offset (its clock minus ours), and
@@ -111,6 +114,7 @@ impl CollectorMetrics {
             journal_batches: Gauge::default(),
             arrivals_waiting: Gauge::default(),
             arrivals_waiting_bytes: Gauge::default(),
+            formatting_jobs: Gauge::default(),
             sink_failures: Counter::default(),
             agent_clock_offset: Family::default(),
             agent_clock_trusted: Family::default(),
@@ -217,6 +221,11 @@ impl CollectorMetrics {
             "arrivals_waiting_bytes",
             "Bytes of arrived batches waiting for room in the hold (frames and decoded flows)",
             m.arrivals_waiting_bytes.clone(),
+        );
+        r.register(
+            "formatting_jobs",
+            "Runs of released flows with the sink plugin or waiting behind an earlier run",
+            m.formatting_jobs.clone(),
         );
         r.register(
             "sink_failures",

@@ -86,6 +86,7 @@ impl Collector {
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: config.plugins.cache_dir.clone(),
             trust: config.plugins.trust()?,
+            instances: config.worker_threads(),
             ..RuntimeConfig::default()
         })?;
         let plugin_dir = config.plugins.directory.clone();
@@ -185,6 +186,7 @@ impl Collector {
             remember_batches: config.remember_batches,
             sink: config.plugins.sink.clone(),
             sink_batch: config.plugins.sink_batch,
+            workers: config.worker_threads(),
             forward_peers: config.forward_peers.iter().cloned().collect::<HashSet<_>>(),
             shadow_hold: config
                 .ab

@@ -250,6 +250,10 @@ async fn a_sink_failing_partway_through_a_release_loses_and_repeats_no_flow() {
     let mut config = fleet.collector_config("collector-1");
     config.plugins.sink = "flaky".into();
     config.plugins.sink_batch = 3;
+    // One instance, so the failures fall as described below; several
+    // workers' instances each fail every second call of their own (see
+    // tests/workers.rs).
+    config.workers = 1;
     let collector = Collector::start(config).await.unwrap();
     let t = now_ns() - 100 * S;
     let api = workload("api-1");

@@ -79,6 +79,7 @@ impl Harness {
                 remember_batches: 1000,
                 sink: "jsonl-sink".into(),
                 sink_batch: 1024,
+                workers: 2,
                 forward_peers: HashSet::new(),
                 shadow_hold: Duration::ZERO,
                 arrival_queue_batches: 256,
@@ -119,6 +120,7 @@ impl Harness {
             self.clock.store(next, Ordering::Relaxed);
             self.plugin_clock.set(next);
             self.core.tick();
+            self.core.finish_formatting();
         }
     }
 

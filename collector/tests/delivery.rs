@@ -20,12 +20,13 @@ use std::{
 use common::{
     broker::Broker,
     fleet::{Fleet, S, batch, flow, now_ns, ship_all, workload},
+    journal::replayable,
 };
 use flowattr_collector::{
     clocks::ClockSample,
     config::{CollectorConfig, KafkaOutputSection, OutputSection},
     core::{Arrival, Core, CoreParts, CoreSettings, Decision, Input},
-    journal::{Journal, JournalEntry, MemoryStore},
+    journal::{Journal, MemoryStore},
     metrics::CollectorMetrics,
     output::{FileOutput, FileOutputConfig, Outputs},
     ownership::{OwnershipConfig, OwnershipTable},
@@ -375,6 +376,7 @@ fn core_on(
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: None,
         clock: plugin_clock.clone(),
+        instances: 2,
         ..RuntimeConfig::default()
     })
     .unwrap();
@@ -403,6 +405,7 @@ fn core_on(
             remember_batches: 1000,
             sink: "jsonl-sink".into(),
             sink_batch: 1024,
+            workers: 2,
             forward_peers: HashSet::new(),
             shadow_hold: Duration::ZERO,
             arrival_queue_batches: 256,
@@ -424,16 +427,6 @@ fn core_on(
     );
     core.recover(recovery, flowattr_collector::service::decode_journal_body);
     (core, plugin_clock)
-}
-
-/// The batch ids a journal in `store` would replay.
-fn replayable(store: &MemoryStore) -> HashSet<BatchId> {
-    let (mut journal, mut recovery) = Journal::with_store(Box::new(store.clone()), 1000).unwrap();
-    let mut ids = HashSet::new();
-    while let Some(e) = journal.recover_next(&mut recovery) {
-        ids.insert(JournalEntry::parse(&e.bytes).unwrap().id);
-    }
-    ids
 }
 
 #[test]
@@ -491,6 +484,7 @@ fn every_acknowledged_batch_survives_a_power_loss() {
         plugin_clock.set(t);
         core.tick();
     }
+    core.finish_formatting();
     let written = fleet.written("after");
     let per_port: HashMap<u64, usize> = written.iter().fold(HashMap::new(), |mut m, l| {
         *m.entry(l["local"]["port"].as_u64().unwrap()).or_default() += 1;

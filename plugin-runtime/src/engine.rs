@@ -38,6 +38,11 @@ pub struct RuntimeConfig {
     pub clock: Arc<dyn Clock>,
     /// What plugins may be granted and which components are trusted.
     pub trust: TrustPolicy,
+    /// Instances of one plugin that may exist at once, for callers on that
+    /// many threads (the collector's sink workers); each holds up to the
+    /// plugin's memory cap. One is made at load, the others when a call
+    /// finds every instance busy.
+    pub instances: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -46,6 +51,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             clock: Arc::new(SystemClock),
             trust: TrustPolicy::default(),
+            instances: 1,
         }
     }
 }
@@ -72,6 +78,7 @@ struct RuntimeInner {
     cache: Option<CompileCache>,
     clock: Arc<dyn Clock>,
     trust: TrustPolicy,
+    instances: usize,
     ticker: Arc<Ticker>,
     /// Drives WASI's timers and its blocking file I/O; `None` only while
     /// dropping.
@@ -168,6 +175,7 @@ impl Runtime {
                 cache,
                 clock: config.clock,
                 trust: config.trust,
+                instances: config.instances.max(1),
                 ticker,
                 io: Some(io),
             }),
@@ -197,6 +205,11 @@ impl Runtime {
 
     pub(crate) fn linker(&self) -> &Linker<PluginState> {
         &self.inner.linker
+    }
+
+    /// Instances of one plugin that may exist at once.
+    pub(crate) fn instances(&self) -> usize {
+        self.inner.instances
     }
 
     pub(crate) fn clock(&self) -> Arc<dyn Clock> {

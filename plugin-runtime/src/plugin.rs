@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use flowattr_backoff::{Jitter, Policy};
@@ -103,30 +103,48 @@ struct Live {
     exports: Exports,
 }
 
-struct Slot {
-    live: Option<Live>,
+/// A plugin's instances and its health. Instances are made when a call
+/// finds none idle and fewer than `most` exist, so a plugin called from
+/// one thread has one; the health is the plugin's, not an instance's: after
+/// a lost instance, rebuilds back off for all of them.
+struct Instances {
+    idle: Vec<Live>,
+    /// Idle or in a call.
+    existing: usize,
+    most: usize,
+    /// Lost and not yet rebuilt.
+    lost: usize,
     failures: u32,
     retry_at: Option<Instant>,
     /// The rebuild backoff's randomness.
     jitter: Jitter,
 }
 
-impl Slot {
-    fn new(jitter: Jitter) -> Self {
+impl Instances {
+    fn new(first: Live, most: usize, jitter: Jitter) -> Self {
         Self {
-            live: None,
+            idle: vec![first],
+            existing: 1,
+            most: most.max(1),
+            lost: 0,
             failures: 0,
             retry_at: None,
             jitter,
         }
+    }
+
+    fn backing_off(&self, now: Instant) -> Option<Duration> {
+        let at = self.retry_at.filter(|at| self.lost > 0 && *at > now)?;
+        Some(at - now)
     }
 }
 
 /// One call into the instance, borrowing its store for as long as it runs.
 type CallFuture<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<Result<T, String>>> + 'a>>;
 
-/// A validated plugin, ready to call from any thread (calls to one plugin
-/// run one at a time).
+/// A validated plugin, ready to call from any thread: calls from several
+/// threads at once run on instances of their own, up to the runtime's
+/// [`crate::RuntimeConfig::instances`], and wait beyond that.
 pub struct Plugin {
     name: Arc<str>,
     manifest: Manifest,
@@ -137,7 +155,9 @@ pub struct Plugin {
     spec: SandboxSpec,
     config_json: String,
     counters: Arc<Counters>,
-    slot: Mutex<Slot>,
+    instances: Mutex<Option<Instances>>,
+    /// Signalled when an instance goes back idle or is lost.
+    freed: Condvar,
 }
 
 /// Hex SHA-256 of `bytes`.
@@ -255,7 +275,8 @@ impl Plugin {
             pre,
             spec,
             counters,
-            slot: Mutex::new(Slot::new(Jitter::from_entropy())),
+            instances: Mutex::new(None),
+            freed: Condvar::new(),
         };
         let live = plugin.instantiate().map_err(|e| match e {
             InstantiateError::Refused(msg) => LoadError::Manifest(FieldError::new(
@@ -266,7 +287,11 @@ impl Plugin {
                 LoadError::Component(format!("failed to start: {msg}"))
             }
         })?;
-        plugin.slot.lock().unwrap().live = Some(live);
+        *plugin.instances.lock().unwrap() = Some(Instances::new(
+            live,
+            runtime.instances(),
+            Jitter::from_entropy(),
+        ));
         Ok(plugin)
     }
 
@@ -306,11 +331,16 @@ impl Plugin {
         self.counters.snapshot()
     }
 
-    /// Bytes of linear memory the live instance holds now and at most, if
-    /// there is a live instance.
+    /// Bytes of linear memory its idle instances hold now and held at most
+    /// (summed), if it has any (instances in a call are not counted).
     pub fn memory_bytes(&self) -> Option<(usize, usize)> {
-        let slot = self.slot.lock().unwrap();
-        slot.live.as_ref().map(|l| l.store.data().memory_bytes())
+        let guard = self.instances.lock().unwrap();
+        let idle = &guard.as_ref()?.idle;
+        (!idle.is_empty()).then(|| {
+            idle.iter()
+                .map(|l| l.store.data().memory_bytes())
+                .fold((0, 0), |(c, p), (lc, lp)| (c + lc, p + lp))
+        })
     }
 
     /// Attributes local endpoints (identity plugins).
@@ -494,37 +524,16 @@ impl Plugin {
         self.error(Failure::Plugin(message))
     }
 
-    /// Runs `f` on the live instance (rebuilding it first if it was lost and
-    /// its backoff has passed) under the call deadline, then `after` on its
-    /// store whether the call finished or was abandoned.
+    /// Runs `f` on an idle instance (or a new one, rebuilding after a lost
+    /// one once its backoff has passed) under the call deadline, then
+    /// `after` on its store whether the call finished or was abandoned.
     fn call<T>(
         &self,
         records: usize,
         f: impl for<'a> FnOnce(&'a mut Store<PluginState>, &'a Exports) -> CallFuture<'a, T>,
         after: impl FnOnce(&mut Store<PluginState>),
     ) -> Result<T, CallError> {
-        let mut slot = self.slot.lock().unwrap();
-        if slot.live.is_none() {
-            let now = Instant::now();
-            if let Some(at) = slot.retry_at.filter(|at| *at > now) {
-                Counters::add(&self.counters.unavailable, 1);
-                return Err(self.error(Failure::BackingOff(at - now, slot.failures)));
-            }
-            match self.instantiate() {
-                Ok(live) => {
-                    Counters::add(&self.counters.rebuilds, 1);
-                    tracing::info!(plugin = %self.name, "Rebuilt the plugin instance.");
-                    slot.live = Some(live);
-                }
-                Err(e) => {
-                    let message = e.message();
-                    self.record_failure(&mut slot);
-                    tracing::warn!(plugin = %self.name, %message, "Could not rebuild the plugin instance.");
-                    return Err(self.error(Failure::Rebuild(message)));
-                }
-            }
-        }
-        let live = slot.live.as_mut().expect("instance present");
+        let mut live = self.take_instance()?;
         let timeout_ms = self.manifest.limits.call_timeout_ms;
         live.store.set_epoch_deadline(deadline_ticks(timeout_ms));
         live.store.data_mut().take_memory_exceeded();
@@ -540,18 +549,19 @@ impl Plugin {
         let Some(result) = result else {
             Counters::add(&self.counters.timeouts, 1);
             let failure = Failure::Timeout(timeout_ms);
-            return Err(self.lose_instance(&mut slot, failure, "waiting in a host call"));
+            return Err(self.lose_instance(failure, "waiting in a host call"));
         };
         match result {
             Ok(Ok(v)) => {
                 Counters::add(&self.counters.calls, 1);
                 Counters::add(&self.counters.records, records as u64);
-                slot.failures = 0;
+                self.give_back(live, true);
                 Ok(v)
             }
             Ok(Err(message)) => {
                 Counters::add(&self.counters.calls, 1);
                 Counters::add(&self.counters.errors, 1);
+                self.give_back(live, false);
                 Err(self.error(Failure::Plugin(message)))
             }
             Err(e) => {
@@ -571,23 +581,89 @@ impl Plugin {
                     Failure::Trap(e.root_cause().to_string())
                 };
                 tracing::debug!(plugin = %self.name, details = ?e, "Plugin failure details.");
-                Err(self.lose_instance(&mut slot, failure, "running guest code"))
+                drop(live);
+                Err(self.lose_instance(failure, "running guest code"))
             }
         }
     }
 
-    /// Discards the instance after `failure` (already counted), stopped
-    /// while `how`, and schedules its rebuild.
-    fn lose_instance(&self, slot: &mut Slot, failure: Failure, how: &str) -> CallError {
-        tracing::warn!(plugin = %self.name, error = %failure, stopped_while = how, "Plugin call failed; its instance will be rebuilt.");
-        slot.live = None;
-        self.record_failure(slot);
-        self.error(failure)
+    /// An idle instance, or a new one while fewer than the most exist (a
+    /// rebuild of a lost one only once its backoff has passed); waits for
+    /// one to come back idle when every instance is in a call.
+    fn take_instance(&self) -> Result<Live, CallError> {
+        let mut guard = self.instances.lock().unwrap();
+        let rebuild = loop {
+            let pool = guard.as_mut().expect("set at load");
+            if let Some(live) = pool.idle.pop() {
+                return Ok(live);
+            }
+            if pool.existing < pool.most {
+                match pool.backing_off(Instant::now()) {
+                    None => {
+                        pool.existing += 1;
+                        let rebuild = pool.lost > 0;
+                        pool.lost = pool.lost.saturating_sub(1);
+                        break rebuild;
+                    }
+                    Some(wait) if pool.existing == 0 => {
+                        Counters::add(&self.counters.unavailable, 1);
+                        return Err(self.error(Failure::BackingOff(wait, pool.failures)));
+                    }
+                    // The ones in calls come back sooner.
+                    Some(_) => {}
+                }
+            }
+            guard = self.freed.wait(guard).unwrap();
+        };
+        drop(guard);
+        match self.instantiate() {
+            Ok(live) => {
+                if rebuild {
+                    Counters::add(&self.counters.rebuilds, 1);
+                    tracing::info!(plugin = %self.name, "Rebuilt the plugin instance.");
+                }
+                Ok(live)
+            }
+            Err(e) => {
+                let message = e.message();
+                let mut guard = self.instances.lock().unwrap();
+                let pool = guard.as_mut().expect("set at load");
+                pool.existing -= 1;
+                pool.lost += 1;
+                record_failure(pool);
+                drop(guard);
+                self.freed.notify_one();
+                tracing::warn!(plugin = %self.name, %message, "Could not rebuild the plugin instance.");
+                Err(self.error(Failure::Rebuild(message)))
+            }
+        }
     }
 
-    fn record_failure(&self, slot: &mut Slot) {
-        slot.failures = slot.failures.saturating_add(1);
-        slot.retry_at = Some(Instant::now() + rebuild_delay(slot.failures, &mut slot.jitter));
+    /// Puts an instance back after a call; a call that answered ends the
+    /// plugin's failures in a row.
+    fn give_back(&self, live: Live, answered: bool) {
+        let mut guard = self.instances.lock().unwrap();
+        let pool = guard.as_mut().expect("set at load");
+        pool.idle.push(live);
+        if answered {
+            pool.failures = 0;
+        }
+        drop(guard);
+        self.freed.notify_one();
+    }
+
+    /// Counts an instance lost after `failure` (already counted), stopped
+    /// while `how`, and schedules its rebuild.
+    fn lose_instance(&self, failure: Failure, how: &str) -> CallError {
+        tracing::warn!(plugin = %self.name, error = %failure, stopped_while = how, "Plugin call failed; its instance will be rebuilt.");
+        let mut guard = self.instances.lock().unwrap();
+        let pool = guard.as_mut().expect("set at load");
+        pool.existing -= 1;
+        pool.lost += 1;
+        record_failure(pool);
+        drop(guard);
+        self.freed.notify_one();
+        self.error(failure)
     }
 
     /// A fresh instance: new store, instantiate from the pre-instance, `init`,
@@ -663,6 +739,11 @@ fn read_answers(
         answers,
         store.data_mut().workload_table(),
     )?)
+}
+
+fn record_failure(pool: &mut Instances) {
+    pool.failures = pool.failures.saturating_add(1);
+    pool.retry_at = Some(Instant::now() + rebuild_delay(pool.failures, &mut pool.jitter));
 }
 
 enum InstantiateError {

@@ -64,6 +64,9 @@ pub struct RunOptions {
     pub cache_dir: Option<PathBuf>,
     /// Told how far the run has got, every simulated minute.
     pub progress: Option<Progress>,
+    /// Each collector's workers (`[collector] workers`). Every step waits
+    /// for its formatting, so a run's outcome is the same for any count.
+    pub workers: usize,
 }
 
 /// What a run found and did.
@@ -173,6 +176,8 @@ struct Builder {
     /// Each region's journal, kept in memory across its collector's
     /// restarts (the simulation kills processes, not machines).
     journals: Vec<MemoryStore>,
+    /// Each core's formatting workers.
+    workers: usize,
 }
 
 impl Builder {
@@ -228,6 +233,7 @@ impl Builder {
                 remember_batches: 100_000,
                 sink: scenario.collector.sink.clone(),
                 sink_batch: 4096,
+                workers: self.workers,
                 forward_peers: others
                     .iter()
                     .map(|&o| collector_name(&scenario.regions[o].name))
@@ -414,6 +420,7 @@ impl Collectors for InProcess {
                 deliver(core, from, batch, sample, &self.decisions)?;
             }
             core.tick();
+            core.finish_formatting();
         }
         Ok(())
     }
@@ -428,6 +435,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<RunOutco
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: options.cache_dir.clone(),
         clock: plugin_clock.clone(),
+        instances: options.workers,
         ..RuntimeConfig::default()
     })?;
     let clock = Arc::new(AtomicU64::new(EPOCH_NS));
@@ -443,6 +451,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<RunOutco
         work_dir: options.work_dir.clone(),
         clock,
         judge: judge.clone(),
+        workers: options.workers,
         journals: scenario
             .regions
             .iter()

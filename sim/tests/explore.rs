@@ -37,6 +37,7 @@ fn options(
             work_dir: dir.path().join("work"),
             cache_dir: Some(workspace().join("target/flowattr-test-cache")),
             progress: None,
+            workers: 2,
         },
         failures: dir.path().join("failures"),
         adjust,
@@ -182,6 +183,7 @@ fn every_fault_happens_and_no_accepted_flow_is_lost() {
             work_dir: dir.path().to_owned(),
             cache_dir: Some(workspace().join("target/flowattr-test-cache")),
             progress: None,
+            workers: 2,
         },
     )
     .unwrap();

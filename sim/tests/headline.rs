@@ -31,6 +31,7 @@ fn options(dir: &tempfile::TempDir) -> RunOptions {
         work_dir: dir.path().to_owned(),
         cache_dir: Some(workspace().join("target/flowattr-test-cache")),
         progress: None,
+        workers: 2,
     }
 }
 

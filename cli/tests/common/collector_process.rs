@@ -26,6 +26,12 @@ impl CollectorProcess {
     /// `sink` (a bundled sink plugin's crate name), and starts a collector
     /// holding flows for `hold`.
     pub fn start(dir: &Path, agents: &[&str], hold: &str, sink: &str) -> Self {
+        Self::start_with(dir, agents, hold, sink, "")
+    }
+
+    /// [`CollectorProcess::start`] with more top-level settings (TOML lines,
+    /// such as `workers = 2`).
+    pub fn start_with(dir: &Path, agents: &[&str], hold: &str, sink: &str, settings: &str) -> Self {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         certs::generate_dev_pki(&dir.join("pki"), &["collector"], agents).unwrap();
         let status = Command::new(bin())
@@ -53,7 +59,7 @@ impl CollectorProcess {
             .map(|a| format!("{a} = [\"any\"]\n"))
             .collect();
         let config = format!(
-            "name = \"collector\"\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\nhold = \"{hold}\"\n\
+            "name = \"collector\"\nlisten = \"{addr}\"\ndata_dir = \"{data}\"\nhold = \"{hold}\"\n{settings}\n\
              [tls]\nca = \"{pki}/ca.pem\"\ncert = \"{pki}/collector.pem\"\nkey = \"{pki}/collector.key\"\n\
              [claims]\n{claims}\
              [plugins]\ndirectory = \"{plugins}\"\ncache_dir = \"{cache}\"\nwatch = false\nsink = \"{sink}\"\n\
@@ -124,9 +130,25 @@ impl CollectorProcess {
 
     /// Flows this run of the process has written.
     pub fn flows_out(&self) -> u64 {
+        self.metric("flowattr_collector_flows_out") as u64
+    }
+
+    /// A metric's value summed over its labels.
+    pub fn metric(&self, name: &str) -> f64 {
         let text =
             flowattr_daemon::metrics::scrape(self.metrics).expect("collector metrics endpoint");
-        flowattr_daemon::metrics::metric_sum(&text, "flowattr_collector_flows_out", &[]) as u64
+        flowattr_daemon::metrics::metric_sum(&text, name, &[])
+    }
+
+    /// The process's resident memory (VmRSS).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS");
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
     }
 
     pub fn wait_flows(&self, n: u64, within: Duration) {

@@ -32,6 +32,7 @@
 //! hold has room, before it takes any arrival.
 
 mod arrival;
+mod formatting;
 mod live;
 mod release;
 mod warnings;
@@ -46,7 +47,7 @@ use std::{
     time::Duration,
 };
 
-use flowattr_model::{AttributedFlow, BatchId, FlowBatch, IpEvent};
+use flowattr_model::{AttributedFlow, FlowBatch, IpEvent};
 use flowattr_plugin_runtime::PluginDirectory;
 
 use crate::{
@@ -147,9 +148,6 @@ pub trait Sharing: Send {
     fn counters(&self) -> Vec<(&'static str, u64)>;
 }
 
-/// Attributed flows not yet formatted, with the batches they came from.
-type Unformatted = (Vec<AttributedFlow>, Vec<BatchId>);
-
 /// Turns a journaled frame body into its batch.
 pub type Decode = Box<dyn Fn(&[u8]) -> Result<FlowBatch, String> + Send>;
 
@@ -180,6 +178,9 @@ pub struct CoreSettings {
     /// The sink plugin's name.
     pub sink: String,
     pub sink_batch: usize,
+    /// Threads doing the per-flow work: this core's and `workers - 1` that
+    /// run the sink plugin (see [`formatting`]).
+    pub workers: usize,
     /// Certificate names allowed to forward flows here.
     pub forward_peers: HashSet<String>,
     /// The A/B's shadow resolver is asked this long after a flow's start (the
@@ -227,14 +228,8 @@ pub struct Core {
     unsynced_duplicates: Vec<Box<dyn Replier>>,
     /// The journal still being replayed, and how its bodies decode.
     recovery: Option<(Recovery, Decode)>,
-    /// Attributed flows whose sink call failed, with their batches: formatted
-    /// again before anything else is released.
-    unformatted: VecDeque<Unformatted>,
-    /// The emptied vector of the last formatted release, for the next one.
-    spare_flows: Vec<AttributedFlow>,
-    /// Flows per sink call: `sink_batch`, or fewer where chunks that large
-    /// were more than an output takes.
-    chunk_flows: usize,
+    /// Released flows on their way through the sink plugin.
+    formatting: formatting::Formatting,
     forward_seq: u64,
     last_expire_ns: u64,
     /// Warnings about misbehaving agents, limited per agent.
@@ -268,7 +263,15 @@ impl Core {
     pub fn new(settings: CoreSettings, parts: CoreParts) -> Self {
         let ns = |d: Duration| d.as_nanos().min(u64::MAX as u128) as u64;
         let ownership = *parts.table.config();
-        let chunk_flows = settings.sink_batch;
+        let (failures, drops) = (parts.metrics.clone(), parts.metrics.clone());
+        let formatting = formatting::Formatting::new(
+            settings.workers,
+            settings.sink_batch,
+            Box::new(move || {
+                failures.sink_failures.inc();
+            }),
+            Box::new(move |n| drops.count_drop("too_large_for_output", n)),
+        );
         Self {
             hold: HoldQueue::new(ns(settings.hold), settings.max_held_flows),
             counterparts: Counterparts::new(
@@ -304,9 +307,7 @@ impl Core {
             unsynced: Vec::new(),
             unsynced_duplicates: Vec::new(),
             recovery: None,
-            unformatted: VecDeque::new(),
-            spare_flows: Vec::new(),
-            chunk_flows,
+            formatting,
             forward_seq: 0,
             last_expire_ns: 0,
             warnings: warnings::Warnings::default(),
@@ -421,8 +422,14 @@ impl Core {
     /// expires old ranges; updates gauges.
     pub fn tick(&mut self) {
         let now = (self.clock)();
-        self.retry_unformatted();
-        if self.unformatted.is_empty() && !self.outputs.is_full() {
+        self.formatting.retry(
+            self.plugins.get(&self.settings.sink),
+            self.outputs.max_chunk_bytes(),
+        );
+        if !self.formatting.has_failed()
+            && !self.formatting.is_backed_up()
+            && !self.outputs.is_full()
+        {
             self.completeness.refresh(now);
             let completeness = &self.completeness;
             let released = self.hold.release(
@@ -528,6 +535,7 @@ impl Core {
         m.journal_batches.set(self.journal.pending() as i64);
         m.arrivals_waiting.set(self.waiting.len() as i64);
         m.arrivals_waiting_bytes.set(self.waiting_bytes as i64);
+        m.formatting_jobs.set(self.formatting.waiting() as i64);
         if let Some(sharing) = &self.sharing {
             for (name, value) in sharing.counters() {
                 m.sharing

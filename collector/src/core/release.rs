@@ -6,7 +6,7 @@ use std::sync::Arc;
 use flowattr_model::{AttributedFlow, BatchId, Flow, FlowBatch, Side, UnattributedReason};
 use flowattr_plugin_runtime::{Plugin, manifest::Mode, policy};
 
-use super::{Core, Unformatted};
+use super::{Core, formatting::Ready};
 use crate::{
     hold::Released,
     remote::{Sources, attribute_remote},
@@ -16,9 +16,7 @@ impl Core {
     pub(super) fn write_out(&mut self, released: Vec<Released>, now: u64) {
         self.counterparts.expire(now);
         let resolvers = self.resolvers(Mode::Active);
-        // Reused from the last release: tens of thousands of flows a tick
-        // would otherwise land in freshly mapped pages each time.
-        let mut kept = std::mem::take(&mut self.spare_flows);
+        let mut kept = self.formatting.spare_flows();
         let mut ids = Vec::new();
         for Released {
             mut batch,
@@ -80,9 +78,7 @@ impl Core {
         if let Some(live) = &mut self.live {
             live.map.add(&kept, now);
         }
-        if let Err(back) = self.format(kept, ids) {
-            self.unformatted.push_back(back);
-        }
+        self.format(kept, ids);
     }
 
     /// Sends `flows` to `region`'s collectors; gives back what could not be
@@ -123,95 +119,41 @@ impl Core {
         }
     }
 
-    /// Formats `flows` with the sink plugin, a chunk of at most
-    /// `sink_batch` flows at a time, and hands each chunk to the outputs at
-    /// once. A chunk larger than an output takes (Kafka's message limit) is
-    /// formatted again with fewer flows, and later chunks start from that
-    /// size; a single flow too large for an output is dropped and counted.
-    /// When the sink is missing or fails, gives back the flows not yet
-    /// formatted; `ids` go with the last chunk, so the batches count as
-    /// written out only once all of their flows are.
-    pub(super) fn format(
-        &mut self,
-        mut flows: Vec<AttributedFlow>,
-        mut ids: Vec<BatchId>,
-    ) -> Result<(), Unformatted> {
-        if flows.is_empty() {
-            self.outputs.push_empty(ids);
-            return Ok(());
-        }
-        let Some(sink) = self.plugins.get(&self.settings.sink) else {
-            tracing::error!(sink = %self.settings.sink, "sink plugin not loaded; holding flows");
-            self.metrics.sink_failures.inc();
-            return Err((flows, ids));
-        };
-        let most = self.settings.sink_batch.max(1);
+    /// Starts formatting a release's flows (see [`super::formatting`]) and
+    /// hands the outputs what is ready.
+    fn format(&mut self, flows: Vec<AttributedFlow>, ids: Vec<BatchId>) {
+        let sink = self.plugins.get(&self.settings.sink);
         let limit = self.outputs.max_chunk_bytes();
-        let mut done = 0;
-        while done < flows.len() {
-            let mut n = self.chunk_flows.clamp(1, most).min(flows.len() - done);
-            let mut bytes = self.outputs.buffer();
-            loop {
-                bytes.clear();
-                if let Err(error) = sink.format(&flows[done..done + n], &mut bytes) {
-                    tracing::error!(sink = %self.settings.sink, %error, "sink plugin failed; retrying next tick");
-                    self.metrics.sink_failures.inc();
-                    flows.drain(..done);
-                    return Err((flows, ids));
-                }
-                match limit {
-                    Some(limit) if bytes.len() > limit && n > 1 => {
-                        // Aim a tenth below the limit, and always shrink.
-                        let fit =
-                            (n as u128 * limit as u128 * 9 / (10 * bytes.len() as u128)) as usize;
-                        n = fit.clamp(1, n - 1);
-                        self.chunk_flows = n;
-                    }
-                    _ => break,
-                }
-            }
-            if limit.is_some_and(|limit| bytes.len() > limit) {
-                tracing::error!(
-                    bytes = bytes.len(),
-                    limit,
-                    "a single flow formats larger than an output takes; dropped"
-                );
-                self.metrics.count_drop("too_large_for_output", 1);
-                done += 1;
-                continue;
-            }
-            if n == self.chunk_flows && limit.is_some_and(|limit| 2 * bytes.len() < limit) {
-                self.chunk_flows = (2 * n).min(most);
-            }
-            let end = done + n;
-            let batches = if end == flows.len() {
-                std::mem::take(&mut ids)
-            } else {
-                Vec::new()
-            };
-            self.outputs.push(bytes, n as u64, batches);
-            done = end;
-        }
-        if !ids.is_empty() {
-            self.outputs.push_empty(ids);
-        }
-        flows.clear();
-        self.spare_flows = flows;
-        Ok(())
+        let outputs = &mut self.outputs;
+        self.formatting
+            .start(flows, ids, sink, limit, || outputs.buffer());
+        self.hand_over();
     }
 
-    pub(super) fn retry_unformatted(&mut self) {
-        while let Some((flows, ids)) = self.unformatted.pop_front() {
-            if let Err(back) = self.format(flows, ids) {
-                self.unformatted.push_front(back);
-                break;
-            }
-        }
+    /// Gives the outputs, in order, the chunks whose formatting finished.
+    fn hand_over(&mut self) {
+        let outputs = &mut self.outputs;
+        self.formatting.ready(|ready| match ready {
+            Ready::Chunk {
+                bytes,
+                flows,
+                batches,
+            } => outputs.push(bytes, flows, batches),
+            Ready::Batches(batches) => outputs.push_empty(batches),
+        });
+    }
+
+    /// Waits until every release so far is formatted, then writes it out
+    /// (the simulator, tests and benchmarks, for what a tick started).
+    pub fn finish_formatting(&mut self) {
+        self.formatting.wait();
+        self.finish_written();
     }
 
     /// Writes and commits the outputs, and retires the batches every output
     /// now has for good.
     pub(super) fn finish_written(&mut self) {
+        self.hand_over();
         let retired = self.outputs.pump();
         self.metrics.flows_out.inc_by(retired.flows);
         for (reason, flows) in &retired.dropped {

@@ -265,7 +265,8 @@ mod tests {
         })
         .unwrap();
         for i in 0..3 {
-            out.write(i, format!("PAR1 chunk {i} PAR1").as_bytes()).unwrap();
+            out.write(i, format!("PAR1 chunk {i} PAR1").as_bytes())
+                .unwrap();
         }
         assert_eq!(out.commit().unwrap().durable_below, 3);
         let text: Vec<String> = files_of(dir.path(), "flows", "parquet")
@@ -275,7 +276,11 @@ mod tests {
             .collect();
         assert_eq!(
             text,
-            ["PAR1 chunk 0 PAR1", "PAR1 chunk 1 PAR1", "PAR1 chunk 2 PAR1"]
+            [
+                "PAR1 chunk 0 PAR1",
+                "PAR1 chunk 1 PAR1",
+                "PAR1 chunk 2 PAR1"
+            ]
         );
     }
 }
