@@ -5,7 +5,6 @@
 mod common;
 
 use std::{
-    collections::HashSet,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -13,7 +12,10 @@ use std::{
     time::Duration,
 };
 
-use common::fleet::{Fleet, S, agent_prefix, flow, local_of, remote_of, workload};
+use common::{
+    fleet::{Fleet, S, agent_prefix, flow, local_of, remote_of, workload},
+    settings::core_settings,
+};
 use flowattr_collector::{
     clocks::ClockSample,
     core::{Arrival, Core, CoreParts, CoreSettings, Decision, Input},
@@ -71,20 +73,10 @@ impl Harness {
         let metrics = Arc::new(CollectorMetrics::new());
         let core = Core::new(
             CoreSettings {
-                name: "collector-1".into(),
                 incarnation: T0,
                 hold: HOLD,
                 silent_after: SILENT,
-                max_held_flows: 100_000,
-                remember_batches: 1000,
-                sink: "jsonl-sink".into(),
-                sink_batch: 1024,
-                workers: 2,
-                forward_peers: HashSet::new(),
-                shadow_hold: Duration::ZERO,
-                arrival_queue_batches: 256,
-                arrival_queue_bytes: 256 << 20,
-                refuse_unclaimed_agents: true,
+                ..core_settings(2)
             },
             CoreParts {
                 table,

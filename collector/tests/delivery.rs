@@ -21,11 +21,12 @@ use common::{
     broker::Broker,
     fleet::{Fleet, S, batch, flow, now_ns, ship_all, workload},
     journal::replayable,
+    settings::core_settings,
 };
 use flowattr_collector::{
     clocks::ClockSample,
     config::{CollectorConfig, KafkaOutputSection, OutputSection},
-    core::{Arrival, Core, CoreParts, CoreSettings, Decision, Input},
+    core::{Arrival, Core, CoreParts, Decision, Input},
     journal::{Journal, MemoryStore},
     metrics::CollectorMetrics,
     output::{FileOutput, FileOutputConfig, Outputs},
@@ -396,22 +397,7 @@ fn core_on(
     .unwrap();
     let now = clock.clone();
     let mut core = Core::new(
-        CoreSettings {
-            name: "collector-1".into(),
-            incarnation: 1,
-            hold: Duration::from_secs(5),
-            silent_after: Duration::from_secs(60),
-            max_held_flows: 100_000,
-            remember_batches: 1000,
-            sink: "jsonl-sink".into(),
-            sink_batch: 1024,
-            workers: 2,
-            forward_peers: HashSet::new(),
-            shadow_hold: Duration::ZERO,
-            arrival_queue_batches: 256,
-            arrival_queue_bytes: 256 << 20,
-            refuse_unclaimed_agents: true,
-        },
+        core_settings(2),
         CoreParts {
             table,
             journal,

@@ -15,7 +15,7 @@
 mod common;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     io,
     sync::{
         Arc, Mutex,
@@ -27,6 +27,7 @@ use std::{
 use common::{
     fleet::{Fleet, S, flow, workload},
     journal::replayable,
+    settings::core_settings,
 };
 use flowattr_collector::{
     clocks::ClockSample,
@@ -157,20 +158,10 @@ fn core(
     let now = clock.clone();
     let core = Core::new(
         CoreSettings {
-            name: "collector-1".into(),
-            incarnation: 1,
             hold: Duration::from_secs(2),
-            silent_after: Duration::from_secs(60),
-            max_held_flows: 100_000,
-            remember_batches: 1000,
             sink: sink.into(),
             sink_batch: input.sink_batch,
-            workers,
-            forward_peers: HashSet::new(),
-            shadow_hold: Duration::ZERO,
-            arrival_queue_batches: 256,
-            arrival_queue_bytes: 256 << 20,
-            refuse_unclaimed_agents: true,
+            ..core_settings(workers)
         },
         CoreParts {
             table,

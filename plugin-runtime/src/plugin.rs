@@ -626,13 +626,7 @@ impl Plugin {
             }
             Err(e) => {
                 let message = e.message();
-                let mut guard = self.instances.lock().unwrap();
-                let pool = guard.as_mut().expect("set at load");
-                pool.existing -= 1;
-                pool.lost += 1;
-                record_failure(pool);
-                drop(guard);
-                self.freed.notify_one();
+                self.forget_instance();
                 tracing::warn!(plugin = %self.name, %message, "Could not rebuild the plugin instance.");
                 Err(self.error(Failure::Rebuild(message)))
             }
@@ -656,14 +650,21 @@ impl Plugin {
     /// while `how`, and schedules its rebuild.
     fn lose_instance(&self, failure: Failure, how: &str) -> CallError {
         tracing::warn!(plugin = %self.name, error = %failure, stopped_while = how, "Plugin call failed; its instance will be rebuilt.");
+        self.forget_instance();
+        self.error(failure)
+    }
+
+    /// Takes an instance that is gone (lost in a call, or never rebuilt)
+    /// off the pool's count and schedules its rebuild.
+    fn forget_instance(&self) {
         let mut guard = self.instances.lock().unwrap();
         let pool = guard.as_mut().expect("set at load");
         pool.existing -= 1;
         pool.lost += 1;
-        record_failure(pool);
+        pool.failures = pool.failures.saturating_add(1);
+        pool.retry_at = Some(Instant::now() + rebuild_delay(pool.failures, &mut pool.jitter));
         drop(guard);
         self.freed.notify_one();
-        self.error(failure)
     }
 
     /// A fresh instance: new store, instantiate from the pre-instance, `init`,
@@ -739,11 +740,6 @@ fn read_answers(
         answers,
         store.data_mut().workload_table(),
     )?)
-}
-
-fn record_failure(pool: &mut Instances) {
-    pool.failures = pool.failures.saturating_add(1);
-    pool.retry_at = Some(Instant::now() + rebuild_delay(pool.failures, &mut pool.jitter));
 }
 
 enum InstantiateError {

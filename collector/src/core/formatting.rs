@@ -336,12 +336,7 @@ impl Formatting {
             let Entry::Failed { .. } = self.entries[i] else {
                 continue;
             };
-            let running = Entry::Running {
-                ids: Vec::new(),
-                retry: probe,
-            };
-            let Entry::Failed { flows, ids } = std::mem::replace(&mut self.entries[i], running)
-            else {
+            let Entry::Failed { flows, ids } = self.take(i) else {
                 unreachable!("matched above")
             };
             self.entries[i] = Entry::Running { ids, retry: probe };
@@ -367,15 +362,10 @@ impl Formatting {
 
     fn record(&mut self, Outcome { seq, flows, result }: Outcome) {
         let i = (seq - self.first) as usize;
-        let placeholder = Entry::Running {
-            ids: Vec::new(),
-            retry: false,
-        };
-        let Entry::Running { ids, retry } = std::mem::replace(&mut self.entries[i], placeholder)
-        else {
+        let Entry::Running { ids, retry } = self.take(i) else {
             unreachable!("an outcome is for a running job")
         };
-        self.entries[i] = match result {
+        match result {
             Ok(formatted) => {
                 if let Some(n) = formatted.shrunk_to {
                     self.chunk_flows = self.chunk_flows.min(n);
@@ -393,14 +383,22 @@ impl Formatting {
                 if retry {
                     self.resubmit_failed(false);
                 }
-                return;
             }
             Err(error) => {
                 tracing::error!(%error, "sink plugin failed; retrying next tick");
                 (self.on_failure)();
-                Entry::Failed { flows, ids }
+                self.entries[i] = Entry::Failed { flows, ids };
             }
+        }
+    }
+
+    /// Entry `i`, leaving an empty placeholder for the caller to replace.
+    fn take(&mut self, i: usize) -> Entry {
+        let placeholder = Entry::Running {
+            ids: Vec::new(),
+            retry: false,
         };
+        std::mem::replace(&mut self.entries[i], placeholder)
     }
 
     /// Hands over, in order, what finished with nothing unfinished before it.

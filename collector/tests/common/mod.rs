@@ -3,3 +3,4 @@
 pub mod broker;
 pub mod fleet;
 pub mod journal;
+pub mod settings;
