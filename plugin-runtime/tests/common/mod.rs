@@ -1,5 +1,5 @@
 //! Shared set-up for the runtime's integration tests: the real components
-//! built by `scripts/build-plugins` (run by the README's test command), drop-in
+//! built by `scripts/build` (run by the README's test command), drop-in
 //! directories in temp dirs, and a runtime with its own compile cache.
 
 #![allow(dead_code)]
@@ -25,7 +25,7 @@ pub fn component(krate: &str) -> Vec<u8> {
         .join(format!("{}.wasm", krate.replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}; build the components first with scripts/build-plugins",
+            "{}: {e}; build the components first with scripts/build",
             path.display()
         )
     })
