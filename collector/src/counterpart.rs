@@ -48,34 +48,89 @@ pub enum Counterpart {
     Conflict,
 }
 
-/// One held flow: its endpoints, when it started, what its own end answers
-/// for others, and what its other end answered for it.
+/// One held flow: its endpoints, when it started and ended, what its own
+/// end answers for others, and what its other end answered for it. Kept
+/// small (96 bytes; every held flow has one): the workload a flow answers
+/// with is valid over the flow itself, so only the workload is stored.
 #[derive(Debug)]
 struct Held {
     ends: Ends,
     start_ns: u64,
-    /// The flow's end, where it is a final record (`None` for an interval
-    /// record of a connection still open).
-    end_ns: Option<u64>,
-    own: Option<(Arc<Workload>, TimeRange)>,
-    other: Counterpart,
-    /// Released, and kept only to answer for later reports.
-    retired: bool,
+    /// The record's end (its interval's end for a connection still open).
+    end_ns: u64,
+    /// Its local workload, where it may answer for its address over
+    /// [`Held::span`].
+    own: Option<Arc<Workload>>,
+    /// The other end's workload and its report's span, when one matched.
+    other: Option<(Arc<Workload>, TimeRange)>,
+    flags: u8,
 }
 
-/// A flow's `(local, remote)` endpoints, packed for cheap hashing.
+impl Held {
+    /// The record is final (the connection closed): its end must match too.
+    const FINAL: u8 = 1;
+    /// Reports naming different workloads matched.
+    const CONFLICT: u8 = 2;
+    /// Released, and kept only to answer for later reports.
+    const RETIRED: u8 = 4;
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// The final end, where the record is final.
+    fn final_end(&self) -> Option<u64> {
+        self.has(Self::FINAL).then_some(self.end_ns)
+    }
+
+    /// What the flow answers over: the whole report.
+    fn span(&self) -> TimeRange {
+        span(self.start_ns, self.end_ns)
+    }
+
+    /// Joins an answer from the other end.
+    fn merge(&mut self, found: (&Arc<Workload>, TimeRange)) {
+        match &self.other {
+            _ if self.has(Self::CONFLICT) => {}
+            None => self.other = Some((found.0.clone(), found.1)),
+            Some((w, _)) if w.id == found.0.id => {}
+            Some(_) => {
+                self.other = None;
+                self.flags |= Self::CONFLICT;
+            }
+        }
+    }
+
+    /// What the other end answered.
+    fn counterpart(&mut self) -> Counterpart {
+        match self.other.take() {
+            _ if self.has(Self::CONFLICT) => Counterpart::Conflict,
+            Some((w, r)) => Counterpart::Found(w, r),
+            None => Counterpart::None,
+        }
+    }
+}
+
+fn span(start_ns: u64, end_ns: u64) -> TimeRange {
+    TimeRange::new(start_ns, end_ns.max(start_ns + 1))
+}
+
+/// A flow's `(local, remote)` endpoints, packed for cheap hashing (as
+/// IPv6 addresses in 64-bit halves, so the key is 40 bytes, not 48).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Ends {
-    local: u128,
-    remote: u128,
+    local: [u64; 2],
+    remote: [u64; 2],
     ports: u32,
 }
 
-fn ip_key(addr: &SocketAddr) -> u128 {
-    match addr.ip() {
-        std::net::IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
-        std::net::IpAddr::V6(v6) => u128::from(v6),
-    }
+fn ip_key(addr: &SocketAddr) -> [u64; 2] {
+    let v6 = match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        std::net::IpAddr::V6(v6) => v6,
+    };
+    let bits = u128::from(v6);
+    [(bits >> 64) as u64, bits as u64]
 }
 
 impl Ends {
@@ -115,14 +170,6 @@ pub struct Counterparts {
     max_retired: usize,
 }
 
-fn merge(into: &mut Counterpart, found: &(Arc<Workload>, TimeRange)) {
-    *into = match std::mem::take(into) {
-        Counterpart::None => Counterpart::Found(found.0.clone(), found.1),
-        Counterpart::Found(w, r) if w.id == found.0.id => Counterpart::Found(w, r),
-        _ => Counterpart::Conflict,
-    };
-}
-
 impl Counterparts {
     /// Reports match when their starts (and final ends) are at most
     /// `tolerance_ns` apart (the clock tolerance). A released flow keeps
@@ -148,41 +195,36 @@ impl Counterparts {
         let tol = self.tolerance_ns;
         for f in flows {
             let own = match &f.local {
-                Side::Attributed(a) if may_answer(f) => Some((
-                    a.workload.clone(),
-                    TimeRange::new(f.flow.start_ns, f.flow.end_ns.max(f.flow.start_ns + 1)),
-                )),
+                Side::Attributed(a) if may_answer(f) => Some(a.workload.clone()),
                 _ => None,
             };
-            let start = f.flow.start_ns;
-            let end = final_end(f);
-            let mut mine = Counterpart::None;
+            let (start, end) = (f.flow.start_ns, final_end(f));
+            let mut flow = Held {
+                ends: Ends::of(&f.flow.local, &f.flow.remote),
+                start_ns: start,
+                end_ns: f.flow.end_ns,
+                own,
+                other: None,
+                flags: if end.is_some() { Held::FINAL } else { 0 },
+            };
             let mirror = Ends::of(&f.flow.remote, &f.flow.local);
             for &slot in self.index.iter_hash(mirror.hash()) {
                 let m = &mut self.slots[slot as usize];
-                let ends_apart = match (m.end_ns, end) {
+                let ends_apart = match (m.final_end(), end) {
                     (Some(a), Some(b)) => a.abs_diff(b) > tol,
                     _ => false,
                 };
                 if m.ends != mirror || m.start_ns.abs_diff(start) > tol || ends_apart {
                     continue;
                 }
-                if let Some(own) = &own {
-                    merge(&mut m.other, own);
+                if let Some(own) = &flow.own {
+                    m.merge((own, flow.span()));
                 }
                 if let Some(theirs) = &m.own {
-                    merge(&mut mine, theirs);
+                    flow.merge((theirs, m.span()));
                 }
             }
-            let ends = Ends::of(&f.flow.local, &f.flow.remote);
-            let flow = Held {
-                ends,
-                start_ns: start,
-                end_ns: end,
-                own,
-                other: mine,
-                retired: false,
-            };
+            let ends = flow.ends;
             let slot = u32::try_from(self.slots.insert(flow)).expect("fewer than 2^32 held flows");
             let slots = &self.slots;
             self.index
@@ -202,15 +244,15 @@ impl Counterparts {
         let slots = &self.slots;
         let Ok(entry) = self.index.find_entry(ends.hash(), |&s| {
             let h = &slots[s as usize];
-            h.ends == ends && h.start_ns == start && !h.retired
+            h.ends == ends && h.start_ns == start && !h.has(Held::RETIRED)
         }) else {
             return Counterpart::None;
         };
         let slot = *entry.get();
         let held = &mut self.slots[slot as usize];
         if held.own.is_some() && self.max_retired > 0 {
-            held.retired = true;
-            let other = std::mem::take(&mut held.other);
+            held.flags |= Held::RETIRED;
+            let other = held.counterpart();
             self.retired.push_back((now_ns, slot));
             while self.retired.len() > self.max_retired {
                 self.drop_oldest_retired();
@@ -218,7 +260,7 @@ impl Counterparts {
             return other;
         }
         entry.remove();
-        self.slots.remove(slot as usize).other
+        self.slots.remove(slot as usize).counterpart()
     }
 
     /// Forgets retained flows released more than the retention time before
@@ -285,6 +327,12 @@ mod tests {
             Counterpart::None => "none",
             Counterpart::Conflict => "conflict",
         }
+    }
+
+    #[test]
+    fn a_held_flow_costs_96_bytes() {
+        // Every held flow and every retained one has a slot.
+        assert_eq!(size_of::<Held>(), 96);
     }
 
     #[test]
