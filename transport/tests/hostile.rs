@@ -41,7 +41,13 @@ async fn exchange(conn: &quinn::Connection, bytes: &[u8]) -> Frame {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let _ = send.write_all(bytes).await;
     let _ = send.finish();
-    let answer = recv.read_to_end(1 << 16).await.unwrap();
+    let answer = within(
+        Duration::from_secs(30),
+        "the answer",
+        recv.read_to_end(1 << 16),
+    )
+    .await
+    .unwrap();
     codec::decode_frame(&answer, 1 << 16).unwrap()
 }
 
@@ -79,8 +85,19 @@ async fn a_flooding_identity_is_contained_and_counted_while_another_goes_on() {
     let (_e2, c2) = raw_client(hostile(), addr).await;
     let (c1, c2) = (c1.unwrap(), c2.unwrap());
     assert_eq!(c1.max_datagram_size(), None, "datagrams are not accepted");
+    // A client's handshake ends before the server's: wait until the server
+    // holds both, or the third client may be counted before the second.
+    wait_until(Duration::from_secs(5), "the server holds two", || {
+        counters.snapshot().connections == 2
+    })
+    .await;
     let (_e3, c3) = raw_client(hostile(), addr).await;
-    let closed = c3.unwrap().closed().await;
+    let closed = within(
+        Duration::from_secs(10),
+        "the third to be closed",
+        c3.unwrap().closed(),
+    )
+    .await;
     assert!(
         matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == 3u32.into()),
         "{closed:?}"

@@ -177,6 +177,14 @@ pub async fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> b
     }
 }
 
+/// `future`'s output, or a panic naming `what` after `limit` (a test that
+/// waits on the network fails instead of hanging).
+pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
 /// Batch `seq` of agent `AGENT`'s run `incarnation`: `flows` generated flows.
 pub fn batch(incarnation: u64, seq: u64, flows: usize) -> FlowBatch {
     let mut b = generate::batch(seq, seq, flows, 3);
