@@ -85,13 +85,15 @@ impl Held {
 
     /// What the flow answers over: the whole report.
     fn span(&self) -> TimeRange {
-        span(self.start_ns, self.end_ns)
+        TimeRange::new(self.start_ns, self.end_ns.max(self.start_ns + 1))
     }
 
     /// Joins an answer from the other end.
     fn merge(&mut self, found: (&Arc<Workload>, TimeRange)) {
+        if self.has(Self::CONFLICT) {
+            return;
+        }
         match &self.other {
-            _ if self.has(Self::CONFLICT) => {}
             None => self.other = Some((found.0.clone(), found.1)),
             Some((w, _)) if w.id == found.0.id => {}
             Some(_) => {
@@ -103,16 +105,14 @@ impl Held {
 
     /// What the other end answered.
     fn counterpart(&mut self) -> Counterpart {
+        if self.has(Self::CONFLICT) {
+            return Counterpart::Conflict;
+        }
         match self.other.take() {
-            _ if self.has(Self::CONFLICT) => Counterpart::Conflict,
             Some((w, r)) => Counterpart::Found(w, r),
             None => Counterpart::None,
         }
     }
-}
-
-fn span(start_ns: u64, end_ns: u64) -> TimeRange {
-    TimeRange::new(start_ns, end_ns.max(start_ns + 1))
 }
 
 /// A flow's `(local, remote)` endpoints, packed for cheap hashing (as
@@ -145,11 +145,6 @@ impl Ends {
     fn hash(&self) -> u64 {
         FxBuildHasher.hash_one(self)
     }
-}
-
-/// A flow's end where its record is final (the connection closed).
-fn final_end(f: &AttributedFlow) -> Option<u64> {
-    (f.flow.end_state != FlowEnd::Ongoing).then_some(f.flow.end_ns)
 }
 
 /// Held flows, findable by their `(local, remote)` endpoints.
@@ -198,15 +193,16 @@ impl Counterparts {
                 Side::Attributed(a) if may_answer(f) => Some(a.workload.clone()),
                 _ => None,
             };
-            let (start, end) = (f.flow.start_ns, final_end(f));
+            let closed = f.flow.end_state != FlowEnd::Ongoing;
             let mut flow = Held {
                 ends: Ends::of(&f.flow.local, &f.flow.remote),
-                start_ns: start,
+                start_ns: f.flow.start_ns,
                 end_ns: f.flow.end_ns,
                 own,
                 other: None,
-                flags: if end.is_some() { Held::FINAL } else { 0 },
+                flags: if closed { Held::FINAL } else { 0 },
             };
+            let (start, end) = (flow.start_ns, flow.final_end());
             let mirror = Ends::of(&f.flow.remote, &f.flow.local);
             for &slot in self.index.iter_hash(mirror.hash()) {
                 let m = &mut self.slots[slot as usize];
